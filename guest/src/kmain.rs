@@ -1,0 +1,179 @@
+//! The kernel's main (xv6 main.c, as far as chapter 2 goes): read the PVH boot
+//! information, set up the console, the GDT, the page allocator and the kernel page
+//! directory, print the boot summary and exit through the debug port.
+
+use crate::debugport;
+use crate::entry::KSTACKSIZE;
+use crate::kalloc::KMEM;
+use crate::linker;
+use crate::memlayout::{phystop, set_phystop, PhysAddr, VirtAddr, EXTMEM, KERNLINK, P2V};
+use crate::pvh::{
+    self, low_memory, Memmap, Module, PvhError, StartInfo, MEMMAP_ENTRY_SIZE, MODLIST_ENTRY_SIZE,
+    START_INFO_SIZE,
+};
+use crate::selftest::{self, SelfTest};
+use crate::{cprintln, vm, x86};
+
+/// What the boot summary reports about the PVH boot information.
+struct BootInfo {
+    start_info: PhysAddr,
+    cmdline: &'static str,
+    memmap: Memmap<'static>,
+    nr_modules: u32,
+}
+
+/// `len` bytes of boot data at physical `pa`, which `low_memory` checked to be below EXTMEM.
+fn low_bytes(pa: PhysAddr, len: usize) -> &'static [u8] {
+    debug_assert!(pa.0 as usize + len <= EXTMEM as usize);
+    // SAFETY: [pa, pa + len) is below EXTMEM, which stays mapped at P2V (entrypgdir, then
+    // kmap row 1) and which nothing in the kernel writes (it is below `end`, never on the
+    // free list); the VMM wrote the boot data before starting us.
+    unsafe { core::slice::from_raw_parts(P2V(pa).0 as *const u8, len) }
+}
+
+/// Reads `hvm_start_info` at physical `pa` and what it points to.
+fn read_boot_info(pa: u32) -> Result<BootInfo, PvhError> {
+    let start_info = low_memory("start_info", u64::from(pa), START_INFO_SIZE)?;
+    let si = StartInfo::parse(low_bytes(start_info, START_INFO_SIZE))?;
+
+    let n = si.memmap_entries as usize * MEMMAP_ENTRY_SIZE;
+    let memmap = Memmap::parse(
+        low_bytes(low_memory("memmap", si.memmap_paddr, n)?, n),
+        si.memmap_entries,
+    )?;
+
+    let cmdline = if si.cmdline_paddr == 0 {
+        ""
+    } else {
+        // The line runs to its NUL, which must come before EXTMEM.
+        let at = low_memory("cmdline", si.cmdline_paddr, 1)?;
+        pvh::cmdline(low_bytes(at, (EXTMEM - at.0) as usize))?
+    };
+
+    if si.nr_modules > 0 {
+        let n = si.nr_modules as usize * MODLIST_ENTRY_SIZE;
+        let list = low_bytes(low_memory("modlist", si.modlist_paddr, n)?, n);
+        for i in 0..si.nr_modules as usize {
+            Module::parse(list, i)?;
+        }
+    }
+    Ok(BootInfo {
+        start_info,
+        cmdline,
+        memmap,
+        nr_modules: si.nr_modules,
+    })
+}
+
+/// Bytes in a MiB.
+const MIB: u32 = 1 << 20;
+
+/// The high-half entry, called by `entry` on the boot stack with paging on (entrypgdir) and
+/// `start_info_pa` = EBX from the VMM.
+#[no_mangle]
+pub extern "C" fn kmain(start_info_pa: u32) -> ! {
+    crate::console::consoleinit();
+    // Our own GDT first: the VMM's boot GDT sits at a low linear address that the kernel
+    // page directory no longer maps.
+    crate::gdt::seginit();
+
+    let boot = read_boot_info(start_info_pa).unwrap_or_else(|e| panic!("{}", e));
+    cprintln!(
+        "xv6: PVH boot, start_info {:#010x}, cmdline \"{}\"",
+        boot.start_info.0,
+        boot.cmdline
+    );
+    for e in boot.memmap.entries() {
+        cprintln!("xv6: memmap {}", e);
+    }
+    set_phystop(boot.memmap.phystop().unwrap_or_else(|e| panic!("{}", e)));
+    cprintln!(
+        "xv6: PHYSTOP {:#010x} ({} MiB), modules {}",
+        phystop().0,
+        phystop().0 / MIB,
+        boot.nr_modules
+    );
+    let rows = vm::kernel_kmap(); // panics if P2V(PHYSTOP) > DEVSPACE
+
+    let (data, end) = (linker::data(), linker::end());
+    cprintln!(
+        "xv6: kernel text {:#010x} data {:#010x} end {:#010x}",
+        KERNLINK,
+        data.0,
+        end.0
+    );
+    let four_mib = P2V(PhysAddr(4 * MIB));
+    assert!(end < four_mib, "kernel image ends above 4 MiB");
+    let top = P2V(phystop());
+
+    // SAFETY: [end, P2V(4 MiB)) is RAM mapped by entrypgdir that nothing uses (past the
+    // kernel image; the boot data and the VMM's structures are all below EXTMEM).
+    let freed = unsafe {
+        KMEM.kinit1(
+            end.0 as usize,
+            top.0 as usize,
+            end.0 as usize,
+            four_mib.0 as usize,
+        )
+    };
+    check_free(KMEM.countfree(), freed);
+    cprintln!("xv6: kinit1: {} pages free", KMEM.countfree());
+
+    vm::kvmalloc();
+    for k in &rows {
+        cprintln!("xv6: kmap {}", k);
+    }
+    cprintln!("xv6: kvmalloc: cr3 {:#010x}", x86::rcr3());
+    if let Some(n) = debugport::pgdump() {
+        cprintln!("xv6: pgdump: {} translate mismatches", n);
+        if n > 0 {
+            panic!("pgdump: page tables disagree with the MMU");
+        }
+    }
+
+    let before = KMEM.countfree();
+    // SAFETY: [P2V(4 MiB), P2V(PHYSTOP)) is RAM the VMM reported, now mapped by the kernel
+    // page directory, and unused (the kernel image and the boot data are below 4 MiB; the
+    // boot modules are at or above PHYSTOP).
+    let freed = unsafe { KMEM.kinit2(four_mib.0 as usize, top.0 as usize) };
+    check_free(KMEM.countfree(), before + freed);
+    cprintln!("xv6: kinit2: {} pages free", KMEM.countfree());
+    // No guard page below the boot stack: catch it getting close to full instead.
+    let used = crate::entry::stack_high_water();
+    assert!(
+        used <= KSTACKSIZE * 3 / 4,
+        "boot stack: {} of {} bytes used",
+        used,
+        KSTACKSIZE
+    );
+    cprintln!("xv6: boot ok");
+
+    match selftest::parse(boot.cmdline) {
+        SelfTest::None => debugport::exit(0),
+        SelfTest::Exit(n) => debugport::exit(n),
+        SelfTest::Panic => panic!("selftest"),
+        SelfTest::Spin => loop {
+            core::hint::spin_loop();
+        },
+        SelfTest::PageFault => {
+            let user = VirtAddr(0x1000_0000);
+            // SAFETY: deliberately reads an address the kernel page directory does not map:
+            // with no IDT the fault becomes a triple fault and the VM ends (the point of
+            // the test); the read never completes.
+            let v = unsafe { core::ptr::read_volatile(user.0 as *const u32) };
+            panic!(
+                "selftest=pagefault: read {:#x} at {:#010x} did not fault",
+                v, user.0
+            );
+        }
+    }
+}
+
+/// Panics unless the free list holds exactly the pages the kinit calls freed.
+fn check_free(counted: usize, expected: usize) {
+    assert_eq!(
+        counted, expected,
+        "kalloc: free list has {} pages, expected {}",
+        counted, expected
+    );
+}

@@ -1,0 +1,42 @@
+//! xv6's kernel (x86 edition), chapter 2 "Page tables", in Rust: booted by a KVM VMM through
+//! PVH, it sets up the page allocator and the kernel page directory exactly as xv6's main.c,
+//! kalloc.c and vm.c do.
+//!
+//! Pure modules (layout arithmetic, the kmap table, the free list, boot-information parsing)
+//! build for the host too and carry the unit tests; the modules that touch the hardware exist
+//! only in the 32-bit x86 kernel.
+
+#![cfg_attr(not(test), no_std)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod intr;
+pub mod kalloc;
+pub mod kmap;
+pub mod memlayout;
+pub mod mmu;
+pub mod pvh;
+pub mod selftest;
+pub mod spinlock;
+pub mod string;
+
+#[cfg(all(target_arch = "x86", not(test)))]
+pub mod console;
+#[cfg(all(target_arch = "x86", not(test)))]
+pub mod debugport;
+#[cfg(all(target_arch = "x86", not(test)))]
+pub mod entry;
+#[cfg(all(target_arch = "x86", not(test)))]
+pub mod gdt;
+#[cfg(all(target_arch = "x86", not(test)))]
+pub mod kmain;
+#[cfg(all(target_arch = "x86", not(test)))]
+pub mod linker;
+#[cfg(all(target_arch = "x86", not(test)))]
+mod panic;
+#[cfg(all(target_arch = "x86", not(test)))]
+pub mod uart;
+#[cfg(all(target_arch = "x86", not(test)))]
+pub mod vm;
+#[cfg(all(target_arch = "x86", not(test)))]
+pub mod x86;

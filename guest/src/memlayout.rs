@@ -1,0 +1,131 @@
+//! The memory layout (xv6's memlayout.h): where the kernel half starts, where the kernel is
+//! linked, where devices live, and the V2P/P2V conversions between kernel virtual and physical
+//! addresses, with typed addresses so the two cannot be mixed up.
+//!
+//! PHYSTOP is not a constant here: the VMM reports RAM `[0, PHYSTOP)` in the PVH memory map
+//! (see `pvh::phystop_from_memmap`) and the kernel records it once, early in boot.
+
+use core::fmt;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// Start of extended memory: the kernel is loaded here.
+pub const EXTMEM: u32 = 0x0010_0000;
+/// First kernel virtual address: `[KERNBASE, KERNBASE + PHYSTOP)` maps `[0, PHYSTOP)`.
+pub const KERNBASE: u32 = 0x8000_0000;
+/// Address where the kernel is linked.
+pub const KERNLINK: u32 = KERNBASE + EXTMEM;
+/// Other devices (LAPIC, IOAPIC, ...) are at high addresses, mapped one to one.
+pub const DEVSPACE: u32 = 0xFE00_0000;
+/// The smallest PHYSTOP the kernel accepts: the first 4 MiB hold the kernel and the
+/// page-table pages kinit1 provides, the rest must leave room for processes.
+pub const PHYSTOP_MIN: u32 = 8 << 20;
+
+/// A physical address (32-bit: the kernel uses no PAE).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PhysAddr(pub u32);
+
+/// A virtual address.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct VirtAddr(pub u32);
+
+impl fmt::Debug for PhysAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PA {:#010x}", self.0)
+    }
+}
+
+impl fmt::Debug for VirtAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VA {:#010x}", self.0)
+    }
+}
+
+impl fmt::LowerHex for PhysAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::LowerHex::fmt(&self.0, f)
+    }
+}
+
+impl fmt::LowerHex for VirtAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::LowerHex::fmt(&self.0, f)
+    }
+}
+
+/// Kernel virtual address to physical address (only for addresses in the kernel half).
+#[allow(non_snake_case)]
+#[must_use]
+pub const fn V2P(va: VirtAddr) -> PhysAddr {
+    assert!(va.0 >= KERNBASE, "V2P of a user address");
+    PhysAddr(va.0 - KERNBASE)
+}
+
+/// Physical address to kernel virtual address (only for the first 2 GiB of physical memory).
+#[allow(non_snake_case)]
+#[must_use]
+pub const fn P2V(pa: PhysAddr) -> VirtAddr {
+    assert!(pa.0 < KERNBASE, "P2V of an address above 2 GiB");
+    VirtAddr(pa.0 + KERNBASE)
+}
+
+/// P2V that also accepts the one-past-the-end address 2 GiB (for range ends such as
+/// P2V(PHYSTOP)); `None` if the result does not fit in 32 bits.
+#[must_use]
+pub const fn p2v_end(pa: PhysAddr) -> Option<VirtAddr> {
+    match pa.0.checked_add(KERNBASE) {
+        Some(v) => Some(VirtAddr(v)),
+        None => None,
+    }
+}
+
+/// The top of usable physical memory, recorded once by `set_phystop` during boot.
+static PHYSTOP: AtomicU32 = AtomicU32::new(0);
+
+/// Records PHYSTOP (boot, before kinit1).
+pub fn set_phystop(pa: PhysAddr) {
+    PHYSTOP.store(pa.0, Ordering::Relaxed);
+}
+
+/// PHYSTOP: the end of the RAM the kernel manages (`[0, PHYSTOP)`).
+#[doc(alias = "PHYSTOP")]
+#[must_use]
+pub fn phystop() -> PhysAddr {
+    PhysAddr(PHYSTOP.load(Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xv6_constants() {
+        assert_eq!(KERNLINK, 0x8010_0000);
+        assert_eq!(KERNBASE >> 22, 512);
+        assert_eq!(DEVSPACE, 0xFE00_0000);
+    }
+
+    #[test]
+    fn v2p_p2v_round_trip() {
+        assert_eq!(V2P(VirtAddr(0x8010_0000)), PhysAddr(0x10_0000));
+        assert_eq!(P2V(PhysAddr(0xE00_0000)), VirtAddr(0x8E00_0000));
+        assert_eq!(V2P(P2V(PhysAddr(0x1234_5678))), PhysAddr(0x1234_5678));
+    }
+
+    #[test]
+    #[should_panic(expected = "V2P of a user address")]
+    fn v2p_rejects_user_addresses() {
+        let _ = V2P(VirtAddr(0x1000));
+    }
+
+    #[test]
+    fn p2v_end_handles_two_gib() {
+        assert_eq!(p2v_end(PhysAddr(0x8000_0000)), None);
+        assert_eq!(p2v_end(PhysAddr(0x7FFF_F000)), Some(VirtAddr(0xFFFF_F000)));
+        assert_eq!(p2v_end(PhysAddr(0x7E00_0000)), Some(VirtAddr(DEVSPACE)));
+    }
+
+    #[test]
+    fn hex_formatting_is_xv6_style() {
+        assert_eq!(format!("{:#010x}", PhysAddr(0xE00_0000)), "0x0e000000");
+    }
+}

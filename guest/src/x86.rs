@@ -1,0 +1,132 @@
+//! Wrappers for the x86 instructions the kernel needs (xv6 x86.h): port I/O, control
+//! registers, interrupt flag, GDT loading. Each is one instruction; the unsafe ones say
+//! what the caller must guarantee.
+
+use core::arch::asm;
+
+/// Reads a byte from an I/O port.
+#[must_use]
+pub fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: port input has no memory effects; the devices we read (UART, debug port) have
+    // no read side effects that could break memory safety.
+    unsafe {
+        asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// Writes a byte to an I/O port.
+pub fn outb(port: u16, v: u8) {
+    // SAFETY: our devices (UART, debug port) cannot touch guest memory; the exit/panic ports
+    // end the VM, which is the caller's intent.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Reads a 32-bit word from an I/O port.
+#[must_use]
+pub fn inl(port: u16) -> u32 {
+    let v: u32;
+    // SAFETY: as for inb.
+    unsafe {
+        asm!("in eax, dx", out("eax") v, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// Writes a 32-bit word to an I/O port.
+pub fn outl(port: u16, v: u32) {
+    // SAFETY: as for outb. The pgdump port makes the VMM read (never write) our page tables.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nostack, preserves_flags)) };
+}
+
+/// Reads EFLAGS.
+#[must_use]
+pub fn readeflags() -> u32 {
+    let f: u32;
+    // SAFETY: pushfd/pop only touch the stack slot they use.
+    unsafe { asm!("pushfd", "pop {}", out(reg) f, options(nomem, preserves_flags)) };
+    f
+}
+
+/// Disables interrupts.
+pub fn cli() {
+    // SAFETY: masking interrupts cannot break memory safety.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+}
+
+/// Enables interrupts.
+pub fn sti() {
+    // SAFETY: with no IDT loaded yet an interrupt would triple-fault (ending the VM, not
+    // corrupting memory); callers only enable interrupts they are ready for.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// Halts until the next interrupt.
+pub fn hlt() {
+    // SAFETY: hlt only waits.
+    unsafe { asm!("hlt", options(nomem, nostack, preserves_flags)) };
+}
+
+/// Disables interrupts and halts forever.
+pub fn halt_forever() -> ! {
+    loop {
+        cli();
+        hlt();
+    }
+}
+
+/// Reads CR0.
+#[must_use]
+pub fn rcr0() -> u32 {
+    let v: u32;
+    // SAFETY: reading a control register has no side effects.
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads CR3 (the physical address of the current page directory).
+#[must_use]
+pub fn rcr3() -> u32 {
+    let v: u32;
+    // SAFETY: reading a control register has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads CR4.
+#[must_use]
+pub fn rcr4() -> u32 {
+    let v: u32;
+    // SAFETY: reading a control register has no side effects.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Loads CR3, switching page directories (and flushing the non-global TLB entries).
+///
+/// # Safety
+/// `pa` must be the physical address of a page directory that maps the running kernel
+/// (code, stack, data) exactly as the current one does.
+pub unsafe fn lcr3(pa: u32) {
+    // SAFETY: the caller guarantees the new directory keeps the kernel mapped.
+    unsafe { asm!("mov cr3, {}", in(reg) pa, options(nostack, preserves_flags)) };
+}
+
+/// Loads the GDT from a `(limit, base)` descriptor.
+///
+/// # Safety
+/// The table must stay valid (static) and its code/data entries must match the selectors in
+/// use, which the caller reloads.
+pub unsafe fn lgdt(base: u32, limit: u16) {
+    #[repr(C, packed)]
+    struct Dtr {
+        limit: u16,
+        base: u32,
+    }
+    let d = Dtr { limit, base };
+    // SAFETY: lgdt reads the 6-byte descriptor; the table itself is the caller's contract.
+    unsafe { asm!("lgdt [{}]", in(reg) &d, options(readonly, nostack, preserves_flags)) };
+}

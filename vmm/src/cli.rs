@@ -1,0 +1,79 @@
+//! The command line: `vmm run`, `vmm check`, `vmm lab`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Boots an xv6-style 32-bit kernel on KVM (chapter 2 of the xv6 book: page tables) and runs a
+/// user program in it.
+#[derive(Debug, Parser)]
+#[command(name = "vmm", version, about, long_about = None, after_help = EXIT_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXIT_HELP: &str = "Exit status of `vmm run`: the guest's status (0-255); 124 --timeout \
+expired; 125 the VMM or the guest kernel failed (one line on stderr says why); 126 program not \
+executable; 127 program not found; 2 bad command-line syntax.";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot the kernel and run PROGRAM in it (default: the built-in default program).
+    Run(RunArgs),
+    /// Show what this host's KVM can do and which engine `auto` picks.
+    Check,
+    /// Manage the nested-KVM lab (QEMU TCG + a Debian kernel with kvm_amd).
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabAction {
+    /// Fetch and cache the lab's assets (Debian kernel, kvm modules, busybox).
+    Setup,
+    /// Show where the lab's assets are and whether it is ready.
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    /// `kvm` if this host's KVM runs legacy 32-bit paging, else `lab`.
+    Auto,
+    /// This host's /dev/kvm.
+    Kvm,
+    /// The same `vmm` re-run inside the nested-KVM lab.
+    Lab,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Kernel image to boot (ELF32 i386 with a PVH note) instead of the built-in one.
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    /// Guest RAM: a multiple of 4M from 64M to 2016M (e.g. 64M, 1G).
+    #[arg(long, value_name = "SIZE", default_value = "256M")]
+    pub mem: String,
+    /// Where to run the VM.
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    pub engine: Engine,
+    /// Stop the guest after SECS seconds (exit 124); 0 = never.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub timeout: u64,
+    /// Print the guest's page tables (walked from outside, checked with KVM_TRANSLATE) to
+    /// stderr whenever the guest asks for a dump.
+    #[arg(long)]
+    pub pgdump: bool,
+    /// Extra words for the kernel command line.
+    #[arg(long, value_name = "WORDS", allow_hyphen_values = true)]
+    pub append: Option<String>,
+    /// The program to run and its arguments.
+    #[arg(
+        value_name = "PROGRAM",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub program: Vec<String>,
+}

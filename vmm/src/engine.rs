@@ -1,0 +1,203 @@
+//! Where a run happens: on this host's KVM, or inside the nested-KVM lab.
+//!
+//! `auto` runs the legacy-paging probe (`probe.rs`, a few milliseconds) and picks `kvm` when it
+//! passes, else `lab`, saying so on stderr. The lab re-runs this very binary with
+//! `--engine kvm` inside a QEMU TCG machine whose Linux has kvm_amd (see tools/lab).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::{Engine, RunArgs};
+use crate::exit;
+use crate::machine::{self, MachineConfig};
+use crate::vcpu::{Outcome, PgdumpMode};
+use crate::{images, loader, memory, probe};
+
+/// Seconds the lab may take on top of the guest's own `--timeout` (its boot, module loading).
+const LAB_MARGIN_SECS: u64 = 120;
+
+/// Runs `vmm run` and returns the exit status. Errors print as one line and give 125.
+pub fn run(args: &RunArgs) -> i32 {
+    match try_run(args) {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("vmm: error: {e:#}");
+            exit::FAILURE
+        }
+    }
+}
+
+fn try_run(args: &RunArgs) -> Result<i32> {
+    let mem = memory::parse_mem_size(&args.mem)?;
+    let (kernel, kernel_name) = match &args.kernel {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| {
+                format!(
+                    "cannot read kernel {}: give an existing ELF32 PVH kernel file",
+                    path.display()
+                )
+            })?;
+            (bytes, path.clone())
+        }
+        None => (images::KERNEL.to_vec(), PathBuf::from("(built-in kernel)")),
+    };
+    // Refuse a bad kernel here, before any engine (and the lab's boot) is spent on it.
+    loader::parse_kernel(&kernel, crate::layout::phystop(mem))
+        .with_context(|| format!("invalid kernel {}", kernel_name.display()))?;
+
+    let engine = match args.engine {
+        Engine::Auto => choose_engine(),
+        Engine::Kvm => {
+            require_legacy_paging()?;
+            Engine::Kvm
+        }
+        Engine::Lab => Engine::Lab,
+    };
+    match engine {
+        Engine::Lab => run_in_lab(args, mem),
+        _ => run_on_kvm(args, mem, kernel, kernel_name),
+    }
+}
+
+/// `auto`: KVM if its probe passes, else the lab.
+fn choose_engine() -> Engine {
+    match probe::probe_legacy_paging() {
+        Ok(p) if p.legacy_paging => Engine::Kvm,
+        Ok(p) => {
+            eprintln!(
+                "vmm: this host's KVM ({}) cannot run 32-bit paging ({}); using the nested-KVM lab",
+                probe::kvm_flavour(),
+                p.detail
+            );
+            Engine::Lab
+        }
+        Err(e) => {
+            eprintln!("vmm: no usable KVM here ({e:#}); using the nested-KVM lab");
+            Engine::Lab
+        }
+    }
+}
+
+fn require_legacy_paging() -> Result<()> {
+    let p = probe::probe_legacy_paging()?;
+    if !p.legacy_paging {
+        bail!(
+            "this host's KVM ({}) cannot run the 32-bit kernel: no legacy (non-long-mode) paging \
+             support ({}); use --engine lab (or auto)",
+            probe::kvm_flavour(),
+            p.detail
+        );
+    }
+    Ok(())
+}
+
+/// The kernel command line: `console=com1`, `--append`, then `-- PROGRAM ARGS`.
+pub fn kernel_cmdline(args: &RunArgs) -> String {
+    let mut words = vec!["console=com1".to_string()];
+    words.extend(args.append.iter().cloned());
+    if !args.program.is_empty() {
+        words.push("--".into());
+        words.extend(args.program.iter().cloned());
+    }
+    words.join(" ")
+}
+
+fn timeout_of(args: &RunArgs) -> Option<Duration> {
+    (args.timeout > 0).then(|| Duration::from_secs(args.timeout))
+}
+
+fn run_on_kvm(args: &RunArgs, mem: u64, kernel: Vec<u8>, kernel_name: PathBuf) -> Result<i32> {
+    let cfg = MachineConfig {
+        kernel,
+        kernel_name,
+        mem,
+        cmdline: kernel_cmdline(args),
+        modules: Vec::new(),
+        pgdump: if args.pgdump {
+            PgdumpMode::Print
+        } else {
+            PgdumpMode::Off
+        },
+        timeout: timeout_of(args),
+    };
+    let report = machine::run(cfg)?;
+    Ok(status_of(report.outcome, args.timeout))
+}
+
+/// Maps how the guest ended to `vmm`'s exit status, printing the one-line reason on failures.
+pub fn status_of(outcome: Outcome, timeout_secs: u64) -> i32 {
+    match outcome {
+        Outcome::Exited(v) => (v & 0xff) as i32,
+        Outcome::TimedOut => {
+            eprintln!("vmm: timed out after {timeout_secs} s (raise --timeout, or 0 for none)");
+            exit::TIMEOUT
+        }
+        Outcome::Panicked => {
+            eprintln!(
+                "vmm: error: the guest kernel panicked (its message is on the console above)"
+            );
+            exit::FAILURE
+        }
+        Outcome::TripleFault => {
+            eprintln!(
+                "vmm: error: the guest triple-faulted (CPU shutdown): the kernel crashed before \
+                 it could report; RUST_LOG=debug shows the VM exits"
+            );
+            exit::FAILURE
+        }
+        Outcome::Failed(why) => {
+            eprintln!("vmm: error: {why}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// Re-runs this binary inside the lab with `--engine kvm` and the same request.
+fn run_in_lab(args: &RunArgs, mem: u64) -> Result<i32> {
+    let program =
+        std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
+    let mut inner: Vec<OsString> = vec!["run".into(), "--engine".into(), "kvm".into()];
+    inner.extend(["--mem".into(), format!("{}M", mem >> 20).into()]);
+    inner.extend(["--timeout".into(), args.timeout.to_string().into()]);
+    if args.pgdump {
+        inner.push("--pgdump".into());
+    }
+    if let Some(a) = &args.append {
+        inner.extend(["--append".into(), a.into()]);
+    }
+    let mut files = Vec::new();
+    if let Some(k) = &args.kernel {
+        let lab_path = "/lab/files/kernel.elf".to_string();
+        files.push((k.clone(), lab_path.clone()));
+        inner.extend(["--kernel".into(), lab_path.into()]);
+    }
+    if !args.program.is_empty() {
+        inner.push("--".into());
+        inner.extend(args.program.iter().map(OsString::from));
+    }
+    let env = std::env::var("RUST_LOG")
+        .map(|v| vec![("RUST_LOG".to_string(), v)])
+        .unwrap_or_default();
+    let timeout = match args.timeout {
+        0 => Duration::from_secs(24 * 3600),
+        t => Duration::from_secs(t + LAB_MARGIN_SECS),
+    };
+    let req = lab::LabRequest {
+        program,
+        args: inner,
+        files,
+        env,
+        guest_mem_mib: mem >> 20,
+        timeout,
+    };
+    match lab::run(&req).context("the nested-KVM lab failed")? {
+        lab::LabOutcome::Exited(status) => Ok(status),
+        lab::LabOutcome::TimedOut => {
+            eprintln!("vmm: the lab run timed out after {} s", timeout.as_secs());
+            Ok(exit::TIMEOUT)
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Guest-physical memory layout and the I/O ports of the xv6 boot protocol.
+//!
+//! The VMM and the kernel agree on these numbers (the kernel's copy lives in
+//! `guest/src/memlayout.rs` and `guest/src/debugport.rs`). Everything the VMM hands the kernel
+//! sits where the kernel's free list never reaches: the boot data in low memory (below `EXTMEM`,
+//! mapped by `kmap` row 1), the program archive in `[PHYSTOP, end of RAM)`.
+
+/// Start of extended memory: the kernel is loaded here (xv6 `EXTMEM`).
+pub const EXTMEM: u64 = 0x10_0000;
+/// Start of the MMIO hole; nothing is backed from here to 4 GiB (xv6 `DEVSPACE`).
+pub const DEVSPACE: u64 = 0xFE00_0000;
+/// Virtual base of the kernel half (xv6 `KERNBASE`); the kernel maps RAM at `P2V(pa) = pa + KERNBASE`.
+pub const KERNBASE: u64 = 0x8000_0000;
+/// RAM at the top reserved for boot modules: `PHYSTOP = mem - BOOT_RESERVED`.
+/// With the default 256 MiB this gives xv6's PHYSTOP, 0xE000000.
+pub const BOOT_RESERVED: u64 = 32 << 20;
+
+/// Default guest RAM.
+pub const DEFAULT_MEM: u64 = 256 << 20;
+/// Smallest RAM the kernel can use: PHYSTOP must leave room above the kernel's first 4 MiB.
+pub const MIN_MEM: u64 = 64 << 20;
+/// Largest RAM the kernel can use: it maps all of it at KERNBASE, so `P2V(mem) <= DEVSPACE`.
+pub const MAX_MEM: u64 = DEVSPACE - KERNBASE;
+/// RAM sizes must be whole 4 MiB (one page-directory entry each).
+pub const MEM_ALIGN: u64 = 4 << 20;
+
+/// The boot GDT (null, code 0x08, data 0x10, TSS 0x18), as the PVH ABI asks for.
+pub const BOOT_GDT: u64 = 0x500;
+/// `hvm_start_info`, handed to the kernel in EBX.
+pub const START_INFO: u64 = 0x6000;
+/// The `hvm_modlist_entry` array.
+pub const MODLIST: u64 = 0x6800;
+/// The `hvm_memmap_table_entry` array.
+pub const MEMMAP: u64 = 0x7000;
+/// The kernel command line (NUL-terminated).
+pub const CMDLINE: u64 = 0x2_0000;
+/// Room for the command line, NUL included.
+pub const CMDLINE_MAX: usize = 4096;
+
+/// Where KVM keeps the 3-page TSS it needs on Intel (inside the hole, never backed by RAM).
+pub const KVM_TSS_ADDR: usize = 0xFFFB_D000;
+
+/// PVH `hvm_start_info.magic`.
+pub const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
+/// E820 type of usable RAM in the PVH memory map.
+pub const E820_RAM: u32 = 1;
+/// E820 type of reserved memory.
+pub const E820_RESERVED: u32 = 2;
+
+/// PHYSTOP for a given amount of RAM.
+pub fn phystop(mem: u64) -> u64 {
+    mem - BOOT_RESERVED
+}
+
+/// The I/O ports of the VMM's devices.
+pub mod ports {
+    /// 16550 UART, COM1: eight registers from here.
+    pub const COM1: u16 = 0x3F8;
+    /// `out` a 32-bit status: the VM ends and `vmm` exits with it.
+    pub const EXIT: u16 = 0x501;
+    /// Any `out`: the guest kernel panicked (its message is on the console); `vmm` exits 125.
+    pub const PANIC: u16 = 0x502;
+    /// `out` (any value): walk the page tables from the vCPU's CR3 and cross-check them with
+    /// KVM_TRANSLATE; `in` (32-bit): the mismatches of that walk, or `u32::MAX` if none was made.
+    pub const PGDUMP: u16 = 0x503;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ram_gives_xv6_phystop() {
+        assert_eq!(phystop(DEFAULT_MEM), 0xE00_0000);
+    }
+
+    #[test]
+    fn largest_ram_keeps_p2v_phystop_below_devspace() {
+        assert_eq!(KERNBASE + phystop(MAX_MEM) + BOOT_RESERVED, DEVSPACE);
+        assert_eq!(MAX_MEM % MEM_ALIGN, 0);
+    }
+
+    #[test]
+    fn boot_data_sits_in_low_memory() {
+        for a in [
+            BOOT_GDT,
+            START_INFO,
+            MODLIST,
+            MEMMAP,
+            CMDLINE + CMDLINE_MAX as u64,
+        ] {
+            assert!(a <= EXTMEM, "{a:#x} must stay below EXTMEM");
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! `vmm`: a small KVM VMM that boots an xv6-style 32-bit Rust kernel (chapter 2 of the xv6
+//! book, "Page tables") and runs user programs in it.
+//!
+//! Reading order: [`cli`] (what the user asks) → [`engine`] (this host's KVM, or the
+//! nested-KVM lab) → [`machine`] (one boot) → [`vm`] + [`memory`] + [`loader`] + [`boot`] +
+//! [`regs`] (building the VM) → [`vcpu`] (the run loop) → [`devices`], [`pgdump`].
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod boot;
+pub mod cli;
+pub mod devices;
+pub mod engine;
+pub mod exit;
+pub mod gdt;
+pub mod images;
+pub mod layout;
+pub mod loader;
+pub mod machine;
+pub mod memory;
+pub mod pgdump;
+pub mod probe;
+pub mod regs;
+pub mod vcpu;
+pub mod vm;

@@ -1,0 +1,59 @@
+//! The `vmm` command: see `vmm --help`.
+
+use clap::Parser;
+use vmm::cli::{Cli, Command, LabAction};
+use vmm::{engine, exit, probe};
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let status = match cli.command {
+        Command::Run(args) => engine::run(&args),
+        Command::Check => check(),
+        Command::Lab { action } => lab(action),
+    };
+    std::process::exit(status);
+}
+
+/// `vmm check`: the KVM flavour, the probe's verdict, and the engine `auto` picks.
+fn check() -> i32 {
+    println!("kvm module: {}", probe::kvm_flavour());
+    match probe::probe_legacy_paging() {
+        Ok(p) => {
+            let yes = if p.legacy_paging { "yes" } else { "no" };
+            println!("legacy 32-bit paging: {yes} ({})", p.detail);
+            let auto = if p.legacy_paging { "kvm" } else { "lab" };
+            println!("engine auto: {auto}");
+        }
+        Err(e) => {
+            println!("legacy 32-bit paging: no ({e:#})");
+            println!("engine auto: lab");
+        }
+    }
+    println!("{}", lab::status());
+    0
+}
+
+fn lab(action: LabAction) -> i32 {
+    match action {
+        LabAction::Setup => match lab::ensure_assets() {
+            Ok(_) => {
+                println!("{}", lab::status());
+                0
+            }
+            Err(e) => {
+                eprintln!("vmm: error: {e}");
+                exit::FAILURE
+            }
+        },
+        LabAction::Status => {
+            let status = lab::status();
+            println!("{status}");
+            if status.ready() {
+                0
+            } else {
+                exit::FAILURE
+            }
+        }
+    }
+}

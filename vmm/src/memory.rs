@@ -1,0 +1,70 @@
+//! Guest RAM: one anonymous mapping at GPA 0, lazily backed by the host.
+//!
+//! Nothing is backed between the end of RAM and 4 GiB; in particular the MMIO hole
+//! `[DEVSPACE, 4 GiB)` is left to the in-kernel LAPIC/IOAPIC and to MMIO exits.
+
+use anyhow::{bail, Context, Result};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+use crate::layout::{MAX_MEM, MEM_ALIGN, MIN_MEM};
+
+/// Parses a RAM size as given to `--mem` (`64M`, `1G`, `268435456`, `512MiB`), in binary units.
+pub fn parse_mem_size(text: &str) -> Result<u64> {
+    let cfg = parse_size::Config::new().with_binary();
+    let size = cfg
+        .parse_size(text.trim())
+        .map_err(|e| anyhow::anyhow!("bad --mem value '{text}': {e} (try e.g. 256M or 1G)"))?;
+    check_mem_size(size)?;
+    Ok(size)
+}
+
+/// Refuses a RAM size the kernel cannot use, saying which sizes work.
+pub fn check_mem_size(size: u64) -> Result<()> {
+    let mib = size >> 20;
+    if !size.is_multiple_of(MEM_ALIGN) {
+        bail!("--mem {size} bytes is not a multiple of 4 MiB: use e.g. 256M");
+    }
+    if size < MIN_MEM {
+        bail!(
+            "--mem {mib}M is too small: the kernel needs at least {}M",
+            MIN_MEM >> 20
+        );
+    }
+    if size > MAX_MEM {
+        bail!(
+            "--mem {mib}M is too large: the kernel maps all RAM at KERNBASE below DEVSPACE, \
+             so at most {}M",
+            MAX_MEM >> 20
+        );
+    }
+    Ok(())
+}
+
+/// Allocates `size` bytes of guest RAM at GPA 0.
+pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap> {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size as usize)])
+        .with_context(|| format!("cannot allocate {} MiB of guest RAM", size >> 20))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_binary_units() {
+        assert_eq!(parse_mem_size("256M").unwrap(), 256 << 20);
+        assert_eq!(parse_mem_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_mem_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_mem_size("268435456").unwrap(), 256 << 20);
+    }
+
+    #[test]
+    fn refuses_what_the_kernel_cannot_use() {
+        for bad in ["2G", "32M", "102M", "4097M", "lots", ""] {
+            let err = parse_mem_size(bad).unwrap_err().to_string();
+            assert!(err.contains("--mem"), "{bad}: {err}");
+        }
+        assert!(parse_mem_size("2016M").is_ok());
+        assert!(parse_mem_size("2020M").is_err());
+    }
+}

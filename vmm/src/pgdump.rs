@@ -1,0 +1,212 @@
+//! Seeing the guest's page tables from outside: a walk of the 2-level x86 tables from a CR3
+//! through guest memory, the runs it finds, and the format `--pgdump` prints.
+//!
+//! The walk is pure (it reads guest-physical words through a closure) so it is tested on the
+//! host; `vcpu.rs` cross-checks every page it finds with KVM_TRANSLATE, i.e. with the MMU.
+
+/// PTE/PDE bits (xv6's mmu.h names).
+pub const PTE_P: u32 = 0x001;
+pub const PTE_W: u32 = 0x002;
+pub const PTE_U: u32 = 0x004;
+pub const PTE_PS: u32 = 0x080;
+const PGSIZE: u32 = 4096;
+
+/// One mapped 4 KiB page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    pub va: u32,
+    pub pa: u32,
+    pub writable: bool,
+    pub user: bool,
+}
+
+/// A maximal run of pages whose VA and PA both advance by 4096, with equal flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub first_va: u32,
+    pub last_va: u32,
+    pub pa: u32,
+    pub writable: bool,
+    pub user: bool,
+}
+
+/// Walks the page directory at `cr3`. `read(pa)` returns the 32-bit word at a guest-physical
+/// address, or `None` if it is not RAM (such a table is skipped and reported in `bad_tables`).
+/// `pse` says whether CR4.PSE is on (then PDEs with PS map 4 MiB pages, reported as 4 KiB ones).
+/// Effective W and U are the AND of the PDE's and the PTE's, as the MMU computes them.
+pub fn walk(cr3: u32, pse: bool, read: impl Fn(u32) -> Option<u32>) -> (Vec<Mapping>, usize) {
+    let pgdir = cr3 & !0xfff;
+    let mut maps = Vec::new();
+    let mut bad_tables = 0;
+    for pdx in 0..1024u32 {
+        let Some(pde) = read(pgdir + 4 * pdx) else {
+            bad_tables += 1;
+            continue;
+        };
+        if pde & PTE_P == 0 {
+            continue;
+        }
+        let base_va = pdx << 22;
+        if pse && pde & PTE_PS != 0 {
+            for i in 0..1024u32 {
+                maps.push(mapping(
+                    base_va + i * PGSIZE,
+                    (pde & 0xffc0_0000) + i * PGSIZE,
+                    pde,
+                    pde,
+                ));
+            }
+            continue;
+        }
+        let table = pde & !0xfff;
+        for ptx in 0..1024u32 {
+            let Some(pte) = read(table + 4 * ptx) else {
+                bad_tables += 1;
+                break;
+            };
+            if pte & PTE_P != 0 {
+                maps.push(mapping(base_va + ptx * PGSIZE, pte & !0xfff, pde, pte));
+            }
+        }
+    }
+    (maps, bad_tables)
+}
+
+fn mapping(va: u32, pa: u32, pde: u32, pte: u32) -> Mapping {
+    Mapping {
+        va,
+        pa,
+        writable: pde & pte & PTE_W != 0,
+        user: pde & pte & PTE_U != 0,
+    }
+}
+
+/// Groups pages (in VA order) into maximal runs.
+pub fn runs(maps: &[Mapping]) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::new();
+    for m in maps {
+        if let Some(r) = out.last_mut() {
+            let continues = r.last_va.checked_add(PGSIZE) == Some(m.va)
+                && r.pa.wrapping_add(m.va - r.first_va) == m.pa
+                && (r.writable, r.user) == (m.writable, m.user);
+            if continues {
+                r.last_va = m.va;
+                continue;
+            }
+        }
+        out.push(Run {
+            first_va: m.va,
+            last_va: m.va,
+            pa: m.pa,
+            writable: m.writable,
+            user: m.user,
+        });
+    }
+    out
+}
+
+/// `0x80000000-0x800fffff -> 0x00000000 rwk`: first VA, last byte of the run, first PA, flags.
+pub fn format_run(r: &Run) -> String {
+    format!(
+        "0x{:08x}-0x{:08x} -> 0x{:08x} r{}{}",
+        r.first_va,
+        r.last_va + (PGSIZE - 1),
+        r.pa,
+        if r.writable { 'w' } else { '-' },
+        if r.user { 'u' } else { 'k' }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A tiny guest-physical memory of words.
+    fn mem(words: &[(u32, u32)]) -> impl Fn(u32) -> Option<u32> {
+        let m: HashMap<u32, u32> = words.iter().copied().collect();
+        move |pa| Some(*m.get(&pa).unwrap_or(&0))
+    }
+
+    #[test]
+    fn walks_two_levels_and_coalesces() {
+        let pd = 0x1000;
+        let pt = 0x2000;
+        // PDE[0x200] (VA 0x80000000) -> table at 0x2000; 3 pages: two contiguous rw, one r-.
+        let m = mem(&[
+            (pd + 4 * 0x200, pt | PTE_P | PTE_W | PTE_U),
+            (pt, 0x0 | PTE_P | PTE_W),
+            (pt + 4, 0x1000 | PTE_P | PTE_W),
+            (pt + 8, 0x5000 | PTE_P),
+        ]);
+        let (maps, bad) = walk(pd, true, m);
+        assert_eq!(bad, 0);
+        assert_eq!(maps.len(), 3);
+        let r = runs(&maps);
+        assert_eq!(r.len(), 2);
+        assert_eq!(format_run(&r[0]), "0x80000000-0x80001fff -> 0x00000000 rwk");
+        assert_eq!(format_run(&r[1]), "0x80002000-0x80002fff -> 0x00005000 r-k");
+    }
+
+    #[test]
+    fn user_and_write_need_both_levels() {
+        let pd = 0x1000;
+        let m = mem(&[
+            (pd, 0x2000 | PTE_P | PTE_U),
+            (0x2000, 0x7000 | PTE_P | PTE_W | PTE_U),
+        ]);
+        let (maps, _) = walk(pd, false, m);
+        assert_eq!(
+            maps,
+            vec![Mapping {
+                va: 0,
+                pa: 0x7000,
+                writable: false,
+                user: true
+            }]
+        );
+    }
+
+    #[test]
+    fn pse_pages_only_with_cr4_pse() {
+        let pd = 0x1000;
+        let m = mem(&[(pd + 4 * 0x200, PTE_P | PTE_W | PTE_PS)]);
+        let (maps, _) = walk(pd, true, &m);
+        assert_eq!(maps.len(), 1024);
+        assert_eq!(
+            format_run(&runs(&maps)[0]),
+            "0x80000000-0x803fffff -> 0x00000000 rwk"
+        );
+        // Without PSE the entry points at a page table (PA 0, all zero here): nothing mapped.
+        assert!(walk(pd, false, &m).0.is_empty());
+    }
+
+    #[test]
+    fn run_ending_at_4gib_does_not_wrap() {
+        let maps: Vec<_> = (0..2u32)
+            .map(|i| Mapping {
+                va: 0xffffe000 + i * PGSIZE,
+                pa: 0xffffe000 + i * PGSIZE,
+                writable: true,
+                user: false,
+            })
+            .collect();
+        assert_eq!(
+            format_run(&runs(&maps)[0]),
+            "0xffffe000-0xffffffff -> 0xffffe000 rwk"
+        );
+    }
+
+    #[test]
+    fn unreadable_tables_are_counted() {
+        let (maps, bad) = walk(0x1000, false, |pa| {
+            if pa < 0x2000 {
+                Some(0x9000_0000 | PTE_P)
+            } else {
+                None
+            }
+        });
+        assert!(maps.is_empty());
+        assert_eq!(bad, 1024);
+    }
+}

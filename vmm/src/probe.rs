@@ -1,0 +1,113 @@
+//! `vmm check`: what this host's KVM can do, decided by running a tiny guest.
+//!
+//! The probe guest starts in 32-bit protected mode, turns on legacy 2-level paging with a
+//! 4 MiB PSE page (exactly what the xv6 kernel's entry does), reads a word through a virtual
+//! address that only the page table makes valid, and writes it to the exit port. Hardware KVM
+//! passes; kvm_pvm (paging only in long mode) faults or shuts down.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::devices::Com1;
+use crate::vcpu::{Outcome, PgdumpMode, Vcpu};
+use crate::{memory, regs, vm};
+
+const CODE: u64 = 0x1000;
+const PGDIR: u64 = 0x2000;
+const MAGIC_PA: u64 = 0x3000;
+const MAGIC: u32 = 0x2bad_c0de;
+
+/// The probe's code, at physical 0x1000.
+const PROBE_CODE: &[u8] = &[
+    0x0f, 0x20, 0xe0, // mov eax, cr4
+    0x83, 0xc8, 0x10, // or eax, 0x10 (PSE)
+    0x0f, 0x22, 0xe0, // mov cr4, eax
+    0xb8, 0x00, 0x20, 0x00, 0x00, // mov eax, 0x2000 (page directory)
+    0x0f, 0x22, 0xd8, // mov cr3, eax
+    0x0f, 0x20, 0xc0, // mov eax, cr0
+    0x0d, 0x00, 0x00, 0x01, 0x80, // or eax, 0x80010000 (PG | WP)
+    0x0f, 0x22, 0xc0, // mov cr0, eax
+    0xa1, 0x00, 0x30, 0x40, 0x00, // mov eax, [0x403000] (VA 4 MiB + 0x3000 -> PA 0x3000)
+    0xba, 0x01, 0x05, 0x00, 0x00, // mov edx, 0x501 (exit port)
+    0xef, // out dx, eax
+    0xf4, // hlt
+];
+
+/// The probe's verdict.
+#[derive(Debug)]
+pub struct ProbeResult {
+    pub legacy_paging: bool,
+    /// What happened, in words.
+    pub detail: String,
+}
+
+/// Runs the probe guest (bounded to 2 s).
+pub fn probe_legacy_paging() -> Result<ProbeResult> {
+    let expired = Arc::new(AtomicBool::new(false));
+    let flag = expired.clone();
+    let timeout = Some(Duration::from_secs(2));
+    crate::machine::run_on_vcpu_thread(timeout, expired, move || run_probe(flag))
+}
+
+fn run_probe(expired: Arc<AtomicBool>) -> Result<ProbeResult> {
+    let kvm = vm::open_kvm()?;
+    let mem = memory::create_guest_memory(4 << 20).context("probe memory")?;
+    mem.write_slice(PROBE_CODE, GuestAddress(CODE))?;
+    // PDE[0] and PDE[1] both map PA 0 as a 4 MiB page: P | W | PS.
+    mem.write_obj(0x83u32, GuestAddress(PGDIR))?;
+    mem.write_obj(0x83u32, GuestAddress(PGDIR + 4))?;
+    mem.write_obj(MAGIC, GuestAddress(MAGIC_PA))?;
+    regs::write_boot_gdt(&mem)?;
+    let vm = vm::Vm::new(kvm, mem, false)?;
+    let fd = vm.create_vcpu()?;
+    regs::setup_pvh_entry(&fd, CODE as u32, 0)?;
+    let com1 = Com1::new(None, Box::new(std::io::sink()))?;
+    let mut vcpu = Vcpu::new(fd, &vm.mem, com1, PgdumpMode::Off);
+    vcpu.expired = expired;
+    let result = match vcpu.run() {
+        Outcome::Exited(MAGIC) => {
+            let cr0 = vcpu.fd.get_sregs().map(|s| s.cr0).unwrap_or(0);
+            let paging = cr0 & 0x8000_0000 != 0;
+            ProbeResult {
+                legacy_paging: paging,
+                detail: if paging {
+                    "32-bit paging with 4 MiB pages works".into()
+                } else {
+                    "the probe ran but CR0.PG did not stick".into()
+                },
+            }
+        }
+        Outcome::Exited(v) => ProbeResult {
+            legacy_paging: false,
+            detail: format!("the probe read a wrong value through its page table ({v:#x})"),
+        },
+        Outcome::TripleFault => ProbeResult {
+            legacy_paging: false,
+            detail: "enabling 32-bit paging shut the probe guest down (#GP: no legacy paging)"
+                .into(),
+        },
+        Outcome::TimedOut => ProbeResult {
+            legacy_paging: false,
+            detail: "the probe guest did not finish within 2 s".into(),
+        },
+        other => ProbeResult {
+            legacy_paging: false,
+            detail: format!("the probe guest failed: {other:?}"),
+        },
+    };
+    Ok(result)
+}
+
+/// The KVM module that serves /dev/kvm here, from /sys/module.
+pub fn kvm_flavour() -> &'static str {
+    for m in ["kvm_intel", "kvm_amd", "kvm_pvm"] {
+        if std::path::Path::new("/sys/module").join(m).exists() {
+            return m;
+        }
+    }
+    "unknown"
+}

@@ -1,0 +1,74 @@
+//! Shared helpers of the integration tests: run the real `vmm` binary, and decide whether a
+//! VM engine is available (never silently: under CI=true a missing engine fails the test).
+
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub const VMM: &str = env!("CARGO_BIN_EXE_vmm");
+
+/// Runs `vmm ARGS` with no stdin and returns its output.
+pub fn vmm(args: &[&str]) -> Output {
+    Command::new(VMM)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("cannot run vmm")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The engine `auto` picks here ("kvm" or "lab"), if it can run; None (with the reason
+/// printed) if no engine can. Under CI=true, no engine is a test failure.
+pub fn engine() -> Option<&'static str> {
+    static ENGINE: OnceLock<Result<&'static str, String>> = OnceLock::new();
+    let found = ENGINE.get_or_init(|| {
+        let check = stdout(&vmm(&["check"]));
+        if check.contains("engine auto: kvm") {
+            return Ok("kvm");
+        }
+        let lab = vmm(&["lab", "status"]);
+        if lab.status.success() && stdout(&lab).contains("lab: ready") {
+            Ok("lab")
+        } else {
+            Err(format!(
+                "no engine: this host's KVM cannot run 32-bit paging and the lab is not ready \
+                 ({}{}); run tools/dev setup",
+                stdout(&lab).trim(),
+                stderr(&lab).trim()
+            ))
+        }
+    });
+    match found {
+        Ok(e) => Some(e),
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true and {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED (no VM engine): {why}");
+            None
+        }
+    }
+}
+
+/// Boots with `vmm run ARGS` when an engine exists.
+pub fn boot(args: &[&str]) -> Option<Output> {
+    engine()?;
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    Some(vmm(&all))
+}
+
+/// Lines of `text` that start with `prefix`, the prefix removed.
+pub fn lines_with<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .collect()
+}
