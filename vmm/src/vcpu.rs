@@ -156,9 +156,12 @@ impl<'a> Vcpu<'a> {
                     "the guest halted outside the in-kernel irqchip".into(),
                 ));
             }
-            VcpuExit::FailEntry(reason, cpu) => return Step::Done(Outcome::Failed(format!(
-                "KVM could not enter the guest (hardware entry failure {reason:#x} on cpu {cpu})"
-            ))),
+            VcpuExit::FailEntry(reason, cpu) => {
+                let why = format!("hardware entry failure {reason:#x} on cpu {cpu}");
+                return Step::Done(Outcome::Failed(format!(
+                    "KVM could not enter the guest ({why})"
+                )));
+            }
             VcpuExit::InternalError => {
                 return Step::Done(Outcome::Failed(
                     "KVM internal error (emulation failure?) in the guest".into(),
