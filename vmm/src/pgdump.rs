@@ -135,7 +135,7 @@ mod tests {
         // PDE[0x200] (VA 0x80000000) -> table at 0x2000; 3 pages: two contiguous rw, one r-.
         let m = mem(&[
             (pd + 4 * 0x200, pt | PTE_P | PTE_W | PTE_U),
-            (pt, 0x0 | PTE_P | PTE_W),
+            (pt, PTE_P | PTE_W),
             (pt + 4, 0x1000 | PTE_P | PTE_W),
             (pt + 8, 0x5000 | PTE_P),
         ]);
