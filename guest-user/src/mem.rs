@@ -1,6 +1,7 @@
 //! The memory functions the compiler calls (`memcpy`, `memmove`, `memset`, `memcmp`,
-//! `bcmp`): no libc here. Volatile byte accesses keep the compiler from turning the loops
-//! back into calls to these very functions. (The kernel has its own, faster copy.)
+//! `bcmp`, and `strlen` for `CStr`): no libc here. Volatile byte accesses keep the compiler
+//! from turning the loops back into calls to these very functions. (The kernel has its own,
+//! faster copy.)
 
 /// C `memcpy`.
 ///
@@ -70,4 +71,18 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY: forwarded from the caller.
     unsafe { memcmp(a, b, n) }
+}
+
+/// C `strlen` (`CStr::from_ptr` calls it).
+///
+/// # Safety
+/// As C's: `s` points to a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn strlen(s: *const u8) -> usize {
+    let mut n = 0;
+    // SAFETY: every byte up to and including the NUL is readable (caller).
+    while unsafe { s.add(n).read_volatile() } != 0 {
+        n += 1;
+    }
+    n
 }

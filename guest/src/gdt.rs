@@ -1,21 +1,81 @@
-//! The kernel's own GDT (xv6 vm.c `seginit`): replaces the boot GDT the VMM left in low
-//! memory with kernel code 0x08, kernel data 0x10, user code 0x1b, user data 0x23 and a TSS
-//! slot 0x28 (a null placeholder until processes exist).
+//! The kernel's own GDT and the task state segment (xv6 vm.c `seginit` and `switchuvm`).
+//!
+//! `seginit` replaces the boot GDT the VMM left in low memory with kernel code 0x08, kernel
+//! data 0x10, user code 0x1b, user data 0x23 and a TSS slot 0x28. `switchuvm` points the TSS
+//! at the process's kernel stack (ss0:esp0, where the CPU switches to on a trap from user
+//! mode), loads it into the task register and loads the process's page directory into CR3.
+//! One CPU, so one GDT and one TSS; both are only written with interrupts off.
 
 use core::arch::asm;
+use core::cell::UnsafeCell;
 
-use crate::mmu::{kernel_gdt, selector, SegDesc, NSEGS, SEG_KCODE, SEG_KDATA};
+use crate::mmu::{kernel_gdt, selector, SegDesc, NSEGS, SEG_KCODE, SEG_KDATA, SEG_TSS, STS_T32A};
+use crate::vm::PageDir;
 
-/// The GDT. In `.data` (writable), because the CPU sets accessed bits in descriptors it loads;
-/// Rust never reads it after the initialiser.
+/// The 32-bit task state segment (xv6 `struct taskstate`). The kernel uses only ss0/esp0
+/// (the stack for traps from user mode) and iomb (no I/O permission bitmap: user port I/O
+/// faults).
+#[repr(C)]
+#[derive(Default)]
+pub struct TaskState {
+    link: u32,
+    esp0: u32,
+    ss0: u32,
+    esp1: u32,
+    ss1: u32,
+    esp2: u32,
+    ss2: u32,
+    cr3: u32,
+    eip: u32,
+    eflags: u32,
+    gpr: [u32; 8],
+    seg: [u32; 6],
+    ldt: u32,
+    t: u16,
+    iomb: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<TaskState>() == 104);
+
+/// What this CPU's segmentation hardware points at: the GDT and the TSS (xv6 keeps both in
+/// `struct cpu`).
+struct Segments {
+    gdt: UnsafeCell<[SegDesc; NSEGS]>,
+    ts: UnsafeCell<TaskState>,
+}
+
+// SAFETY: one CPU; the cells are written only by seginit (boot, interrupts off) and
+// switchuvm (under pushcli), and the CPU reads them.
+unsafe impl Sync for Segments {}
+
+/// In `.data` (writable): the CPU sets accessed and busy bits in descriptors it loads.
 #[link_section = ".data.gdt"]
-static GDT: [SegDesc; NSEGS] = kernel_gdt();
+static SEGS: Segments = Segments {
+    gdt: UnsafeCell::new(kernel_gdt()),
+    ts: UnsafeCell::new(TaskState {
+        link: 0,
+        esp0: 0,
+        ss0: 0,
+        esp1: 0,
+        ss1: 0,
+        esp2: 0,
+        ss2: 0,
+        cr3: 0,
+        eip: 0,
+        eflags: 0,
+        gpr: [0; 8],
+        seg: [0; 6],
+        ldt: 0,
+        t: 0,
+        iomb: 0,
+    }),
+};
 
 /// Loads the kernel GDT and reloads every segment register from it.
 pub fn seginit() {
-    let base = GDT.as_ptr() as u32;
-    let limit = (core::mem::size_of_val(&GDT) - 1) as u16;
-    // SAFETY: GDT is a static, so it stays valid; its code and data descriptors are flat
+    let base = SEGS.gdt.get() as u32;
+    let limit = (core::mem::size_of::<[SegDesc; NSEGS]>() - 1) as u16;
+    // SAFETY: the GDT is a static, so it stays valid; its code and data descriptors are flat
     // 4 GiB segments like the boot GDT's, so reloading the registers below changes no
     // address translation.
     unsafe { crate::x86::lgdt(base, limit) };
@@ -40,4 +100,34 @@ pub fn seginit() {
             t = out(reg) _,
         );
     }
+}
+
+/// Switches the TSS and the hardware page table to a process (xv6 `switchuvm`): traps from
+/// user mode will land on the top of the kernel stack page at `kstack` (KSTACKSIZE bytes),
+/// and CR3 gets `pgdir`.
+pub fn switchuvm(kstack: u32, kstacksize: u32, pgdir: &PageDir) {
+    assert!(kstack != 0, "switchuvm: no kstack");
+    let intr = crate::intr::pushcli();
+    let ts = SEGS.ts.get();
+    // SAFETY: interrupts are off and there is one CPU, so nothing else reads or writes the
+    // TSS or the GDT now. The new descriptor is an available 32-bit TSS (busy bit clear, so
+    // ltr accepts it even though the previous ltr marked the old one busy) over the static
+    // TSS, which stays valid.
+    unsafe {
+        (*ts).ss0 = u32::from(selector(SEG_KDATA, 0));
+        (*ts).esp0 = kstack + kstacksize;
+        // An I/O map base past the segment limit: user-mode in/out always faults.
+        (*ts).iomb = 0xFFFF;
+        (*SEGS.gdt.get())[SEG_TSS] = SegDesc::system(
+            STS_T32A,
+            ts as u32,
+            core::mem::size_of::<TaskState>() as u32 - 1,
+            0,
+        );
+        crate::x86::ltr(selector(SEG_TSS, 0));
+    }
+    // SAFETY: every process page directory comes from setupkvm, so its kernel half is the
+    // kernel page directory's (the running kernel stays mapped).
+    unsafe { crate::x86::lcr3(pgdir.pa().0) };
+    crate::intr::popcli(&intr);
 }

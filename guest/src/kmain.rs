@@ -1,9 +1,14 @@
-//! The kernel's main (xv6 main.c, as far as chapter 2 goes): read the PVH boot
-//! information, set up the console, the GDT, the page allocator and the kernel page
-//! directory, print the boot summary and exit through the debug port.
+//! The kernel's main (xv6 main.c): read the PVH boot information, set up the console, the
+//! GDT, the page allocator and the kernel page directory (mapping the boot modules too), print
+//! the boot summary, then set up traps and the clock and start the first process — the
+//! program the VMM named in the argv module, exec'd from the archive module — and schedule.
+//! The boot summary goes to the kernel log (COM2); `quiet` on the command line suppresses it.
+
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::debugport;
 use crate::entry::KSTACKSIZE;
+use crate::exec::{exec, MAXARG};
 use crate::kalloc::KMEM;
 use crate::linker;
 use crate::memlayout::{phystop, set_phystop, PhysAddr, VirtAddr, EXTMEM, KERNLINK, P2V};
@@ -12,7 +17,19 @@ use crate::pvh::{
     START_INFO_SIZE,
 };
 use crate::selftest::{self, SelfTest};
-use crate::{cprintln, vm, x86};
+use crate::{bootmods, cprintln, lapic, proc, trap, vm, x86};
+
+/// `quiet` on the command line: no boot summary (panics and fault lines still print).
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Prints a line of the boot summary, unless `quiet`.
+macro_rules! bootlog {
+    ($($arg:tt)*) => {
+        if !QUIET.load(Ordering::Relaxed) {
+            cprintln!($($arg)*);
+        }
+    };
+}
 
 /// What the boot summary reports about the PVH boot information.
 struct BootInfo {
@@ -20,6 +37,8 @@ struct BootInfo {
     cmdline: &'static str,
     memmap: Memmap<'static>,
     nr_modules: u32,
+    /// The module list (`nr_modules` entries, each checked to parse).
+    modlist: &'static [u8],
 }
 
 /// `len` bytes of boot data at physical `pa`, which `low_memory` checked to be below EXTMEM.
@@ -50,11 +69,12 @@ fn read_boot_info(pa: u32) -> Result<BootInfo, PvhError> {
         pvh::cmdline(low_bytes(at, (EXTMEM - at.0) as usize))?
     };
 
+    let mut modlist: &'static [u8] = &[];
     if si.nr_modules > 0 {
         let n = si.nr_modules as usize * MODLIST_ENTRY_SIZE;
-        let list = low_bytes(low_memory("modlist", si.modlist_paddr, n)?, n);
+        modlist = low_bytes(low_memory("modlist", si.modlist_paddr, n)?, n);
         for i in 0..si.nr_modules as usize {
-            Module::parse(list, i)?;
+            Module::parse(modlist, i)?;
         }
     }
     Ok(BootInfo {
@@ -62,6 +82,7 @@ fn read_boot_info(pa: u32) -> Result<BootInfo, PvhError> {
         cmdline,
         memmap,
         nr_modules: si.nr_modules,
+        modlist,
     })
 }
 
@@ -78,16 +99,20 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     crate::gdt::seginit();
 
     let boot = read_boot_info(start_info_pa).unwrap_or_else(|e| panic!("{}", e));
-    cprintln!(
+    QUIET.store(
+        boot.cmdline.split_ascii_whitespace().any(|w| w == "quiet"),
+        Ordering::Relaxed,
+    );
+    bootlog!(
         "xv6: PVH boot, start_info {:#010x}, cmdline \"{}\"",
         boot.start_info.0,
         boot.cmdline
     );
     for e in boot.memmap.entries() {
-        cprintln!("xv6: memmap {}", e);
+        bootlog!("xv6: memmap {}", e);
     }
     set_phystop(boot.memmap.phystop().unwrap_or_else(|e| panic!("{}", e)));
-    cprintln!(
+    bootlog!(
         "xv6: PHYSTOP {:#010x} ({} MiB), modules {}",
         phystop().0,
         phystop().0 / MIB,
@@ -96,7 +121,7 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     let rows = vm::kernel_kmap(); // panics if P2V(PHYSTOP) > DEVSPACE
 
     let (data, end) = (linker::data(), linker::end());
-    cprintln!(
+    bootlog!(
         "xv6: kernel text {:#010x} data {:#010x} end {:#010x}",
         KERNLINK,
         data.0,
@@ -117,15 +142,21 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
         )
     };
     check_free(KMEM.countfree(), freed);
-    cprintln!("xv6: kinit1: {} pages free", KMEM.countfree());
+    bootlog!("xv6: kinit1: {} pages free", KMEM.countfree());
 
+    // Where the program archive and argv are: kvmalloc (setupkvm) maps them.
+    let modules = (0..boot.nr_modules as usize).filter_map(|i| Module::parse(boot.modlist, i).ok());
+    bootmods::init(modules, &boot.memmap).unwrap_or_else(|e| panic!("{}", e));
     vm::kvmalloc();
     for k in &rows {
-        cprintln!("xv6: kmap {}", k);
+        bootlog!("xv6: kmap {}", k);
     }
-    cprintln!("xv6: kvmalloc: cr3 {:#010x}", x86::rcr3());
+    if let Some(row) = bootmods::kmap_row() {
+        bootlog!("xv6: bootmods {}", row);
+    }
+    bootlog!("xv6: kvmalloc: cr3 {:#010x}", x86::rcr3());
     if let Some(n) = debugport::pgdump() {
-        cprintln!("xv6: pgdump: {} translate mismatches", n);
+        bootlog!("xv6: pgdump: {} translate mismatches", n);
         if n > 0 {
             panic!("pgdump: page tables disagree with the MMU");
         }
@@ -137,7 +168,7 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     // boot modules are at or above PHYSTOP).
     let freed = unsafe { KMEM.kinit2(four_mib.0 as usize, top.0 as usize) };
     check_free(KMEM.countfree(), before + freed);
-    cprintln!("xv6: kinit2: {} pages free", KMEM.countfree());
+    bootlog!("xv6: kinit2: {} pages free", KMEM.countfree());
     // No guard page below the boot stack: catch it getting close to full instead.
     let used = crate::entry::stack_high_water();
     assert!(
@@ -146,10 +177,10 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
         used,
         KSTACKSIZE
     );
-    cprintln!("xv6: boot ok");
+    bootlog!("xv6: boot ok");
 
     match selftest::parse(boot.cmdline) {
-        SelfTest::None => debugport::exit(0),
+        SelfTest::None => {}
         SelfTest::Exit(n) => debugport::exit(n),
         SelfTest::Panic => panic!("selftest"),
         SelfTest::Spin => loop {
@@ -167,6 +198,38 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
             );
         }
     }
+    // The IDT is loaded only now, so that selftest=pagefault above still triple-faults.
+    start_first_process(boot.nr_modules)
+}
+
+/// Sets up traps and the clock and runs the first process: argv from the argv module,
+/// the program from the archive (xv6 `userinit` + `mpmain`). Never returns: the machine
+/// ends when the first process exits. Without boot modules there is nothing to run: exit 0.
+fn start_first_process(nr_modules: u32) -> ! {
+    if nr_modules == 0 {
+        debugport::exit(0);
+    }
+    trap::tvinit();
+    trap::idtinit();
+    lapic::picinit();
+    lapic::lapicinit();
+
+    let mut buf: [&'static [u8]; MAXARG] = [&[]; MAXARG];
+    // No argv module (or a malformed one): argv is empty and exec finds no program.
+    let argv = bootmods::first_argv(&mut buf).unwrap_or(&[]);
+    let path = argv.first().copied().unwrap_or(b"");
+    match exec(path, argv) {
+        Ok(image) => proc::userinit(image, path),
+        Err(e) => {
+            cprintln!(
+                "xv6: exec {} failed: {}",
+                core::str::from_utf8(path).unwrap_or("?"),
+                e
+            );
+            debugport::exit(e.first_exec_status());
+        }
+    }
+    proc::scheduler()
 }
 
 /// Panics unless the free list holds exactly the pages the kinit calls freed.

@@ -10,15 +10,26 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod archive;
+pub mod bootmods;
+pub mod elf;
+pub mod exec;
+pub mod inputbuf;
 pub mod intr;
 pub mod kalloc;
 pub mod kmap;
 pub mod memlayout;
 pub mod mmu;
+pub mod proc;
 pub mod pvh;
 pub mod selftest;
 pub mod spinlock;
 pub mod string;
+pub mod swtch;
+pub mod syscall;
+pub mod trap;
+pub mod uaccess;
+pub mod vm;
 
 #[cfg(all(target_arch = "x86", not(test)))]
 pub mod console;
@@ -31,12 +42,14 @@ pub mod gdt;
 #[cfg(all(target_arch = "x86", not(test)))]
 pub mod kmain;
 #[cfg(all(target_arch = "x86", not(test)))]
+pub mod lapic;
+#[cfg(all(target_arch = "x86", not(test)))]
 pub mod linker;
 #[cfg(all(target_arch = "x86", not(test)))]
 mod panic;
 #[cfg(all(target_arch = "x86", not(test)))]
-pub mod uart;
+pub mod sysproc;
 #[cfg(all(target_arch = "x86", not(test)))]
-pub mod vm;
+pub mod uart;
 #[cfg(all(target_arch = "x86", not(test)))]
 pub mod x86;

@@ -44,6 +44,18 @@ impl<T> Spinlock<T> {
         self.acquire(None)
     }
 
+    /// Releases the lock without a guard: for a new process's first code (xv6 `forkret`),
+    /// which inherits the hold of the scheduler that switched to it. Interrupts are left as
+    /// they are.
+    ///
+    /// # Safety
+    /// The lock must be held, by a guard that belongs to another kernel thread and whose
+    /// drop will not run before the lock is acquired again (the scheduler's, parked in
+    /// `swtch`).
+    pub unsafe fn force_unlock(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
+
     fn acquire(&self, intr: Option<crate::intr::PushCli>) -> SpinlockGuard<'_, T> {
         while self.locked.swap(true, Ordering::Acquire) {
             if cfg!(all(target_arch = "x86", not(test))) {

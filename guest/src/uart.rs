@@ -1,47 +1,75 @@
-//! The 16550 UART on COM1 (xv6 uart.c): initialisation and polled output.
+//! The 16550 UARTs (xv6 uart.c): COM1 carries user fd 0/1 (the host's stdin and stdout), COM2
+//! the kernel log and user fd 2 (the host's stderr). Initialisation, polled output and polled
+//! input; the kernel never takes UART interrupts (the PICs are masked, the IOAPIC untouched).
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::x86::{inb, outb};
 
-/// Is there a UART (set by uartinit)?
-static UART: AtomicBool = AtomicBool::new(false);
-
 /// COM1's first register.
 pub const COM1: u16 = 0x3F8;
-/// Line status register offset; bit 5 = transmit holding register empty.
+/// COM2's first register.
+pub const COM2: u16 = 0x2F8;
+
+/// Line status register offset; bit 0 = received data ready, bit 5 = transmit holding
+/// register empty.
 const LSR: u16 = 5;
+const LSR_DR: u8 = 0x01;
 const LSR_THRE: u8 = 0x20;
 
-/// Sets up COM1: 9600 baud, 8 data bits, 1 stop bit, no parity, receive interrupts on
-/// (xv6 `uartinit`). Returns false if there is no UART.
-pub fn uartinit() -> bool {
-    outb(COM1 + 2, 0); // FIFOs off
-    outb(COM1 + 3, 0x80); // unlock divisor
-    outb(COM1, (115_200u32 / 9600) as u8);
-    outb(COM1 + 1, 0);
-    outb(COM1 + 3, 0x03); // lock divisor, 8 data bits
-    outb(COM1 + 4, 0);
-    outb(COM1 + 1, 0x01); // enable receive interrupts
-    if inb(COM1 + LSR) == 0xFF {
+/// Is there a UART at COM1 / COM2 (set by uartinit)?
+static PRESENT: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+
+fn present(port: u16) -> &'static AtomicBool {
+    &PRESENT[usize::from(port == COM2)]
+}
+
+/// Sets up the UART at `port` (COM1 or COM2): 9600 baud, 8 data bits, 1 stop bit, no
+/// parity (xv6 `uartinit`). Returns false if there is no UART there.
+pub fn uartinit(port: u16) -> bool {
+    debug_assert!(port == COM1 || port == COM2);
+    outb(port + 2, 0); // FIFOs off
+    outb(port + 3, 0x80); // unlock divisor
+    outb(port, (115_200u32 / 9600) as u8);
+    outb(port + 1, 0);
+    outb(port + 3, 0x03); // lock divisor, 8 data bits
+    outb(port + 4, 0);
+    outb(port + 1, 0x01); // receive interrupts on (they stay masked at the PIC/IOAPIC)
+    if inb(port + LSR) == 0xFF {
         return false;
     }
-    UART.store(true, Ordering::Relaxed);
+    present(port).store(true, Ordering::Relaxed);
     // Acknowledge pre-existing interrupt conditions.
-    let _ = inb(COM1 + 2);
-    let _ = inb(COM1);
+    let _ = inb(port + 2);
+    let _ = inb(port);
     true
 }
 
-/// Writes one byte, waiting a bounded time for the transmitter (xv6 `uartputc`).
-pub fn uartputc(c: u8) {
-    if !UART.load(Ordering::Relaxed) {
+/// Whether uartinit found a UART at `port`.
+#[must_use]
+pub fn uart_present(port: u16) -> bool {
+    present(port).load(Ordering::Relaxed)
+}
+
+/// Writes one byte to the UART at `port`, waiting a bounded time for the transmitter
+/// (xv6 `uartputc`).
+pub fn uartputc(port: u16, c: u8) {
+    if !uart_present(port) {
         return;
     }
     for _ in 0..128 {
-        if inb(COM1 + LSR) & LSR_THRE != 0 {
+        if inb(port + LSR) & LSR_THRE != 0 {
             break;
         }
     }
-    outb(COM1, c);
+    outb(port, c);
+}
+
+/// Reads one received byte from the UART at `port`, if one is waiting (xv6 `uartgetc`).
+#[must_use]
+pub fn uartgetc(port: u16) -> Option<u8> {
+    if !uart_present(port) || inb(port + LSR) & LSR_DR == 0 {
+        return None;
+    }
+    Some(inb(port))
 }

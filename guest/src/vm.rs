@@ -1,29 +1,54 @@
-//! The kernel's page directory (xv6 vm.c, kernel half): walkpgdir finds or creates the PTE
-//! for a virtual address, mappages installs a range of PTEs, setupkvm builds a page
-//! directory mapping exactly the kmap rows, kvmalloc makes that the kernel's page directory
-//! and switchkvm loads it. Page-table pages come from kalloc and are zeroed here (kalloc
-//! hands out junk), and are reached through P2V, so all of physical memory they live in
-//! must be mapped (entrypgdir's first 4 MiB during kvmalloc: hence kinit1).
+//! Page directories (xv6 vm.c): the kernel half every address space shares, and the user
+//! half each process owns.
+//!
+//! Kernel half: walkpgdir finds or creates the PTE for a virtual address, mappages installs
+//! a range of PTEs, setupkvm builds a page directory mapping exactly the kmap rows plus the
+//! boot modules, kvmalloc makes that the kernel's page directory and switchkvm loads it.
+//! Page-table pages come from kalloc and are zeroed here (kalloc hands out junk), and are
+//! reached through P2V, so all of physical memory they live in must be mapped (entrypgdir's
+//! first 4 MiB during kvmalloc: hence kinit1).
+//!
+//! The one mapping beyond the four kmap rows: the PVH boot modules (the program archive and
+//! the first process's argv, docs/abi.md), which the VMM puts in `[PHYSTOP, end of RAM)`, are
+//! mapped read-only for the kernel at P2V — `[P2V(PHYSTOP), P2V(PHYSTOP) + extent)`, `r-k`,
+//! see `bootmods::kmap_row` — so exec can read programs straight out of the archive. The row
+//! is absent when the VMM passed no modules.
+//!
+//! User half, below KERNBASE: inituvm, loaduvm, allocuvm, deallocuvm, clearpteu (and
+//! clearptew), copyuvm, uva2ka and copyout, with xv6's semantics. A process's memory is
+//! `[0, sz)`; unlike xv6, pages below sz may be unmapped (exec maps only the pages its
+//! segments cover, so a program linked at 0x08048000 does not cost 128 MiB of zeroes):
+//! deallocuvm, copyuvm and freevm skip holes, and uva2ka/copyout refuse them. Nothing is
+//! ever mapped at or above `PGROUNDUP(sz)`. As in xv6, page-table pages stay with their
+//! directory until freevm (deallocuvm frees only the pages it unmaps), and callers that
+//! change the page directory the CPU is using reload CR3 afterwards (switchuvm).
+//!
+//! Everything here but CR3 handling is plain memory manipulation through P2V, so the host
+//! unit tests run it over a buffer mapped at the P2V address of some fake physical pages
+//! (`testmem`).
 
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use crate::bootmods;
 use crate::kalloc::{kalloc, kfree};
 use crate::kmap::{kmap, Kmap};
-use crate::linker;
 use crate::memlayout::{phystop, PhysAddr, VirtAddr, KERNBASE, P2V, V2P};
 use crate::mmu::{
-    Pte, NPDENTRIES, NPTENTRIES, PDX, PGROUNDDOWN, PGSIZE, PTE_P, PTE_PS, PTE_U, PTE_W, PTX,
+    Pte, NPDENTRIES, NPTENTRIES, PDX, PGADDR, PGROUNDDOWN, PGROUNDUP, PGSIZE, PTE_P, PTE_PS, PTE_U,
+    PTE_W, PTX,
 };
+use crate::uaccess::BadAddr;
 
 /// A page directory, by the physical address of its page. It owns the page-table pages its
-/// present PDEs point to (freevm returns them).
+/// present PDEs point to and the user pages its user-half PTEs map (freevm returns them).
 #[derive(Debug)]
 pub struct PageDir {
     pa: PhysAddr,
 }
 
-/// Out of physical memory while building page tables.
+/// Out of physical memory while building page tables (or, for allocuvm, a size at or above
+/// KERNBASE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutOfMemory;
 
@@ -32,12 +57,26 @@ fn entries(pa: PhysAddr) -> *mut Pte {
     P2V(pa).0 as *mut Pte
 }
 
-/// A fresh page from kalloc, zeroed (page directories and page tables start empty).
+/// A fresh page from kalloc, zeroed (page directories, page tables and new user memory
+/// start empty).
 fn zalloc() -> Option<PhysAddr> {
     let page = kalloc()?;
     // SAFETY: kalloc returned a whole free page, now ours.
     unsafe { ptr::write_bytes(page.as_ptr(), 0, PGSIZE as usize) };
     Some(V2P(VirtAddr(page.as_ptr() as u32)))
+}
+
+/// Gives the page at `pa` back to kalloc.
+///
+/// # Safety
+/// The page came from kalloc and nothing refers to it any more.
+unsafe fn kfree_pa(pa: PhysAddr) {
+    // SAFETY: forwarded from the caller.
+    unsafe { kfree(page_ptr(pa)) };
+}
+
+fn page_ptr(pa: PhysAddr) -> NonNull<u8> {
+    NonNull::new(P2V(pa).0 as *mut u8).expect("P2V is never null")
 }
 
 impl PageDir {
@@ -79,6 +118,34 @@ pub unsafe fn walkpgdir(pgdir: &mut PageDir, va: VirtAddr, alloc: bool) -> Optio
     NonNull::new(unsafe { entries(pgtab).add(PTX(va)) })
 }
 
+/// The PTE for `va` in `pgdir`, if its page table exists (the entry may be non-present):
+/// walkpgdir without `alloc`, for readers — e.g. the page-fault handler telling a guard page
+/// (present, no PTE_U) from text (no PTE_W) from a hole (not present).
+#[must_use]
+pub fn getpte(pgdir: &PageDir, va: VirtAddr) -> Option<Pte> {
+    // SAFETY: a PageDir is always a valid directory (setupkvm built it) whose tables are
+    // mapped at P2V; PDX < 1024.
+    let d = unsafe { entries(pgdir.pa).add(PDX(va)).read() };
+    if !d.present() || d.flags() & PTE_PS != 0 {
+        return None;
+    }
+    // SAFETY: PTX < 1024 indexes the page-table page the PDE points to.
+    Some(unsafe { entries(d.addr()).add(PTX(va)).read() })
+}
+
+/// Whether `pgdir` has a page table for the 4 MiB region holding `va`.
+fn has_pgtab(pgdir: &PageDir, va: u32) -> bool {
+    // SAFETY: as in getpte.
+    unsafe { entries(pgdir.pa).add(PDX(VirtAddr(va))).read() }.present()
+}
+
+/// The first address of the 4 MiB region after the one holding `va` (`None` past 4 GiB):
+/// where a walk resumes when a whole page table is missing.
+fn next_pde(va: u32) -> Option<u32> {
+    let d = PDX(VirtAddr(va)) + 1;
+    (d < NPDENTRIES).then(|| PGADDR(d, 0, 0).0)
+}
+
 /// Creates PTEs for virtual addresses starting at `va` that refer to physical addresses
 /// starting at `pa`, for `size` bytes (> 0; `va + size` may be exactly 4 GiB); `perm` gives
 /// the permissions besides PTE_P. Panics if a page is already mapped ("remap").
@@ -117,12 +184,14 @@ pub unsafe fn mappages(
 }
 
 /// Builds a page directory with the kernel part of an address space: exactly the kmap
-/// rows (nothing in the user half). `None` (with nothing leaked) if memory runs out.
-/// Panics if the kmap table cannot be built (P2V(PHYSTOP) > DEVSPACE).
+/// rows, then the boot modules read-only at P2V (`bootmods::kmap_row`, if any), and nothing
+/// in the user half. `None` (with nothing leaked) if memory runs out. Panics if the kmap
+/// table cannot be built (P2V(PHYSTOP) > DEVSPACE).
 pub fn setupkvm() -> Option<PageDir> {
     let rows = kernel_kmap();
+    let mods = bootmods::kmap_row();
     let mut pgdir = PageDir { pa: zalloc()? };
-    for k in &rows {
+    for k in rows.iter().chain(mods.iter()) {
         // SAFETY: pgdir is a fresh, valid directory; its tables come from kalloc and are
         // mapped at P2V.
         if unsafe { mappages(&mut pgdir, k.virt, k.size, k.phys_start, k.perm) }.is_err() {
@@ -137,10 +206,22 @@ pub fn setupkvm() -> Option<PageDir> {
 /// P2V(PHYSTOP) would run into DEVSPACE.
 #[must_use]
 pub fn kernel_kmap() -> [Kmap; 4] {
-    match kmap(linker::data(), phystop()) {
+    match kmap(kernel_data(), phystop()) {
         Ok(rows) => rows,
         Err(e) => panic!("{}", e),
     }
+}
+
+/// The symbol `data` (kernel.ld).
+#[cfg(all(target_arch = "x86", not(test)))]
+fn kernel_data() -> VirtAddr {
+    crate::linker::data()
+}
+
+/// Host tests have no kernel image: a typical `data` of this kernel.
+#[cfg(not(all(target_arch = "x86", not(test))))]
+fn kernel_data() -> VirtAddr {
+    VirtAddr(0x8011_2000)
 }
 
 /// Frees a page directory: the user pages it maps (present user-half PTEs, as xv6's
@@ -160,25 +241,29 @@ pub fn freevm(pgdir: PageDir) {
                 let pte = unsafe { table.add(j).read() };
                 if pte.present() {
                     // SAFETY: user pages of this address space belong to it alone.
-                    unsafe { kfree(page_ptr(pte.addr())) };
+                    unsafe { kfree_pa(pte.addr()) };
                 }
             }
         }
         // SAFETY: the page table belongs to this directory alone, which is going away.
-        unsafe { kfree(page_ptr(pde.addr())) };
+        unsafe { kfree_pa(pde.addr()) };
     }
     // SAFETY: as above, for the directory page.
-    unsafe { kfree(page_ptr(pgdir.pa)) };
-}
-
-fn page_ptr(pa: PhysAddr) -> NonNull<u8> {
-    NonNull::new(P2V(pa).0 as *mut u8).expect("P2V is never null")
+    unsafe { kfree_pa(pgdir.pa) };
 }
 
 /// Physical address of the kernel's page directory (for the scheduler, when no process runs).
 static KPGDIR: AtomicU32 = AtomicU32::new(0);
 
+/// Whether kvmalloc has run: the kernel page directory (and so the boot-module mapping) is
+/// in use.
+#[must_use]
+pub fn kvm_ready() -> bool {
+    KPGDIR.load(Ordering::Relaxed) != 0
+}
+
 /// Allocates the kernel's page directory and switches to it (xv6 `kvmalloc`).
+#[cfg(all(target_arch = "x86", not(test)))]
 pub fn kvmalloc() {
     let pgdir = setupkvm().expect("kvmalloc: out of memory");
     KPGDIR.store(pgdir.pa.0, Ordering::Relaxed);
@@ -187,10 +272,582 @@ pub fn kvmalloc() {
 
 /// Switches the hardware page table register to the kernel-only page directory, for when
 /// no process is running (xv6 `switchkvm`).
+#[cfg(all(target_arch = "x86", not(test)))]
 pub fn switchkvm() {
     let pa = KPGDIR.load(Ordering::Relaxed);
     assert!(pa != 0, "switchkvm before kvmalloc");
     // SAFETY: KPGDIR maps the whole kernel (text, data, stack, all RAM below PHYSTOP) at the
     // same addresses as entrypgdir's high half, which is all the kernel uses.
     unsafe { crate::x86::lcr3(pa) };
+}
+
+// ---------------------------------------------------------------------------------------
+// The user half.
+
+/// Loads `init` (at most a page: xv6's initcode) at address 0 of `pgdir`, in a zeroed
+/// user-writable page (xv6 `inituvm`).
+pub fn inituvm(pgdir: &mut PageDir, init: &[u8]) -> Result<(), OutOfMemory> {
+    assert!(init.len() <= PGSIZE as usize, "inituvm: more than a page");
+    let mem = zalloc().ok_or(OutOfMemory)?;
+    // SAFETY: pgdir is valid; the new page is ours and goes into the user half.
+    if unsafe { mappages(pgdir, VirtAddr(0), PGSIZE, mem, PTE_W | PTE_U) }.is_err() {
+        // SAFETY: the page was never mapped.
+        unsafe { kfree_pa(mem) };
+        return Err(OutOfMemory);
+    }
+    // SAFETY: the page is a whole page of RAM, mapped at P2V; init fits in it.
+    unsafe { ptr::copy(init.as_ptr(), P2V(mem).0 as *mut u8, init.len()) };
+    Ok(())
+}
+
+/// Copies `src` into `pgdir`'s memory at user address `va`, which need not be page
+/// aligned (xv6 `loaduvm`, with the program's bytes already in memory: exec hands it a
+/// segment's file bytes straight from the archive, whatever their file offset). The pages
+/// must already be mapped (allocuvm); panics if one is not.
+pub fn loaduvm(pgdir: &mut PageDir, va: u32, src: &[u8]) {
+    let mut va = va;
+    for chunk in page_chunks(va, src) {
+        let pte = getpte(pgdir, VirtAddr(va))
+            .filter(|p| p.present())
+            .unwrap_or_else(|| panic!("loaduvm: address {va:#010x} should exist"));
+        let dst = P2V(pte.addr()).0 + va % PGSIZE;
+        // SAFETY: dst..dst + chunk.len() stays inside one mapped user page (page_chunks),
+        // reached through P2V; the source is kernel memory, distinct from that page.
+        unsafe { ptr::copy(chunk.as_ptr(), dst as *mut u8, chunk.len()) };
+        va = va.wrapping_add(chunk.len() as u32);
+    }
+}
+
+/// Splits `src`, to be placed at `va`, at page boundaries.
+fn page_chunks(va: u32, src: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let first = ((PGSIZE - va % PGSIZE) as usize).min(src.len());
+    let (head, tail) = src.split_at(first);
+    core::iter::once(head)
+        .filter(|h| !h.is_empty())
+        .chain(tail.chunks(PGSIZE as usize))
+}
+
+/// Grows a process from `oldsz` to `newsz` bytes (xv6 `allocuvm`): maps zeroed
+/// user-writable pages (PTE_W|PTE_U) from `PGROUNDUP(oldsz)` up to `newsz`; returns the new
+/// size (`oldsz` if `newsz < oldsz`). Fails if `newsz` is at or above KERNBASE or memory
+/// runs out — then every page this call mapped is unmapped and freed again (deallocuvm).
+pub fn allocuvm(pgdir: &mut PageDir, oldsz: u32, newsz: u32) -> Result<u32, OutOfMemory> {
+    if newsz >= KERNBASE {
+        return Err(OutOfMemory);
+    }
+    if newsz < oldsz {
+        return Ok(oldsz);
+    }
+    let mut a = PGROUNDUP(oldsz).expect("oldsz <= newsz < KERNBASE");
+    while a < newsz {
+        let Some(mem) = zalloc() else {
+            deallocuvm(pgdir, newsz, oldsz);
+            return Err(OutOfMemory);
+        };
+        // SAFETY: pgdir is valid; a is a user address below KERNBASE, not mapped yet
+        // (nothing is mapped at or above PGROUNDUP(oldsz)).
+        if unsafe { mappages(pgdir, VirtAddr(a), PGSIZE, mem, PTE_W | PTE_U) }.is_err() {
+            // SAFETY: the page was never mapped.
+            unsafe { kfree_pa(mem) };
+            deallocuvm(pgdir, newsz, oldsz);
+            return Err(OutOfMemory);
+        }
+        a += PGSIZE;
+    }
+    Ok(newsz)
+}
+
+/// Shrinks a process from `oldsz` to `newsz` bytes (xv6 `deallocuvm`): unmaps and frees the
+/// user pages from `PGROUNDUP(newsz)` up to `oldsz` (holes are skipped); returns the new size
+/// (`oldsz` if `newsz >= oldsz`). Never touches the kernel half. The caller reloads CR3 if
+/// `pgdir` is in use.
+pub fn deallocuvm(pgdir: &mut PageDir, oldsz: u32, newsz: u32) -> u32 {
+    if newsz >= oldsz {
+        return oldsz;
+    }
+    let end = oldsz.min(KERNBASE);
+    let mut a = PGROUNDUP(newsz).unwrap_or(KERNBASE);
+    while a < end {
+        if !has_pgtab(pgdir, a) {
+            a = next_pde(a).unwrap_or(KERNBASE);
+            continue;
+        }
+        // SAFETY: pgdir is valid; the page table exists (no allocation).
+        let slot = unsafe { walkpgdir(pgdir, VirtAddr(a), false) }.expect("page table");
+        // SAFETY: slot points at a PTE in a page table of pgdir.
+        let pte = unsafe { slot.read() };
+        if pte.present() {
+            assert!(pte.addr().0 != 0, "deallocuvm: kfree of page 0");
+            // SAFETY: a user page of this address space, which no other one maps; its PTE
+            // goes away right here.
+            unsafe {
+                kfree_pa(pte.addr());
+                slot.write(Pte(0));
+            }
+        }
+        a += PGSIZE;
+    }
+    newsz
+}
+
+/// Changes the flags of the present PTE for `uva`; panics (naming `who`) if there is none.
+fn update_pte(pgdir: &mut PageDir, uva: u32, who: &str, f: impl FnOnce(u32) -> u32) {
+    // SAFETY: pgdir is valid; no allocation.
+    let slot = unsafe { walkpgdir(pgdir, VirtAddr(uva), false) }
+        .filter(|p| {
+            // SAFETY: walkpgdir returned a PTE slot in a page table of pgdir.
+            unsafe { p.read() }.present()
+        })
+        .unwrap_or_else(|| panic!("{who}: {uva:#010x} not mapped"));
+    // SAFETY: as above; the entry keeps its page, only permission bits change.
+    unsafe {
+        let pte = slot.read();
+        slot.write(Pte(pte.0 & !0xFFF | f(pte.flags())));
+    }
+}
+
+/// Clears PTE_U on the page at `uva` (xv6 `clearpteu`): exec's guard page below the user
+/// stack, present but out of the user's reach. Panics if the page is not mapped.
+pub fn clearpteu(pgdir: &mut PageDir, uva: u32) {
+    update_pte(pgdir, uva, "clearpteu", |f| f & !PTE_U);
+}
+
+/// Clears PTE_W on the page at `uva`: exec maps program text and read-only data so that
+/// writing to them faults. Panics if the page is not mapped.
+pub fn clearptew(pgdir: &mut PageDir, uva: u32) {
+    update_pte(pgdir, uva, "clearptew", |f| f & !PTE_W);
+}
+
+/// Given a parent's page directory and size, makes a copy for a child (xv6 `copyuvm`, for
+/// fork): a new kernel half (setupkvm) and a private copy of every present user page in
+/// `[0, sz)` with the same permissions (guard page and read-only text included; holes stay
+/// holes). `None`, with everything freed again, if memory runs out.
+pub fn copyuvm(pgdir: &PageDir, sz: u32) -> Option<PageDir> {
+    let mut d = setupkvm()?;
+    let end = sz.min(KERNBASE);
+    let mut i = 0;
+    while i < end {
+        if !has_pgtab(pgdir, i) {
+            i = next_pde(i).unwrap_or(KERNBASE);
+            continue;
+        }
+        let pte = getpte(pgdir, VirtAddr(i)).expect("page table");
+        if pte.present() {
+            let Some(mem) = kalloc() else {
+                freevm(d);
+                return None;
+            };
+            // SAFETY: both are whole pages: the parent's, mapped at P2V, and the new one.
+            unsafe {
+                ptr::copy_nonoverlapping(
+                    P2V(pte.addr()).0 as *const u8,
+                    mem.as_ptr(),
+                    PGSIZE as usize,
+                );
+            }
+            let pa = V2P(VirtAddr(mem.as_ptr() as u32));
+            let perm = pte.flags() & (PTE_W | PTE_U);
+            // SAFETY: d is valid; i is a user address not yet mapped in it.
+            if unsafe { mappages(&mut d, VirtAddr(i), PGSIZE, pa, perm) }.is_err() {
+                // SAFETY: the page was never mapped.
+                unsafe { kfree(mem) };
+                freevm(d);
+                return None;
+            }
+        }
+        i += PGSIZE;
+    }
+    Some(d)
+}
+
+/// The kernel address of the byte at user address `uva` (xv6 `uva2ka`, which callers use
+/// with page-aligned addresses: then it is the page's kernel address). `None` unless the
+/// page is present and user-accessible (PTE_U: not the guard page, not the kernel half).
+#[must_use]
+pub fn uva2ka(pgdir: &PageDir, uva: u32) -> Option<*mut u8> {
+    user_page(pgdir, uva, false)
+}
+
+/// uva2ka, optionally also requiring PTE_W.
+fn user_page(pgdir: &PageDir, uva: u32, write: bool) -> Option<*mut u8> {
+    let need = PTE_P | PTE_U | if write { PTE_W } else { 0 };
+    let pte = getpte(pgdir, VirtAddr(uva))?;
+    (pte.flags() & need == need).then(|| (P2V(pte.addr()).0 + uva % PGSIZE) as *mut u8)
+}
+
+/// Copies `src` to user address `va` in `pgdir` (xv6 `copyout`), which need not be the
+/// page directory in use: exec builds the new stack with it, system calls store results.
+/// Every page written must be present, user-accessible and writable (so text and the guard
+/// page are refused), and `[va, va + len)` must lie below KERNBASE. On error some leading
+/// bytes may have been written.
+pub fn copyout(pgdir: &mut PageDir, va: u32, src: &[u8]) -> Result<(), BadAddr> {
+    let len = u32::try_from(src.len()).map_err(|_| BadAddr)?;
+    if va.checked_add(len).is_none_or(|end| end > KERNBASE) {
+        return Err(BadAddr);
+    }
+    let mut va = va;
+    for chunk in page_chunks(va, src) {
+        let dst = user_page(pgdir, va, true).ok_or(BadAddr)?;
+        // SAFETY: dst..dst + chunk.len() lies in one present, user-writable page of pgdir
+        // (page_chunks), reached through P2V; src is kernel memory.
+        unsafe { ptr::copy(chunk.as_ptr(), dst, chunk.len()) };
+        va += chunk.len() as u32;
+    }
+    Ok(())
+}
+
+/// Host tests of page-directory code: fake physical memory at a fixed address, so that P2V
+/// of it is a valid pointer in the test process, handed to the kernel's allocator (KMEM).
+/// Tests that allocate take `testmem::lock()` (one at a time: they check that the number
+/// of free pages comes back exactly).
+#[cfg(test)]
+pub(crate) mod testmem {
+    use std::sync::{Mutex, MutexGuard, Once};
+
+    use crate::kalloc::KMEM;
+    use crate::memlayout::{set_phystop, PhysAddr, P2V};
+
+    /// First fake physical page (16 MiB; its P2V address, 0x81000000, is free in an
+    /// x86-64 Linux process).
+    pub const BASE: PhysAddr = PhysAddr(0x0100_0000);
+    /// Pages of fake memory.
+    pub const PAGES: usize = 2048;
+
+    extern "C" {
+        fn mmap(addr: *mut u8, len: usize, prot: i32, flags: i32, fd: i32, off: i64) -> *mut u8;
+    }
+    const PROT_READ_WRITE: i32 = 0x3;
+    const MAP_PRIVATE_ANONYMOUS_FIXED_NOREPLACE: i32 = 0x02 | 0x20 | 0x10_0000;
+
+    static INIT: Once = Once::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+
+    /// Sets the fake memory up once, then serialises the test.
+    pub fn lock() -> MutexGuard<'static, ()> {
+        let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        INIT.call_once(|| {
+            let lo = P2V(BASE).0 as usize;
+            let len = PAGES * 4096;
+            // SAFETY: maps fresh anonymous memory at an address nothing uses (NOREPLACE
+            // fails rather than clobber a mapping).
+            let p = unsafe {
+                mmap(
+                    lo as *mut u8,
+                    len,
+                    PROT_READ_WRITE,
+                    MAP_PRIVATE_ANONYMOUS_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
+            };
+            assert_eq!(p as usize, lo, "testmem: cannot map fake RAM at {lo:#x}");
+            set_phystop(PhysAddr(0x0E00_0000));
+            // SAFETY: the pages were just mapped for the allocator alone.
+            unsafe { KMEM.kinit1(lo, lo + len, lo, lo + len) };
+        });
+        guard
+    }
+
+    /// Pages on the free list.
+    pub fn free() -> usize {
+        KMEM.countfree()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kalloc::KMEM;
+
+    /// An empty user half (no kernel rows either: the user-half code never looks there).
+    fn newdir() -> PageDir {
+        PageDir {
+            pa: zalloc().unwrap(),
+        }
+    }
+
+    fn pte(d: &PageDir, va: u32) -> Option<Pte> {
+        getpte(d, VirtAddr(va)).filter(|p| p.present())
+    }
+
+    fn read_user(d: &PageDir, va: u32, n: usize) -> Vec<u8> {
+        (0..n as u32)
+            .map(|i| {
+                let p = getpte(d, VirtAddr(va + i)).unwrap();
+                // SAFETY: a present page of the test memory.
+                unsafe { *((P2V(p.addr()).0 + (va + i) % PGSIZE) as *const u8) }
+            })
+            .collect()
+    }
+
+    /// Takes pages off the free list until `left` remain; returns them.
+    fn exhaust(left: usize) -> Vec<NonNull<u8>> {
+        let mut held = Vec::new();
+        while KMEM.countfree() > left {
+            held.push(kalloc().unwrap());
+        }
+        held
+    }
+
+    fn give_back(held: Vec<NonNull<u8>>) {
+        for p in held {
+            // SAFETY: pages exhaust took from kalloc.
+            unsafe { kfree(p) };
+        }
+    }
+
+    #[test]
+    fn allocuvm_maps_zeroed_user_pages_and_deallocuvm_frees_them() {
+        let _g = testmem::lock();
+        let before = testmem::free();
+        let mut d = newdir();
+        assert_eq!(allocuvm(&mut d, 0, 0x2001), Ok(0x2001));
+        for va in [0, 0x1000, 0x2000] {
+            assert_eq!(pte(&d, va).unwrap().flags(), PTE_P | PTE_W | PTE_U);
+        }
+        assert!(pte(&d, 0x3000).is_none());
+        assert!(read_user(&d, 0, 0x3000).iter().all(|&b| b == 0));
+        // 3 pages + 1 page table + the directory.
+        assert_eq!(testmem::free(), before - 5);
+        // Growing from an unaligned size starts at the next page.
+        assert_eq!(allocuvm(&mut d, 0x2001, 0x3000), Ok(0x3000));
+        assert_eq!(testmem::free(), before - 5);
+        assert_eq!(allocuvm(&mut d, 0x3000, 0x1000), Ok(0x3000));
+        assert_eq!(deallocuvm(&mut d, 0x3000, 0x1800), 0x1800);
+        assert!(pte(&d, 0x1000).is_some() && pte(&d, 0x2000).is_none());
+        assert_eq!(testmem::free(), before - 4);
+        assert_eq!(deallocuvm(&mut d, 0x1800, 0x2000), 0x1800);
+        freevm(d);
+        assert_eq!(testmem::free(), before);
+    }
+
+    #[test]
+    fn allocuvm_refuses_kernbase() {
+        let _g = testmem::lock();
+        let before = testmem::free();
+        let mut d = newdir();
+        assert_eq!(allocuvm(&mut d, 0, KERNBASE), Err(OutOfMemory));
+        assert_eq!(allocuvm(&mut d, 0, u32::MAX), Err(OutOfMemory));
+        // More than the test memory: runs out, and gives back every page it mapped.
+        assert_eq!(allocuvm(&mut d, 0, KERNBASE - 1), Err(OutOfMemory));
+        assert!(pte(&d, 0).is_none());
+        let tables = (0..KERNBASE)
+            .step_by(1 << 22)
+            .filter(|&va| has_pgtab(&d, va));
+        assert_eq!(
+            testmem::free(),
+            before - 1 - tables.count(),
+            "only page tables stay"
+        );
+        freevm(d);
+        assert_eq!(testmem::free(), before);
+    }
+
+    #[test]
+    fn allocuvm_rolls_back_when_memory_runs_out() {
+        let _g = testmem::lock();
+        let before = testmem::free();
+        let mut d = newdir();
+        assert_eq!(allocuvm(&mut d, 0, 0x1000), Ok(0x1000));
+        let mut held = exhaust(5);
+        // Needs 8 pages: fails after mapping 5, which come back.
+        assert_eq!(allocuvm(&mut d, 0x1000, 0x9000), Err(OutOfMemory));
+        assert_eq!(KMEM.countfree(), 5);
+        assert!(pte(&d, 0x1000).is_none());
+        assert!(pte(&d, 0).is_some(), "memory below oldsz is untouched");
+        // Across a page-table boundary: both pages are had, the new page table is not.
+        held.extend(exhaust(2));
+        assert_eq!(allocuvm(&mut d, 0x3F_F000, 0x40_1000), Err(OutOfMemory));
+        assert_eq!(KMEM.countfree(), 2);
+        assert!(pte(&d, 0x3F_F000).is_none() && !has_pgtab(&d, 0x40_0000));
+        give_back(held);
+        freevm(d);
+        assert_eq!(testmem::free(), before);
+    }
+
+    #[test]
+    fn deallocuvm_skips_holes_and_missing_page_tables() {
+        let _g = testmem::lock();
+        let before = testmem::free();
+        let mut d = newdir();
+        allocuvm(&mut d, 0x0080_0000, 0x0080_2000).unwrap();
+        allocuvm(&mut d, 0x1000_0000, 0x1000_1000).unwrap();
+        assert_eq!(deallocuvm(&mut d, 0x1000_1000, 0), 0);
+        assert_eq!(
+            testmem::free(),
+            before - 3,
+            "the directory and two page tables"
+        );
+        assert_eq!(deallocuvm(&mut d, u32::MAX, 0), 0, "clamped at KERNBASE");
+        freevm(d);
+        assert_eq!(testmem::free(), before);
+    }
+
+    #[test]
+    fn loaduvm_copies_across_pages_at_any_alignment() {
+        let _g = testmem::lock();
+        let mut d = newdir();
+        allocuvm(&mut d, 0, 0x3000).unwrap();
+        let src: Vec<u8> = (0..0x1800u32).map(|i| (i % 251) as u8 + 1).collect();
+        loaduvm(&mut d, 0xF0C, &src);
+        assert_eq!(read_user(&d, 0xF0C, src.len()), src);
+        assert_eq!(read_user(&d, 0xF0B, 1), [0]);
+        assert_eq!(read_user(&d, 0xF0C + 0x1800, 1), [0]);
+        loaduvm(&mut d, 0x2FFF, b"z");
+        loaduvm(&mut d, 0x1000, b"");
+        assert_eq!(read_user(&d, 0x2FFF, 1), *b"z");
+        freevm(d);
+    }
+
+    #[test]
+    #[should_panic(expected = "loaduvm: address 0x00001000 should exist")]
+    fn loaduvm_panics_on_unmapped_pages() {
+        let _g = testmem::lock();
+        let mut d = newdir();
+        allocuvm(&mut d, 0, 0x1000).unwrap();
+        loaduvm(&mut d, 0xFFE, b"abcd");
+    }
+
+    #[test]
+    fn inituvm_loads_one_page_at_zero() {
+        let _g = testmem::lock();
+        let before = testmem::free();
+        let mut d = newdir();
+        inituvm(&mut d, b"\xcd\x40").unwrap();
+        assert_eq!(read_user(&d, 0, 3), [0xcd, 0x40, 0]);
+        assert_eq!(pte(&d, 0).unwrap().flags(), PTE_P | PTE_W | PTE_U);
+        freevm(d);
+        assert_eq!(testmem::free(), before);
+    }
+
+    #[test]
+    fn clearpteu_and_clearptew_keep_the_page() {
+        let _g = testmem::lock();
+        let mut d = newdir();
+        allocuvm(&mut d, 0, 0x2000).unwrap();
+        let pa = pte(&d, 0).unwrap().addr();
+        clearpteu(&mut d, 0x10);
+        clearptew(&mut d, 0x1010);
+        assert_eq!(pte(&d, 0).unwrap(), Pte::new(pa, PTE_P | PTE_W));
+        assert_eq!(pte(&d, 0x1000).unwrap().flags(), PTE_P | PTE_U);
+        assert_eq!(uva2ka(&d, 0x10), None, "guard page: no user access");
+        assert!(uva2ka(&d, 0x1010).is_some(), "read-only is still readable");
+        assert_eq!(
+            copyout(&mut d, 0x1010, b"x"),
+            Err(BadAddr),
+            "but not writable"
+        );
+        freevm(d);
+    }
+
+    #[test]
+    #[should_panic(expected = "clearpteu: 0x00005000 not mapped")]
+    fn clearpteu_panics_on_unmapped_pages() {
+        let _g = testmem::lock();
+        let mut d = newdir();
+        allocuvm(&mut d, 0, 0x1000).unwrap();
+        clearpteu(&mut d, 0x5000);
+    }
+
+    #[test]
+    fn copyuvm_copies_pages_and_permissions() {
+        let _g = testmem::lock();
+        let before = testmem::free();
+        let mut d = newdir();
+        allocuvm(&mut d, 0, 0x3000).unwrap();
+        allocuvm(&mut d, 0x0100_0000, 0x0100_1000).unwrap(); // after a 16 MiB hole
+        loaduvm(&mut d, 0xFFE, b"fork");
+        clearptew(&mut d, 0);
+        clearpteu(&mut d, 0x2000);
+        let used = before - testmem::free();
+        let c = copyuvm(&d, 0x0100_1000).unwrap();
+        // The child: setupkvm's directory and 64 kernel page tables, then the same user
+        // page tables and pages as the parent.
+        assert_eq!(before - testmem::free(), used + 65 + (used - 1));
+        assert_eq!(read_user(&c, 0xFFE, 4), *b"fork");
+        for va in [0, 0x1000, 0x2000, 0x0100_0000] {
+            let (p, q) = (pte(&d, va).unwrap(), pte(&c, va).unwrap());
+            assert_eq!(p.flags(), q.flags());
+            assert_ne!(p.addr(), q.addr(), "a private copy");
+        }
+        assert!(pte(&c, 0x3000).is_none() && pte(&c, 0x0080_0000).is_none());
+        // The child's pages are its own.
+        copyout(&mut d, 0x1000, b"!").unwrap();
+        assert_eq!(read_user(&c, 0xFFE, 4), *b"fork");
+        assert_eq!(read_user(&d, 0xFFE, 4), *b"fo!k");
+        freevm(c);
+        freevm(d);
+        assert_eq!(testmem::free(), before);
+    }
+
+    #[test]
+    fn copyuvm_frees_everything_when_memory_runs_out() {
+        let _g = testmem::lock();
+        let before = testmem::free();
+        let mut d = newdir();
+        allocuvm(&mut d, 0, 0x8000).unwrap();
+        let used = before - testmem::free();
+        for left in [0, 10, 64, 65, 66, 70, 73] {
+            let held = exhaust(left);
+            assert!(copyuvm(&d, 0x8000).is_none(), "{left} pages left");
+            assert_eq!(KMEM.countfree(), left);
+            give_back(held);
+        }
+        assert_eq!(testmem::free(), before - used);
+        freevm(d);
+        assert_eq!(testmem::free(), before);
+    }
+
+    #[test]
+    fn setupkvm_maps_the_kmap_rows_only() {
+        let _g = testmem::lock();
+        let before = testmem::free();
+        let d = setupkvm().unwrap();
+        assert_eq!(before - testmem::free(), 65);
+        let k = getpte(&d, VirtAddr(0x8010_0000)).unwrap();
+        assert_eq!(k, Pte::new(PhysAddr(0x10_0000), PTE_P));
+        let data = getpte(&d, VirtAddr(0x8dff_f000)).unwrap();
+        assert_eq!(data, Pte::new(PhysAddr(0xdff_f000), PTE_P | PTE_W));
+        assert!(
+            getpte(&d, VirtAddr(0x8e00_0000)).is_none(),
+            "no boot modules here"
+        );
+        assert_eq!(
+            uva2ka(&d, 0x8010_0000),
+            None,
+            "kernel pages are not user pages"
+        );
+        freevm(d);
+        assert_eq!(testmem::free(), before);
+        for left in [0, 1, 30, 64] {
+            let held = exhaust(left);
+            assert!(setupkvm().is_none());
+            assert_eq!(KMEM.countfree(), left);
+            give_back(held);
+        }
+    }
+
+    #[test]
+    fn uva2ka_and_copyout() {
+        let _g = testmem::lock();
+        let mut d = newdir();
+        allocuvm(&mut d, 0, 0x2000).unwrap();
+        let ka = uva2ka(&d, 0x1234).unwrap();
+        let pa = pte(&d, 0x1000).unwrap().addr();
+        assert_eq!(ka as u32, P2V(pa).0 + 0x234);
+        assert_eq!(uva2ka(&d, 0x2000), None);
+        assert_eq!(uva2ka(&d, 0x9000_0000), None);
+        copyout(&mut d, 0xFFD, b"across").unwrap();
+        assert_eq!(read_user(&d, 0xFFD, 6), *b"across");
+        copyout(&mut d, 0x2000, b"").unwrap();
+        assert_eq!(copyout(&mut d, 0x1FFF, b"ab"), Err(BadAddr));
+        assert_eq!(
+            read_user(&d, 0x1FFF, 1),
+            *b"a",
+            "leading bytes may be written"
+        );
+        assert_eq!(copyout(&mut d, u32::MAX, b"ab"), Err(BadAddr));
+        assert_eq!(copyout(&mut d, KERNBASE - 1, b"ab"), Err(BadAddr));
+        freevm(d);
+    }
 }

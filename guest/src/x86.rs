@@ -130,3 +130,45 @@ pub unsafe fn lgdt(base: u32, limit: u16) {
     // SAFETY: lgdt reads the 6-byte descriptor; the table itself is the caller's contract.
     unsafe { asm!("lgdt [{}]", in(reg) &d, options(readonly, nostack, preserves_flags)) };
 }
+
+/// Reads CR2 (the linear address of the last page fault).
+#[must_use]
+pub fn rcr2() -> u32 {
+    let v: u32;
+    // SAFETY: reading a control register has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Loads the interrupt descriptor table from a `(limit, base)` descriptor.
+///
+/// # Safety
+/// The table must stay valid (static) and every present gate must point at a handler that
+/// can take the trap (the vectors in trap.rs).
+pub unsafe fn lidt(base: u32, limit: u16) {
+    #[repr(C, packed)]
+    struct Dtr {
+        limit: u16,
+        base: u32,
+    }
+    let d = Dtr { limit, base };
+    // SAFETY: lidt reads the 6-byte descriptor; the table itself is the caller's contract.
+    unsafe { asm!("lidt [{}]", in(reg) &d, options(readonly, nostack, preserves_flags)) };
+}
+
+/// Loads the task register with a TSS selector.
+///
+/// # Safety
+/// The selector must name an available 32-bit TSS descriptor in the current GDT whose TSS
+/// stays valid (static) for as long as it is loaded.
+pub unsafe fn ltr(sel: u16) {
+    // SAFETY: the caller guarantees the descriptor and the TSS.
+    unsafe { asm!("ltr {:x}", in(reg) sel, options(nostack, preserves_flags)) };
+}
+
+/// Enables interrupts and halts until the next one, as one step: `sti` takes effect only
+/// after the following instruction, so an interrupt pending now still wakes the `hlt`.
+pub fn sti_hlt() {
+    // SAFETY: as for sti and hlt.
+    unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
+}

@@ -66,10 +66,20 @@ pub struct RunArgs {
     /// stderr whenever the guest asks for a dump.
     #[arg(long)]
     pub pgdump: bool,
+    /// Print the VM exits by reason and the run time to stderr at the end.
+    #[arg(long)]
+    pub stats: bool,
+    /// Back all guest RAM with host memory before boot (default: lazily, on first touch).
+    #[arg(long)]
+    pub prefault: bool,
+    /// Hide the kernel's boot summary (stderr); panics and fault reports still show.
+    #[arg(short, long)]
+    pub quiet: bool,
     /// Extra words for the kernel command line.
     #[arg(long, value_name = "WORDS", allow_hyphen_values = true)]
     pub append: Option<String>,
-    /// The program to run and its arguments.
+    /// The program to run and its arguments: a built-in program's name, or a host path (with a
+    /// '/') to a static ELF32 i386 executable. Default: the built-in `tour`.
     #[arg(
         value_name = "PROGRAM",
         trailing_var_arg = true,

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use crate::cli::{Engine, RunArgs};
 use crate::exit;
 use crate::machine::{self, MachineConfig};
+use crate::programs::{self, Program, ProgramError};
 use crate::vcpu::{Outcome, PgdumpMode};
 use crate::{images, loader, memory, probe};
 
@@ -32,6 +33,20 @@ pub fn run(args: &RunArgs) -> i32 {
 
 fn try_run(args: &RunArgs) -> Result<i32> {
     let mem = memory::parse_mem_size(&args.mem)?;
+    let spec = args
+        .program
+        .first()
+        .map_or(programs::DEFAULT_PROGRAM, String::as_str);
+    let program = match programs::resolve(spec) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vmm: error: {e}");
+            return Ok(match e {
+                ProgramError::NotFound(_) => exit::NOT_FOUND,
+                ProgramError::NotExecutable(_) => exit::NOT_EXECUTABLE,
+            });
+        }
+    };
     let (kernel, kernel_name) = match &args.kernel {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| {
@@ -57,8 +72,8 @@ fn try_run(args: &RunArgs) -> Result<i32> {
         Engine::Lab => Engine::Lab,
     };
     match engine {
-        Engine::Lab => run_in_lab(args, mem),
-        _ => run_on_kvm(args, mem, kernel, kernel_name),
+        Engine::Lab => run_in_lab(args, mem, &program),
+        _ => run_on_kvm(args, mem, kernel, kernel_name, &program),
     }
 }
 
@@ -94,36 +109,56 @@ fn require_legacy_paging() -> Result<()> {
     Ok(())
 }
 
-/// The kernel command line: `console=com1`, `--append`, then `-- PROGRAM ARGS`.
+/// The kernel command line: `console=com1`, `quiet` with `--quiet`, then `--append`.
+/// (The program and its arguments travel as boot modules, see `programs.rs`.)
 pub fn kernel_cmdline(args: &RunArgs) -> String {
     let mut words = vec!["console=com1".to_string()];
-    words.extend(args.append.iter().cloned());
-    if !args.program.is_empty() {
-        words.push("--".into());
-        words.extend(args.program.iter().cloned());
+    if args.quiet {
+        words.push("quiet".into());
     }
+    words.extend(args.append.iter().cloned());
     words.join(" ")
+}
+
+/// The first process's argv: the program's name, then the arguments.
+fn first_argv(args: &RunArgs, program: &Program) -> Vec<String> {
+    let mut argv = vec![program.name.clone()];
+    argv.extend(args.program.iter().skip(1).cloned());
+    argv
 }
 
 fn timeout_of(args: &RunArgs) -> Option<Duration> {
     (args.timeout > 0).then(|| Duration::from_secs(args.timeout))
 }
 
-fn run_on_kvm(args: &RunArgs, mem: u64, kernel: Vec<u8>, kernel_name: PathBuf) -> Result<i32> {
+fn run_on_kvm(
+    args: &RunArgs,
+    mem: u64,
+    kernel: Vec<u8>,
+    kernel_name: PathBuf,
+    program: &Program,
+) -> Result<i32> {
     let cfg = MachineConfig {
         kernel,
         kernel_name,
         mem,
         cmdline: kernel_cmdline(args),
-        modules: Vec::new(),
+        modules: vec![
+            programs::archive(Some(program)),
+            programs::argv_block(&first_argv(args, program)),
+        ],
         pgdump: if args.pgdump {
             PgdumpMode::Print
         } else {
             PgdumpMode::Off
         },
         timeout: timeout_of(args),
+        prefault: args.prefault,
     };
     let report = machine::run(cfg)?;
+    if args.stats {
+        eprintln!("{}", report.stats_line());
+    }
     Ok(status_of(report.outcome, args.timeout))
 }
 
@@ -156,14 +191,22 @@ pub fn status_of(outcome: Outcome, timeout_secs: u64) -> i32 {
 }
 
 /// Re-runs this binary inside the lab with `--engine kvm` and the same request.
-fn run_in_lab(args: &RunArgs, mem: u64) -> Result<i32> {
-    let program =
-        std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
+fn run_in_lab(args: &RunArgs, mem: u64, program: &Program) -> Result<i32> {
+    let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
     let mut inner: Vec<OsString> = vec!["run".into(), "--engine".into(), "kvm".into()];
     inner.extend(["--mem".into(), format!("{}M", mem >> 20).into()]);
     inner.extend(["--timeout".into(), args.timeout.to_string().into()]);
     if args.pgdump {
         inner.push("--pgdump".into());
+    }
+    for (set, flag) in [
+        (args.quiet, "--quiet"),
+        (args.stats, "--stats"),
+        (args.prefault, "--prefault"),
+    ] {
+        if set {
+            inner.push(flag.into());
+        }
     }
     if let Some(a) = &args.append {
         inner.extend(["--append".into(), a.into()]);
@@ -174,10 +217,22 @@ fn run_in_lab(args: &RunArgs, mem: u64) -> Result<i32> {
         files.push((k.clone(), lab_path.clone()));
         inner.extend(["--kernel".into(), lab_path.into()]);
     }
-    if !args.program.is_empty() {
-        inner.push("--".into());
-        inner.extend(args.program.iter().map(OsString::from));
+    inner.push("--".into());
+    match &program.host_path {
+        Some(host) => {
+            let lab_path = format!("/lab/files/prog/{}", program.name);
+            files.push((host.clone(), lab_path.clone()));
+            inner.push(lab_path.into());
+        }
+        None => inner.push(program.name.clone().into()),
     }
+    inner.extend(args.program.iter().skip(1).map(OsString::from));
+    // A serial line cannot carry an end of input: ship stdin whole (unless it is a terminal).
+    let stdin_copy = StdinCopy::take()?;
+    let stdin = stdin_copy.as_ref().map(|c| {
+        files.push((c.path.clone(), "/lab/files/stdin".into()));
+        "/lab/files/stdin".to_string()
+    });
     let env = std::env::var("RUST_LOG")
         .map(|v| vec![("RUST_LOG".to_string(), v)])
         .unwrap_or_default();
@@ -186,10 +241,11 @@ fn run_in_lab(args: &RunArgs, mem: u64) -> Result<i32> {
         t => Duration::from_secs(t + LAB_MARGIN_SECS),
     };
     let req = lab::LabRequest {
-        program,
+        program: exe,
         args: inner,
         files,
         env,
+        stdin,
         guest_mem_mib: mem >> 20,
         timeout,
     };
@@ -199,5 +255,32 @@ fn run_in_lab(args: &RunArgs, mem: u64) -> Result<i32> {
             eprintln!("vmm: the lab run timed out after {} s", timeout.as_secs());
             Ok(exit::TIMEOUT)
         }
+    }
+}
+
+/// This process's stdin saved to a temporary file for the lab (removed on drop); none when
+/// stdin is a terminal (the lab cannot be interactive).
+struct StdinCopy {
+    path: PathBuf,
+}
+
+impl StdinCopy {
+    fn take() -> Result<Option<StdinCopy>> {
+        use std::io::IsTerminal;
+        if std::io::stdin().is_terminal() {
+            return Ok(None);
+        }
+        let path = std::env::temp_dir().join(format!("vmm-stdin-{}", std::process::id()));
+        let mut file = std::fs::File::create(&path)
+            .with_context(|| format!("cannot save stdin to {}", path.display()))?;
+        let copy = StdinCopy { path };
+        std::io::copy(&mut std::io::stdin().lock(), &mut file).context("cannot read stdin")?;
+        Ok(Some(copy))
+    }
+}
+
+impl Drop for StdinCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -54,8 +54,10 @@ pub fn phystop(mem: u64) -> u64 {
 
 /// The I/O ports of the VMM's devices.
 pub mod ports {
-    /// 16550 UART, COM1: eight registers from here.
+    /// 16550 UART, COM1 (user stdout, stdin): eight registers from here.
     pub const COM1: u16 = 0x3F8;
+    /// 16550 UART, COM2 (kernel log, user stderr).
+    pub const COM2: u16 = 0x2F8;
     /// `out` a 32-bit status: the VM ends and `vmm` exits with it.
     pub const EXIT: u16 = 0x501;
     /// Any `out`: the guest kernel panicked (its message is on the console); `vmm` exits 125.
@@ -63,6 +65,13 @@ pub mod ports {
     /// `out` (any value): walk the page tables from the vCPU's CR3 and cross-check them with
     /// KVM_TRANSLATE; `in` (32-bit): the mismatches of that walk, or `u32::MAX` if none was made.
     pub const PGDUMP: u16 = 0x503;
+    /// `in` (32-bit): 1 when the host's stdin has ended and the guest has read all of it.
+    pub const STDIN_STATE: u16 = 0x504;
+    /// `out` (32-bit): a guest-physical address; the VMM appends the `EXPORT_LEN` bytes there
+    /// to the run's export stream (how a benchmark hands its samples out in bulk).
+    pub const EXPORT: u16 = 0x505;
+    /// `out` (32-bit): the length for the next `EXPORT`.
+    pub const EXPORT_LEN: u16 = 0x506;
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod machine;
 pub mod memory;
 pub mod pgdump;
 pub mod probe;
+pub mod programs;
 pub mod regs;
 pub mod vcpu;
 pub mod vm;

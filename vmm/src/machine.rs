@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use crate::devices::Com1;
+use crate::devices::{StdinQueue, Uart};
 use crate::vcpu::{ExitStats, Outcome, PgdumpMode, Vcpu};
 use crate::{boot, layout, loader, memory, regs, vm};
 
@@ -30,12 +30,39 @@ pub struct MachineConfig {
     pub pgdump: PgdumpMode,
     /// None: no bound.
     pub timeout: Option<Duration>,
+    /// Back guest RAM up front instead of on first touch.
+    pub prefault: bool,
 }
 
 /// The end of a run with what was counted on the way.
 pub struct Report {
     pub outcome: Outcome,
     pub stats: ExitStats,
+    /// Time from the first KVM_RUN to the end.
+    pub elapsed: Duration,
+    /// The vCPU's TSC frequency (KVM_GET_TSC_KHZ), 0 if unknown.
+    pub tsc_khz: u32,
+    /// What the guest exported (ports EXPORT/EXPORT_LEN).
+    pub exported: Vec<u8>,
+}
+
+impl Report {
+    /// `vmm: stats: …` for `--stats`.
+    pub fn stats_line(&self) -> String {
+        let total: u64 = self.stats.by_reason.values().sum();
+        let reasons: Vec<String> = self
+            .stats
+            .by_reason
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        format!(
+            "vmm: stats: {:.3} s in the guest, {total} VM exits ({}), TSC {} kHz",
+            self.elapsed.as_secs_f64(),
+            reasons.join(", "),
+            self.tsc_khz
+        )
+    }
 }
 
 /// Builds the machine and runs it to the end. Errors are setup failures (bad kernel, KVM).
@@ -98,14 +125,24 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
         .with_context(|| format!("invalid kernel {}", cfg.kernel_name.display()))?;
     let kvm = vm::open_kvm()?;
     let guest = memory::create_guest_memory(cfg.mem)?;
-    loader::load_kernel(&guest, &cfg.kernel, &image)?;
-    regs::write_boot_gdt(&guest)?;
-    let start_info = boot::write_boot_params(&guest, cfg.mem, &cfg.cmdline, &cfg.modules)?;
+    if cfg.prefault {
+        memory::prefault(&guest)?;
+    }
     let vm = vm::Vm::new(kvm, guest, true)?;
     let vcpu_fd = vm.create_vcpu()?;
+    // The guest times with the TSC; tell it the frequency rather than let it guess.
+    let tsc_khz = vcpu_fd.get_tsc_khz().unwrap_or(0);
+    let cmdline = format!("{} tsc_khz={tsc_khz}", cfg.cmdline);
+    loader::load_kernel(&vm.mem, &cfg.kernel, &image)?;
+    regs::write_boot_gdt(&vm.mem)?;
+    let start_info = boot::write_boot_params(&vm.mem, cfg.mem, &cmdline, &cfg.modules)?;
     regs::setup_pvh_entry(&vcpu_fd, image.entry, start_info)?;
-    let com1 = Com1::new(Some(&vm.fd), Box::new(std::io::stdout()))?;
-    let mut vcpu = Vcpu::new(vcpu_fd, &vm.mem, com1, cfg.pgdump);
+    let stdin = StdinQueue::spawn(std::io::stdin());
+    let uarts = (
+        Uart::com1(Some(&vm.fd), Box::new(std::io::stdout()), Some(stdin))?,
+        Uart::com2(Some(&vm.fd), Box::new(std::io::stderr()))?,
+    );
+    let mut vcpu = Vcpu::new(vcpu_fd, &vm.mem, uarts, cfg.pgdump);
     vcpu.expired = expired;
     log::debug!(
         "booting {} at entry {:#x}, {} MiB RAM, PHYSTOP {phystop:#x}",
@@ -113,9 +150,13 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
         image.entry,
         cfg.mem >> 20
     );
+    let start = std::time::Instant::now();
     let outcome = vcpu.run();
     Ok(Report {
         outcome,
         stats: std::mem::take(&mut vcpu.stats),
+        elapsed: start.elapsed(),
+        tsc_khz,
+        exported: std::mem::take(&mut vcpu.exported),
     })
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::devices::Com1;
+use crate::devices::Uart;
 use crate::vcpu::{Outcome, PgdumpMode, Vcpu};
 use crate::{memory, regs, vm};
 
@@ -65,8 +65,11 @@ fn run_probe(expired: Arc<AtomicBool>) -> Result<ProbeResult> {
     let vm = vm::Vm::new(kvm, mem, false)?;
     let fd = vm.create_vcpu()?;
     regs::setup_pvh_entry(&fd, CODE as u32, 0)?;
-    let com1 = Com1::new(None, Box::new(std::io::sink()))?;
-    let mut vcpu = Vcpu::new(fd, &vm.mem, com1, PgdumpMode::Off);
+    let uarts = (
+        Uart::com1(None, Box::new(std::io::sink()), None)?,
+        Uart::com2(None, Box::new(std::io::sink()))?,
+    );
+    let mut vcpu = Vcpu::new(fd, &vm.mem, uarts, PgdumpMode::Off);
     vcpu.expired = expired;
     let result = match vcpu.run() {
         Outcome::Exited(MAGIC) => {

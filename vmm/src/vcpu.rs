@@ -12,7 +12,7 @@ use std::sync::Arc;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::devices::Com1;
+use crate::devices::Uart;
 use crate::layout::ports;
 use crate::pgdump;
 
@@ -56,13 +56,20 @@ impl ExitStats {
 pub struct Vcpu<'a> {
     pub fd: VcpuFd,
     pub mem: &'a GuestMemoryMmap,
-    pub com1: Com1,
+    pub com1: Uart,
+    pub com2: Uart,
     pub pgdump: PgdumpMode,
     pub stats: ExitStats,
     /// Set by the watchdog when `--timeout` expires; it then kicks KVM_RUN with a signal.
     pub expired: Arc<AtomicBool>,
+    /// Bytes the guest exported (ports EXPORT/EXPORT_LEN).
+    pub exported: Vec<u8>,
     last_mismatches: u32,
+    export_len: u32,
 }
+
+/// The most a run may export (a bound on what a guest can make the VMM hold).
+const EXPORT_MAX: usize = 64 << 20;
 
 /// What an exit asks for once its borrow of the run structure has ended.
 enum Step {
@@ -72,15 +79,23 @@ enum Step {
 }
 
 impl<'a> Vcpu<'a> {
-    pub fn new(fd: VcpuFd, mem: &'a GuestMemoryMmap, com1: Com1, pgdump: PgdumpMode) -> Self {
+    pub fn new(
+        fd: VcpuFd,
+        mem: &'a GuestMemoryMmap,
+        (com1, com2): (Uart, Uart),
+        pgdump: PgdumpMode,
+    ) -> Self {
         Vcpu {
             fd,
             mem,
             com1,
+            com2,
             pgdump,
             stats: ExitStats::default(),
             expired: Arc::new(AtomicBool::new(false)),
+            exported: Vec::new(),
             last_mismatches: u32::MAX,
+            export_len: 0,
         }
     }
 
@@ -116,7 +131,10 @@ impl<'a> Vcpu<'a> {
                     ports::EXIT => return Step::Done(Outcome::Exited(value)),
                     ports::PANIC => return Step::Done(Outcome::Panicked),
                     ports::PGDUMP => return Step::Pgdump,
-                    p if Com1::owns(p) => self.com1.write(p, data[0]),
+                    ports::EXPORT_LEN => self.export_len = value,
+                    ports::EXPORT => self.export(value),
+                    p if self.com1.owns(p) => self.com1.write(p, data[0]),
+                    p if self.com2.owns(p) => self.com2.write(p, data[0]),
                     p => log::debug!("write {value:#x} to unclaimed port {p:#x} ignored"),
                 }
             }
@@ -124,7 +142,9 @@ impl<'a> Vcpu<'a> {
                 self.stats.count("io-in");
                 match port {
                     ports::PGDUMP => fill_le(data, self.last_mismatches),
-                    p if Com1::owns(p) => data[0] = self.com1.read(p),
+                    ports::STDIN_STATE => fill_le(data, self.com1.input_drained().into()),
+                    p if self.com1.owns(p) => data[0] = self.com1.read(p),
+                    p if self.com2.owns(p) => data[0] = self.com2.read(p),
                     p => {
                         log::debug!("read from unclaimed port {p:#x} gives all-ones");
                         data.fill(0xff);
@@ -172,6 +192,20 @@ impl<'a> Vcpu<'a> {
             }
         }
         Step::Continue
+    }
+
+    /// Appends `export_len` bytes at guest-physical `pa` to the export stream.
+    fn export(&mut self, pa: u32) {
+        let len = self.export_len as usize;
+        if self.exported.len() + len > EXPORT_MAX {
+            log::warn!("export of {len} bytes refused: over the {EXPORT_MAX}-byte bound");
+            return;
+        }
+        let mut buf = vec![0u8; len];
+        match self.mem.read_slice(&mut buf, GuestAddress(u64::from(pa))) {
+            Ok(()) => self.exported.extend_from_slice(&buf),
+            Err(e) => log::warn!("export of {len} bytes at {pa:#x} failed: {e}"),
+        }
     }
 
     /// Walks the page tables from the vCPU's CR3, cross-checks every page with KVM_TRANSLATE,

@@ -1,5 +1,6 @@
-//! The walking skeleton booted for real: the kernel's boot summary, its page tables seen from
-//! outside, and the exit statuses — through the same engine choice as `vmm run`.
+//! The walking skeleton booted for real: the kernel's boot summary (its log, on stderr), its
+//! page tables seen from outside, and the exit statuses — through the same engine choice as
+//! `vmm run`. `--append selftest=...` hooks run right after `boot ok`, before any process.
 
 mod common;
 
@@ -21,14 +22,27 @@ fn kernel_end() -> u32 {
 }
 
 /// Free pages after boot, as xv6 would count them: kinit1's and kinit2's ranges, less the
-/// page directory and the page tables setupkvm took (one per 4 MiB of RAM below PHYSTOP, and
-/// eight for DEVSPACE).
-fn expected_free_pages(phystop: u32) -> (u32, u32) {
+/// page directory and the page tables setupkvm took (one per 4 MiB of RAM below PHYSTOP, one
+/// per 4 MiB the boot modules span, and eight for DEVSPACE).
+fn expected_free_pages(phystop: u32, log: &str) -> (u32, u32) {
     let end = kernel_end().next_multiple_of(PGSIZE) - KERNBASE;
     let kinit1 = (0x40_0000 - end) / PGSIZE;
     let kinit2 = (phystop - 0x40_0000) / PGSIZE;
-    let tables = 1 + phystop.div_ceil(0x40_0000) + 8;
+    let (first, last) = bootmods_span(log);
+    let bootmod_tables = (last >> 22) - (first >> 22) + 1;
+    let tables = 1 + phystop.div_ceil(0x40_0000) + bootmod_tables + 8;
     (kinit1, kinit1 + kinit2 - tables)
+}
+
+/// First and last VA of the boot-module mapping, from `xv6: bootmods FIRST-LAST -> PA r-k`.
+fn bootmods_span(log: &str) -> (u32, u32) {
+    let line = lines_with(log, "xv6: bootmods ");
+    let range = line
+        .first()
+        .unwrap_or_else(|| panic!("no bootmods line in:\n{log}"));
+    let hex = |s: &str| u32::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+    let (first, rest) = range.split_once('-').unwrap();
+    (hex(first), hex(rest.split_whitespace().next().unwrap()))
 }
 
 fn number_after(text: &str, prefix: &str) -> u32 {
@@ -41,87 +55,96 @@ fn number_after(text: &str, prefix: &str) -> u32 {
 
 #[test]
 fn boots_and_prints_the_summary() {
-    let Some(out) = boot(&[]) else { return };
-    let text = stdout(&out);
+    let Some(out) = boot(&["hello"]) else { return };
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
     assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{text}\nstderr:\n{}",
-        stderr(&out)
+        stdout(&out),
+        "hello, world\n",
+        "stdout is only the program's"
     );
-    assert!(text.contains("xv6: PHYSTOP 0x0e000000 (224 MiB)"), "{text}");
     assert!(
-        text.contains("xv6: memmap 0x00000000-0x0dffffff ram"),
-        "{text}"
+        log.contains("xv6: PHYSTOP 0x0e000000 (224 MiB), modules 2"),
+        "{log}"
     );
-    let (kinit1, kinit2) = expected_free_pages(0x0e00_0000);
-    assert_eq!(number_after(&text, "xv6: kinit1: "), kinit1, "{text}");
-    assert_eq!(number_after(&text, "xv6: kinit2: "), kinit2, "{text}");
-    assert!(text.lines().any(|l| l == "xv6: boot ok"), "{text}");
+    assert!(
+        log.contains("xv6: memmap 0x00000000-0x0dffffff ram"),
+        "{log}"
+    );
+    let (kinit1, kinit2) = expected_free_pages(0x0e00_0000, &log);
+    assert_eq!(number_after(&log, "xv6: kinit1: "), kinit1, "{log}");
+    assert_eq!(number_after(&log, "xv6: kinit2: "), kinit2, "{log}");
+    assert!(log.lines().any(|l| l == "xv6: boot ok"), "{log}");
+}
+
+#[test]
+fn quiet_hides_the_summary() {
+    let Some(out) = boot(&["--quiet", "hello"]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("xv6: "), "{}", stderr(&out));
 }
 
 #[test]
 fn kmap_has_the_four_regions_and_matches_the_mmu() {
-    let Some(out) = boot(&["--pgdump"]) else {
+    // selftest=exit:0 ends the VM right after boot: the only dump is the kernel's own.
+    let Some(out) = boot(&["--pgdump", "--append", "selftest=exit:0"]) else {
         return;
     };
-    let (text, err) = (stdout(&out), stderr(&out));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{text}\nstderr:\n{err}"
-    );
-    let kmap = lines_with(&text, "xv6: kmap ");
-    assert_eq!(kmap.len(), 4, "{text}");
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    let kmap = lines_with(&log, "xv6: kmap ");
+    assert_eq!(kmap.len(), 4, "{log}");
     let data = kmap[2].split('-').next().unwrap();
     let data = u32::from_str_radix(data.trim_start_matches("0x"), 16).unwrap();
     assert_eq!(data % PGSIZE, 0, "kernel data starts on a page");
     assert_eq!(kmap[0], "0x80000000-0x800fffff -> 0x00000000 rwk");
-    assert_eq!(
-        kmap[1],
-        format!("0x80100000-0x{:08x} -> 0x00100000 r-k", data - 1)
-    );
-    assert_eq!(
-        kmap[2],
-        format!("0x{data:08x}-0x8dffffff -> 0x{:08x} rwk", data - KERNBASE)
-    );
+    let text_row = format!("0x80100000-0x{:08x} -> 0x00100000 r-k", data - 1);
+    assert_eq!(kmap[1], text_row);
+    let data_row = format!("0x{data:08x}-0x8dffffff -> 0x{:08x} rwk", data - KERNBASE);
+    assert_eq!(kmap[2], data_row);
     assert_eq!(kmap[3], "0xfe000000-0xffffffff -> 0xfe000000 rwk");
 
+    // The boot modules (program archive, argv): the one read-only row beyond kmap.
+    let bootmods = lines_with(&log, "xv6: bootmods ");
+    assert_eq!(bootmods.len(), 1, "{log}");
+    assert!(bootmods[0].starts_with("0x8e000000-"), "{log}");
+    assert!(bootmods[0].ends_with(" -> 0x0e000000 r-k"), "{log}");
+    let (first, last) = bootmods_span(&log);
+    let bootmod_pages = (last + 1 - first) / PGSIZE;
+
     // The VMM's walk from outside, checked page by page with KVM_TRANSLATE, sees the same.
-    let dump: Vec<&str> = err
+    let dump: Vec<&str> = log
         .lines()
         .skip_while(|l| !l.starts_with("pgdump cr3="))
         .collect();
-    assert!(!dump.is_empty(), "no pgdump on stderr:\n{err}");
-    assert_eq!(&dump[1..5], &kmap[..], "{err}");
-    let pages = (0x10_0000 + (0x0e00_0000 - 0x10_0000) + 0x200_0000) / PGSIZE;
-    assert_eq!(
-        dump[5],
-        format!("pgdump end: {pages} pages, 0 translate mismatches"),
-        "{err}"
-    );
-    assert!(
-        text.contains("xv6: pgdump: 0 translate mismatches"),
-        "{text}"
-    );
-    let cr3 = lines_with(&text, "xv6: kvmalloc: cr3 ");
+    assert!(dump.len() >= 7, "no pgdump on stderr:\n{log}");
+    assert_eq!(&dump[1..4], &kmap[..3], "{log}");
+    assert_eq!(dump[4], bootmods[0], "{log}");
+    assert_eq!(dump[5], kmap[3], "{log}");
+    let pages = (0x0e00_0000 + 0x200_0000) / PGSIZE + bootmod_pages;
+    let end = format!("pgdump end: {pages} pages, 0 translate mismatches");
+    assert_eq!(dump[6], end, "{log}");
+    assert!(log.contains("xv6: pgdump: 0 translate mismatches"), "{log}");
+    let cr3 = lines_with(&log, "xv6: kvmalloc: cr3 ");
     assert_eq!(
         dump[0],
         format!("pgdump cr3={}", cr3[0]),
-        "the kernel's CR3 is the one walked"
+        "the kernel's CR3 is walked"
     );
 }
 
 #[test]
 fn phystop_follows_mem() {
-    let Some(out) = boot(&["--mem", "64M"]) else {
+    let Some(out) = boot(&["--mem", "64M", "--append", "selftest=exit:0"]) else {
         return;
     };
-    let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
-    assert!(text.contains("xv6: PHYSTOP 0x02000000 (32 MiB)"), "{text}");
-    let (_, kinit2) = expected_free_pages(0x0200_0000);
-    assert_eq!(number_after(&text, "xv6: kinit2: "), kinit2, "{text}");
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("xv6: PHYSTOP 0x02000000 (32 MiB)"), "{log}");
+    let (_, kinit2) = expected_free_pages(0x0200_0000, &log);
+    assert_eq!(number_after(&log, "xv6: kinit2: "), kinit2, "{log}");
 }
 
 #[test]
@@ -129,13 +152,7 @@ fn guest_exit_status_is_vmms() {
     let Some(out) = boot(&["--append", "selftest=exit:42"]) else {
         return;
     };
-    assert_eq!(
-        out.status.code(),
-        Some(42),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(42), "{}", stderr(&out));
 }
 
 #[test]
@@ -143,16 +160,12 @@ fn kernel_panic_exits_125_with_message_and_location() {
     let Some(out) = boot(&["--append", "selftest=panic"]) else {
         return;
     };
-    let (text, err) = (stdout(&out), stderr(&out));
-    assert_eq!(out.status.code(), Some(125), "{text}{err}");
-    let panic_line = lines_with(&text, "xv6: panic: ");
-    assert!(
-        panic_line
-            .first()
-            .is_some_and(|l| l.starts_with("selftest at ") && l.contains(".rs:")),
-        "{text}"
-    );
-    assert!(err.contains("the guest kernel panicked"), "{err}");
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{log}");
+    let panic_line = lines_with(&log, "xv6: panic: ");
+    let located = |l: &&str| l.starts_with("selftest at ") && l.contains(".rs:");
+    assert!(panic_line.first().is_some_and(located), "{log}");
+    assert!(log.contains("the guest kernel panicked"), "{log}");
 }
 
 #[test]
@@ -160,9 +173,9 @@ fn triple_fault_exits_125() {
     let Some(out) = boot(&["--append", "selftest=pagefault"]) else {
         return;
     };
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(125), "{}{err}", stdout(&out));
-    assert!(err.contains("triple-faulted"), "{err}");
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{log}");
+    assert!(log.contains("triple-faulted"), "{log}");
 }
 
 #[test]
@@ -170,7 +183,7 @@ fn timeout_exits_124() {
     let Some(out) = boot(&["--append", "selftest=spin", "--timeout", "2"]) else {
         return;
     };
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(124), "{}{err}", stdout(&out));
-    assert!(err.contains("timed out after 2 s"), "{err}");
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(124), "{log}");
+    assert!(log.contains("timed out after 2 s"), "{log}");
 }

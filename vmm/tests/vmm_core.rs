@@ -54,7 +54,7 @@ fn entry_state_memmap_mmio_hole_serial_and_exit_port() {
 #[test]
 fn triple_fault_is_125() {
     let k = mini_kernel();
-    let Some(out) = boot(&["--kernel", k.to_str().unwrap(), "--append", "triple"]) else {
+    let Some(out) = boot(&["--kernel", k.to_str().unwrap(), "--append", "TRIPLE"]) else {
         return;
     };
     assert_eq!(

@@ -35,6 +35,7 @@ fn main() {
         args: args.collect(),
         files,
         env: vec![],
+        stdin: None,
         guest_mem_mib: 256,
         timeout: Duration::from_secs(300),
     };

@@ -11,6 +11,7 @@
 //!     args: vec!["--engine".into(), "kvm".into()],
 //!     files: vec![],
 //!     env: vec![("RUST_LOG".into(), "info".into())],
+//!     stdin: None,
 //!     guest_mem_mib: 256,
 //!     timeout: Duration::from_secs(120),
 //! };
@@ -29,7 +30,7 @@
 //! 3. QEMU (`-accel tcg -cpu qemu64,+svm,+npt`, RAM = `guest_mem_mib` + 512 MiB + the
 //!    initramfs) with four serial ports on pipes: console, program stdout, program stderr,
 //!    control markers (see [`script`]);
-//! 4. init loads the KVM modules, checks `/dev/kvm`, runs the program (stdin `/dev/null`), reports
+//! 4. init loads the KVM modules, checks `/dev/kvm`, runs the program (stdin `/dev/null` or a shipped file), reports
 //!    its exit status and powers off. Output is streamed to our stdout/stderr as it arrives,
 //!    byte for byte.
 //!
@@ -83,6 +84,9 @@ pub struct LabRequest {
     pub files: Vec<(PathBuf, String)>,
     /// Environment variables to set inside (e.g. RUST_LOG).
     pub env: Vec<(String, String)>,
+    /// The program's stdin: the lab path of one of `files`; `None` gives `/dev/null`.
+    /// (A serial line cannot carry an end of input, so stdin is shipped whole, not streamed.)
+    pub stdin: Option<String>,
     /// Guest RAM the program will want (MiB); the lab VM gets enough on top of it.
     pub guest_mem_mib: u64,
     /// Overall bound for the lab run (boot + program); on expiry QEMU is killed and
@@ -123,6 +127,13 @@ const RESERVED: &[&str] = &[
 ];
 
 fn check_request(req: &LabRequest) -> Result<(), LabError> {
+    if let Some(stdin) = &req.stdin {
+        if !req.files.iter().any(|(_, lab)| lab == stdin) {
+            return Err(LabError::InvalidRequest(format!(
+                "stdin {stdin} is not one of the request's files"
+            )));
+        }
+    }
     for (k, v) in &req.env {
         if !script::valid_env_name(k) {
             return Err(LabError::InvalidRequest(format!(
@@ -190,6 +201,7 @@ fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, L
         program: &lab_program,
         args: &args,
         env: &env,
+        stdin: req.stdin.as_deref(),
     });
 
     let werr = |e| LabError::io_path("writing", path, e);
@@ -458,6 +470,7 @@ mod tests {
             args: vec![],
             files: vec![],
             env: vec![],
+            stdin: None,
             guest_mem_mib: 16,
             timeout: Duration::from_secs(1),
         }

@@ -9,7 +9,7 @@
 //! | ttyS2 | our stderr | the program's stderr, raw |
 //! | ttyS3 | marker parser | lines `XV6LAB <word> <text>`, see [`Marker`] |
 //!
-//! The program runs with stdin `/dev/null`, cwd `/`, the kernel's initial environment plus the
+//! The program runs with stdin `/dev/null` (or a file the request ships), cwd `/`, the kernel's initial environment plus the
 //! request's variables, and `LD_LIBRARY_PATH` pointing at the copied libraries when it is
 //! dynamically linked. Its exit status (`$?` of the shell: 128+N if killed by signal N) is
 //! reported on ttyS3 after its output ports have drained; then init powers the machine off.
@@ -81,6 +81,8 @@ pub struct InitSpec<'a> {
     pub args: &'a [&'a OsStr],
     /// Variables to export (names already validated).
     pub env: &'a [(String, String)],
+    /// The program's stdin inside the lab (a file shipped with the request), else `/dev/null`.
+    pub stdin: Option<&'a str>,
 }
 
 /// Generates `/init`. Arguments and values are quoted with [`shell_quote`]; `spec.env` names
@@ -157,9 +159,10 @@ mark stage exec
         s.extend_from_slice(b" \\\n    ");
         s.extend_from_slice(&shell_quote(a.as_bytes()));
     }
+    s.extend_from_slice(b"\n) <");
+    s.extend_from_slice(&shell_quote(spec.stdin.unwrap_or("/dev/null").as_bytes()));
     s.extend_from_slice(
-        br#"
-) </dev/null >&5 2>&6 5>&- 6>&-
+        br#" >&5 2>&6 5>&- 6>&-
 status=$?
 # The last close of a serial port waits until its output has been sent.
 exec 5>&- 6>&-
@@ -245,6 +248,7 @@ mod tests {
             program: "/lab/bin/vmm",
             args: &args,
             env: &env,
+            stdin: None,
         });
         let text = String::from_utf8(script).unwrap();
         assert!(text.starts_with("#!/bin/busybox sh\n"));

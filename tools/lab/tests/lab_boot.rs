@@ -52,6 +52,7 @@ fn probe_runs_on_real_kvm() {
             ("LAB_PROBE_VAR".into(), "v a'l".into()),
             ("LAB_PROBE_FILE".into(), "/lab/files/payload.txt".into()),
         ],
+        stdin: None,
         guest_mem_mib: 64,
         timeout: Duration::from_secs(120),
     };
@@ -94,6 +95,7 @@ fn timeout_kills_the_lab() {
         args: vec!["600".into()],
         files: vec![],
         env: vec![],
+        stdin: None,
         guest_mem_mib: 0,
         timeout: Duration::from_secs(8),
     };
@@ -113,6 +115,7 @@ fn missing_svm_is_a_clear_error() {
         args: vec![],
         files: vec![],
         env: vec![],
+        stdin: None,
         guest_mem_mib: 0,
         timeout: Duration::from_secs(60),
     };

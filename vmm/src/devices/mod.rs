@@ -1,8 +1,10 @@
-//! The guest's devices: a 16550 UART on COM1 and the port-I/O bus that routes to it.
+//! The guest's devices: two 16550 UARTs and the host stdin queue behind COM1.
 //!
-//! The exit, panic and pgdump ports are handled by the vCPU loop (`vcpu.rs`) because they end
-//! the run or need the vCPU itself.
+//! The exit, panic, pgdump and stdin-state ports are handled by the vCPU loop (`vcpu.rs`)
+//! because they end the run or need the vCPU itself.
 
 pub mod serial;
+pub mod stdin;
 
-pub use serial::Com1;
+pub use serial::Uart;
+pub use stdin::StdinQueue;

@@ -1,0 +1,148 @@
+//! System calls (xv6 usys.S + user.h): one assembly stub per call, following xv6's x86 ABI —
+//! the number in %eax, `int $64`, the arguments where a cdecl call left them (on the user
+//! stack above the stub's return address, argument n at %esp + 4 + 4n), the result in
+//! %eax (−1 on error) — and safe Rust wrappers around them (`process`, `memory`, `file`).
+//!
+//! [`raw`] has the stubs themselves with C prototypes: they take any pointer or integer, which
+//! is what the tests of the kernel's argument checking (usertests' validatetest) need.
+
+mod file;
+mod memory;
+mod process;
+
+pub use file::*;
+pub use memory::*;
+pub use process::*;
+
+/// System call numbers (xv6 syscall.h, plus this project's 22 and 23; docs/abi.md).
+pub mod nr {
+    pub const SYS_FORK: u32 = 1;
+    pub const SYS_EXIT: u32 = 2;
+    pub const SYS_WAIT: u32 = 3;
+    pub const SYS_PIPE: u32 = 4;
+    pub const SYS_READ: u32 = 5;
+    pub const SYS_KILL: u32 = 6;
+    pub const SYS_EXEC: u32 = 7;
+    pub const SYS_FSTAT: u32 = 8;
+    pub const SYS_CHDIR: u32 = 9;
+    pub const SYS_DUP: u32 = 10;
+    pub const SYS_GETPID: u32 = 11;
+    pub const SYS_SBRK: u32 = 12;
+    pub const SYS_SLEEP: u32 = 13;
+    pub const SYS_UPTIME: u32 = 14;
+    pub const SYS_OPEN: u32 = 15;
+    pub const SYS_WRITE: u32 = 16;
+    pub const SYS_MKNOD: u32 = 17;
+    pub const SYS_UNLINK: u32 = 18;
+    pub const SYS_LINK: u32 = 19;
+    pub const SYS_MKDIR: u32 = 20;
+    pub const SYS_CLOSE: u32 = 21;
+    pub const SYS_PGDUMP: u32 = 22;
+    pub const SYS_COUNTFREE: u32 = 23;
+}
+
+/// `T_SYSCALL`: the trap vector of system calls.
+pub const T_SYSCALL: u32 = 64;
+
+core::arch::global_asm!(
+    ".macro SYSCALL name, num",
+    ".pushsection .text.sys_\\name, \"ax\"",
+    ".globl sys_\\name",
+    ".type sys_\\name, @function",
+    "sys_\\name:",
+    "mov eax, \\num",
+    "int {t_syscall}",
+    "ret",
+    ".size sys_\\name, . - sys_\\name",
+    ".popsection",
+    ".endm",
+    "SYSCALL fork, {fork}",
+    "SYSCALL exit, {exit}",
+    "SYSCALL wait, {wait}",
+    "SYSCALL pipe, {pipe}",
+    "SYSCALL read, {read}",
+    "SYSCALL kill, {kill}",
+    "SYSCALL exec, {exec}",
+    "SYSCALL fstat, {fstat}",
+    "SYSCALL chdir, {chdir}",
+    "SYSCALL dup, {dup}",
+    "SYSCALL getpid, {getpid}",
+    "SYSCALL sbrk, {sbrk}",
+    "SYSCALL sleep, {sleep}",
+    "SYSCALL uptime, {uptime}",
+    "SYSCALL open, {open}",
+    "SYSCALL write, {write}",
+    "SYSCALL mknod, {mknod}",
+    "SYSCALL unlink, {unlink}",
+    "SYSCALL link, {link}",
+    "SYSCALL mkdir, {mkdir}",
+    "SYSCALL close, {close}",
+    "SYSCALL pgdump, {pgdump}",
+    "SYSCALL countfree, {countfree}",
+    // A system call by number (its only argument), for trying numbers the kernel lacks.
+    ".pushsection .text.sys_number, \"ax\"",
+    ".globl sys_number",
+    ".type sys_number, @function",
+    "sys_number:",
+    "mov eax, [esp + 4]",
+    "int {t_syscall}",
+    "ret",
+    ".size sys_number, . - sys_number",
+    ".popsection",
+    t_syscall = const T_SYSCALL,
+    fork = const nr::SYS_FORK,
+    exit = const nr::SYS_EXIT,
+    wait = const nr::SYS_WAIT,
+    pipe = const nr::SYS_PIPE,
+    read = const nr::SYS_READ,
+    kill = const nr::SYS_KILL,
+    exec = const nr::SYS_EXEC,
+    fstat = const nr::SYS_FSTAT,
+    chdir = const nr::SYS_CHDIR,
+    dup = const nr::SYS_DUP,
+    getpid = const nr::SYS_GETPID,
+    sbrk = const nr::SYS_SBRK,
+    sleep = const nr::SYS_SLEEP,
+    uptime = const nr::SYS_UPTIME,
+    open = const nr::SYS_OPEN,
+    write = const nr::SYS_WRITE,
+    mknod = const nr::SYS_MKNOD,
+    unlink = const nr::SYS_UNLINK,
+    link = const nr::SYS_LINK,
+    mkdir = const nr::SYS_MKDIR,
+    close = const nr::SYS_CLOSE,
+    pgdump = const nr::SYS_PGDUMP,
+    countfree = const nr::SYS_COUNTFREE,
+);
+
+/// The raw stubs, with the C prototypes of xv6's user.h (exit/wait as in xv6-riscv). Pointers
+/// are passed to the kernel unchecked: the kernel must refuse bad ones with −1.
+pub mod raw {
+    extern "C" {
+        pub fn sys_fork() -> i32;
+        pub fn sys_exit(status: i32) -> !;
+        pub fn sys_wait(status: *mut i32) -> i32;
+        pub fn sys_pipe(fds: *mut i32) -> i32;
+        pub fn sys_read(fd: i32, buf: *mut u8, n: i32) -> i32;
+        pub fn sys_kill(pid: i32) -> i32;
+        pub fn sys_exec(path: *const u8, argv: *const *const u8) -> i32;
+        pub fn sys_fstat(fd: i32, st: *mut u8) -> i32;
+        pub fn sys_chdir(path: *const u8) -> i32;
+        pub fn sys_dup(fd: i32) -> i32;
+        pub fn sys_getpid() -> i32;
+        pub fn sys_sbrk(n: i32) -> *mut u8;
+        pub fn sys_sleep(ticks: i32) -> i32;
+        pub fn sys_uptime() -> i32;
+        pub fn sys_open(path: *const u8, mode: i32) -> i32;
+        pub fn sys_write(fd: i32, buf: *const u8, n: i32) -> i32;
+        pub fn sys_mknod(path: *const u8, major: i16, minor: i16) -> i32;
+        pub fn sys_unlink(path: *const u8) -> i32;
+        pub fn sys_link(old: *const u8, new: *const u8) -> i32;
+        pub fn sys_mkdir(path: *const u8) -> i32;
+        pub fn sys_close(fd: i32) -> i32;
+        pub fn sys_pgdump() -> i32;
+        pub fn sys_countfree() -> i32;
+        /// System call number `num` (also seen by the kernel as argument 0).
+        pub fn sys_number(num: i32) -> i32;
+    }
+}

@@ -1,0 +1,113 @@
+//! The local APIC (xv6 lapic.c) and the 8259 PICs (xv6 picirq.c): the LAPIC timer drives the
+//! clock at 100 Hz and the PICs are masked (no legacy interrupts). The LAPIC is KVM's
+//! in-kernel xAPIC at its default base, mapped by the DEVSPACE row of kmap.
+//!
+//! `clockintr` is the timer's work (xv6 trap.c's IRQ_TIMER case): count ticks, wake sleepers,
+//! and poll COM1 for console input.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::trap::{IRQ_ERROR, IRQ_SPURIOUS, IRQ_TIMER, T_IRQ0};
+use crate::x86::outb;
+
+/// Physical (= virtual, DEVSPACE is mapped one to one) base of the local APIC.
+pub const LAPIC: u32 = 0xFEE0_0000;
+
+// Local APIC registers, by byte offset.
+const ID: u32 = 0x020;
+const VER: u32 = 0x030;
+const TPR: u32 = 0x080; // task priority
+const EOI: u32 = 0x0B0;
+const SVR: u32 = 0x0F0; // spurious interrupt vector
+const ENABLE: u32 = 0x0000_0100; // unit enable
+const ESR: u32 = 0x280; // error status
+const TIMER: u32 = 0x320; // local vector table 0 (timer)
+const PERIODIC: u32 = 0x0002_0000;
+const PCINT: u32 = 0x340; // performance counter LVT
+const LINT0: u32 = 0x350;
+const LINT1: u32 = 0x360;
+const ERROR: u32 = 0x370;
+const MASKED: u32 = 0x0001_0000;
+const TICR: u32 = 0x380; // timer initial count
+const TDCR: u32 = 0x3E0; // timer divide configuration
+const X1: u32 = 0x0000_000B; // divide counts by 1
+
+/// Timer ticks per second.
+pub const HZ: u32 = 100;
+/// KVM's APIC bus runs at 1 GHz: with divide-by-1 this many counts make one tick.
+pub const TIMER_COUNT: u32 = 1_000_000_000 / HZ;
+
+/// Clock ticks since the timer started (xv6 `ticks`).
+pub static TICKS: AtomicU32 = AtomicU32::new(0);
+
+fn lapicw(reg: u32, v: u32) {
+    // SAFETY: LAPIC + reg is a register of the local APIC, mapped (writable, kernel) by
+    // kmap's DEVSPACE row in every page directory; a volatile store is an MMIO write.
+    unsafe { core::ptr::write_volatile((LAPIC + reg) as *mut u32, v) };
+    // Wait for the write to finish, by reading (xv6 does the same).
+    let _ = lapicr(ID);
+}
+
+fn lapicr(reg: u32) -> u32 {
+    // SAFETY: as in lapicw; reading these registers has no side effects.
+    unsafe { core::ptr::read_volatile((LAPIC + reg) as *const u32) }
+}
+
+/// Enables the local APIC, starts its timer (periodic, 100 Hz) and masks the local
+/// interrupt lines (xv6 `lapicinit`).
+pub fn lapicinit() {
+    // Enable the local APIC; set the spurious interrupt vector.
+    lapicw(SVR, ENABLE | (T_IRQ0 + IRQ_SPURIOUS));
+
+    // The timer counts down from TICR at the bus frequency (divided by 1) and interrupts
+    // at T_IRQ0 + IRQ_TIMER each time it reaches 0, then reloads.
+    lapicw(TDCR, X1);
+    lapicw(TIMER, PERIODIC | (T_IRQ0 + IRQ_TIMER));
+    lapicw(TICR, TIMER_COUNT);
+
+    // No local interrupt lines (LINT0 would bring in the PIC).
+    lapicw(LINT0, MASKED);
+    lapicw(LINT1, MASKED);
+    // Performance counter overflow interrupts, on machines that have that LVT entry.
+    if (lapicr(VER) >> 16) & 0xFF >= 4 {
+        lapicw(PCINT, MASKED);
+    }
+    // Errors go to their own vector; clear the error status (back-to-back writes).
+    lapicw(ERROR, T_IRQ0 + IRQ_ERROR);
+    lapicw(ESR, 0);
+    lapicw(ESR, 0);
+    // Acknowledge any outstanding interrupt; accept all priorities.
+    lapicw(EOI, 0);
+    lapicw(TPR, 0);
+}
+
+/// Acknowledges the interrupt being handled (xv6 `lapiceoi`).
+pub fn lapiceoi() {
+    lapicw(EOI, 0);
+}
+
+/// I/O addresses of the two 8259 programmable interrupt controllers.
+const IO_PIC1: u16 = 0x20;
+const IO_PIC2: u16 = 0xA0;
+
+/// Masks every interrupt of the 8259 PICs: the kernel uses the LAPIC instead (xv6
+/// `picinit`).
+pub fn picinit() {
+    outb(IO_PIC1 + 1, 0xFF);
+    outb(IO_PIC2 + 1, 0xFF);
+}
+
+/// The timer interrupt's work: one more tick, wake the processes sleeping on ticks; poll
+/// COM1 and wake readers (also when nothing arrived: a reader re-checks for end of input).
+pub fn clockintr() {
+    TICKS.fetch_add(1, Ordering::Relaxed);
+    crate::proc::wakeup(crate::proc::Chan::Ticks);
+    crate::console::consoleintr();
+    crate::proc::wakeup(crate::proc::Chan::Input);
+}
+
+/// Ticks since boot (xv6 `ticks`, read under tickslock; an atomic here).
+#[must_use]
+pub fn ticks() -> u32 {
+    TICKS.load(Ordering::Relaxed)
+}

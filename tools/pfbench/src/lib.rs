@@ -1,0 +1,353 @@
+//! Host side of `vmm bench pagefault` (issue 4).
+//!
+//! The guest program `pfbench` times every demand page fault with the TSC; the VMM hands those
+//! samples here, next to the host Linux's own anonymous page fault measured the same way
+//! ([`host_anon_faults`]), and gets back:
+//!
+//! - [`summarize`]: min, p50, p90, p99, max and mean of a [`Row`] in cycles and ns, from an
+//!   [`hdrhistogram`] with 3 significant figures (every figure within 0.1 % of the exact
+//!   order statistic; min/max are the histogram's bucket edges so the six stay monotone);
+//! - [`report`]: a [`Report`] with the guest/host ratios at p50 and p99;
+//! - [`render_table`], [`to_json`], [`render_svg`]: the text table, the JSON file and an SVG
+//!   histogram of every row on one log-scale latency axis (drawn with `plotters`' SVG backend,
+//!   text as SVG `<text>`: no font library or system font needed).
+//!
+//! Timing method, host and guest alike: `lfence; rdtsc` … one-byte write … `rdtscp; lfence`;
+//! a second pass over the same (now mapped) pages gives the method's own overhead, reported as
+//! the "warm-touch overhead" row rather than subtracted.
+//!
+//! The TSC frequency comes from `KVM_GET_TSC_KHZ` when the caller has a vCPU, else from
+//! [`calibrate_tsc_khz`] (see [`tsc_khz`]). Under an emulated clock (the nested-KVM lab) the
+//! absolute figures mean nothing and only ratios inside one run are quoted
+//! ([`Report::emulated_time`]).
+//!
+//! ```no_run
+//! use pfbench::*;
+//! let host = host_anon_faults(4096).unwrap();
+//! let (khz, _source) = tsc_khz(None);
+//! let rows = [Row::new(ROW_HOST, host.cold), Row::new(ROW_WARM, host.warm)];
+//! let r = report(
+//!     ReportMeta { engine: "kvm".into(), cpu_model: cpu_model(), tsc_khz: khz, pages: 4096, runs: 1, ..Default::default() },
+//!     &rows,
+//! );
+//! println!("{}", render_table(&r));
+//! std::fs::write("pf.json", to_json(&r)).unwrap();
+//! std::fs::write("pf.svg", render_svg(&rows, khz, "page faults")).unwrap();
+//! ```
+
+mod host;
+mod svg;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+pub use host::{calibrate_tsc_khz, host_anon_faults, tsc_khz, HostSamples, TscSource};
+pub use svg::render_svg;
+
+/// Row name: the guest's demand fault with guest RAM backed up front (`--prefault`).
+pub const ROW_GUEST_PREFAULTED: &str = "guest demand fault (prefaulted RAM)";
+/// Row name: the guest's demand fault with lazily backed guest RAM (adds an EPT/NPT fault).
+pub const ROW_GUEST_COLD: &str = "guest demand fault (cold RAM)";
+/// Row name: the host Linux's anonymous page fault ([`host_anon_faults`]`().cold`).
+pub const ROW_HOST: &str = "host Linux anonymous fault";
+/// Row name: touching an already mapped page: the measurement's own overhead.
+pub const ROW_WARM: &str = "warm-touch overhead";
+
+/// One row of the table: a name and samples in cycles (all runs concatenated).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Row {
+    pub name: String,
+    pub cycles: Vec<u64>,
+}
+
+impl Row {
+    pub fn new(name: impl Into<String>, cycles: Vec<u64>) -> Row {
+        Row {
+            name: name.into(),
+            cycles,
+        }
+    }
+}
+
+/// Summary of a [`Row`]: order statistics from an hdrhistogram (3 significant figures), in
+/// cycles and in ns (`cycles * 1e6 / tsc_khz`; NaN, i.e. JSON `null`, if `tsc_khz` is 0).
+/// An empty row has count 0 and every figure 0.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub name: String,
+    pub count: u64,
+    pub min_ns: f64,
+    pub p50_ns: f64,
+    pub p90_ns: f64,
+    pub p99_ns: f64,
+    pub max_ns: f64,
+    pub mean_ns: f64,
+    pub min_cycles: u64,
+    pub p50_cycles: u64,
+    pub p90_cycles: u64,
+    pub p99_cycles: u64,
+    pub max_cycles: u64,
+    pub mean_cycles: f64,
+}
+
+/// Cycles to ns at `tsc_khz`.
+pub fn cycles_to_ns(cycles: f64, tsc_khz: u64) -> f64 {
+    if tsc_khz == 0 {
+        f64::NAN
+    } else {
+        cycles * 1e6 / tsc_khz as f64
+    }
+}
+
+/// Summarizes `row` with an hdrhistogram (3 significant figures, sized for the row's largest
+/// sample). Percentiles are hdrhistogram's `value_at_quantile` (the bucket
+/// holding the nearest-rank sample, reported at its upper edge); min is the lowest sample's
+/// bucket's lower edge, max the highest's upper edge, mean hdrhistogram's.
+pub fn summarize(row: &Row, tsc_khz: u64) -> Summary {
+    // Sized for the largest sample up front: (`saturating_record` clamps rather than
+    // auto-resizes, so it would silently fold every sample above 2047 into the top bucket.)
+    let highest = row.cycles.iter().copied().max().unwrap_or(0).max(2);
+    let mut h = Histogram::<u64>::new_with_max(highest, 3).expect("1 < highest, 3 figures");
+    for &c in &row.cycles {
+        h.record(c).expect("every sample <= highest trackable");
+    }
+    let count = h.len();
+    let (min, p50, p90, p99, max, mean) = if count == 0 {
+        (0, 0, 0, 0, 0, 0.0)
+    } else {
+        (
+            h.min(),
+            h.value_at_quantile(0.50),
+            h.value_at_quantile(0.90),
+            h.value_at_quantile(0.99),
+            h.max(),
+            h.mean(),
+        )
+    };
+    let ns = |c: u64| {
+        if count == 0 {
+            0.0
+        } else {
+            cycles_to_ns(c as f64, tsc_khz)
+        }
+    };
+    Summary {
+        name: row.name.clone(),
+        count,
+        min_ns: ns(min),
+        p50_ns: ns(p50),
+        p90_ns: ns(p90),
+        p99_ns: ns(p99),
+        max_ns: ns(max),
+        mean_ns: if count == 0 {
+            0.0
+        } else {
+            cycles_to_ns(mean, tsc_khz)
+        },
+        min_cycles: min,
+        p50_cycles: p50,
+        p90_cycles: p90,
+        p99_cycles: p99,
+        max_cycles: max,
+        mean_cycles: mean,
+    }
+}
+
+/// Everything in a [`Report`] except the rows. `Default` gives empty strings, zeros, no
+/// VM exits and `emulated_time: false`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportMeta {
+    /// "kvm", "lab", …
+    pub engine: String,
+    /// [`cpu_model`] of the machine measured (in the lab: the lab guest's).
+    pub cpu_model: String,
+    pub tsc_khz: u64,
+    /// Pages touched per run.
+    pub pages: usize,
+    pub runs: usize,
+    /// VM exits by reason, over the whole bench.
+    pub vm_exits: BTreeMap<String, u64>,
+    /// True when the clock is emulated (the lab): only ratios mean something.
+    pub emulated_time: bool,
+}
+
+/// The bench's result. Serialized by [`to_json`] in this field order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub engine: String,
+    pub tsc_khz: u64,
+    pub pages: usize,
+    pub runs: usize,
+    pub cpu_model: String,
+    pub emulated_time: bool,
+    pub rows: Vec<Summary>,
+    /// [`ROW_GUEST_PREFAULTED`] p50 / [`ROW_HOST`] p50 (in ns); NaN (JSON `null`) if either row
+    /// is missing or empty.
+    pub ratio_p50: f64,
+    /// The same at p99.
+    pub ratio_p99: f64,
+    pub vm_exits: BTreeMap<String, u64>,
+}
+
+/// Summarizes every row (in the given order) at `meta.tsc_khz` and computes the ratios
+/// guest demand fault (prefaulted RAM) / host Linux anonymous fault at p50 and p99.
+pub fn report(meta: ReportMeta, rows: &[Row]) -> Report {
+    let summaries: Vec<Summary> = rows.iter().map(|r| summarize(r, meta.tsc_khz)).collect();
+    let find = |name: &str| summaries.iter().find(|s| s.name == name && s.count > 0);
+    let ratio = |f: fn(&Summary) -> u64| match (find(ROW_GUEST_PREFAULTED), find(ROW_HOST)) {
+        // Cycles, not ns: the same ratio (one tsc_khz), and defined when tsc_khz is unknown.
+        (Some(g), Some(h)) if f(h) > 0 => f(g) as f64 / f(h) as f64,
+        _ => f64::NAN,
+    };
+    Report {
+        ratio_p50: ratio(|s| s.p50_cycles),
+        ratio_p99: ratio(|s| s.p99_cycles),
+        engine: meta.engine,
+        tsc_khz: meta.tsc_khz,
+        pages: meta.pages,
+        runs: meta.runs,
+        cpu_model: meta.cpu_model,
+        emulated_time: meta.emulated_time,
+        rows: summaries,
+        vm_exits: meta.vm_exits,
+    }
+}
+
+fn fmt_ns(ns: f64) -> String {
+    if ns.is_nan() {
+        "-".into()
+    } else if ns < 100.0 {
+        format!("{ns:.1}")
+    } else {
+        format!("{ns:.0}")
+    }
+}
+
+fn fmt_ratio(r: f64) -> String {
+    if r.is_nan() {
+        "n/a".into()
+    } else {
+        format!("{r:.2}")
+    }
+}
+
+/// One aligned text table: a line in ns and a line in cycles per row, columns min, p50, p90,
+/// p99, max, mean; then the ratio lines, engine, CPU model, TSC kHz, the VM exits if any, and
+/// "emulated time: compare ratios only" when [`Report::emulated_time`].
+pub fn render_table(r: &Report) -> String {
+    let name_w = r
+        .rows
+        .iter()
+        .map(|s| s.name.chars().count())
+        .chain([3])
+        .max()
+        .unwrap_or(3);
+    let mut cells: Vec<[String; 6]> = Vec::new();
+    for s in &r.rows {
+        cells.push([s.min_ns, s.p50_ns, s.p90_ns, s.p99_ns, s.max_ns, s.mean_ns].map(fmt_ns));
+        cells.push(
+            [
+                s.min_cycles,
+                s.p50_cycles,
+                s.p90_cycles,
+                s.p99_cycles,
+                s.max_cycles,
+            ]
+            .map(|c| c.to_string())
+            .into_iter()
+            .chain([format!("{:.0}", s.mean_cycles)])
+            .collect::<Vec<_>>()
+            .try_into()
+            .expect("six cells"),
+        );
+    }
+    let heads = ["min", "p50", "p90", "p99", "max", "mean"];
+    let col_w = cells
+        .iter()
+        .flatten()
+        .map(String::len)
+        .chain(heads.iter().map(|h| h.len()))
+        .max()
+        .unwrap_or(4);
+    let count_w = r
+        .rows
+        .iter()
+        .map(|s| s.count.to_string().len())
+        .chain(["count".len()])
+        .max()
+        .unwrap_or(5);
+
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "{:<name_w$}  {:>count_w$}  {:<6}",
+        "row", "count", "unit"
+    );
+    for h in heads {
+        let _ = write!(out, "  {h:>col_w$}");
+    }
+    out.push('\n');
+    for (i, s) in r.rows.iter().enumerate() {
+        for (unit, line) in [("ns", &cells[2 * i]), ("cycles", &cells[2 * i + 1])] {
+            let (name, count) = if unit == "ns" {
+                (s.name.clone(), s.count.to_string())
+            } else {
+                (String::new(), String::new())
+            };
+            // Pad by chars, not bytes, in case a name is not ASCII.
+            let pad = name_w - name.chars().count();
+            let _ = write!(out, "{name}{:pad$}  {count:>count_w$}  {unit:<6}", "");
+            for c in line {
+                let _ = write!(out, "  {c:>col_w$}");
+            }
+            out.push('\n');
+        }
+    }
+    let _ = writeln!(
+        out,
+        "ratio guest/host at p50: {}   ({ROW_GUEST_PREFAULTED} / {ROW_HOST})",
+        fmt_ratio(r.ratio_p50)
+    );
+    let _ = writeln!(out, "ratio guest/host at p99: {}", fmt_ratio(r.ratio_p99));
+    let _ = writeln!(
+        out,
+        "engine: {}   CPU: {}   TSC: {} kHz   pages: {}   runs: {}",
+        r.engine, r.cpu_model, r.tsc_khz, r.pages, r.runs
+    );
+    if !r.vm_exits.is_empty() {
+        let exits: Vec<String> = r.vm_exits.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(out, "VM exits: {}", exits.join(", "));
+    }
+    if r.emulated_time {
+        let _ = writeln!(out, "note: emulated time: compare ratios only");
+    }
+    out
+}
+
+/// The report as pretty-printed JSON: `engine`, `tsc_khz`, `pages`, `runs`, `cpu_model`,
+/// `emulated_time`, `rows` (`name`, `count`, `{min,p50,p90,p99,max,mean}_ns` and `_cycles`),
+/// `ratio_p50`, `ratio_p99`, `vm_exits`. A NaN (unknown ratio or ns) is written as `null`.
+pub fn to_json(r: &Report) -> String {
+    serde_json::to_string_pretty(r).expect("a Report always serializes")
+}
+
+/// The first "model name" of /proc/cpuinfo, or "unknown".
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| parse_cpu_model(&s))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn parse_cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == "model name").then(|| v.trim().to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests;

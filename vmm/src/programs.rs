@@ -1,0 +1,220 @@
+//! User programs: finding the one `vmm run` was asked for, and the two boot modules that carry
+//! it to the kernel — the program archive (cpio newc: every built-in program, plus the host
+//! program if one was given) and the first process's argv (NUL-terminated strings).
+
+use std::path::{Path, PathBuf};
+
+use goblin::elf::{header, program_header::PT_LOAD, Elf};
+
+use crate::images;
+
+/// The program `vmm run` runs when given none.
+pub const DEFAULT_PROGRAM: &str = "tour";
+/// User memory ends where the kernel half starts.
+const KERNBASE: u64 = 0x8000_0000;
+
+/// A program to run: its name in the archive and its image.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub name: String,
+    pub image: Vec<u8>,
+    /// Set for a program that came from a host file.
+    pub host_path: Option<PathBuf>,
+}
+
+/// Why a program cannot run: 127 or 126.
+#[derive(Debug)]
+pub enum ProgramError {
+    NotFound(String),
+    NotExecutable(String),
+}
+
+impl std::fmt::Display for ProgramError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProgramError::NotFound(m) | ProgramError::NotExecutable(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Finds `spec`: a host path if it contains `/`, else a built-in program's name.
+pub fn resolve(spec: &str) -> Result<Program, ProgramError> {
+    if spec.contains('/') {
+        let path = Path::new(spec);
+        let image = std::fs::read(path)
+            .map_err(|e| ProgramError::NotFound(format!("cannot read program {spec}: {e}")))?;
+        check_executable(&image)
+            .map_err(|why| ProgramError::NotExecutable(format!("{spec} cannot run: {why}")))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| ProgramError::NotFound(format!("{spec} names no file")))?;
+        return Ok(Program {
+            name,
+            image,
+            host_path: Some(path.to_path_buf()),
+        });
+    }
+    match images::user_program(spec) {
+        Some(image) => Ok(Program {
+            name: spec.to_string(),
+            image: image.to_vec(),
+            host_path: None,
+        }),
+        None => Err(ProgramError::NotFound(format!(
+            "no built-in program '{spec}' (built-ins: {}; give a path with '/' for a host file)",
+            builtin_names().join(", ")
+        ))),
+    }
+}
+
+/// Names of the built-in programs.
+pub fn builtin_names() -> Vec<&'static str> {
+    images::USER_PROGRAMS.iter().map(|(n, _)| *n).collect()
+}
+
+/// Whether `image` is a static ELF32 i386 executable the kernel's exec can load.
+pub fn check_executable(image: &[u8]) -> Result<(), String> {
+    let elf = Elf::parse(image).map_err(|e| format!("not an ELF executable ({e})"))?;
+    if elf.is_64 {
+        return Err("a 64-bit ELF; the kernel runs 32-bit i386 programs".into());
+    }
+    if elf.header.e_machine != header::EM_386 {
+        return Err(format!("ELF machine {} is not i386", elf.header.e_machine));
+    }
+    if elf.header.e_type != header::ET_EXEC {
+        return Err("not a static executable (ET_EXEC); link with -static, no PIE".into());
+    }
+    if elf.interpreter.is_some() {
+        return Err("dynamically linked; the kernel has no dynamic loader".into());
+    }
+    let mut loads = elf
+        .program_headers
+        .iter()
+        .filter(|p| p.p_type == PT_LOAD)
+        .peekable();
+    if loads.peek().is_none() {
+        return Err("no loadable segment".into());
+    }
+    for p in loads {
+        if p.p_vaddr.saturating_add(p.p_memsz) > KERNBASE {
+            return Err(format!(
+                "a segment at {:#x} reaches the kernel half",
+                p.p_vaddr
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The program archive: every built-in program, and `extra` (which wins over a built-in of the
+/// same name).
+pub fn archive(extra: Option<&Program>) -> Vec<u8> {
+    let mut files: Vec<(&str, &[u8])> = images::USER_PROGRAMS
+        .iter()
+        .filter(|(n, _)| extra.is_none_or(|e| e.name != *n))
+        .map(|(n, b)| (*n, *b))
+        .collect();
+    if let Some(e) = extra {
+        files.push((&e.name, &e.image));
+    }
+    cpio_newc(&files)
+}
+
+/// A cpio newc archive of regular files at the root.
+pub fn cpio_newc(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let inputs = files.iter().enumerate().map(|(i, (name, bytes))| {
+        let builder = cpio::newc::Builder::new(name)
+            .ino(i as u32 + 1)
+            .mode(0o100_755)
+            .nlink(1);
+        (builder, std::io::Cursor::new(*bytes))
+    });
+    cpio::write_cpio(inputs, Vec::new()).expect("writing to memory cannot fail")
+}
+
+/// The argv module: each argument NUL-terminated, back to back.
+pub fn argv_block(argv: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for a in argv {
+        out.extend_from_slice(a.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_resolve_and_unknown_names_do_not() {
+        let hello = resolve("hello").unwrap();
+        assert_eq!(hello.name, "hello");
+        assert!(check_executable(&hello.image).is_ok());
+        match resolve("no-such-program") {
+            Err(ProgramError::NotFound(m)) => assert!(m.contains("hello"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            resolve("/no/such/file"),
+            Err(ProgramError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn host_files_that_cannot_run_are_not_executable() {
+        // This test binary: ELF64.
+        let me = std::env::current_exe().unwrap();
+        match resolve(me.to_str().unwrap()) {
+            Err(ProgramError::NotExecutable(m)) => assert!(m.contains("64-bit"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        assert!(matches!(
+            resolve(readme),
+            Err(ProgramError::NotExecutable(_))
+        ));
+    }
+
+    #[test]
+    fn archive_holds_every_builtin_and_the_extra_one_wins() {
+        let extra = Program {
+            name: "hello".into(),
+            image: b"host hello".to_vec(),
+            host_path: None,
+        };
+        let bytes = archive(Some(&extra));
+        let mut reader = std::io::Cursor::new(bytes);
+        let mut names = Vec::new();
+        loop {
+            let r = cpio::NewcReader::new(reader).unwrap();
+            if r.entry().is_trailer() {
+                break;
+            }
+            names.push(r.entry().name().to_string());
+            let size = r.entry().file_size();
+            let mut r = r;
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut r, &mut content).unwrap();
+            assert_eq!(content.len() as u32, size);
+            if names.last().unwrap() == "hello" {
+                assert_eq!(content, b"host hello");
+            }
+            reader = r.finish().unwrap();
+        }
+        let mut expected: Vec<String> = builtin_names().iter().map(|s| s.to_string()).collect();
+        expected.sort();
+        names.sort();
+        assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn argv_is_nul_terminated_strings() {
+        assert_eq!(
+            argv_block(&["echo".into(), "a b".into(), "".into()]),
+            b"echo\0a b\0\0"
+        );
+    }
+}

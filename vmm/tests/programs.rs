@@ -1,0 +1,152 @@
+//! `vmm run PROGRAM`: user programs in their own address spaces, their output, their exit
+//! statuses, and what `vmm` says when the program cannot run.
+
+mod common;
+
+use common::{boot, stderr, stdout, vmm};
+
+#[test]
+fn echo_prints_its_arguments_and_exit_status_is_vmms() {
+    let Some(out) = boot(&["--quiet", "echo", "a", "b"]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "a b\n",
+        "stdout is exactly the program's output"
+    );
+}
+
+#[test]
+fn default_program_tours_the_address_space() {
+    let Some(out) = boot(&["--quiet", "--pgdump"]) else {
+        return;
+    };
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
+    assert!(text.contains("guard page"), "{text}");
+    // The tour asks for a dump of its own page tables: user rows below KERNBASE, with the
+    // guard page present but not user-accessible, and the kernel half as in kmap.
+    // (The first dump is the kernel's own, right after kvmalloc.)
+    let dumps: Vec<&str> = err.split("pgdump cr3=").skip(1).collect();
+    let has_user_rows = |d: &&&str| d.lines().any(|l| l.starts_with("0x0") && l.contains("->"));
+    let user = *dumps
+        .iter()
+        .find(has_user_rows)
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        user.lines()
+            .any(|l| l.starts_with("0x00000000-") && l.ends_with('u')),
+        "{user}"
+    );
+    assert!(
+        user.lines()
+            .any(|l| l.starts_with("0x0") && l.ends_with("rwk")),
+        "guard page: {user}"
+    );
+    assert!(
+        user.contains("0xfe000000-0xffffffff -> 0xfe000000 rwk"),
+        "{user}"
+    );
+    assert!(user.contains(" 0 translate mismatches"), "{user}");
+}
+
+#[test]
+fn usertests_pass() {
+    let Some(out) = boot(&["--quiet", "--timeout", "600", "usertests"]) else {
+        return;
+    };
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert!(
+        text.contains("ALL TESTS PASSED"),
+        "stdout:\n{text}\nstderr:\n{err}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
+}
+
+#[test]
+fn unknown_program_is_127() {
+    for spec in ["no-such-program", "/no/such/program"] {
+        let out = vmm(&["run", spec]);
+        assert_eq!(out.status.code(), Some(127), "{spec}: {}", stderr(&out));
+        assert!(stderr(&out).starts_with("vmm: error: "), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn non_elf_or_wrong_elf_is_126() {
+    let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let me = std::env::current_exe().unwrap();
+    for spec in [readme, me.to_str().unwrap()] {
+        let out = vmm(&["run", spec]);
+        assert_eq!(out.status.code(), Some(126), "{spec}: {}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
+}
+
+/// Builds tests/fixtures/c/argexit.c with the host's gcc and binutils, in xv6's `-N -Ttext 0`
+/// layout and in ld's default layout; returns both paths.
+fn c_fixtures() -> [std::path::PathBuf; 2] {
+    use std::process::Command;
+    let src =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/c/argexit.c");
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c-fixtures");
+    std::fs::create_dir_all(&out).unwrap();
+    let obj = out.join("argexit.o");
+    let run = |cmd: &mut Command| {
+        let status = cmd
+            .status()
+            .expect("gcc and binutils are needed for the C fixtures");
+        assert!(status.success(), "{cmd:?}");
+    };
+    run(Command::new("gcc")
+        .args([
+            "-m32",
+            "-ffreestanding",
+            "-nostdlib",
+            "-fno-pic",
+            "-fno-stack-protector",
+        ])
+        .args(["-static", "-O2", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj));
+    let n = out.join("argexit-n");
+    run(Command::new("ld")
+        .args([
+            "-m",
+            "elf_i386",
+            "-N",
+            "-Ttext",
+            "0",
+            "-e",
+            "main",
+            "--no-warn-rwx-segments",
+            "-o",
+        ])
+        .arg(&n)
+        .arg(&obj));
+    let default = out.join("argexit-default");
+    run(Command::new("ld")
+        .args(["-m", "elf_i386", "-e", "main", "-o"])
+        .arg(&default)
+        .arg(&obj));
+    [n, default]
+}
+
+#[test]
+fn host_built_c_programs_run_unmodified_in_both_layouts() {
+    for exe in c_fixtures() {
+        let path = exe.to_str().unwrap();
+        let Some(out) = boot(&["--quiet", path, "7"]) else {
+            return;
+        };
+        let (text, err) = (stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(27), "{path}: {text}\n{err}");
+        assert!(
+            text.starts_with("hello from C (xv6 x86 ABI): pid 1, argc 2, argv: argexit"),
+            "{path}: {text}"
+        );
+    }
+}
