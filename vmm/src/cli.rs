@@ -23,11 +23,50 @@ pub enum Command {
     Run(RunArgs),
     /// Show what this host's KVM can do and which engine `auto` picks.
     Check,
+    /// Measure things about the guest.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
     /// Manage the nested-KVM lab (QEMU TCG + a Debian kernel with kvm_amd).
     Lab {
         #[command(subcommand)]
         action: LabAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Demand page-fault latency in the guest next to the host Linux's anonymous page fault.
+    Pagefault(BenchArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Pages each run touches.
+    #[arg(long, default_value_t = 16384)]
+    pub pages: usize,
+    /// Runs (each: a prefaulted-RAM boot, a cold-RAM boot, a host measurement); samples pool.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a latency histogram (SVG, log scale) here.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Where to run the VMs.
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    pub engine: Engine,
+    /// Guest RAM.
+    #[arg(long, value_name = "SIZE", default_value = "256M")]
+    pub mem: String,
+    /// Bound on each guest run, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub timeout: u64,
+    /// Print the raw samples as JSON instead of a report (what the lab run sends back).
+    #[arg(long, hide = true)]
+    pub raw: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +105,9 @@ pub struct RunArgs {
     /// stderr whenever the guest asks for a dump.
     #[arg(long)]
     pub pgdump: bool,
+    /// Demand paging: sbrk only moves the break; each page is allocated on its first touch.
+    #[arg(long)]
+    pub lazy: bool,
     /// Print the VM exits by reason and the run time to stderr at the end.
     #[arg(long)]
     pub stats: bool,

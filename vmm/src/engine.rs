@@ -78,7 +78,7 @@ fn try_run(args: &RunArgs) -> Result<i32> {
 }
 
 /// `auto`: KVM if its probe passes, else the lab.
-fn choose_engine() -> Engine {
+pub fn choose_engine() -> Engine {
     match probe::probe_legacy_paging() {
         Ok(p) if p.legacy_paging => Engine::Kvm,
         Ok(p) => {
@@ -96,7 +96,7 @@ fn choose_engine() -> Engine {
     }
 }
 
-fn require_legacy_paging() -> Result<()> {
+pub fn require_legacy_paging() -> Result<()> {
     let p = probe::probe_legacy_paging()?;
     if !p.legacy_paging {
         bail!(
@@ -115,6 +115,9 @@ pub fn kernel_cmdline(args: &RunArgs) -> String {
     let mut words = vec!["console=com1".to_string()];
     if args.quiet {
         words.push("quiet".into());
+    }
+    if args.lazy {
+        words.push("lazy".into());
     }
     words.extend(args.append.iter().cloned());
     words.join(" ")
@@ -154,6 +157,7 @@ fn run_on_kvm(
         },
         timeout: timeout_of(args),
         prefault: args.prefault,
+        discard_stdout: false,
     };
     let report = machine::run(cfg)?;
     if args.stats {
@@ -203,6 +207,7 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program) -> Result<i32> {
         (args.quiet, "--quiet"),
         (args.stats, "--stats"),
         (args.prefault, "--prefault"),
+        (args.lazy, "--lazy"),
     ] {
         if set {
             inner.push(flag.into());

@@ -6,6 +6,7 @@
 //! [`regs`] (building the VM) → [`vcpu`] (the run loop) → [`devices`], [`pgdump`].
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod bench;
 pub mod boot;
 pub mod cli;
 pub mod devices;

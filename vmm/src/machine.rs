@@ -1,6 +1,7 @@
 //! One boot of the guest on this host's KVM: config → memory → Vm → kernel + boot params →
 //! vCPU run loop, on its own thread under a watchdog that enforces `--timeout`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -32,6 +33,9 @@ pub struct MachineConfig {
     pub timeout: Option<Duration>,
     /// Back guest RAM up front instead of on first touch.
     pub prefault: bool,
+    /// Where COM1 (the program's stdout) goes: the host's stdout, or nowhere (a benchmark
+    /// reads its results from the export stream instead).
+    pub discard_stdout: bool,
 }
 
 /// The end of a run with what was counted on the way.
@@ -44,6 +48,8 @@ pub struct Report {
     pub tsc_khz: u32,
     /// What the guest exported (ports EXPORT/EXPORT_LEN).
     pub exported: Vec<u8>,
+    /// VM exits inside the guest's measured windows (port MARK).
+    pub measured_exits: BTreeMap<&'static str, u64>,
 }
 
 impl Report {
@@ -138,8 +144,13 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
     let start_info = boot::write_boot_params(&vm.mem, cfg.mem, &cmdline, &cfg.modules)?;
     regs::setup_pvh_entry(&vcpu_fd, image.entry, start_info)?;
     let stdin = StdinQueue::spawn(std::io::stdin());
+    let stdout: Box<dyn std::io::Write + Send> = if cfg.discard_stdout {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(std::io::stdout())
+    };
     let uarts = (
-        Uart::com1(Some(&vm.fd), Box::new(std::io::stdout()), Some(stdin))?,
+        Uart::com1(Some(&vm.fd), stdout, Some(stdin))?,
         Uart::com2(Some(&vm.fd), Box::new(std::io::stderr()))?,
     );
     let mut vcpu = Vcpu::new(vcpu_fd, &vm.mem, uarts, cfg.pgdump);
@@ -158,5 +169,6 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
         elapsed: start.elapsed(),
         tsc_khz,
         exported: std::mem::take(&mut vcpu.exported),
+        measured_exits: std::mem::take(&mut vcpu.measured),
     })
 }

@@ -1,8 +1,8 @@
 //! The `vmm` command: see `vmm --help`.
 
 use clap::Parser;
-use vmm::cli::{Cli, Command, LabAction};
-use vmm::{engine, exit, probe};
+use vmm::cli::{BenchWhat, Cli, Command, LabAction};
+use vmm::{bench, engine, exit, probe};
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -10,6 +10,9 @@ fn main() {
     let status = match cli.command {
         Command::Run(args) => engine::run(&args),
         Command::Check => check(),
+        Command::Bench {
+            what: BenchWhat::Pagefault(args),
+        } => bench::run(&args),
         Command::Lab { action } => lab(action),
     };
     std::process::exit(status);

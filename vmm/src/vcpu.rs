@@ -64,6 +64,10 @@ pub struct Vcpu<'a> {
     pub expired: Arc<AtomicBool>,
     /// Bytes the guest exported (ports EXPORT/EXPORT_LEN).
     pub exported: Vec<u8>,
+    /// VM exits inside the guest's measured windows (port MARK), summed over the windows.
+    pub measured: BTreeMap<&'static str, u64>,
+    /// The counts when the current measured window opened.
+    window_start: Option<BTreeMap<&'static str, u64>>,
     last_mismatches: u32,
     export_len: u32,
 }
@@ -94,6 +98,8 @@ impl<'a> Vcpu<'a> {
             stats: ExitStats::default(),
             expired: Arc::new(AtomicBool::new(false)),
             exported: Vec::new(),
+            measured: BTreeMap::new(),
+            window_start: None,
             last_mismatches: u32::MAX,
             export_len: 0,
         }
@@ -125,8 +131,13 @@ impl<'a> Vcpu<'a> {
         };
         match exit {
             VcpuExit::IoOut(port, data) => {
-                self.stats.count("io-out");
                 let value = le_value(data);
+                if port == ports::MARK {
+                    // Not counted: a window holds only the exits strictly inside it.
+                    self.mark(value);
+                    return Step::Continue;
+                }
+                self.stats.count("io-out");
                 match port {
                     ports::EXIT => return Step::Done(Outcome::Exited(value)),
                     ports::PANIC => return Step::Done(Outcome::Panicked),
@@ -192,6 +203,20 @@ impl<'a> Vcpu<'a> {
             }
         }
         Step::Continue
+    }
+
+    /// Opens (1) or closes (2) a measured window.
+    fn mark(&mut self, what: u32) {
+        match (what, self.window_start.take()) {
+            (1, _) => self.window_start = Some(self.stats.by_reason.clone()),
+            (2, Some(start)) => {
+                for (reason, n) in &self.stats.by_reason {
+                    let before = start.get(reason).copied().unwrap_or(0);
+                    *self.measured.entry(reason).or_default() += n - before;
+                }
+            }
+            (n, _) => log::debug!("mark {n} ignored (1 opens a window, 2 closes it)"),
+        }
     }
 
     /// Appends `export_len` bytes at guest-physical `pa` to the export stream.

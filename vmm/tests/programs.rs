@@ -150,3 +150,93 @@ fn host_built_c_programs_run_unmodified_in_both_layouts() {
         );
     }
 }
+
+#[test]
+fn a_faulting_first_process_is_killed_with_139_and_a_reason() {
+    use std::process::Command;
+    let out_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c-fixtures");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/c/fault.c");
+    let (obj, exe) = (out_dir.join("fault.o"), out_dir.join("fault"));
+    let cc = Command::new("gcc")
+        .args([
+            "-m32",
+            "-ffreestanding",
+            "-nostdlib",
+            "-fno-pic",
+            "-fno-stack-protector",
+            "-O2",
+            "-c",
+        ])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .status()
+        .unwrap();
+    assert!(cc.success());
+    let ld = Command::new("ld")
+        .args(["-m", "elf_i386", "-e", "main", "-o"])
+        .arg(&exe)
+        .arg(&obj)
+        .status()
+        .unwrap();
+    assert!(ld.success());
+    let Some(out) = boot(&["--quiet", exe.to_str().unwrap()]) else {
+        return;
+    };
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(139), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("page fault"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.starts_with("pid 1 (fault): page fault at 0x80001000 (kernel address)"),
+        "{line}"
+    );
+    assert!(line.ends_with("killed"), "{line}");
+}
+
+#[test]
+fn stdin_reaches_the_program_and_ends() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    if common::engine().is_none() {
+        return;
+    }
+    let input: Vec<u8> = (0..20_000u32)
+        .map(|i| b"xv6 page tables\n"[(i % 16) as usize])
+        .collect();
+    let mut child = Command::new(common::VMM)
+        .args(["run", "--quiet", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.clone();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        out.stdout == input,
+        "cat returned {} of {} bytes",
+        out.stdout.len(),
+        input.len()
+    );
+}
+
+#[test]
+fn usertests_pass_with_lazy_sbrk() {
+    let Some(out) = boot(&["--quiet", "--lazy", "--timeout", "600", "usertests"]) else {
+        return;
+    };
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert!(
+        text.contains("ALL TESTS PASSED"),
+        "stdout:\n{text}\nstderr:\n{err}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
+}

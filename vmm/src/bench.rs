@@ -1,0 +1,293 @@
+//! `vmm bench pagefault`: the guest's demand page fault next to the host Linux's anonymous
+//! page fault, measured in one run.
+//!
+//! Each run boots the kernel with lazy sbrk and runs `pfbench PAGES`, twice: once with guest
+//! RAM backed up front (`--prefault`: the fault is the guest kernel's alone) and once with RAM
+//! backed lazily by the host (each first touch of a guest-physical page also takes an NPT/EPT
+//! fault and a host page fault). pfbench hands its TSC samples out through the export port;
+//! the host's own anonymous fault is measured the same way in this process (`pfbench` crate).
+//! In the lab, this whole procedure runs inside the lab (`--raw`), so the baseline is the lab
+//! Linux's own fault, and the outer `vmm` renders the result, labelled as emulated time.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use pfbench::{Row, ROW_GUEST_COLD, ROW_GUEST_PREFAULTED, ROW_HOST, ROW_WARM};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{BenchArgs, Engine};
+use crate::machine::{self, MachineConfig};
+use crate::vcpu::{Outcome, PgdumpMode};
+use crate::{engine, exit, images, memory, programs};
+
+/// "PFB1", little-endian: the first word of pfbench's export record.
+const PFB_MAGIC: u32 = 0x3142_4650;
+
+/// What one engine measured: raw samples, so the caller does the statistics.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Measurement {
+    pub cpu_model: String,
+    pub tsc_khz: u64,
+    pub rows: Vec<Row>,
+    /// VM exits inside pfbench's measured windows, summed over all guest runs.
+    pub vm_exits: BTreeMap<String, u64>,
+}
+
+/// pfbench's export record: first-touch and warm-touch cycles per page.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PfRecord {
+    pub tsc_khz: u32,
+    pub cold: Vec<u64>,
+    pub warm: Vec<u64>,
+}
+
+/// Parses the record: u32 magic, pages, tsc_khz, reserved; u64 cold[pages]; u64 warm[pages].
+pub fn parse_record(bytes: &[u8]) -> Result<PfRecord> {
+    let word = |i: usize| u32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
+    ensure!(
+        bytes.len() >= 16,
+        "pfbench exported {} bytes, not a record",
+        bytes.len()
+    );
+    ensure!(
+        word(0) == PFB_MAGIC,
+        "pfbench's record has a bad magic {:#x}",
+        word(0)
+    );
+    let pages = word(1) as usize;
+    ensure!(
+        bytes.len() == 16 + 16 * pages,
+        "pfbench's record for {pages} pages has {} bytes",
+        bytes.len()
+    );
+    let samples: Vec<u64> = bytes[16..]
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    Ok(PfRecord {
+        tsc_khz: word(2),
+        cold: samples[..pages].to_vec(),
+        warm: samples[pages..].to_vec(),
+    })
+}
+
+/// Runs the bench and prints/writes the report; returns the exit status.
+pub fn run(args: &BenchArgs) -> i32 {
+    match try_run(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("vmm: error: {e:#}");
+            exit::FAILURE
+        }
+    }
+}
+
+fn try_run(args: &BenchArgs) -> Result<()> {
+    ensure!(
+        args.pages > 0 && args.runs > 0,
+        "--pages and --runs must be at least 1"
+    );
+    let mem = memory::parse_mem_size(&args.mem)?;
+    let engine = match args.engine {
+        Engine::Auto => engine::choose_engine(),
+        Engine::Kvm => {
+            engine::require_legacy_paging()?;
+            Engine::Kvm
+        }
+        Engine::Lab => Engine::Lab,
+    };
+    let (m, engine_name) = match engine {
+        Engine::Lab => (measure_in_lab(args, mem)?, "lab"),
+        _ => (measure_here(args, mem)?, "kvm"),
+    };
+    if args.raw {
+        println!("{}", serde_json::to_string(&m)?);
+        return Ok(());
+    }
+    let emulated = engine_name == "lab";
+    let meta = pfbench::ReportMeta {
+        engine: engine_name.into(),
+        cpu_model: m.cpu_model.clone(),
+        tsc_khz: m.tsc_khz,
+        pages: args.pages,
+        runs: args.runs,
+        vm_exits: m.vm_exits.clone(),
+        emulated_time: emulated,
+    };
+    let report = pfbench::report(meta, &m.rows);
+    print!("{}", pfbench::render_table(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, pfbench::to_json(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        let clock = if emulated {
+            "lab, emulated time"
+        } else {
+            "hardware KVM"
+        };
+        let title = format!(
+            "page-fault latency, {} pages x {} runs ({clock})",
+            args.pages, args.runs
+        );
+        std::fs::write(path, pfbench::render_svg(&m.rows, m.tsc_khz, &title))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Guest runs on this host's KVM, and the host baseline.
+fn measure_here(args: &BenchArgs, mem: u64) -> Result<Measurement> {
+    let mut rows: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut vm_exits = BTreeMap::new();
+    let mut kvm_tsc_khz = 0;
+    for run in 0..args.runs {
+        for prefault in [true, false] {
+            let (rec, exits) = guest_run(args, mem, prefault).with_context(|| {
+                format!(
+                    "guest run {} ({})",
+                    run + 1,
+                    if prefault { "prefaulted" } else { "cold" }
+                )
+            })?;
+            kvm_tsc_khz = rec.tsc_khz;
+            let name = if prefault {
+                ROW_GUEST_PREFAULTED
+            } else {
+                ROW_GUEST_COLD
+            };
+            rows.entry(name).or_default().extend(&rec.cold);
+            if prefault {
+                rows.entry(ROW_WARM).or_default().extend(&rec.warm);
+            }
+            for (reason, n) in exits {
+                *vm_exits.entry(reason.to_string()).or_default() += n;
+            }
+        }
+        let host = pfbench::host_anon_faults(args.pages).context("host baseline failed")?;
+        rows.entry(ROW_HOST).or_default().extend(&host.cold);
+    }
+    let (tsc_khz, _) = pfbench::tsc_khz((kvm_tsc_khz > 0).then_some(u64::from(kvm_tsc_khz)));
+    let order = [ROW_GUEST_PREFAULTED, ROW_GUEST_COLD, ROW_HOST, ROW_WARM];
+    Ok(Measurement {
+        cpu_model: pfbench::cpu_model(),
+        tsc_khz,
+        rows: order
+            .iter()
+            .map(|n| Row::new(*n, rows.remove(n).unwrap_or_default()))
+            .collect(),
+        vm_exits,
+    })
+}
+
+/// One boot running `pfbench PAGES` with lazy sbrk.
+fn guest_run(
+    args: &BenchArgs,
+    mem: u64,
+    prefault: bool,
+) -> Result<(PfRecord, BTreeMap<&'static str, u64>)> {
+    let program = programs::resolve("pfbench").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let argv = vec!["pfbench".to_string(), args.pages.to_string()];
+    let cfg = MachineConfig {
+        kernel: images::KERNEL.to_vec(),
+        kernel_name: PathBuf::from("(built-in kernel)"),
+        mem,
+        cmdline: "console=com1 quiet lazy".into(),
+        modules: vec![
+            programs::archive(Some(&program)),
+            programs::argv_block(&argv),
+        ],
+        pgdump: PgdumpMode::Off,
+        timeout: Some(Duration::from_secs(args.timeout)),
+        prefault,
+        discard_stdout: true,
+    };
+    let report = machine::run(cfg)?;
+    match report.outcome {
+        Outcome::Exited(0) => {}
+        other => {
+            engine::status_of(other, args.timeout);
+            bail!("pfbench did not finish (try fewer --pages or more --mem)");
+        }
+    }
+    Ok((parse_record(&report.exported)?, report.measured_exits))
+}
+
+/// The whole measurement inside the lab; its JSON comes back on stdout.
+fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
+    let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
+    let mut inner: Vec<OsString> = ["bench", "pagefault", "--engine", "kvm", "--raw"]
+        .map(OsString::from)
+        .to_vec();
+    for (flag, value) in [
+        ("--pages", args.pages.to_string()),
+        ("--runs", args.runs.to_string()),
+        ("--mem", format!("{}M", mem >> 20)),
+        ("--timeout", args.timeout.to_string()),
+    ] {
+        inner.extend([flag.into(), value.into()]);
+    }
+    let req = lab::LabRequest {
+        program: exe,
+        args: inner,
+        files: Vec::new(),
+        env: std::env::var("RUST_LOG")
+            .map(|v| vec![("RUST_LOG".into(), v)])
+            .unwrap_or_default(),
+        stdin: None,
+        guest_mem_mib: mem >> 20,
+        timeout: Duration::from_secs(args.timeout * (2 * args.runs as u64 + 1) + 120),
+    };
+    let mut out = Vec::new();
+    let mut err = std::io::stderr();
+    match lab::run_with(&req, &mut out, &mut err).context("the nested-KVM lab failed")? {
+        lab::LabOutcome::Exited(0) => {}
+        lab::LabOutcome::Exited(n) => bail!("the bench inside the lab failed (exit status {n})"),
+        lab::LabOutcome::TimedOut => bail!("the bench inside the lab timed out"),
+    }
+    let text = String::from_utf8_lossy(&out);
+    let json = text.lines().last().unwrap_or_default();
+    serde_json::from_str(json)
+        .with_context(|| format!("the lab's bench output is not a result: {text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(pages: u32, cold: &[u64], warm: &[u64]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for w in [PFB_MAGIC, pages, 2_000_000, 0] {
+            b.extend(w.to_le_bytes());
+        }
+        for s in cold.iter().chain(warm) {
+            b.extend(s.to_le_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn parses_pfbench_records() {
+        let r = parse_record(&record(2, &[100, 200], &[10, 20])).unwrap();
+        assert_eq!(
+            r,
+            PfRecord {
+                tsc_khz: 2_000_000,
+                cold: vec![100, 200],
+                warm: vec![10, 20]
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_bad_records() {
+        assert!(parse_record(b"short").is_err());
+        let mut bad = record(1, &[1], &[2]);
+        bad[0] ^= 1;
+        assert!(parse_record(&bad).is_err());
+        assert!(parse_record(&record(2, &[1, 2], &[3])).is_err());
+    }
+}

@@ -1,0 +1,68 @@
+//! `vmm bench pagefault`: the report's structure and sanity (not its speed).
+
+mod common;
+
+use common::{engine, stderr, stdout, vmm};
+
+#[test]
+fn pagefault_bench_writes_a_sane_table_json_and_svg() {
+    if engine().is_none() {
+        return;
+    }
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, svg) = (dir.join("pf.json"), dir.join("pf.svg"));
+    let out = vmm(&[
+        "bench",
+        "pagefault",
+        "--pages",
+        "512",
+        "--runs",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    for row in [
+        "guest demand fault (prefaulted RAM)",
+        "guest demand fault (cold RAM)",
+        "host Linux anonymous fault",
+        "warm-touch overhead",
+    ] {
+        assert!(text.contains(row), "{row} missing:\n{text}");
+    }
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["pages"], 512);
+    assert_eq!(report["runs"], 1);
+    assert!(report["tsc_khz"].as_u64().unwrap() > 0);
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for row in rows {
+        assert_eq!(row["count"], 512, "{row}");
+        let p: Vec<f64> = ["min_ns", "p50_ns", "p90_ns", "p99_ns", "max_ns"]
+            .iter()
+            .map(|k| row[*k].as_f64().unwrap())
+            .collect();
+        assert!(p[0] > 0.0, "positive: {row}");
+        assert!(
+            p.windows(2).all(|w| w[0] <= w[1]),
+            "monotone percentiles: {row}"
+        );
+    }
+    for k in ["ratio_p50", "ratio_p99"] {
+        assert!(report[k].as_f64().unwrap() > 0.0, "{k}: {report}");
+    }
+    assert!(report["vm_exits"].is_object());
+    assert_eq!(report["engine"], engine().unwrap());
+
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+    assert_eq!(svg.matches("<polyline").count(), 4, "one series per row");
+}
