@@ -271,7 +271,7 @@ mod tests {
     use crate::kalloc::{kalloc, kfree, KMEM};
     use crate::memlayout::VirtAddr;
     use crate::mmu::{PTE_P, PTE_U, PTE_W};
-    use crate::uaccess::{copyin, fetchint, fetchstr};
+    use crate::uaccess::{copyin, fetchint, fetchstr, UserMem};
     use crate::vm::{getpte, testmem};
 
     #[test]
@@ -318,10 +318,19 @@ mod tests {
     }
 
     /// Reads user memory of an image through its page directory.
-    fn user(img: &Image, va: u32, n: usize) -> Vec<u8> {
+    fn user(img: &mut Image, va: u32, n: usize) -> Vec<u8> {
         let mut b = vec![0; n];
-        copyin(&img.pgdir, img.sz, va, &mut b).unwrap();
+        copyin(&mut mem(img), va, &mut b).unwrap();
         b
+    }
+
+    /// An image's memory as uaccess reaches it (eager: no lazy pages).
+    fn mem(img: &mut Image) -> UserMem<'_> {
+        UserMem {
+            pgdir: &mut img.pgdir,
+            sz: img.sz,
+            lazy_from: KERNBASE,
+        }
     }
 
     /// The flags of the present page at `va`, if any.
@@ -336,19 +345,20 @@ mod tests {
     const GUARD: Option<u32> = Some(PTE_P | PTE_W);
 
     /// The argv the new program sees, read back from its stack as it would.
-    fn argv_of(img: &Image) -> Vec<Vec<u8>> {
-        let (pd, sz) = (&img.pgdir, img.sz);
-        assert_eq!(fetchint(pd, sz, img.sp), Ok(FAKE_RETURN_PC));
-        let argc = fetchint(pd, sz, img.sp + 4).unwrap();
-        let argv = fetchint(pd, sz, img.sp + 8).unwrap();
-        assert_eq!(argv, img.sp + 12);
-        assert_eq!(fetchint(pd, sz, argv + 4 * argc), Ok(0));
+    fn argv_of(img: &mut Image) -> Vec<Vec<u8>> {
+        let sp = img.sp;
+        let pd = &mut mem(img);
+        assert_eq!(fetchint(pd, sp), Ok(FAKE_RETURN_PC));
+        let argc = fetchint(pd, sp + 4).unwrap();
+        let argv = fetchint(pd, sp + 8).unwrap();
+        assert_eq!(argv, sp + 12);
+        assert_eq!(fetchint(pd, argv + 4 * argc), Ok(0));
         (0..argc)
             .map(|i| {
-                let p = fetchint(pd, sz, argv + 4 * i).unwrap();
+                let p = fetchint(pd, argv + 4 * i).unwrap();
                 assert_eq!(p % 4, 0);
                 let mut buf = [0u8; 256];
-                fetchstr(pd, sz, p, &mut buf).unwrap().to_vec()
+                fetchstr(pd, p, &mut buf).unwrap().to_vec()
             })
             .collect()
     }
@@ -358,10 +368,10 @@ mod tests {
         let _g = testmem::lock();
         let before = testmem::free();
         let a = archive(&[(b"echo", &omagic())]);
-        let img = exec_from(&a, b"/echo", &[b"echo", b"hello", b"world"]).unwrap();
+        let mut img = exec_from(&a, b"/echo", &[b"echo", b"hello", b"world"]).unwrap();
         // One RWX segment at 0: 0x300 bytes from file offset 0x74, bss up to 0x1400.
         assert_eq!((img.entry, img.sz), (0, 0x4000));
-        let text = user(&img, 0, 0x1400);
+        let text = user(&mut img, 0, 0x1400);
         assert!(text[..0x300]
             .iter()
             .enumerate()
@@ -372,7 +382,7 @@ mod tests {
         assert_eq!(flags(&img, 0x2000), GUARD);
         assert_eq!(flags(&img, 0x3000), RW);
         assert_eq!(flags(&img, 0x4000), None);
-        assert_eq!(argv_of(&img), [&b"echo"[..], b"hello", b"world"]);
+        assert_eq!(argv_of(&mut img), [&b"echo"[..], b"hello", b"world"]);
         // "echo\0" at 0x3ff8, "hello\0" at 0x3ff0, "world\0" at 0x3fe8, then 7 words.
         assert_eq!(img.sp, 0x3fe8 - 7 * 4);
         freevm(img.pgdir);
@@ -384,7 +394,7 @@ mod tests {
         let _g = testmem::lock();
         let before = testmem::free();
         let a = archive(&[(b"x", b"junk"), (b"prog", &default_layout())]);
-        let img = exec_from(&a, b"prog", &[b"prog"]).unwrap();
+        let mut img = exec_from(&a, b"prog", &[b"prog"]).unwrap();
         assert_eq!(img.entry, 0x1100);
         // Nothing below the first segment; text read-only; no page for the gap between
         // the text (ends 0x2234) and the data (0x3f0c..0x408c, with its bss); the
@@ -397,22 +407,22 @@ mod tests {
             assert_eq!(flags(&img, va), RW);
         }
         assert_eq!(
-            user(&img, 0x1000, 2),
+            user(&mut img, 0x1000, 2),
             [0x00, 0x01],
             "text from file offset 0x1000"
         );
         assert_eq!(
-            user(&img, 0x3f0c, 1),
+            user(&mut img, 0x3f0c, 1),
             [0x0c],
             "data from file offset 0x2f0c"
         );
-        assert!(user(&img, 0x400c, 0x80).iter().all(|&b| b == 0));
-        assert!(user(&img, 0x6000, 0x2010).iter().all(|&b| b == 0));
-        assert_eq!(user(&img, 0x3000, 0xf0c), vec![0; 0xf0c]);
+        assert!(user(&mut img, 0x400c, 0x80).iter().all(|&b| b == 0));
+        assert!(user(&mut img, 0x6000, 0x2010).iter().all(|&b| b == 0));
+        assert_eq!(user(&mut img, 0x3000, 0xf0c), vec![0; 0xf0c]);
         // Image end 0x8010 → guard at 0x9000, stack at 0xa000, sz 0xb000.
         assert_eq!(img.sz, 0xb000);
         assert_eq!((flags(&img, 0x9000), flags(&img, 0xa000)), (GUARD, RW));
-        assert_eq!(argv_of(&img), [&b"prog"[..]]);
+        assert_eq!(argv_of(&mut img), [&b"prog"[..]]);
         freevm(img.pgdir);
         assert_eq!(testmem::free(), before);
     }
@@ -433,12 +443,12 @@ mod tests {
             0x1200,
         );
         let a = archive(&[(b"p", &f)]);
-        let img = exec_from(&a, b"p", &[]).unwrap();
+        let mut img = exec_from(&a, b"p", &[]).unwrap();
         assert_eq!(flags(&img, base), RO);
         assert_eq!(flags(&img, base + 0x1000), RW);
         assert_eq!(flags(&img, base - 0x1000), None);
         assert_eq!(img.sz, base + 0x4000);
-        assert_eq!(argv_of(&img), Vec::<Vec<u8>>::new());
+        assert_eq!(argv_of(&mut img), Vec::<Vec<u8>>::new());
         let used = before - testmem::free();
         // setupkvm (65) + one page table + 2 image pages + guard + stack.
         assert_eq!(used, 65 + 1 + 4);

@@ -3,6 +3,7 @@
 //! the boot summary, then set up traps and the clock and start the first process — the
 //! program the VMM named in the argv module, exec'd from the archive module — and schedule.
 //! The boot summary goes to the kernel log (COM2); `quiet` on the command line suppresses it.
+//! `lazy` turns demand paging on for sbrk (vm.rs); `tsc_khz=N` is remembered for `tsckhz`.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,7 +18,7 @@ use crate::pvh::{
     START_INFO_SIZE,
 };
 use crate::selftest::{self, SelfTest};
-use crate::{bootmods, cprintln, lapic, proc, trap, vm, x86};
+use crate::{bootmods, cmdline, cprintln, lapic, proc, trap, vm, x86};
 
 /// `quiet` on the command line: no boot summary (panics and fault lines still print).
 static QUIET: AtomicBool = AtomicBool::new(false);
@@ -99,10 +100,9 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     crate::gdt::seginit();
 
     let boot = read_boot_info(start_info_pa).unwrap_or_else(|e| panic!("{}", e));
-    QUIET.store(
-        boot.cmdline.split_ascii_whitespace().any(|w| w == "quiet"),
-        Ordering::Relaxed,
-    );
+    QUIET.store(cmdline::has_word(boot.cmdline, "quiet"), Ordering::Relaxed);
+    cmdline::set_tsc_khz(cmdline::parse_tsc_khz(boot.cmdline));
+    vm::set_lazy(cmdline::has_word(boot.cmdline, "lazy"));
     bootlog!(
         "xv6: PVH boot, start_info {:#010x}, cmdline \"{}\"",
         boot.start_info.0,
@@ -118,6 +118,10 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
         phystop().0 / MIB,
         boot.nr_modules
     );
+    bootlog!("xv6: TSC {} kHz", cmdline::tsc_khz());
+    if vm::lazy() {
+        bootlog!("xv6: lazy sbrk on");
+    }
     let rows = vm::kernel_kmap(); // panics if P2V(PHYSTOP) > DEVSPACE
 
     let (data, end) = (linker::data(), linker::end());

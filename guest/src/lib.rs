@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod bootmods;
+pub mod cmdline;
 pub mod elf;
 pub mod exec;
 pub mod inputbuf;

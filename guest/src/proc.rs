@@ -46,6 +46,9 @@ pub enum Chan {
 pub struct Proc<M> {
     /// Size of process memory (bytes): user addresses `[0, sz)`.
     pub sz: u32,
+    /// Where the lazy sbrk region starts: pages of `[lazy_from, sz)` not present yet are
+    /// mapped on first touch (vm.rs, demand paging); KERNBASE when sbrk is eager.
+    pub lazy_from: u32,
     /// Page directory.
     pub pgdir: Option<M>,
     /// Bottom of the kernel stack page (kernel virtual address; 0: none).
@@ -73,6 +76,7 @@ impl<M> Proc<M> {
     pub const fn new() -> Proc<M> {
         Proc {
             sz: 0,
+            lazy_from: 0,
             pgdir: None,
             kstack: 0,
             state: ProcState::Unused,
@@ -256,6 +260,7 @@ mod hw {
     use crate::spinlock::{Spinlock, SpinlockGuard};
     use crate::swtch::{swtch, Context};
     use crate::trap::{trapret, write_fault_line, FaultCause, TrapFrame};
+    use crate::uaccess::UserMem;
     use crate::vm::{self, PageDir};
     use crate::{debugport, uaccess, x86};
 
@@ -367,6 +372,7 @@ mod hw {
     ) -> Option<PageDir> {
         let old = p.pgdir.replace(image.pgdir);
         p.sz = image.sz;
+        p.lazy_from = vm::lazy_from_for(image.sz);
         p.set_name(path);
         tf.eip = image.entry;
         tf.esp = image.sp;
@@ -490,7 +496,7 @@ mod hw {
         let Some(np) = allocproc(&mut pt) else {
             return -1;
         };
-        let sz = pt.procs[me].sz;
+        let (sz, lazy_from) = (pt.procs[me].sz, pt.procs[me].lazy_from);
         let Some(pgdir) = vm::copyuvm(pt.procs[me].pgdir.as_ref().expect("no pgdir"), sz) else {
             freeproc(&mut pt, np);
             return -1;
@@ -502,6 +508,7 @@ mod hw {
         let c = &mut pt.procs[np];
         c.pgdir = Some(pgdir);
         c.sz = sz;
+        c.lazy_from = lazy_from;
         c.parent = Some(me);
         c.name = name;
         c.state = ProcState::Runnable;
@@ -557,12 +564,10 @@ mod hw {
             let (havekids, zombie) = pt.zombie_child(me);
             if let Some(c) = zombie {
                 let (pid, xstate) = (pt.procs[c].pid, pt.procs[c].xstate);
-                if addr != 0 {
-                    let p = &mut pt.procs[me];
-                    let pgdir = p.pgdir.as_mut().expect("no pgdir");
-                    if uaccess::putint(pgdir, p.sz, addr, xstate as u32).is_err() {
-                        return -1;
-                    }
+                if addr != 0
+                    && uaccess::putint(&mut usermem(&mut pt, me), addr, xstate as u32).is_err()
+                {
+                    return -1;
                 }
                 freeproc(&mut pt, c);
                 return pid;
@@ -591,8 +596,9 @@ mod hw {
     }
 
     /// Grows (n > 0) or shrinks (n < 0) the current process's memory by `n` bytes (xv6
-    /// `growproc`); returns the old size. Fails (`None`), changing nothing, when the new size would be
-    /// negative or reach KERNBASE, or memory runs out.
+    /// `growproc`); returns the old size. Fails (`None`), changing nothing, when the new size
+    /// would be negative or reach KERNBASE, or (eager sbrk) memory runs out. With lazy sbrk,
+    /// growing only moves the break: the new pages are mapped on first touch.
     pub fn growproc(n: i32) -> Option<u32> {
         let me = current();
         let mut pt = PTABLE.lock();
@@ -605,16 +611,22 @@ mod hw {
         let new = new as u32;
         let pgdir = p.pgdir.as_mut().expect("no pgdir");
         if new > sz {
-            p.sz = vm::allocuvm(pgdir, sz, new).ok()?;
+            if vm::lazy() {
+                p.lazy_from = p.lazy_from.min(sz);
+                p.sz = new;
+            } else {
+                p.sz = vm::allocuvm(pgdir, sz, new).ok()?;
+            }
+            // Only not-present entries became present: no TLB flush needed.
         } else if new < sz {
             p.sz = vm::deallocuvm(pgdir, sz, new);
+            // Reload CR3: flushes the TLB of the pages just unmapped.
+            switchuvm(
+                p.kstack as u32,
+                KSTACKSIZE,
+                p.pgdir.as_ref().expect("no pgdir"),
+            );
         }
-        // Reload CR3: flushes the TLB of the pages just unmapped.
-        switchuvm(
-            p.kstack as u32,
-            KSTACKSIZE,
-            p.pgdir.as_ref().expect("no pgdir"),
-        );
         Some(sz)
     }
 
@@ -637,14 +649,22 @@ mod hw {
         }
     }
 
-    /// Runs `f` on the current process's page directory and size, under the ptable lock
-    /// (for copying to and from user memory).
-    pub fn with_mem<R>(f: impl FnOnce(&mut PageDir, u32) -> R) -> R {
+    /// Process `i`'s memory, as uaccess reaches it.
+    fn usermem<'a>(pt: &'a mut Ptable<'_>, i: usize) -> UserMem<'a> {
+        let p = &mut pt.procs[i];
+        UserMem {
+            pgdir: p.pgdir.as_mut().expect("no pgdir"),
+            sz: p.sz,
+            lazy_from: p.lazy_from,
+        }
+    }
+
+    /// Runs `f` on the current process's memory (page directory, size, lazy region), under
+    /// the ptable lock (for copying to and from user memory).
+    pub fn with_mem<R>(f: impl FnOnce(&mut UserMem<'_>) -> R) -> R {
         let me = current();
         let mut pt = PTABLE.lock();
-        let p = &mut pt.procs[me];
-        let sz = p.sz;
-        f(p.pgdir.as_mut().expect("no pgdir"), sz)
+        f(&mut usermem(&mut pt, me))
     }
 
     /// The current process's size.
@@ -653,15 +673,22 @@ mod hw {
         PTABLE.lock().procs[current()].sz
     }
 
-    /// Classifies a user page fault of the current process at `va` (see trap.rs).
-    #[must_use]
-    pub fn classify_pagefault(va: u32, err: u32) -> FaultCause {
-        with_mem(|pgdir, sz| {
+    /// The page-fault handler's decision for a user page fault of the current process at
+    /// `va` with error code `err`: `Ok` once a lazy page has been mapped there (the process
+    /// retries the instruction), else why the process must die — out of memory for a lazy
+    /// page kalloc could not provide, or the classification of a bad access (trap.rs).
+    pub fn pagefault(va: u32, err: u32) -> Result<(), FaultCause> {
+        with_mem(|m| {
+            match vm::lazyfault(m.pgdir, m.lazy_from, m.sz, va) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(_)) => return Err(FaultCause::OutOfMemory),
+                None => {}
+            }
             // SAFETY: pgdir is the current process's valid directory; no allocation.
-            let pte = unsafe { vm::walkpgdir(pgdir, VirtAddr(va), false) };
+            let pte = unsafe { vm::walkpgdir(m.pgdir, VirtAddr(va), false) };
             // SAFETY: walkpgdir returns a pointer into a live page table of pgdir.
             let flags = pte.map(|p| unsafe { p.read() }.flags());
-            crate::trap::pagefault_cause(va, sz, flags, err)
+            Err(crate::trap::pagefault_cause(va, m.sz, flags, err))
         })
     }
 

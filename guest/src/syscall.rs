@@ -34,6 +34,12 @@ pub const SYS_CLOSE: u32 = 21;
 pub const SYS_PGDUMP: u32 = 22;
 /// This project: the number of pages on the kernel's free list.
 pub const SYS_COUNTFREE: u32 = 23;
+/// This project: hand a user buffer to the VMM's export stream.
+pub const SYS_EXPORT: u32 = 24;
+/// This project: the TSC frequency in kHz the VMM reported.
+pub const SYS_TSCKHZ: u32 = 25;
+/// This project: tell the VMM to snapshot its VM-exit counters.
+pub const SYS_MARK: u32 = 26;
 
 /// The calls this kernel implements; everything else (the file-system calls, unknown
 /// numbers) is `NotImplemented` and returns −1.
@@ -52,6 +58,9 @@ pub enum Syscall {
     Write,
     Pgdump,
     Countfree,
+    Export,
+    Tsckhz,
+    Mark,
     NotImplemented,
 }
 
@@ -73,6 +82,9 @@ impl Syscall {
             SYS_WRITE => Syscall::Write,
             SYS_PGDUMP => Syscall::Pgdump,
             SYS_COUNTFREE => Syscall::Countfree,
+            SYS_EXPORT => Syscall::Export,
+            SYS_TSCKHZ => Syscall::Tsckhz,
+            SYS_MARK => Syscall::Mark,
             _ => Syscall::NotImplemented,
         }
     }
@@ -123,6 +135,9 @@ mod hw {
             Syscall::Write => sysproc::sys_write(tf),
             Syscall::Pgdump => sysproc::sys_pgdump(tf),
             Syscall::Countfree => sysproc::sys_countfree(tf),
+            Syscall::Export => sysproc::sys_export(tf),
+            Syscall::Tsckhz => sysproc::sys_tsckhz(tf),
+            Syscall::Mark => sysproc::sys_mark(tf),
             Syscall::NotImplemented => -1,
         };
         tf.eax = r as u32;
@@ -131,7 +146,7 @@ mod hw {
     /// Fetches the 32-bit word at user address `addr` (xv6 `fetchint`), checked against
     /// the current process's memory.
     pub fn fetchint(addr: u32) -> Result<u32, BadAddr> {
-        proc::with_mem(|pgdir, sz| uaccess::fetchint(pgdir, sz, addr))
+        proc::with_mem(|m| uaccess::fetchint(m, addr))
     }
 
     /// The `n`th argument word of the system call (xv6 `argint`).
@@ -161,8 +176,7 @@ mod hw {
     /// Copies the NUL-terminated string at user address `addr` into `buf` (xv6
     /// `fetchstr`); returns it without its NUL.
     pub fn fetchstr(addr: u32, buf: &mut [u8]) -> Result<&[u8], BadAddr> {
-        let len =
-            proc::with_mem(|pgdir, sz| uaccess::fetchstr(pgdir, sz, addr, buf).map(<[u8]>::len))?;
+        let len = proc::with_mem(|m| uaccess::fetchstr(m, addr, buf).map(<[u8]>::len))?;
         Ok(&buf[..len])
     }
 }
@@ -186,6 +200,9 @@ mod tests {
         assert_eq!(Syscall::decode(16), Syscall::Write);
         assert_eq!(Syscall::decode(22), Syscall::Pgdump);
         assert_eq!(Syscall::decode(23), Syscall::Countfree);
+        assert_eq!(Syscall::decode(24), Syscall::Export);
+        assert_eq!(Syscall::decode(25), Syscall::Tsckhz);
+        assert_eq!(Syscall::decode(26), Syscall::Mark);
     }
 
     #[test]
@@ -202,7 +219,7 @@ mod tests {
             SYS_LINK,
             SYS_MKDIR,
             SYS_CLOSE,
-            24,
+            27,
             0xFFFF_FFFF,
         ] {
             assert_eq!(Syscall::decode(n), Syscall::NotImplemented, "{n}");

@@ -3,6 +3,7 @@
 //! kernel function that does the work. All return the value for %eax: −1 on error.
 
 use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
 
 use crate::console::{self, INPUT};
 use crate::exec::{exec, MAXARG};
@@ -93,6 +94,33 @@ pub fn sys_countfree(_tf: &mut TrapFrame) -> i32 {
     KMEM.countfree() as i32
 }
 
+/// export(buf, len): hands `[buf, buf + len)` to the VMM's export stream (docs/abi.md),
+/// page by page, by guest-physical address; lazy pages are faulted in first. 0, or −1 for a
+/// bad buffer (nothing exported then).
+pub fn sys_export(tf: &mut TrapFrame) -> i32 {
+    let (Ok(buf), Ok(len)) = (argint(tf, 0), argint(tf, 1)) else {
+        return -1;
+    };
+    let ok = proc::with_mem(|m| uaccess::physchunks(m, buf as u32, len as u32, debugport::export));
+    if ok.is_ok() {
+        0
+    } else {
+        -1
+    }
+}
+
+/// tsckhz(): the TSC frequency in kHz the VMM passed on the command line (0: none).
+pub fn sys_tsckhz(_tf: &mut TrapFrame) -> i32 {
+    crate::cmdline::tsc_khz() as i32
+}
+
+/// mark(n): asks the VMM to snapshot its VM-exit counters under mark `n`; 0.
+pub fn sys_mark(tf: &mut TrapFrame) -> i32 {
+    let Ok(n) = argint(tf, 0) else { return -1 };
+    debugport::mark(n as u32);
+    0
+}
+
 /// write(fd, buf, n): fd 1 and 2 are the console; returns the bytes written (fewer if the
 /// buffer runs into memory the process cannot read after some were written), −1 on a bad
 /// descriptor, count or buffer.
@@ -109,7 +137,7 @@ pub fn sys_write(tf: &mut TrapFrame) -> i32 {
     while done < n {
         let len = (n - done).min(CHUNK as u32) as usize;
         let copied = buf.checked_add(done).is_some_and(|va| {
-            proc::with_mem(|pgdir, sz| uaccess::copyin(pgdir, sz, va, &mut chunk[..len])).is_ok()
+            proc::with_mem(|m| uaccess::copyin(m, va, &mut chunk[..len])).is_ok()
         });
         if !copied {
             break;
@@ -148,9 +176,8 @@ pub fn sys_read(tf: &mut TrapFrame) -> i32 {
         let mut chunk = [0u8; CHUNK];
         let got = INPUT.lock().pop_into(&mut chunk[..(n as usize).min(CHUNK)]);
         if got > 0 {
-            let p = &mut pt.procs[me];
-            let pgdir = p.pgdir.as_mut().expect("no pgdir");
-            return match uaccess::copyto(pgdir, p.sz, buf, &chunk[..got]) {
+            drop(pt);
+            return match proc::with_mem(|m| uaccess::copyto(m, buf, &chunk[..got])) {
                 Ok(()) => got as i32,
                 Err(_) => -1,
             };
@@ -166,7 +193,9 @@ pub fn sys_read(tf: &mut TrapFrame) -> i32 {
         if pt.procs[me].killed.is_some() {
             return -1;
         }
+        console::READERS_WAITING.fetch_add(1, Ordering::Relaxed);
         proc::sleep(Chan::Input, &mut pt);
+        console::READERS_WAITING.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -8,7 +8,9 @@
 //! kernel only, except T_SYSCALL (`int $64`): a trap gate user code may invoke.
 //!
 //! A trap from user mode that is not a system call or an interrupt kills the process (one
-//! line on the log, exit status 128 + the Unix signal); a fault in the kernel is a panic. The
+//! line on the log, exit status 128 + the Unix signal) — except a page fault on a lazy sbrk
+//! page, which maps the page and returns to the faulting instruction (the short path at the
+//! top of `trap`: no console, no port I/O, no TLB flush); a fault in the kernel is a panic. The
 //! classification and the wording are pure functions, tested on the host.
 
 use core::fmt;
@@ -156,6 +158,8 @@ pub enum FaultCause {
     /// A write to a page mapped read-only (the text of a program linked with separate
     /// segments).
     WriteToReadOnly,
+    /// The first touch of a lazy sbrk page, with no free page left to map there.
+    OutOfMemory,
 }
 
 impl fmt::Display for FaultCause {
@@ -165,6 +169,7 @@ impl fmt::Display for FaultCause {
             FaultCause::KernelAddress => "kernel address",
             FaultCause::Unmapped => "unmapped",
             FaultCause::WriteToReadOnly => "write to read-only",
+            FaultCause::OutOfMemory => "out of memory",
         })
     }
 }
@@ -325,6 +330,16 @@ trapret:
         // SAFETY: alltraps passes the frame it just built on this kernel stack; nothing else
         // refers to it while trap runs (a nested trap builds its own).
         let tf = unsafe { &mut *tf };
+        if tf.trapno == T_PGFLT && tf.from_user() && proc::myproc().is_some() {
+            let va = x86::rcr2();
+            match proc::pagefault(va, tf.err) {
+                // Demand paging: back to the instruction, which now finds its page. (A
+                // kill() meanwhile is noticed at the next trap: only a running process
+                // takes page faults, and with one CPU nobody else ran since its last trap.)
+                Ok(()) => return,
+                Err(cause) => user_fault(tf, Some((va, cause))),
+            }
+        }
         if tf.trapno == T_SYSCALL {
             proc::exit_if_killed();
             syscall::syscall(tf);
@@ -341,7 +356,7 @@ trapret:
             }
             n if n == T_IRQ0 + IRQ_ERROR => lapic::lapiceoi(),
             n if n == T_IRQ0 + IRQ_SPURIOUS => {} // no EOI for a spurious interrupt
-            _ if tf.from_user() && proc::myproc().is_some() => user_fault(tf),
+            _ if tf.from_user() && proc::myproc().is_some() => user_fault(tf, None),
             _ => kernel_fault(tf),
         }
 
@@ -357,12 +372,9 @@ trapret:
         }
     }
 
-    /// A user-mode exception: one log line, then the process exits with 128 + signal.
-    fn user_fault(tf: &TrapFrame) -> ! {
-        let pf = (tf.trapno == T_PGFLT).then(|| {
-            let va = x86::rcr2();
-            (va, proc::classify_pagefault(va, tf.err))
-        });
+    /// A user-mode exception: one log line, then the process exits with 128 + signal. `pf`:
+    /// the address and cause of a page fault.
+    fn user_fault(tf: &TrapFrame, pf: Option<(u32, FaultCause)>) -> ! {
         proc::log_fault(tf.trapno, tf.eip, pf);
         proc::exit(fault_status(tf.trapno))
     }
@@ -503,6 +515,13 @@ mod tests {
         assert_eq!(
             s,
             "pid 3 (sbrktest): page fault at 0x00003ff0 (guard page) eip 0x000012a4 \u{2014} killed"
+        );
+        s.clear();
+        let oom = Some((0x0100_0000, FaultCause::OutOfMemory));
+        write_fault_line(&mut s, 5, "pfbench", T_PGFLT, 0x42, oom).unwrap();
+        assert_eq!(
+            s,
+            "pid 5 (pfbench): page fault at 0x01000000 (out of memory) eip 0x00000042 \u{2014} killed"
         );
         s.clear();
         write_fault_line(&mut s, 4, "t", T_ILLOP, 0x10, None).unwrap();

@@ -6,15 +6,30 @@
 //! written through the process's page directory (`vm::uva2ka`, `vm::copyout`), never by
 //! dereferencing the user address itself — so a page that is not mapped (a hole below sz),
 //! not user-accessible (the guard page) or, for writes, not writable (program text) is a
-//! `BadAddr` too, not a kernel page fault. (A later milestone's lazy sbrk hooks in here.)
+//! `BadAddr` too, not a kernel page fault.
+//!
+//! Demand paging: a page of the process's lazy sbrk region that was never touched is mapped
+//! here before the kernel reads or writes it (`vm::lazyfault`, the page-fault handler's
+//! helper), so `write()` from a fresh lazy buffer, `read()` or `wait()` into one, and exec's
+//! argument strings there work without a page fault in kernel mode. If memory runs out
+//! doing so, the access is a `BadAddr` (the call returns −1).
 
-use crate::memlayout::KERNBASE;
-use crate::mmu::PGSIZE;
-use crate::vm::{copyout, uva2ka, PageDir};
+use crate::memlayout::{VirtAddr, KERNBASE, V2P};
+use crate::mmu::{PGROUNDDOWN, PGSIZE};
+use crate::vm::{copyout, lazyfault, uva2ka, PageDir};
 
 /// A user address the process may not use: the system call fails with −1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadAddr;
+
+/// A process's memory as the kernel reaches it: its page directory, its size, and where its
+/// lazy sbrk region starts (`lazy_from`; KERNBASE: none, see vm.rs).
+#[derive(Debug)]
+pub struct UserMem<'a> {
+    pub pgdir: &'a mut PageDir,
+    pub sz: u32,
+    pub lazy_from: u32,
+}
 
 /// Checks that `[va, va + len)` lies in a process's memory `[0, sz)`: below sz and
 /// KERNBASE, without u32 wrap-around. An empty range must start at or below sz.
@@ -31,16 +46,47 @@ fn in_page(va: u32, n: usize) -> usize {
     ((PGSIZE - va % PGSIZE) as usize).min(n)
 }
 
-/// Copies `dst.len()` bytes from user address `va` of a process of size `sz` whose page
-/// directory is `pgdir` (xv6-riscv `copyin`).
-pub fn copyin(pgdir: &PageDir, sz: u32, va: u32, dst: &mut [u8]) -> Result<(), BadAddr> {
-    checkrange(sz, va, dst.len())?;
+/// Maps the not-yet-touched lazy pages of `[va, va + len)` (checked by the caller), so that
+/// the kernel can use the range like any other present memory.
+pub fn fault_in(m: &mut UserMem<'_>, va: u32, len: usize) -> Result<(), BadAddr> {
+    if len == 0 {
+        return Ok(());
+    }
+    let last = PGROUNDDOWN(va + (len as u32 - 1));
+    let mut a = PGROUNDDOWN(va);
+    loop {
+        if let Some(r) = lazyfault(m.pgdir, m.lazy_from, m.sz, a) {
+            r.map_err(|_| BadAddr)?;
+        }
+        if a == last {
+            return Ok(());
+        }
+        a += PGSIZE;
+    }
+}
+
+/// The kernel address of user byte `va` of a present user page (uva2ka), faulting the page
+/// in first if it is an untouched lazy page.
+fn user_byte(m: &mut UserMem<'_>, va: u32) -> Result<*mut u8, BadAddr> {
+    if let Some(ka) = uva2ka(m.pgdir, va) {
+        return Ok(ka);
+    }
+    lazyfault(m.pgdir, m.lazy_from, m.sz, va)
+        .ok_or(BadAddr)?
+        .map_err(|_| BadAddr)?;
+    uva2ka(m.pgdir, va).ok_or(BadAddr)
+}
+
+/// Copies `dst.len()` bytes from user address `va` of the process `m` (xv6-riscv
+/// `copyin`).
+pub fn copyin(m: &mut UserMem<'_>, va: u32, dst: &mut [u8]) -> Result<(), BadAddr> {
+    checkrange(m.sz, va, dst.len())?;
     let (mut va, mut done) = (va, 0);
     while done < dst.len() {
         let n = in_page(va, dst.len() - done);
-        let src = uva2ka(pgdir, va).ok_or(BadAddr)?;
-        // SAFETY: uva2ka found a present user page; src..src + n stays inside it (in_page),
-        // reached through P2V; dst is kernel memory, distinct from user pages.
+        let src = user_byte(m, va)?;
+        // SAFETY: user_byte found a present user page; src..src + n stays inside it
+        // (in_page), reached through P2V; dst is kernel memory, distinct from user pages.
         unsafe { core::ptr::copy(src, dst[done..].as_mut_ptr(), n) };
         done += n;
         va += n as u32;
@@ -50,26 +96,22 @@ pub fn copyin(pgdir: &PageDir, sz: u32, va: u32, dst: &mut [u8]) -> Result<(), B
 
 /// Fetches the 32-bit word at user address `va` (xv6 `fetchint`): for system-call arguments
 /// (at user %esp + 4 + 4n) and argv pointers.
-pub fn fetchint(pgdir: &PageDir, sz: u32, va: u32) -> Result<u32, BadAddr> {
+pub fn fetchint(m: &mut UserMem<'_>, va: u32) -> Result<u32, BadAddr> {
     let mut b = [0u8; 4];
-    copyin(pgdir, sz, va, &mut b)?;
+    copyin(m, va, &mut b)?;
     Ok(u32::from_le_bytes(b))
 }
 
 /// Fetches the NUL-terminated string at user address `va` into `buf` (xv6 `fetchstr`);
 /// returns it without the NUL. Fails if the string is not terminated inside the process's
 /// memory, or is too long for `buf` (it needs `buf.len() - 1` bytes at most).
-pub fn fetchstr<'b>(
-    pgdir: &PageDir,
-    sz: u32,
-    va: u32,
-    buf: &'b mut [u8],
-) -> Result<&'b [u8], BadAddr> {
+pub fn fetchstr<'b>(m: &mut UserMem<'_>, va: u32, buf: &'b mut [u8]) -> Result<&'b [u8], BadAddr> {
+    let sz = m.sz;
     checkrange(sz, va, 0)?;
     let (mut va, mut n) = (va, 0);
     while n < buf.len() && va < sz.min(KERNBASE) {
         let chunk = in_page(va, (buf.len() - n).min((sz.min(KERNBASE) - va) as usize));
-        let src = uva2ka(pgdir, va).ok_or(BadAddr)?;
+        let src = user_byte(m, va)?;
         // SAFETY: as in copyin: chunk bytes inside one present user page, into kernel memory.
         unsafe { core::ptr::copy(src, buf[n..].as_mut_ptr(), chunk) };
         if let Some(nul) = buf[n..n + chunk].iter().position(|&c| c == 0) {
@@ -81,17 +123,52 @@ pub fn fetchstr<'b>(
     Err(BadAddr)
 }
 
-/// Copies `src` to user address `va` of a process of size `sz`: `checkrange`, then
-/// `vm::copyout` (which also refuses read-only pages). For results a system call stores in
-/// user memory (wait's status, pipe's descriptors, read's data).
-pub fn copyto(pgdir: &mut PageDir, sz: u32, va: u32, src: &[u8]) -> Result<(), BadAddr> {
-    checkrange(sz, va, src.len())?;
-    copyout(pgdir, va, src)
+/// Copies `src` to user address `va` of the process `m`: `checkrange`, lazy pages faulted
+/// in, then `vm::copyout` (which also refuses read-only pages). For results a system call
+/// stores in user memory (wait's status, pipe's descriptors, read's data).
+pub fn copyto(m: &mut UserMem<'_>, va: u32, src: &[u8]) -> Result<(), BadAddr> {
+    checkrange(m.sz, va, src.len())?;
+    fault_in(m, va, src.len())?;
+    copyout(m.pgdir, va, src)
+}
+
+/// Splits the user range `[va, va + len)` of the process `m` into its page-sized pieces and
+/// calls `f(pa, n)` with each piece's guest-physical address and length, in order (export
+/// hands them to the VMM). The range is checked like any user buffer and its lazy pages
+/// are faulted in; every page must be a present user page — checked for all of them before
+/// `f` is called at all, so a bad buffer yields nothing.
+pub fn physchunks(
+    m: &mut UserMem<'_>,
+    va: u32,
+    len: u32,
+    mut f: impl FnMut(u32, u32),
+) -> Result<(), BadAddr> {
+    checkrange(m.sz, va, len as usize)?;
+    fault_in(m, va, len as usize)?;
+    let end = va + len; // checkrange: no wrap
+    let chunks = || {
+        let mut a = va;
+        core::iter::from_fn(move || {
+            (a < end).then(|| {
+                let n = in_page(a, (end - a) as usize) as u32;
+                a += n;
+                (a - n, n)
+            })
+        })
+    };
+    for (a, _) in chunks() {
+        uva2ka(m.pgdir, a).ok_or(BadAddr)?;
+    }
+    for (a, n) in chunks() {
+        let ka = uva2ka(m.pgdir, a).ok_or(BadAddr)?;
+        f(V2P(VirtAddr(ka as u32)).0, n);
+    }
+    Ok(())
 }
 
 /// Stores the 32-bit word `v` at user address `va` (checked like `copyto`).
-pub fn putint(pgdir: &mut PageDir, sz: u32, va: u32, v: u32) -> Result<(), BadAddr> {
-    copyto(pgdir, sz, va, &v.to_le_bytes())
+pub fn putint(m: &mut UserMem<'_>, va: u32, v: u32) -> Result<(), BadAddr> {
+    copyto(m, va, &v.to_le_bytes())
 }
 
 #[cfg(test)]
@@ -118,6 +195,15 @@ mod tests {
         assert_eq!(checkrange(u32::MAX, KERNBASE - 4, 5), Err(BadAddr));
     }
 
+    /// An eager process's memory (no lazy pages).
+    fn um(pgdir: &mut PageDir, sz: u32) -> UserMem<'_> {
+        UserMem {
+            pgdir,
+            sz,
+            lazy_from: KERNBASE,
+        }
+    }
+
     /// A process of 3 pages: data, a guard page, a page of text; then `sz`.
     fn process() -> (PageDir, u32) {
         let mut d = setupkvm().unwrap();
@@ -133,39 +219,150 @@ mod tests {
         let before = testmem::free();
         let (mut d, sz) = process();
         crate::vm::copyout(&mut d, 0xFF0, b"hello\0").unwrap();
-        putint(&mut d, sz, 0x10, 0xdead_beef).unwrap();
-        assert_eq!(fetchint(&d, sz, 0x10), Ok(0xdead_beef));
+        putint(&mut um(&mut d, sz), 0x10, 0xdead_beef).unwrap();
+        assert_eq!(fetchint(&mut um(&mut d, sz), 0x10), Ok(0xdead_beef));
         let mut b = [0u8; 6];
-        copyin(&d, sz, 0xFF0, &mut b).unwrap();
+        copyin(&mut um(&mut d, sz), 0xFF0, &mut b).unwrap();
         assert_eq!(&b, b"hello\0");
         let mut buf = [0u8; 16];
-        assert_eq!(fetchstr(&d, sz, 0xFF0, &mut buf), Ok(&b"hello"[..]));
-        assert_eq!(fetchstr(&d, sz, 0xFF5, &mut buf), Ok(&b""[..]));
+        assert_eq!(
+            fetchstr(&mut um(&mut d, sz), 0xFF0, &mut buf),
+            Ok(&b"hello"[..])
+        );
+        assert_eq!(fetchstr(&mut um(&mut d, sz), 0xFF5, &mut buf), Ok(&b""[..]));
         // Too long for the buffer: 6 bytes with the NUL.
-        assert_eq!(fetchstr(&d, sz, 0xFF0, &mut [0u8; 5]), Err(BadAddr));
-        assert_eq!(fetchstr(&d, sz, 0xFF0, &mut [0u8; 6]), Ok(&b"hello"[..]));
+        assert_eq!(
+            fetchstr(&mut um(&mut d, sz), 0xFF0, &mut [0u8; 5]),
+            Err(BadAddr)
+        );
+        assert_eq!(
+            fetchstr(&mut um(&mut d, sz), 0xFF0, &mut [0u8; 6]),
+            Ok(&b"hello"[..])
+        );
         // Running into the guard page without a NUL; reading the guard page at all.
         crate::vm::copyout(&mut d, 0xFFC, b"abcd").unwrap();
-        assert_eq!(fetchstr(&d, sz, 0xFFC, &mut buf), Err(BadAddr));
-        assert_eq!(fetchint(&d, sz, 0xFFE), Err(BadAddr));
-        assert_eq!(fetchint(&d, sz, 0x1000), Err(BadAddr));
+        assert_eq!(fetchstr(&mut um(&mut d, sz), 0xFFC, &mut buf), Err(BadAddr));
+        assert_eq!(fetchint(&mut um(&mut d, sz), 0xFFE), Err(BadAddr));
+        assert_eq!(fetchint(&mut um(&mut d, sz), 0x1000), Err(BadAddr));
         // Text is readable, not writable.
-        assert_eq!(fetchint(&d, sz, 0x2000), Ok(0));
-        assert_eq!(putint(&mut d, sz, 0x2000, 1), Err(BadAddr));
+        assert_eq!(fetchint(&mut um(&mut d, sz), 0x2000), Ok(0));
+        assert_eq!(putint(&mut um(&mut d, sz), 0x2000, 1), Err(BadAddr));
         // Beyond sz, at KERNBASE, wrapping.
-        assert_eq!(fetchint(&d, sz, sz - 2), Err(BadAddr));
-        assert_eq!(fetchint(&d, sz, sz), Err(BadAddr));
-        assert_eq!(fetchint(&d, u32::MAX, KERNBASE), Err(BadAddr));
-        assert_eq!(fetchint(&d, u32::MAX, 0xFFFF_FFFE), Err(BadAddr));
-        assert_eq!(fetchstr(&d, sz, sz, &mut buf), Err(BadAddr));
-        assert_eq!(copyto(&mut d, sz, 0xFFFF_FFFF, b"ab"), Err(BadAddr));
+        assert_eq!(fetchint(&mut um(&mut d, sz), sz - 2), Err(BadAddr));
+        assert_eq!(fetchint(&mut um(&mut d, sz), sz), Err(BadAddr));
+        assert_eq!(fetchint(&mut um(&mut d, u32::MAX), KERNBASE), Err(BadAddr));
+        assert_eq!(
+            fetchint(&mut um(&mut d, u32::MAX), 0xFFFF_FFFE),
+            Err(BadAddr)
+        );
+        assert_eq!(fetchstr(&mut um(&mut d, sz), sz, &mut buf), Err(BadAddr));
+        assert_eq!(
+            copyto(&mut um(&mut d, sz), 0xFFFF_FFFF, b"ab"),
+            Err(BadAddr)
+        );
         // A string that is not terminated before sz.
         let mut e = setupkvm().unwrap();
         let esz = allocuvm(&mut e, 0, 0x1000).unwrap();
         crate::vm::copyout(&mut e, 0xFFE, b"ab").unwrap();
-        assert_eq!(fetchstr(&e, esz, 0xFFE, &mut buf), Err(BadAddr));
-        assert_eq!(fetchstr(&e, 0xFFF, 0xFFE, &mut buf), Err(BadAddr));
+        assert_eq!(
+            fetchstr(&mut um(&mut e, esz), 0xFFE, &mut buf),
+            Err(BadAddr)
+        );
+        assert_eq!(
+            fetchstr(&mut um(&mut e, 0xFFF), 0xFFE, &mut buf),
+            Err(BadAddr)
+        );
         freevm(e);
+        freevm(d);
+        assert_eq!(testmem::free(), before);
+    }
+
+    #[test]
+    fn kernel_accesses_fault_lazy_pages_in() {
+        let _g = testmem::lock();
+        let before = testmem::free();
+        let (mut d, from) = process();
+        // Lazily grown by 4 pages: none mapped yet.
+        let sz = from + 4 * PGSIZE;
+        let mut m = UserMem {
+            pgdir: &mut d,
+            sz,
+            lazy_from: from,
+        };
+        let used = before - testmem::free();
+        // Reading a fresh page gives zeroes and maps it (copyin, fetchint).
+        assert_eq!(fetchint(&mut m, from + 8), Ok(0));
+        assert_eq!(before - testmem::free(), used + 1);
+        // A store across two fresh pages maps both (copyto, as wait and read do).
+        copyto(&mut m, from + 2 * PGSIZE - 2, b"lazy").unwrap();
+        assert_eq!(before - testmem::free(), used + 3);
+        let mut b = [0u8; 4];
+        copyin(&mut m, from + 2 * PGSIZE - 2, &mut b).unwrap();
+        assert_eq!(&b, b"lazy");
+        // A string running through the last fresh page up to sz: mapped, no NUL: refused.
+        copyto(&mut m, sz - 1, b"x").unwrap();
+        assert_eq!(fetchstr(&mut m, sz - 1, &mut [0u8; 8]), Err(BadAddr));
+        assert_eq!(before - testmem::free(), used + 4);
+        // Still refused: beyond sz, the guard page, text (for writes).
+        assert_eq!(fetchint(&mut m, sz), Err(BadAddr));
+        assert_eq!(fetchint(&mut m, 0x1000), Err(BadAddr));
+        assert_eq!(putint(&mut m, 0x2000, 1), Err(BadAddr));
+        // Out of memory while faulting in: BadAddr, nothing lost.
+        let mut e = setupkvm().unwrap();
+        let esz = allocuvm(&mut e, 0, PGSIZE).unwrap();
+        let mut held = Vec::new();
+        while let Some(p) = crate::kalloc::kalloc() {
+            held.push(p);
+        }
+        let mut me = UserMem {
+            pgdir: &mut e,
+            sz: esz + PGSIZE,
+            lazy_from: esz,
+        };
+        assert_eq!(putint(&mut me, esz, 1), Err(BadAddr));
+        for p in held {
+            // SAFETY: pages just taken from kalloc.
+            unsafe { crate::kalloc::kfree(p) };
+        }
+        freevm(e);
+        freevm(d);
+        assert_eq!(testmem::free(), before);
+    }
+
+    #[test]
+    fn physchunks_splits_at_pages_after_faulting_in() {
+        let _g = testmem::lock();
+        let before = testmem::free();
+        let (mut d, from) = process();
+        let sz = from + 3 * PGSIZE;
+        let mut m = UserMem {
+            pgdir: &mut d,
+            sz,
+            lazy_from: from,
+        };
+        let mut got = Vec::new();
+        physchunks(&mut m, from + 0xF00, 0x1200, |pa, n| got.push((pa, n))).unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!((got[0].0 % PGSIZE, got[0].1), (0xF00, 0x100));
+        assert_eq!((got[1].0 % PGSIZE, got[1].1), (0, 0x1000));
+        assert_eq!((got[2].0 % PGSIZE, got[2].1), (0, 0x100));
+        let pa = crate::vm::getpte(m.pgdir, VirtAddr(from + PGSIZE))
+            .unwrap()
+            .addr();
+        assert_eq!(got[1].0, pa.0);
+        got.clear();
+        physchunks(&mut m, from, 0, |pa, n| got.push((pa, n))).unwrap();
+        assert!(got.is_empty());
+        // Bad buffers yield nothing: past sz, through the guard page.
+        assert_eq!(
+            physchunks(&mut m, sz - 4, 8, |pa, n| got.push((pa, n))),
+            Err(BadAddr)
+        );
+        assert_eq!(
+            physchunks(&mut m, 0xF00, 0x200, |pa, n| got.push((pa, n))),
+            Err(BadAddr)
+        );
+        assert!(got.is_empty());
         freevm(d);
         assert_eq!(testmem::free(), before);
     }

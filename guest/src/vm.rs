@@ -15,7 +15,8 @@
 //! is absent when the VMM passed no modules.
 //!
 //! User half, below KERNBASE: inituvm, loaduvm, allocuvm, deallocuvm, clearpteu (and
-//! clearptew), copyuvm, uva2ka and copyout, with xv6's semantics. A process's memory is
+//! clearptew), copyuvm, uva2ka and copyout, with xv6's semantics; and demand paging for a
+//! lazy sbrk (`lazyfault`, see its section below). A process's memory is
 //! `[0, sz)`; unlike xv6, pages below sz may be unmapped (exec maps only the pages its
 //! segments cover, so a program linked at 0x08048000 does not cost 128 MiB of zeroes):
 //! deallocuvm, copyuvm and freevm skip holes, and uva2ka/copyout refuse them. Nothing is
@@ -28,7 +29,7 @@
 //! (`testmem`).
 
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::bootmods;
 use crate::kalloc::{kalloc, kfree};
@@ -460,6 +461,81 @@ pub fn copyuvm(pgdir: &PageDir, sz: u32) -> Option<PageDir> {
     Some(d)
 }
 
+// ---------------------------------------------------------------------------------------
+// Demand paging ("lazy sbrk", on with the command-line word `lazy`).
+//
+// In lazy mode growproc only moves the break. The pages a process got that way, `[lazy_from,
+// sz)` with `lazy_from` kept in the process (the size exec gave it, lowered by every lazy
+// growth that starts below it), are mapped one at a time on first touch: by the page-fault
+// handler for user accesses, and by uaccess for the kernel's accesses to user memory (so a
+// system call never takes a page fault in kernel mode). Both go through `lazyfault`. A page
+// that was never touched is simply not present, which deallocuvm, copyuvm and freevm
+// already skip. A process with `lazy_from == KERNBASE` has no lazy pages (eager mode).
+
+/// Whether demand paging is on (the command-line word `lazy`); set once at boot.
+static LAZY: AtomicBool = AtomicBool::new(false);
+
+/// Turns demand paging on or off (boot, before the first process).
+pub fn set_lazy(on: bool) {
+    LAZY.store(on, Ordering::Relaxed);
+}
+
+/// Whether sbrk grows lazily.
+#[must_use]
+pub fn lazy() -> bool {
+    LAZY.load(Ordering::Relaxed)
+}
+
+/// The `lazy_from` of a fresh image of size `sz`: its top in lazy mode (the heap starts
+/// there), KERNBASE (no lazy pages at all) otherwise.
+#[must_use]
+pub fn lazy_from_for(sz: u32) -> u32 {
+    if lazy() {
+        sz
+    } else {
+        KERNBASE
+    }
+}
+
+/// Is a fault at user address `va` a first touch of a lazy page — one to allocate and map,
+/// rather than a bad access to kill for? Yes if `va` lies in the lazy region `[lazy_from,
+/// sz)` (below KERNBASE) and its page is not present (`pte`: the flags of its PTE, `None`
+/// when there is no page table there). Everything else — the guard page and text (present),
+/// holes below the heap, addresses at or above sz, the kernel half — is not.
+#[must_use]
+pub fn is_lazy_page(va: u32, lazy_from: u32, sz: u32, pte: Option<u32>) -> bool {
+    lazy_from <= va && va < sz && va < KERNBASE && pte.is_none_or(|f| f & PTE_P == 0)
+}
+
+/// Maps a zeroed user-writable page (PTE_W|PTE_U) at the page holding `va` (not mapped yet):
+/// the demand-paging half of allocuvm. Nothing is leaked if memory runs out (a page table
+/// already made stays with the directory, as allocuvm's do). No TLB flush is needed: the
+/// entry goes from not present to present, and the TLB never holds not-present entries.
+pub fn lazyalloc(pgdir: &mut PageDir, va: u32) -> Result<(), OutOfMemory> {
+    let mem = zalloc().ok_or(OutOfMemory)?;
+    // SAFETY: pgdir is valid; the page at va is a user page below KERNBASE, not mapped
+    // (the caller checked is_lazy_page).
+    if unsafe { mappages(pgdir, VirtAddr(PGROUNDDOWN(va)), PGSIZE, mem, PTE_W | PTE_U) }.is_err() {
+        // SAFETY: the page was never mapped.
+        unsafe { kfree_pa(mem) };
+        return Err(OutOfMemory);
+    }
+    Ok(())
+}
+
+/// The demand-paging fault handler, for the page fault handler and for uaccess alike: if
+/// `va` is a lazy page of the process (`is_lazy_page`), maps it and returns `Some(Ok)`, or
+/// `Some(Err)` when memory ran out; `None` if it is no lazy page (a real fault).
+pub fn lazyfault(
+    pgdir: &mut PageDir,
+    lazy_from: u32,
+    sz: u32,
+    va: u32,
+) -> Option<Result<(), OutOfMemory>> {
+    let pte = getpte(pgdir, VirtAddr(va)).map(Pte::flags);
+    is_lazy_page(va, lazy_from, sz, pte).then(|| lazyalloc(pgdir, va))
+}
+
 /// The kernel address of the byte at user address `uva` (xv6 `uva2ka`, which callers use
 /// with page-aligned addresses: then it is the page's kernel address). `None` unless the
 /// page is present and user-accessible (PTE_U: not the guard page, not the kernel half).
@@ -825,6 +901,69 @@ mod tests {
             assert_eq!(KMEM.countfree(), left);
             give_back(held);
         }
+    }
+
+    #[test]
+    fn lazy_pages_are_untouched_heap_pages_only() {
+        let (sz, from) = (0x9000, 0x5000);
+        let (urw, k) = (PTE_P | PTE_U | PTE_W, PTE_P | PTE_W);
+        // Not present (or no page table) in [lazy_from, sz): lazy.
+        assert!(is_lazy_page(0x5000, from, sz, None));
+        assert!(is_lazy_page(0x8fff, from, sz, Some(0)));
+        assert!(is_lazy_page(0x6123, from, sz, Some(PTE_W | PTE_U)));
+        // Already present: a real fault (e.g. a protection fault), never remapped.
+        assert!(!is_lazy_page(0x6000, from, sz, Some(urw)));
+        // Below lazy_from: the guard page, text, holes below the image.
+        assert!(!is_lazy_page(0x4fff, from, sz, Some(k)));
+        assert!(!is_lazy_page(0x4fff, from, sz, None));
+        assert!(!is_lazy_page(0, from, sz, None));
+        // At or above sz, the kernel half.
+        assert!(!is_lazy_page(sz, from, sz, None));
+        assert!(!is_lazy_page(0x9fff, from, sz, None));
+        assert!(!is_lazy_page(KERNBASE, from, u32::MAX, None));
+        assert!(!is_lazy_page(0xFFFF_F000, 0, u32::MAX, None));
+        // Eager mode: lazy_from is KERNBASE, nothing is lazy.
+        assert!(!is_lazy_page(0x5000, KERNBASE, sz, None));
+        assert_eq!(lazy_from_for(0x5000), KERNBASE, "lazy is off by default");
+    }
+
+    #[test]
+    fn lazyfault_maps_one_zeroed_page_and_nothing_else() {
+        let _g = testmem::lock();
+        let before = testmem::free();
+        let mut d = newdir();
+        allocuvm(&mut d, 0, 0x2000).unwrap();
+        clearpteu(&mut d, 0);
+        let (from, sz) = (0x2000, 0x0080_2000); // lazily grown by 8 MiB
+        assert_eq!(lazyfault(&mut d, from, sz, 0x2010), Some(Ok(())));
+        assert_eq!(pte(&d, 0x2000).unwrap().flags(), PTE_P | PTE_W | PTE_U);
+        assert!(read_user(&d, 0x2000, 0x1000).iter().all(|&b| b == 0));
+        assert_eq!(
+            testmem::free(),
+            before - 5,
+            "dir, table, 2 pages, 1 lazy page"
+        );
+        // A second touch of the same page, the guard page, above sz: not lazy faults.
+        assert_eq!(lazyfault(&mut d, from, sz, 0x2FFF), None);
+        assert_eq!(lazyfault(&mut d, from, sz, 0x10), None);
+        assert_eq!(lazyfault(&mut d, from, sz, sz), None);
+        // In a new 4 MiB region: a page table too.
+        assert_eq!(lazyfault(&mut d, from, sz, 0x0080_1000), Some(Ok(())));
+        assert_eq!(testmem::free(), before - 7);
+        assert!(pte(&d, 0x3000).is_none(), "untouched pages stay unmapped");
+        // Out of memory: an error, nothing mapped, nothing lost.
+        let held = exhaust(0);
+        assert_eq!(lazyfault(&mut d, from, sz, 0x4000), Some(Err(OutOfMemory)));
+        assert!(pte(&d, 0x4000).is_none());
+        give_back(held);
+        // Shrinking frees just what was mapped; fork copies just what was mapped.
+        let c = copyuvm(&d, sz).unwrap();
+        assert!(pte(&c, 0x0080_1000).is_some() && pte(&c, 0x0080_0000).is_none());
+        freevm(c);
+        assert_eq!(deallocuvm(&mut d, sz, from), from);
+        assert_eq!(testmem::free(), before - 5, "the two lazy pages came back");
+        freevm(d);
+        assert_eq!(testmem::free(), before);
     }
 
     #[test]

@@ -85,15 +85,23 @@ fn non_elf_or_wrong_elf_is_126() {
     }
 }
 
-/// Builds tests/fixtures/c/argexit.c with the host's gcc and binutils, in xv6's `-N -Ttext 0`
-/// layout and in ld's default layout; returns both paths.
-fn c_fixtures() -> [std::path::PathBuf; 2] {
+/// How to link a C fixture.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// xv6's own `ld -N -Ttext 0`: one RWX segment at VA 0, file offset not page-aligned.
+    XV6,
+    /// ld's default: several PT_LOADs from 0x08048000, a bss-only one last.
+    Default,
+}
+
+/// Builds tests/fixtures/c/NAME.c with the host's gcc and binutils against the xv6 x86 ABI
+/// (no libc, entered at main) and returns the executable's path.
+fn build_c(name: &str, layout: Layout) -> std::path::PathBuf {
     use std::process::Command;
-    let src =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/c/argexit.c");
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/c");
     let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c-fixtures");
     std::fs::create_dir_all(&out).unwrap();
-    let obj = out.join("argexit.o");
+    let obj = out.join(format!("{name}.o"));
     let run = |cmd: &mut Command| {
         let status = cmd
             .status()
@@ -109,35 +117,31 @@ fn c_fixtures() -> [std::path::PathBuf; 2] {
             "-fno-stack-protector",
         ])
         .args(["-static", "-O2", "-c"])
-        .arg(&src)
+        .arg(fixtures.join(format!("{name}.c")))
         .arg("-o")
         .arg(&obj));
-    let n = out.join("argexit-n");
+    let (exe, flags): (_, &[&str]) = match layout {
+        Layout::XV6 => (
+            out.join(format!("{name}-n")),
+            &["-N", "-Ttext", "0", "--no-warn-rwx-segments"],
+        ),
+        Layout::Default => (out.join(name), &[]),
+    };
     run(Command::new("ld")
-        .args([
-            "-m",
-            "elf_i386",
-            "-N",
-            "-Ttext",
-            "0",
-            "-e",
-            "main",
-            "--no-warn-rwx-segments",
-            "-o",
-        ])
-        .arg(&n)
+        .args(["-m", "elf_i386", "-e", "main"])
+        .args(flags)
+        .arg("-o")
+        .arg(&exe)
         .arg(&obj));
-    let default = out.join("argexit-default");
-    run(Command::new("ld")
-        .args(["-m", "elf_i386", "-e", "main", "-o"])
-        .arg(&default)
-        .arg(&obj));
-    [n, default]
+    exe
 }
 
 #[test]
 fn host_built_c_programs_run_unmodified_in_both_layouts() {
-    for exe in c_fixtures() {
+    for exe in [
+        build_c("argexit", Layout::XV6),
+        build_c("argexit", Layout::Default),
+    ] {
         let path = exe.to_str().unwrap();
         let Some(out) = boot(&["--quiet", path, "7"]) else {
             return;
@@ -153,34 +157,7 @@ fn host_built_c_programs_run_unmodified_in_both_layouts() {
 
 #[test]
 fn a_faulting_first_process_is_killed_with_139_and_a_reason() {
-    use std::process::Command;
-    let out_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c-fixtures");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/c/fault.c");
-    let (obj, exe) = (out_dir.join("fault.o"), out_dir.join("fault"));
-    let cc = Command::new("gcc")
-        .args([
-            "-m32",
-            "-ffreestanding",
-            "-nostdlib",
-            "-fno-pic",
-            "-fno-stack-protector",
-            "-O2",
-            "-c",
-        ])
-        .arg(&src)
-        .arg("-o")
-        .arg(&obj)
-        .status()
-        .unwrap();
-    assert!(cc.success());
-    let ld = Command::new("ld")
-        .args(["-m", "elf_i386", "-e", "main", "-o"])
-        .arg(&exe)
-        .arg(&obj)
-        .status()
-        .unwrap();
-    assert!(ld.success());
+    let exe = build_c("fault", Layout::Default);
     let Some(out) = boot(&["--quiet", exe.to_str().unwrap()]) else {
         return;
     };

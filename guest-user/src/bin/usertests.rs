@@ -19,6 +19,8 @@ mod check;
 mod exec;
 #[path = "../usertests/fault.rs"]
 mod fault;
+#[path = "../usertests/lazy.rs"]
+mod lazy;
 #[path = "../usertests/mem.rs"]
 mod mem;
 #[path = "../usertests/proc.rs"]
@@ -43,6 +45,10 @@ const TESTS: &[Test] = &[
     ("sbrkmuch", sbrk::sbrkmuch),
     ("sbrkarg", sbrk::sbrkarg),
     ("maxva", sbrk::maxva),
+    ("lazysbrk", lazy::lazysbrk),
+    ("lazyargs", lazy::lazyargs),
+    ("lazyfork", lazy::lazyfork),
+    ("lazybounds", lazy::lazybounds),
     ("stackguard", fault::stackguard),
     ("kernmem", fault::kernmem),
     ("textwrite", fault::textwrite),

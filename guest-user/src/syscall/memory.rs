@@ -1,4 +1,5 @@
-//! Memory system calls: sbrk (xv6's growproc), and this project's pgdump and countfree.
+//! Memory system calls: sbrk (xv6's growproc), and this project's pgdump and countfree; and
+//! this project's calls for benchmarks: export (bulk data to the VMM), tsckhz, mark.
 
 use super::raw;
 
@@ -24,4 +25,27 @@ pub fn pgdump() -> i32 {
 pub fn countfree() -> i32 {
     // SAFETY: countfree takes no pointers.
     unsafe { raw::sys_countfree() }
+}
+
+/// Hands `buf` to the VMM, which appends it to the run's export stream (docs/abi.md); 0, or
+/// −1 if the kernel refused the buffer (then nothing was exported).
+pub fn export(buf: &[u8]) -> i32 {
+    let Ok(len) = i32::try_from(buf.len()) else {
+        return -1;
+    };
+    // SAFETY: buf is readable for the length passed.
+    unsafe { raw::sys_export(buf.as_ptr(), len) }
+}
+
+/// The TSC frequency in kHz the VMM told the kernel (0: unknown).
+pub fn tsckhz() -> u32 {
+    // SAFETY: tsckhz takes no pointers.
+    unsafe { raw::sys_tsckhz() as u32 }
+}
+
+/// Asks the VMM to snapshot its VM-exit counters under mark `n` (1: measurement start,
+/// 2: end); returns 0.
+pub fn mark(n: i32) -> i32 {
+    // SAFETY: mark takes no pointers.
+    unsafe { raw::sys_mark(n) }
 }

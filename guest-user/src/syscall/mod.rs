@@ -14,7 +14,7 @@ pub use file::*;
 pub use memory::*;
 pub use process::*;
 
-/// System call numbers (xv6 syscall.h, plus this project's 22 and 23; docs/abi.md).
+/// System call numbers (xv6 syscall.h, plus this project's 22 to 26; docs/abi.md).
 pub mod nr {
     pub const SYS_FORK: u32 = 1;
     pub const SYS_EXIT: u32 = 2;
@@ -39,6 +39,9 @@ pub mod nr {
     pub const SYS_CLOSE: u32 = 21;
     pub const SYS_PGDUMP: u32 = 22;
     pub const SYS_COUNTFREE: u32 = 23;
+    pub const SYS_EXPORT: u32 = 24;
+    pub const SYS_TSCKHZ: u32 = 25;
+    pub const SYS_MARK: u32 = 26;
 }
 
 /// `T_SYSCALL`: the trap vector of system calls.
@@ -79,6 +82,9 @@ core::arch::global_asm!(
     "SYSCALL close, {close}",
     "SYSCALL pgdump, {pgdump}",
     "SYSCALL countfree, {countfree}",
+    "SYSCALL export, {export}",
+    "SYSCALL tsckhz, {tsckhz}",
+    "SYSCALL mark, {mark}",
     // A system call by number (its only argument), for trying numbers the kernel lacks.
     ".pushsection .text.sys_number, \"ax\"",
     ".globl sys_number",
@@ -113,6 +119,9 @@ core::arch::global_asm!(
     close = const nr::SYS_CLOSE,
     pgdump = const nr::SYS_PGDUMP,
     countfree = const nr::SYS_COUNTFREE,
+    export = const nr::SYS_EXPORT,
+    tsckhz = const nr::SYS_TSCKHZ,
+    mark = const nr::SYS_MARK,
 );
 
 /// The raw stubs, with the C prototypes of xv6's user.h (exit/wait as in xv6-riscv). Pointers
@@ -142,6 +151,9 @@ pub mod raw {
         pub fn sys_close(fd: i32) -> i32;
         pub fn sys_pgdump() -> i32;
         pub fn sys_countfree() -> i32;
+        pub fn sys_export(buf: *const u8, len: i32) -> i32;
+        pub fn sys_tsckhz() -> i32;
+        pub fn sys_mark(n: i32) -> i32;
         /// System call number `num` (also seen by the kernel as argument 0).
         pub fn sys_number(num: i32) -> i32;
     }

@@ -2,7 +2,7 @@
 //! failure without side effects, sbrk memory as a system-call argument.
 
 use crate::check::{expect_segv, in_child, Outcome};
-use crate::mem::{brk, fill, first_not, hog, put};
+use crate::mem::{brk, fill, first_not, hog, lazy_mode, put, touch_pages};
 use ulib::probe::{peek, poke};
 use ulib::{countfree, fork, kill, raw, sbrk, sleep, uptime, wait, KERNBASE, PGSIZE};
 
@@ -179,7 +179,12 @@ const HOGS: usize = 4;
 /// sbrkfail: children take all free memory at once, each until sbrk fails (which must
 /// change nothing); then sbrk and fork in the parent fail; killing the children gives every
 /// page back (checked at the end of usertests, by countfree).
+///
+/// With lazy sbrk, sbrk never runs out: see `sbrkfail_lazy`.
 pub fn sbrkfail() -> Outcome {
+    if lazy_mode() {
+        return sbrkfail_lazy();
+    }
     let mut pids = [0; HOGS];
     for p in pids.iter_mut() {
         *p = fork();
@@ -241,6 +246,42 @@ pub fn sbrkfail() -> Outcome {
         ensure!(
             st == 137,
             "a killed memory hog exited with {st}, expected 137"
+        );
+    }
+    Ok(())
+}
+
+/// sbrkfail with lazy sbrk: children grow far beyond memory (sbrk succeeds: it only moves
+/// the break) and touch page after page; when a first touch finds no free page the kernel
+/// kills the toucher (139, "out of memory" on the log) — and loses no page, checked at the
+/// end of usertests by countfree.
+fn sbrkfail_lazy() -> Outcome {
+    let mut pids = [0; HOGS];
+    for p in pids.iter_mut() {
+        *p = fork();
+        if *p == 0 {
+            let start = brk();
+            let base = start.next_multiple_of(PGSIZE);
+            // All the way up to the last page below KERNBASE: more than any RAM (PHYSTOP <
+            // 2 GiB).
+            let pages = (KERNBASE - PGSIZE - base) / PGSIZE;
+            if sbrk((base - start + pages * PGSIZE) as i32) == -1 {
+                ulib::exit(1);
+            }
+            touch_pages(base, pages);
+            ulib::exit(2);
+        }
+        ensure!(*p > 0, "fork failed");
+    }
+    for _ in pids {
+        let mut st = -1;
+        let got = wait(Some(&mut st));
+        ensure!(pids.contains(&got), "wait returned {got}");
+        ensure!(st != 1, "a lazy sbrk to just below KERNBASE failed");
+        ensure!(st != 2, "a memory hog touched 2 GiB without running out");
+        ensure!(
+            st == 139,
+            "a memory hog out of memory exited with {st}, expected 139"
         );
     }
     Ok(())

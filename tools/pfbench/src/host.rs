@@ -54,15 +54,31 @@ mod tsc {
 
     /// `rdtscp; lfence`: rdtscp waits for every earlier instruction (the touch, and so its
     /// fault) to execute; the lfence keeps later instructions from starting before it.
+    /// Where there is no RDTSCP, [`end_without_rdtscp`] stands in.
     #[inline(always)]
     pub fn end() -> u64 {
         let lo: u32;
         let hi: u32;
         // SAFETY: rdtscp and lfence take no memory operand and write only eax/edx/ecx (all
-        // declared; ecx gets IA32_TSC_AUX, ignored). rdtscp support is checked by
-        // `has_rdtscp` before the first call. No `nomem`: see `start`.
+        // declared; ecx gets IA32_TSC_AUX, ignored). Only called where `has_rdtscp` said
+        // yes. No `nomem`: see `start`.
         unsafe {
             asm!("rdtscp", "lfence", out("eax") lo, out("edx") hi, out("ecx") _,
+                 options(nostack, preserves_flags));
+        }
+        (u64::from(hi) << 32) | u64::from(lo)
+    }
+
+    /// `lfence; rdtsc; lfence`: the end stamp where there is no RDTSCP (e.g. QEMU's qemu64
+    /// CPU in the lab): the first lfence waits for the touch (and its fault) to finish.
+    #[inline(always)]
+    pub fn end_without_rdtscp() -> u64 {
+        let lo: u32;
+        let hi: u32;
+        // SAFETY: lfence and rdtsc take no memory operand and write only eax/edx (declared).
+        // No `nomem`: see `start`.
+        unsafe {
+            asm!("lfence", "rdtsc", "lfence", out("eax") lo, out("edx") hi,
                  options(nostack, preserves_flags));
         }
         (u64::from(hi) << 32) | u64::from(lo)
@@ -185,12 +201,12 @@ impl Drop for Mapping {
 pub fn host_anon_faults(pages: usize) -> io::Result<HostSamples> {
     #[cfg(target_arch = "x86_64")]
     {
-        if !tsc::has_rdtscp() {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "CPU has no RDTSCP",
-            ));
-        }
+        let end: fn() -> u64 = if tsc::has_rdtscp() {
+            tsc::end
+        } else {
+            log::info!("no RDTSCP on this CPU: ending each timing with lfence; rdtsc; lfence");
+            tsc::end_without_rdtscp
+        };
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
             .map_err(|_| io::Error::last_os_error())?;
@@ -213,7 +229,7 @@ pub fn host_anon_faults(pages: usize) -> io::Result<HostSamples> {
                 let t0 = tsc::start();
                 // SAFETY: see above.
                 unsafe { p.write_volatile(1) };
-                let t1 = tsc::end();
+                let t1 = end();
                 *slot = t1.wrapping_sub(t0);
             }
         }

@@ -1,0 +1,236 @@
+//! pfbench [PAGES]: page-fault latency of the kernel's demand paging (`vmm run --lazy`).
+//!
+//! Grows the process by PAGES pages (default 16384 = 64 MiB) with one lazy sbrk, then writes
+//! one byte to each page, timing each first touch — one demand fault: #PF, kalloc, zeroing,
+//! mapping, iret — with the TSC (`lfence; rdtsc` before, `rdtscp; lfence` after). Then it
+//! touches the same pages again the same way: the warm figures are the measurement's own
+//! overhead. `mark(1)`/`mark(2)` around the cold pass let the VMM count the VM exits the
+//! faults caused (none, if the fault path is right).
+//!
+//! The samples go to the VMM in one record through `export` (docs/abi.md, "pfbench export
+//! record"): u32 magic "PFB1", u32 pages, u32 tsc_khz, u32 0, the cold cycle counts, the warm
+//! ones (u64 each, little-endian). The sample arrays are allocated and touched before the
+//! measured pages are, so no sample lands on a page being measured. One line on stdout:
+//! `pfbench: N pages, first touch p50 X cycles (Y ns), warm touch p50 Z cycles`.
+//!
+//! Without `rdtscp` (CPUID says so: the nested-KVM lab's CPU), the closing timestamp is
+//! `rdtsc; lfence` instead, and a note says so on stderr.
+//!
+//! Exit status: 0; 2 when sbrk is not lazy (countfree drops as soon as sbrk returns) or the
+//! argument is not a page count; 1 if memory or the export fails.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use ulib::{countfree, eprintln, export, mark, println, sbrk, tsckhz, PGSIZE};
+
+/// Pages measured when no count is given: 64 MiB.
+const DEFAULT_PAGES: usize = 16384;
+/// The record's magic: "PFB1" as a little-endian u32.
+const MAGIC: u32 = 0x3142_4650;
+/// u64 words of the record header (magic, pages, tsc_khz, reserved: four u32).
+const HEADER_WORDS: usize = 2;
+
+/// Whether the CPU has `rdtscp` (CPUID 0x80000001, EDX bit 27). Some (the nested-KVM lab's
+/// emulated CPU) do not: then the closing timestamp is `rdtsc` right after the store,
+/// followed by `lfence` (the store still cannot drift past it).
+fn has_rdtscp() -> bool {
+    use core::arch::x86::__cpuid;
+    // cpuid exists on every CPU this kernel runs on (i586 and up), and user mode may run it.
+    let max = __cpuid(0x8000_0000).eax;
+    max >= 0x8000_0001 && __cpuid(0x8000_0001).edx & (1 << 27) != 0
+}
+
+/// Cycles taken by a one-byte write to `addr`, TSC-timed: `lfence; rdtsc` … `rdtscp;
+/// lfence` (`RDTSCP`), or `lfence; rdtsc` … `rdtsc; lfence` without it, so that neither
+/// earlier nor later instructions overlap the timed store.
+///
+/// # Safety
+/// `addr` must be writable memory of this process that holds no Rust object.
+#[inline(always)]
+unsafe fn timed_touch<const RDTSCP: bool>(addr: usize) -> u64 {
+    let (lo0, hi0, lo1, hi1): (u32, u32, u32, u32);
+    // SAFETY: (both) the store goes to `addr`, which the caller vouches for; rdtsc/rdtscp
+    // only read the TSC (and TSC_AUX into ecx, declared clobbered).
+    unsafe {
+        if RDTSCP {
+            core::arch::asm!(
+                "lfence",
+                "rdtsc",
+                "mov {lo0}, eax",
+                "mov {hi0}, edx",
+                "mov byte ptr [{p}], 1",
+                "rdtscp",
+                "lfence",
+                p = in(reg) addr,
+                lo0 = out(reg) lo0,
+                hi0 = out(reg) hi0,
+                out("eax") lo1,
+                out("edx") hi1,
+                out("ecx") _,
+                options(nostack, preserves_flags),
+            );
+        } else {
+            core::arch::asm!(
+                "lfence",
+                "rdtsc",
+                "mov {lo0}, eax",
+                "mov {hi0}, edx",
+                "mov byte ptr [{p}], 1",
+                "rdtsc",
+                "lfence",
+                p = in(reg) addr,
+                lo0 = out(reg) lo0,
+                hi0 = out(reg) hi0,
+                out("eax") lo1,
+                out("edx") hi1,
+                out("ecx") _,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
+    let t0 = u64::from(hi0) << 32 | u64::from(lo0);
+    let t1 = u64::from(hi1) << 32 | u64::from(lo1);
+    t1.wrapping_sub(t0)
+}
+
+/// Whether sbrk is lazy: a fresh page costs no free page until it is touched.
+fn sbrk_is_lazy() -> bool {
+    let before = countfree();
+    if sbrk(PGSIZE as i32) == -1 {
+        return false;
+    }
+    let after = countfree();
+    sbrk(-(PGSIZE as i32));
+    after == before
+}
+
+/// Touches `out.len()` pages from `base`, one byte each, storing each touch's cycles in
+/// `out`.
+fn touch_all<const RDTSCP: bool>(base: usize, out: &mut [u64]) {
+    for (i, t) in out.iter_mut().enumerate() {
+        // SAFETY: [base, base + pages * PGSIZE) is memory this program got from sbrk for
+        // the measurement alone.
+        *t = unsafe { timed_touch::<RDTSCP>(base + i * PGSIZE) };
+    }
+}
+
+/// Touches the pages, first cold (between marks 1 and 2: the demand faults), then warm.
+fn measure<const RDTSCP: bool>(base: usize, cold: &mut [u64], warm: &mut [u64]) {
+    mark(1);
+    touch_all::<RDTSCP>(base, cold);
+    mark(2);
+    touch_all::<RDTSCP>(base, warm);
+}
+
+/// The median of `samples` (a sorted copy's middle element).
+fn p50(samples: &[u64]) -> u64 {
+    let mut s = samples.to_vec();
+    heapsort(&mut s);
+    s.get(s.len() / 2).copied().unwrap_or(0)
+}
+
+/// Sorts `v` in place, ascending, with a few words of stack: the user stack is one page,
+/// and core's sort needs more than that for its small-sort scratch and recursion.
+fn heapsort(v: &mut [u64]) {
+    /// Moves `v[root]` down the max-heap `v[..end]` to where it belongs.
+    fn sift_down(v: &mut [u64], mut root: usize, end: usize) {
+        loop {
+            let mut child = 2 * root + 1;
+            if child >= end {
+                return;
+            }
+            if child + 1 < end && v[child + 1] > v[child] {
+                child += 1;
+            }
+            if v[root] >= v[child] {
+                return;
+            }
+            v.swap(root, child);
+            root = child;
+        }
+    }
+    for i in (0..v.len() / 2).rev() {
+        sift_down(v, i, v.len());
+    }
+    for end in (1..v.len()).rev() {
+        v.swap(0, end);
+        sift_down(v, 0, end);
+    }
+}
+
+/// The program.
+#[no_mangle]
+pub extern "C" fn main(argc: i32, _argv: *const *const u8) -> i32 {
+    let pages = if argc > 1 {
+        match ulib::arg_str(1).parse::<usize>().ok() {
+            Some(n) if n > 0 && n <= (1 << 19) => n,
+            _ => {
+                eprintln!("usage: pfbench [PAGES] (1 to 524288)");
+                return 2;
+            }
+        }
+    } else {
+        DEFAULT_PAGES
+    };
+    if !sbrk_is_lazy() {
+        println!("pfbench: needs vmm run --lazy");
+        return 2;
+    }
+    let khz = tsckhz();
+
+    // The record (header, cold, warm), allocated and touched before the measured pages.
+    let mut rec: Vec<u64> = Vec::new();
+    if rec.try_reserve_exact(HEADER_WORDS + 2 * pages).is_err() {
+        eprintln!("pfbench: out of memory for {pages} samples");
+        return 1;
+    }
+    rec.resize(HEADER_WORDS + 2 * pages, 0);
+    rec[0] = u64::from(MAGIC) | (pages as u64) << 32;
+    rec[1] = u64::from(khz);
+
+    // The measured pages: whole pages above the break, untouched.
+    let brk = sbrk(0) as usize;
+    let base = brk.next_multiple_of(PGSIZE);
+    let grow = base - brk + pages * PGSIZE;
+    if sbrk(grow as i32) == -1 {
+        eprintln!("pfbench: sbrk({grow}) failed");
+        return 1;
+    }
+
+    let (cold, warm) = rec[HEADER_WORDS..].split_at_mut(pages);
+    if has_rdtscp() {
+        measure::<true>(base, cold, warm);
+    } else {
+        eprintln!("pfbench: no rdtscp on this CPU: closing timestamps are rdtsc; lfence");
+        measure::<false>(base, cold, warm);
+    }
+
+    let (cold_p50, warm_p50) = (p50(cold), p50(warm));
+    // SAFETY: a u64 slice viewed as its bytes (u8 has no alignment or validity needs).
+    let bytes = unsafe { core::slice::from_raw_parts(rec.as_ptr().cast::<u8>(), rec.len() * 8) };
+    if export(bytes) != 0 {
+        eprintln!("pfbench: export failed");
+        return 1;
+    }
+    let ns = Ns(cold_p50, khz);
+    println!(
+        "pfbench: {pages} pages, first touch p50 {cold_p50} cycles ({ns}), warm touch p50 {warm_p50} cycles"
+    );
+    0
+}
+
+/// Cycles as nanoseconds at `khz` kHz (`? ns` when the frequency is unknown).
+struct Ns(u64, u32);
+
+impl core::fmt::Display for Ns {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.1 {
+            0 => f.write_str("? ns"),
+            khz => write!(f, "{} ns", self.0 * 1_000_000 / u64::from(khz)),
+        }
+    }
+}
