@@ -93,7 +93,7 @@ pub fn consoleintr() -> bool {
 pub static READERS_WAITING: AtomicU32 = AtomicU32::new(0);
 
 /// In32: 1 when the host's stdin is at its end and every byte of it went to COM1.
-pub const STDIN_STATE_PORT: u16 = 0x504;
+pub use xv6_abi::ports::STDIN_STATE as STDIN_STATE_PORT;
 
 /// Has the host's stdin ended, with every byte delivered to COM1's receiver? (Bytes may
 /// still wait in the UART or the input buffer.)

@@ -4,20 +4,10 @@
 
 use crate::x86::{halt_forever, inl, outb, outl};
 
-/// `out` a 32-bit status: the VM ends with that status.
-pub const EXIT_PORT: u16 = 0x501;
-/// Any `out`: the kernel panicked (its message is on the console); the VMM exits 125.
-pub const PANIC_PORT: u16 = 0x502;
-/// 32-bit `out`: walk the page tables from CR3 and compare them with KVM_TRANSLATE;
-/// 32-bit `in`: that walk's mismatch count, or `PGDUMP_NOT_WALKED`.
-pub const PGDUMP_PORT: u16 = 0x503;
-/// 32-bit `out`: the VMM appends the bytes at this guest-physical address (as many as the
-/// last EXPORT_LEN_PORT write said) to the run's export stream.
-pub const EXPORT_PORT: u16 = 0x505;
-/// 32-bit `out`: the length of the next export.
-pub const EXPORT_LEN_PORT: u16 = 0x506;
-/// 32-bit `out` n: the VMM snapshots its VM-exit counters (1: measurement start, 2: end).
-pub const MARK_PORT: u16 = 0x507;
+pub use xv6_abi::ports::{
+    EXIT as EXIT_PORT, EXPORT as EXPORT_PORT, EXPORT_LEN as EXPORT_LEN_PORT, MARK as MARK_PORT,
+    PANIC as PANIC_PORT, PGDUMP as PGDUMP_PORT,
+};
 /// What a pgdump `in` reads when the VMM did not walk (pgdump not enabled, or no VMM).
 pub const PGDUMP_NOT_WALKED: u32 = 0xFFFF_FFFF;
 

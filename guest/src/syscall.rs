@@ -8,38 +8,7 @@
 //! kernel addresses, no wrap-around) by uaccess before it is touched. Calls that need a
 //! file system, and unknown numbers, return −1.
 
-// System call numbers (xv6 syscall.h; exit/wait with a status as in xv6-riscv).
-pub const SYS_FORK: u32 = 1;
-pub const SYS_EXIT: u32 = 2;
-pub const SYS_WAIT: u32 = 3;
-pub const SYS_PIPE: u32 = 4;
-pub const SYS_READ: u32 = 5;
-pub const SYS_KILL: u32 = 6;
-pub const SYS_EXEC: u32 = 7;
-pub const SYS_FSTAT: u32 = 8;
-pub const SYS_CHDIR: u32 = 9;
-pub const SYS_DUP: u32 = 10;
-pub const SYS_GETPID: u32 = 11;
-pub const SYS_SBRK: u32 = 12;
-pub const SYS_SLEEP: u32 = 13;
-pub const SYS_UPTIME: u32 = 14;
-pub const SYS_OPEN: u32 = 15;
-pub const SYS_WRITE: u32 = 16;
-pub const SYS_MKNOD: u32 = 17;
-pub const SYS_UNLINK: u32 = 18;
-pub const SYS_LINK: u32 = 19;
-pub const SYS_MKDIR: u32 = 20;
-pub const SYS_CLOSE: u32 = 21;
-/// This project: ask the VMM to walk and print the caller's page tables.
-pub const SYS_PGDUMP: u32 = 22;
-/// This project: the number of pages on the kernel's free list.
-pub const SYS_COUNTFREE: u32 = 23;
-/// This project: hand a user buffer to the VMM's export stream.
-pub const SYS_EXPORT: u32 = 24;
-/// This project: the TSC frequency in kHz the VMM reported.
-pub const SYS_TSCKHZ: u32 = 25;
-/// This project: tell the VMM to snapshot its VM-exit counters.
-pub const SYS_MARK: u32 = 26;
+pub use xv6_abi::syscall::*;
 
 /// The calls this kernel implements; everything else (the file-system calls, unknown
 /// numbers) is `NotImplemented` and returns −1.

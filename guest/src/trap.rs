@@ -29,8 +29,8 @@ pub const T_DBLFLT: u32 = 8;
 pub const T_GPFLT: u32 = 13;
 /// Page fault.
 pub const T_PGFLT: u32 = 14;
-/// System call (`int $64`).
-pub const T_SYSCALL: u32 = 64;
+/// System call (`int $64`), the number user programs use too (xv6-abi).
+pub use xv6_abi::syscall::T_SYSCALL;
 /// First vector of the hardware interrupts (IRQ 0).
 pub const T_IRQ0: u32 = 32;
 /// LAPIC timer IRQ.

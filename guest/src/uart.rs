@@ -6,10 +6,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::x86::{inb, outb};
 
-/// COM1's first register.
-pub const COM1: u16 = 0x3F8;
-/// COM2's first register.
-pub const COM2: u16 = 0x2F8;
+pub use xv6_abi::ports::{COM1, COM2};
 
 /// Line status register offset; bit 0 = received data ready, bit 5 = transmit holding
 /// register empty.

@@ -52,30 +52,8 @@ pub fn phystop(mem: u64) -> u64 {
     mem - BOOT_RESERVED
 }
 
-/// The I/O ports of the VMM's devices.
-pub mod ports {
-    /// 16550 UART, COM1 (user stdout, stdin): eight registers from here.
-    pub const COM1: u16 = 0x3F8;
-    /// 16550 UART, COM2 (kernel log, user stderr).
-    pub const COM2: u16 = 0x2F8;
-    /// `out` a 32-bit status: the VM ends and `vmm` exits with it.
-    pub const EXIT: u16 = 0x501;
-    /// Any `out`: the guest kernel panicked (its message is on the console); `vmm` exits 125.
-    pub const PANIC: u16 = 0x502;
-    /// `out` (any value): walk the page tables from the vCPU's CR3 and cross-check them with
-    /// KVM_TRANSLATE; `in` (32-bit): the mismatches of that walk, or `u32::MAX` if none was made.
-    pub const PGDUMP: u16 = 0x503;
-    /// `in` (32-bit): 1 when the host's stdin has ended and the guest has read all of it.
-    pub const STDIN_STATE: u16 = 0x504;
-    /// `out` (32-bit): a guest-physical address; the VMM appends the `EXPORT_LEN` bytes there
-    /// to the run's export stream (how a benchmark hands its samples out in bulk).
-    pub const EXPORT: u16 = 0x505;
-    /// `out` (32-bit): the length for the next `EXPORT`.
-    pub const EXPORT_LEN: u16 = 0x506;
-    /// `out` (32-bit): 1 starts a measured window, 2 ends it; the VMM counts the VM exits
-    /// in between (a benchmark shows its measured loop caused none).
-    pub const MARK: u16 = 0x507;
-}
+/// The I/O ports of the VMM's devices (shared with the kernel: the xv6-abi crate).
+pub use xv6_abi::ports;
 
 #[cfg(test)]
 mod tests {

@@ -62,10 +62,17 @@ pub fn resolve(spec: &str) -> Result<Program, ProgramError> {
             image: image.to_vec(),
             host_path: None,
         }),
-        None => Err(ProgramError::NotFound(format!(
-            "no built-in program '{spec}' (built-ins: {}; give a path with '/' for a host file)",
-            builtin_names().join(", ")
-        ))),
+        None => {
+            let hint = if Path::new(spec).exists() {
+                format!("; to run the host file, say ./{spec}")
+            } else {
+                "; give a path with '/' for a host file".to_string()
+            };
+            Err(ProgramError::NotFound(format!(
+                "no built-in program '{spec}' (built-ins: {}{hint})",
+                builtin_names().join(", ")
+            )))
+        }
     }
 }
 

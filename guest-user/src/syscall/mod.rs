@@ -14,38 +14,9 @@ pub use file::*;
 pub use memory::*;
 pub use process::*;
 
-/// System call numbers (xv6 syscall.h, plus this project's 22 to 26; docs/abi.md).
-pub mod nr {
-    pub const SYS_FORK: u32 = 1;
-    pub const SYS_EXIT: u32 = 2;
-    pub const SYS_WAIT: u32 = 3;
-    pub const SYS_PIPE: u32 = 4;
-    pub const SYS_READ: u32 = 5;
-    pub const SYS_KILL: u32 = 6;
-    pub const SYS_EXEC: u32 = 7;
-    pub const SYS_FSTAT: u32 = 8;
-    pub const SYS_CHDIR: u32 = 9;
-    pub const SYS_DUP: u32 = 10;
-    pub const SYS_GETPID: u32 = 11;
-    pub const SYS_SBRK: u32 = 12;
-    pub const SYS_SLEEP: u32 = 13;
-    pub const SYS_UPTIME: u32 = 14;
-    pub const SYS_OPEN: u32 = 15;
-    pub const SYS_WRITE: u32 = 16;
-    pub const SYS_MKNOD: u32 = 17;
-    pub const SYS_UNLINK: u32 = 18;
-    pub const SYS_LINK: u32 = 19;
-    pub const SYS_MKDIR: u32 = 20;
-    pub const SYS_CLOSE: u32 = 21;
-    pub const SYS_PGDUMP: u32 = 22;
-    pub const SYS_COUNTFREE: u32 = 23;
-    pub const SYS_EXPORT: u32 = 24;
-    pub const SYS_TSCKHZ: u32 = 25;
-    pub const SYS_MARK: u32 = 26;
-}
-
-/// `T_SYSCALL`: the trap vector of system calls.
-pub const T_SYSCALL: u32 = 64;
+/// System call numbers and `T_SYSCALL` (the shared xv6-abi crate; docs/abi.md).
+pub use xv6_abi::syscall as nr;
+pub use xv6_abi::syscall::T_SYSCALL;
 
 core::arch::global_asm!(
     ".macro SYSCALL name, num",

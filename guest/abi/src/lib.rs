@@ -1,0 +1,66 @@
+//! The guest ABI in one place: the numbers the VMM (`vmm/`), the kernel (`guest/`) and the
+//! user programs (`guest-user/`) must agree on. docs/abi.md explains each of them.
+#![no_std]
+
+/// System call numbers: xv6's syscall.h (exit/wait take a status, as in xv6-riscv), then this
+/// project's own from 22.
+pub mod syscall {
+    /// The trap vector of system calls (`int $64`, a DPL-3 trap gate).
+    pub const T_SYSCALL: u32 = 64;
+
+    pub const SYS_FORK: u32 = 1;
+    pub const SYS_EXIT: u32 = 2;
+    pub const SYS_WAIT: u32 = 3;
+    pub const SYS_PIPE: u32 = 4;
+    pub const SYS_READ: u32 = 5;
+    pub const SYS_KILL: u32 = 6;
+    pub const SYS_EXEC: u32 = 7;
+    pub const SYS_FSTAT: u32 = 8;
+    pub const SYS_CHDIR: u32 = 9;
+    pub const SYS_DUP: u32 = 10;
+    pub const SYS_GETPID: u32 = 11;
+    pub const SYS_SBRK: u32 = 12;
+    pub const SYS_SLEEP: u32 = 13;
+    pub const SYS_UPTIME: u32 = 14;
+    pub const SYS_OPEN: u32 = 15;
+    pub const SYS_WRITE: u32 = 16;
+    pub const SYS_MKNOD: u32 = 17;
+    pub const SYS_UNLINK: u32 = 18;
+    pub const SYS_LINK: u32 = 19;
+    pub const SYS_MKDIR: u32 = 20;
+    pub const SYS_CLOSE: u32 = 21;
+    /// Ask the VMM to walk and print the caller's page tables.
+    pub const SYS_PGDUMP: u32 = 22;
+    /// The number of pages on the kernel's free list.
+    pub const SYS_COUNTFREE: u32 = 23;
+    /// Hand a user buffer to the VMM's export stream.
+    pub const SYS_EXPORT: u32 = 24;
+    /// The TSC frequency in kHz the VMM reported.
+    pub const SYS_TSCKHZ: u32 = 25;
+    /// Open (1) or close (2) a measured window: the VMM counts the VM exits inside.
+    pub const SYS_MARK: u32 = 26;
+}
+
+/// The I/O ports of the VMM's devices.
+pub mod ports {
+    /// 16550 UART, COM1: the program's stdout, and its stdin (eight registers from here).
+    pub const COM1: u16 = 0x3F8;
+    /// 16550 UART, COM2: the kernel log and the program's stderr.
+    pub const COM2: u16 = 0x2F8;
+    /// `out` a 32-bit status: the VM ends and `vmm` exits with it.
+    pub const EXIT: u16 = 0x501;
+    /// Any `out`: the kernel panicked (its message is on the log); `vmm` exits 125.
+    pub const PANIC: u16 = 0x502;
+    /// `out`: walk the page tables of the current CR3 and check them with KVM_TRANSLATE;
+    /// `in` (32-bit): that walk's mismatches, or `u32::MAX` if none was made.
+    pub const PGDUMP: u16 = 0x503;
+    /// `in` (32-bit): 1 when the host's stdin has ended and the guest has read all of it.
+    pub const STDIN_STATE: u16 = 0x504;
+    /// `out` (32-bit): a guest-physical address; the VMM appends `EXPORT_LEN` bytes there to
+    /// the run's export stream.
+    pub const EXPORT: u16 = 0x505;
+    /// `out` (32-bit): the length for the next `EXPORT`.
+    pub const EXPORT_LEN: u16 = 0x506;
+    /// `out` (32-bit): 1 opens a measured window, 2 closes it.
+    pub const MARK: u16 = 0x507;
+}
