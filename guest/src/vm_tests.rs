@@ -1,0 +1,360 @@
+//! Host tests of vm.rs: page directories built in fake physical memory (`testmem`), with
+//! the free-page count checked after each.
+
+use super::*;
+use crate::kalloc::KMEM;
+
+/// An empty user half (no kernel rows either: the user-half code never looks there).
+fn newdir() -> PageDir {
+    PageDir {
+        pa: zalloc().unwrap(),
+    }
+}
+
+fn pte(d: &PageDir, va: u32) -> Option<Pte> {
+    getpte(d, VirtAddr(va)).filter(|p| p.present())
+}
+
+fn read_user(d: &PageDir, va: u32, n: usize) -> Vec<u8> {
+    (0..n as u32)
+        .map(|i| {
+            let p = getpte(d, VirtAddr(va + i)).unwrap();
+            // SAFETY: a present page of the test memory.
+            unsafe { *((P2V(p.addr()).0 + (va + i) % PGSIZE) as *const u8) }
+        })
+        .collect()
+}
+
+/// Takes pages off the free list until `left` remain; returns them.
+fn exhaust(left: usize) -> Vec<NonNull<u8>> {
+    let mut held = Vec::new();
+    while KMEM.countfree() > left {
+        held.push(kalloc().unwrap());
+    }
+    held
+}
+
+fn give_back(held: Vec<NonNull<u8>>) {
+    for p in held {
+        // SAFETY: pages exhaust took from kalloc.
+        unsafe { kfree(p) };
+    }
+}
+
+#[test]
+fn allocuvm_maps_zeroed_user_pages_and_deallocuvm_frees_them() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    let mut d = newdir();
+    assert_eq!(allocuvm(&mut d, 0, 0x2001), Ok(0x2001));
+    for va in [0, 0x1000, 0x2000] {
+        assert_eq!(pte(&d, va).unwrap().flags(), PTE_P | PTE_W | PTE_U);
+    }
+    assert!(pte(&d, 0x3000).is_none());
+    assert!(read_user(&d, 0, 0x3000).iter().all(|&b| b == 0));
+    // 3 pages + 1 page table + the directory.
+    assert_eq!(testmem::free(), before - 5);
+    // Growing from an unaligned size starts at the next page.
+    assert_eq!(allocuvm(&mut d, 0x2001, 0x3000), Ok(0x3000));
+    assert_eq!(testmem::free(), before - 5);
+    assert_eq!(allocuvm(&mut d, 0x3000, 0x1000), Ok(0x3000));
+    assert_eq!(deallocuvm(&mut d, 0x3000, 0x1800), 0x1800);
+    assert!(pte(&d, 0x1000).is_some() && pte(&d, 0x2000).is_none());
+    assert_eq!(testmem::free(), before - 4);
+    assert_eq!(deallocuvm(&mut d, 0x1800, 0x2000), 0x1800);
+    freevm(d);
+    assert_eq!(testmem::free(), before);
+}
+
+#[test]
+fn allocuvm_refuses_kernbase() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    let mut d = newdir();
+    assert_eq!(allocuvm(&mut d, 0, KERNBASE), Err(OutOfMemory));
+    assert_eq!(allocuvm(&mut d, 0, u32::MAX), Err(OutOfMemory));
+    // More than the test memory: runs out, and gives back every page it mapped.
+    assert_eq!(allocuvm(&mut d, 0, KERNBASE - 1), Err(OutOfMemory));
+    assert!(pte(&d, 0).is_none());
+    let tables = (0..KERNBASE)
+        .step_by(1 << 22)
+        .filter(|&va| has_pgtab(&d, va));
+    assert_eq!(
+        testmem::free(),
+        before - 1 - tables.count(),
+        "only page tables stay"
+    );
+    freevm(d);
+    assert_eq!(testmem::free(), before);
+}
+
+#[test]
+fn allocuvm_rolls_back_when_memory_runs_out() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    let mut d = newdir();
+    assert_eq!(allocuvm(&mut d, 0, 0x1000), Ok(0x1000));
+    let mut held = exhaust(5);
+    // Needs 8 pages: fails after mapping 5, which come back.
+    assert_eq!(allocuvm(&mut d, 0x1000, 0x9000), Err(OutOfMemory));
+    assert_eq!(KMEM.countfree(), 5);
+    assert!(pte(&d, 0x1000).is_none());
+    assert!(pte(&d, 0).is_some(), "memory below oldsz is untouched");
+    // Across a page-table boundary: both pages are had, the new page table is not.
+    held.extend(exhaust(2));
+    assert_eq!(allocuvm(&mut d, 0x3F_F000, 0x40_1000), Err(OutOfMemory));
+    assert_eq!(KMEM.countfree(), 2);
+    assert!(pte(&d, 0x3F_F000).is_none() && !has_pgtab(&d, 0x40_0000));
+    give_back(held);
+    freevm(d);
+    assert_eq!(testmem::free(), before);
+}
+
+#[test]
+fn deallocuvm_skips_holes_and_missing_page_tables() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    let mut d = newdir();
+    allocuvm(&mut d, 0x0080_0000, 0x0080_2000).unwrap();
+    allocuvm(&mut d, 0x1000_0000, 0x1000_1000).unwrap();
+    assert_eq!(deallocuvm(&mut d, 0x1000_1000, 0), 0);
+    assert_eq!(
+        testmem::free(),
+        before - 3,
+        "the directory and two page tables"
+    );
+    assert_eq!(deallocuvm(&mut d, u32::MAX, 0), 0, "clamped at KERNBASE");
+    freevm(d);
+    assert_eq!(testmem::free(), before);
+}
+
+#[test]
+fn loaduvm_copies_across_pages_at_any_alignment() {
+    let _g = testmem::lock();
+    let mut d = newdir();
+    allocuvm(&mut d, 0, 0x3000).unwrap();
+    let src: Vec<u8> = (0..0x1800u32).map(|i| (i % 251) as u8 + 1).collect();
+    loaduvm(&mut d, 0xF0C, &src);
+    assert_eq!(read_user(&d, 0xF0C, src.len()), src);
+    assert_eq!(read_user(&d, 0xF0B, 1), [0]);
+    assert_eq!(read_user(&d, 0xF0C + 0x1800, 1), [0]);
+    loaduvm(&mut d, 0x2FFF, b"z");
+    loaduvm(&mut d, 0x1000, b"");
+    assert_eq!(read_user(&d, 0x2FFF, 1), *b"z");
+    freevm(d);
+}
+
+#[test]
+#[should_panic(expected = "loaduvm: address 0x00001000 should exist")]
+fn loaduvm_panics_on_unmapped_pages() {
+    let _g = testmem::lock();
+    let mut d = newdir();
+    allocuvm(&mut d, 0, 0x1000).unwrap();
+    loaduvm(&mut d, 0xFFE, b"abcd");
+}
+
+#[test]
+fn inituvm_loads_one_page_at_zero() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    let mut d = newdir();
+    inituvm(&mut d, b"\xcd\x40").unwrap();
+    assert_eq!(read_user(&d, 0, 3), [0xcd, 0x40, 0]);
+    assert_eq!(pte(&d, 0).unwrap().flags(), PTE_P | PTE_W | PTE_U);
+    freevm(d);
+    assert_eq!(testmem::free(), before);
+}
+
+#[test]
+fn clearpteu_and_clearptew_keep_the_page() {
+    let _g = testmem::lock();
+    let mut d = newdir();
+    allocuvm(&mut d, 0, 0x2000).unwrap();
+    let pa = pte(&d, 0).unwrap().addr();
+    clearpteu(&mut d, 0x10);
+    clearptew(&mut d, 0x1010);
+    assert_eq!(pte(&d, 0).unwrap(), Pte::new(pa, PTE_P | PTE_W));
+    assert_eq!(pte(&d, 0x1000).unwrap().flags(), PTE_P | PTE_U);
+    assert_eq!(uva2ka(&d, 0x10), None, "guard page: no user access");
+    assert!(uva2ka(&d, 0x1010).is_some(), "read-only is still readable");
+    assert_eq!(
+        copyout(&mut d, 0x1010, b"x"),
+        Err(BadAddr),
+        "but not writable"
+    );
+    freevm(d);
+}
+
+#[test]
+#[should_panic(expected = "clearpteu: 0x00005000 not mapped")]
+fn clearpteu_panics_on_unmapped_pages() {
+    let _g = testmem::lock();
+    let mut d = newdir();
+    allocuvm(&mut d, 0, 0x1000).unwrap();
+    clearpteu(&mut d, 0x5000);
+}
+
+#[test]
+fn copyuvm_copies_pages_and_permissions() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    let mut d = newdir();
+    allocuvm(&mut d, 0, 0x3000).unwrap();
+    allocuvm(&mut d, 0x0100_0000, 0x0100_1000).unwrap(); // after a 16 MiB hole
+    loaduvm(&mut d, 0xFFE, b"fork");
+    clearptew(&mut d, 0);
+    clearpteu(&mut d, 0x2000);
+    let used = before - testmem::free();
+    let c = copyuvm(&d, 0x0100_1000).unwrap();
+    // The child: setupkvm's directory and 64 kernel page tables, then the same user
+    // page tables and pages as the parent.
+    assert_eq!(before - testmem::free(), used + 65 + (used - 1));
+    assert_eq!(read_user(&c, 0xFFE, 4), *b"fork");
+    for va in [0, 0x1000, 0x2000, 0x0100_0000] {
+        let (p, q) = (pte(&d, va).unwrap(), pte(&c, va).unwrap());
+        assert_eq!(p.flags(), q.flags());
+        assert_ne!(p.addr(), q.addr(), "a private copy");
+    }
+    assert!(pte(&c, 0x3000).is_none() && pte(&c, 0x0080_0000).is_none());
+    // The child's pages are its own.
+    copyout(&mut d, 0x1000, b"!").unwrap();
+    assert_eq!(read_user(&c, 0xFFE, 4), *b"fork");
+    assert_eq!(read_user(&d, 0xFFE, 4), *b"fo!k");
+    freevm(c);
+    freevm(d);
+    assert_eq!(testmem::free(), before);
+}
+
+#[test]
+fn copyuvm_frees_everything_when_memory_runs_out() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    let mut d = newdir();
+    allocuvm(&mut d, 0, 0x8000).unwrap();
+    let used = before - testmem::free();
+    for left in [0, 10, 64, 65, 66, 70, 73] {
+        let held = exhaust(left);
+        assert!(copyuvm(&d, 0x8000).is_none(), "{left} pages left");
+        assert_eq!(KMEM.countfree(), left);
+        give_back(held);
+    }
+    assert_eq!(testmem::free(), before - used);
+    freevm(d);
+    assert_eq!(testmem::free(), before);
+}
+
+#[test]
+fn setupkvm_maps_the_kmap_rows_only() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    let d = setupkvm().unwrap();
+    assert_eq!(before - testmem::free(), 65);
+    let k = getpte(&d, VirtAddr(0x8010_0000)).unwrap();
+    assert_eq!(k, Pte::new(PhysAddr(0x10_0000), PTE_P));
+    let data = getpte(&d, VirtAddr(0x8dff_f000)).unwrap();
+    assert_eq!(data, Pte::new(PhysAddr(0xdff_f000), PTE_P | PTE_W));
+    assert!(
+        getpte(&d, VirtAddr(0x8e00_0000)).is_none(),
+        "no boot modules here"
+    );
+    assert_eq!(
+        uva2ka(&d, 0x8010_0000),
+        None,
+        "kernel pages are not user pages"
+    );
+    freevm(d);
+    assert_eq!(testmem::free(), before);
+    for left in [0, 1, 30, 64] {
+        let held = exhaust(left);
+        assert!(setupkvm().is_none());
+        assert_eq!(KMEM.countfree(), left);
+        give_back(held);
+    }
+}
+
+#[test]
+fn lazy_pages_are_untouched_heap_pages_only() {
+    let (sz, from) = (0x9000, 0x5000);
+    let (urw, k) = (PTE_P | PTE_U | PTE_W, PTE_P | PTE_W);
+    // Not present (or no page table) in [lazy_from, sz): lazy.
+    assert!(is_lazy_page(0x5000, from, sz, None));
+    assert!(is_lazy_page(0x8fff, from, sz, Some(0)));
+    assert!(is_lazy_page(0x6123, from, sz, Some(PTE_W | PTE_U)));
+    // Already present: a real fault (e.g. a protection fault), never remapped.
+    assert!(!is_lazy_page(0x6000, from, sz, Some(urw)));
+    // Below lazy_from: the guard page, text, holes below the image.
+    assert!(!is_lazy_page(0x4fff, from, sz, Some(k)));
+    assert!(!is_lazy_page(0x4fff, from, sz, None));
+    assert!(!is_lazy_page(0, from, sz, None));
+    // At or above sz, the kernel half.
+    assert!(!is_lazy_page(sz, from, sz, None));
+    assert!(!is_lazy_page(0x9fff, from, sz, None));
+    assert!(!is_lazy_page(KERNBASE, from, u32::MAX, None));
+    assert!(!is_lazy_page(0xFFFF_F000, 0, u32::MAX, None));
+    // Eager mode: lazy_from is KERNBASE, nothing is lazy.
+    assert!(!is_lazy_page(0x5000, KERNBASE, sz, None));
+    assert_eq!(lazy_from_for(0x5000), KERNBASE, "lazy is off by default");
+}
+
+#[test]
+fn lazyfault_maps_one_zeroed_page_and_nothing_else() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    let mut d = newdir();
+    allocuvm(&mut d, 0, 0x2000).unwrap();
+    clearpteu(&mut d, 0);
+    let (from, sz) = (0x2000, 0x0080_2000); // lazily grown by 8 MiB
+    assert_eq!(lazyfault(&mut d, from, sz, 0x2010), Some(Ok(())));
+    assert_eq!(pte(&d, 0x2000).unwrap().flags(), PTE_P | PTE_W | PTE_U);
+    assert!(read_user(&d, 0x2000, 0x1000).iter().all(|&b| b == 0));
+    assert_eq!(
+        testmem::free(),
+        before - 5,
+        "dir, table, 2 pages, 1 lazy page"
+    );
+    // A second touch of the same page, the guard page, above sz: not lazy faults.
+    assert_eq!(lazyfault(&mut d, from, sz, 0x2FFF), None);
+    assert_eq!(lazyfault(&mut d, from, sz, 0x10), None);
+    assert_eq!(lazyfault(&mut d, from, sz, sz), None);
+    // In a new 4 MiB region: a page table too.
+    assert_eq!(lazyfault(&mut d, from, sz, 0x0080_1000), Some(Ok(())));
+    assert_eq!(testmem::free(), before - 7);
+    assert!(pte(&d, 0x3000).is_none(), "untouched pages stay unmapped");
+    // Out of memory: an error, nothing mapped, nothing lost.
+    let held = exhaust(0);
+    assert_eq!(lazyfault(&mut d, from, sz, 0x4000), Some(Err(OutOfMemory)));
+    assert!(pte(&d, 0x4000).is_none());
+    give_back(held);
+    // Shrinking frees just what was mapped; fork copies just what was mapped.
+    let c = copyuvm(&d, sz).unwrap();
+    assert!(pte(&c, 0x0080_1000).is_some() && pte(&c, 0x0080_0000).is_none());
+    freevm(c);
+    assert_eq!(deallocuvm(&mut d, sz, from), from);
+    assert_eq!(testmem::free(), before - 5, "the two lazy pages came back");
+    freevm(d);
+    assert_eq!(testmem::free(), before);
+}
+
+#[test]
+fn uva2ka_and_copyout() {
+    let _g = testmem::lock();
+    let mut d = newdir();
+    allocuvm(&mut d, 0, 0x2000).unwrap();
+    let ka = uva2ka(&d, 0x1234).unwrap();
+    let pa = pte(&d, 0x1000).unwrap().addr();
+    assert_eq!(ka as u32, P2V(pa).0 + 0x234);
+    assert_eq!(uva2ka(&d, 0x2000), None);
+    assert_eq!(uva2ka(&d, 0x9000_0000), None);
+    copyout(&mut d, 0xFFD, b"across").unwrap();
+    assert_eq!(read_user(&d, 0xFFD, 6), *b"across");
+    copyout(&mut d, 0x2000, b"").unwrap();
+    assert_eq!(copyout(&mut d, 0x1FFF, b"ab"), Err(BadAddr));
+    assert_eq!(
+        read_user(&d, 0x1FFF, 1),
+        *b"a",
+        "leading bytes may be written"
+    );
+    assert_eq!(copyout(&mut d, u32::MAX, b"ab"), Err(BadAddr));
+    assert_eq!(copyout(&mut d, KERNBASE - 1, b"ab"), Err(BadAddr));
+    freevm(d);
+}
