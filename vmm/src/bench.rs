@@ -91,14 +91,7 @@ fn try_run(args: &BenchArgs) -> Result<()> {
         "--pages and --runs must be at least 1"
     );
     let mem = memory::parse_mem_size(&args.mem)?;
-    let engine = match args.engine {
-        Engine::Auto => engine::choose_engine(),
-        Engine::Kvm => {
-            engine::require_legacy_paging()?;
-            Engine::Kvm
-        }
-        Engine::Lab => Engine::Lab,
-    };
+    let engine = engine::select(args.engine)?;
     let (m, engine_name) = match engine {
         Engine::Lab => (measure_in_lab(args, mem)?, "lab"),
         _ => (measure_here(args, mem)?, "kvm"),

@@ -63,22 +63,27 @@ fn try_run(args: &RunArgs) -> Result<i32> {
     loader::parse_kernel(&kernel, crate::layout::phystop(mem))
         .with_context(|| format!("invalid kernel {}", kernel_name.display()))?;
 
-    let engine = match args.engine {
+    match select(args.engine)? {
+        Engine::Lab => run_in_lab(args, mem, &program),
+        _ => run_on_kvm(args, mem, kernel, kernel_name, &program),
+    }
+}
+
+/// The engine to use for `requested`: `auto` decides by the probe; `kvm` is refused (with
+/// the reason) where this host's KVM cannot run legacy paging. Never returns `Auto`.
+pub fn select(requested: Engine) -> Result<Engine> {
+    Ok(match requested {
         Engine::Auto => choose_engine(),
         Engine::Kvm => {
             require_legacy_paging()?;
             Engine::Kvm
         }
         Engine::Lab => Engine::Lab,
-    };
-    match engine {
-        Engine::Lab => run_in_lab(args, mem, &program),
-        _ => run_on_kvm(args, mem, kernel, kernel_name, &program),
-    }
+    })
 }
 
 /// `auto`: KVM if its probe passes, else the lab.
-pub fn choose_engine() -> Engine {
+fn choose_engine() -> Engine {
     match probe::probe_legacy_paging() {
         Ok(p) if p.legacy_paging => Engine::Kvm,
         Ok(p) => {
@@ -96,7 +101,7 @@ pub fn choose_engine() -> Engine {
     }
 }
 
-pub fn require_legacy_paging() -> Result<()> {
+fn require_legacy_paging() -> Result<()> {
     let p = probe::probe_legacy_paging()?;
     if !p.legacy_paging {
         bail!(

@@ -86,3 +86,14 @@ fn bad_engine_name_is_a_usage_error() {
     let out = vmm(&["run", "--engine", "warp"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn bench_refuses_nonsense_sizes() {
+    for args in [["--pages", "0"], ["--runs", "0"], ["--mem", "3G"]] {
+        let mut all = vec!["bench", "pagefault"];
+        all.extend_from_slice(&args);
+        let out = vmm(&all);
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        one_error_line(&stderr(&out));
+    }
+}
