@@ -199,16 +199,19 @@ pub fn status_of(outcome: Outcome, timeout_secs: u64) -> i32 {
     }
 }
 
-/// Re-runs this binary inside the lab with `--engine kvm` and the same request.
-fn run_in_lab(args: &RunArgs, mem: u64, program: &Program) -> Result<i32> {
-    let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
+/// The inner `vmm run` of a lab run: `--engine kvm` and the same request, with host files
+/// (a `--kernel`, a host program) shipped in and their paths rewritten. Returns the
+/// arguments and the files (host path, lab path).
+pub fn lab_invocation(
+    args: &RunArgs,
+    mem: u64,
+    program: &Program,
+) -> (Vec<OsString>, Vec<(PathBuf, String)>) {
     let mut inner: Vec<OsString> = vec!["run".into(), "--engine".into(), "kvm".into()];
     inner.extend(["--mem".into(), format!("{}M", mem >> 20).into()]);
     inner.extend(["--timeout".into(), args.timeout.to_string().into()]);
-    if args.pgdump {
-        inner.push("--pgdump".into());
-    }
     for (set, flag) in [
+        (args.pgdump, "--pgdump"),
         (args.quiet, "--quiet"),
         (args.stats, "--stats"),
         (args.prefault, "--prefault"),
@@ -237,6 +240,13 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program) -> Result<i32> {
         None => inner.push(program.name.clone().into()),
     }
     inner.extend(args.program.iter().skip(1).map(OsString::from));
+    (inner, files)
+}
+
+/// Re-runs this binary inside the lab with `--engine kvm` and the same request.
+fn run_in_lab(args: &RunArgs, mem: u64, program: &Program) -> Result<i32> {
+    let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
+    let (inner, mut files) = lab_invocation(args, mem, program);
     // A serial line cannot carry an end of input: ship stdin whole (unless it is a terminal).
     let stdin_copy = StdinCopy::take()?;
     let stdin = stdin_copy.as_ref().map(|c| {
@@ -292,5 +302,121 @@ impl StdinCopy {
 impl Drop for StdinCopy {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let mut all = vec!["vmm", "run"];
+        all.extend_from_slice(argv);
+        match Cli::parse_from(all).command {
+            Command::Run(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn command_line_carries_the_flags_the_kernel_reads() {
+        assert_eq!(kernel_cmdline(&run_args(&[])), "console=com1");
+        let a = run_args(&[
+            "--quiet",
+            "--lazy",
+            "--append",
+            "selftest=exit:3",
+            "echo",
+            "x",
+        ]);
+        assert_eq!(
+            kernel_cmdline(&a),
+            "console=com1 quiet lazy selftest=exit:3"
+        );
+    }
+
+    #[test]
+    fn lab_run_passes_every_flag_and_ships_host_files() {
+        let a = run_args(&[
+            "--pgdump",
+            "--quiet",
+            "--stats",
+            "--prefault",
+            "--lazy",
+            "--timeout",
+            "9",
+            "--append",
+            "a b",
+            "--kernel",
+            "/k/kernel.elf",
+            "/bin/prog",
+            "x",
+            "-y",
+        ]);
+        let program = Program {
+            name: "prog".into(),
+            image: Vec::new(),
+            host_path: Some("/bin/prog".into()),
+        };
+        let (inner, files) = lab_invocation(&a, 64 << 20, &program);
+        let inner: Vec<&str> = inner.iter().map(|s| s.to_str().unwrap()).collect();
+        assert_eq!(
+            inner,
+            [
+                "run",
+                "--engine",
+                "kvm",
+                "--mem",
+                "64M",
+                "--timeout",
+                "9",
+                "--pgdump",
+                "--quiet",
+                "--stats",
+                "--prefault",
+                "--lazy",
+                "--append",
+                "a b",
+                "--kernel",
+                "/lab/files/kernel.elf",
+                "--",
+                "/lab/files/prog/prog",
+                "x",
+                "-y",
+            ]
+        );
+        assert_eq!(
+            files,
+            [
+                (
+                    PathBuf::from("/k/kernel.elf"),
+                    "/lab/files/kernel.elf".to_string()
+                ),
+                (
+                    PathBuf::from("/bin/prog"),
+                    "/lab/files/prog/prog".to_string()
+                ),
+            ]
+        );
+        // The inner command line parses back to the same request.
+        let mut back = vec!["vmm"];
+        back.extend(&inner);
+        let Command::Run(b) = Cli::parse_from(back).command else {
+            panic!()
+        };
+        assert_eq!(kernel_cmdline(&b), kernel_cmdline(&a));
+        assert_eq!(b.program[1..], a.program[1..]);
+    }
+
+    #[test]
+    fn outcomes_map_to_documented_statuses() {
+        assert_eq!(status_of(Outcome::Exited(0x1_2a), 0), 42);
+        assert_eq!(status_of(Outcome::TimedOut, 5), exit::TIMEOUT);
+        assert_eq!(status_of(Outcome::Panicked, 0), exit::FAILURE);
+        assert_eq!(status_of(Outcome::TripleFault, 0), exit::FAILURE);
+        assert_eq!(status_of(Outcome::Failed("x".into()), 0), exit::FAILURE);
     }
 }
