@@ -227,22 +227,7 @@ pub fn split_argv<'a, 'b>(bytes: &'a [u8], buf: &'b mut [&'a [u8]]) -> Option<&'
 mod tests {
     use super::*;
 
-    fn memmap_bytes(entries: &[(u64, u64, u32)]) -> Vec<u8> {
-        let mut b = Vec::new();
-        for &(addr, size, kind) in entries {
-            b.extend_from_slice(&addr.to_le_bytes());
-            b.extend_from_slice(&size.to_le_bytes());
-            b.extend_from_slice(&kind.to_le_bytes());
-            b.extend_from_slice(&0u32.to_le_bytes());
-        }
-        b
-    }
-
-    const VMM_256M: [(u64, u64, u32); 3] = [
-        (0, 0xE00_0000, 1),
-        (0xE00_0000, 0x200_0000, 2),
-        (0xFE00_0000, 0x200_0000, 2),
-    ];
+    use crate::pvh::tests::{memmap_bytes, VMM_256M};
     const PHYSTOP: PhysAddr = PhysAddr(0xE00_0000);
 
     fn module(paddr: u64, size: u64) -> Module {

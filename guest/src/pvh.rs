@@ -238,7 +238,7 @@ pub fn cmdline(b: &[u8]) -> Result<&str, PvhError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn start_info(magic: u32, version: u32) -> Vec<u8> {
@@ -255,7 +255,8 @@ mod tests {
         b
     }
 
-    fn memmap_bytes(entries: &[(u64, u64, u32)]) -> Vec<u8> {
+    /// A memory map in the PVH layout: (addr, size, type) entries.
+    pub(crate) fn memmap_bytes(entries: &[(u64, u64, u32)]) -> Vec<u8> {
         let mut b = Vec::new();
         for &(addr, size, kind) in entries {
             b.extend_from_slice(&addr.to_le_bytes());
@@ -266,7 +267,8 @@ mod tests {
         b
     }
 
-    const VMM_256M: [(u64, u64, u32); 3] = [
+    /// The map the VMM hands over for 256 MiB of RAM.
+    pub(crate) const VMM_256M: [(u64, u64, u32); 3] = [
         (0, 0xE00_0000, 1),
         (0xE00_0000, 0x200_0000, 2),
         (0xFE00_0000, 0x200_0000, 2),

@@ -25,7 +25,7 @@
 extern crate alloc;
 
 use alloc::vec::Vec;
-use ulib::{countfree, eprintln, export, mark, println, sbrk, tsckhz, PGSIZE};
+use ulib::{eprintln, export, mark, println, sbrk, sbrk_is_lazy, tsckhz, PGSIZE};
 
 /// Pages measured when no count is given: 64 MiB.
 const DEFAULT_PAGES: usize = 16384;
@@ -95,17 +95,6 @@ unsafe fn timed_touch<const RDTSCP: bool>(addr: usize) -> u64 {
     let t0 = u64::from(hi0) << 32 | u64::from(lo0);
     let t1 = u64::from(hi1) << 32 | u64::from(lo1);
     t1.wrapping_sub(t0)
-}
-
-/// Whether sbrk is lazy: a fresh page costs no free page until it is touched.
-fn sbrk_is_lazy() -> bool {
-    let before = countfree();
-    if sbrk(PGSIZE as i32) == -1 {
-        return false;
-    }
-    let after = countfree();
-    sbrk(-(PGSIZE as i32));
-    after == before
 }
 
 /// Touches `out.len()` pages from `base`, one byte each, storing each touch's cycles in

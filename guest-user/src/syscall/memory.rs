@@ -49,3 +49,16 @@ pub fn mark(n: i32) -> i32 {
     // SAFETY: mark takes no pointers.
     unsafe { raw::sys_mark(n) }
 }
+
+/// Whether the kernel's sbrk is lazy (booted with `lazy`): a fresh page costs no free page
+/// until it is first touched. Leaves the break where it was.
+pub fn sbrk_is_lazy() -> bool {
+    let page = crate::PGSIZE as i32;
+    let before = countfree();
+    if sbrk(page) == -1 {
+        return false;
+    }
+    let after = countfree();
+    sbrk(-page);
+    after == before
+}

@@ -9,17 +9,7 @@ use ulib::{countfree, sbrk, PGSIZE};
 /// Pages a page table maps (4 MiB).
 pub const PT_PAGES: usize = 1024;
 
-/// Whether sbrk is lazy (the kernel booted with `lazy`): a fresh page costs no free page
-/// until it is touched. Leaves the break where it was.
-pub fn lazy_mode() -> bool {
-    let before = countfree();
-    if sbrk(PGSIZE as i32) == -1 {
-        return false;
-    }
-    let after = countfree();
-    sbrk(-(PGSIZE as i32));
-    after == before
-}
+pub use ulib::sbrk_is_lazy as lazy_mode;
 
 /// The 4 MiB region (page-directory index) of address `va`.
 pub fn pdx(va: usize) -> usize {
