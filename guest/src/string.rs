@@ -84,21 +84,37 @@ mod exported {
         dst
     }
 
-    /// C `memset`.
+    /// C `memset`, as xv6's: whole aligned words with `rep stosl` (page zeroing and kfree's
+    /// junk fill are all of that kind), bytes with `rep stosb` otherwise.
     ///
     /// # Safety
     /// As C's: `dst` writable for `n` bytes.
     #[no_mangle]
     pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
-        // SAFETY: the caller guarantees the buffer; DF is clear (ABI).
-        unsafe {
-            asm!(
-                "rep stosb",
-                inout("edi") dst => _,
-                inout("ecx") n => _,
-                in("eax") c,
-                options(nostack, preserves_flags)
-            );
+        if (dst as usize).is_multiple_of(4) && n.is_multiple_of(4) {
+            let word = (c as u32 & 0xff) * 0x0101_0101;
+            // SAFETY: the caller guarantees the buffer; dst and n are word multiples; DF is
+            // clear (ABI).
+            unsafe {
+                asm!(
+                    "rep stosd",
+                    inout("edi") dst => _,
+                    inout("ecx") n / 4 => _,
+                    in("eax") word,
+                    options(nostack, preserves_flags)
+                );
+            }
+        } else {
+            // SAFETY: the caller guarantees the buffer; DF is clear (ABI).
+            unsafe {
+                asm!(
+                    "rep stosb",
+                    inout("edi") dst => _,
+                    inout("ecx") n => _,
+                    in("eax") c,
+                    options(nostack, preserves_flags)
+                );
+            }
         }
         dst
     }
