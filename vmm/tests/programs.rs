@@ -216,3 +216,29 @@ fn stdin_reaches_the_program_and_ends() {
 fn usertests_pass_with_lazy_sbrk() {
     assert_usertests_pass(&["--lazy"]);
 }
+
+#[test]
+fn stats_count_exits_and_prefault_boots() {
+    let Some(out) = boot(&["--quiet", "--stats", "--prefault", "hello"]) else {
+        return;
+    };
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(stdout(&out), "hello, world\n");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("vmm: stats: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    // hello's output alone is 13 bytes through COM1: at least that many port writes.
+    let io_out: u64 = line
+        .split("io-out ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(io_out >= 13, "{line}");
+    assert!(
+        line.contains(" s in the guest, ") && line.contains(" kHz"),
+        "{line}"
+    );
+}
