@@ -14,7 +14,7 @@
 //! `pfbench: N pages, first touch p50 X cycles (Y ns), warm touch p50 Z cycles`.
 //!
 //! Without `rdtscp` (CPUID says so: the nested-KVM lab's CPU), the closing timestamp is
-//! `rdtsc; lfence` instead, and a note says so on stderr.
+//! `lfence; rdtsc; lfence` instead, and a note says so on stderr.
 //!
 //! Exit status: 0; 2 when sbrk is not lazy (countfree drops as soon as sbrk returns) or the
 //! argument is not a page count; 1 if memory or the export fails.
@@ -44,9 +44,32 @@ fn has_rdtscp() -> bool {
     max >= 0x8000_0001 && __cpuid(0x8000_0001).edx & (1 << 27) != 0
 }
 
+/// The timed store: `lfence; rdtsc`, the one-byte write to `$p`, then the closing stamp
+/// `$end` followed by `lfence`. One template for both closings, so they cannot drift apart.
+macro_rules! timed_store {
+    ($end:literal, $p:expr, $lo0:ident, $hi0:ident, $lo1:ident, $hi1:ident) => {
+        core::arch::asm!(
+            "lfence",
+            "rdtsc",
+            "mov {lo0}, eax",
+            "mov {hi0}, edx",
+            "mov byte ptr [{p}], 1",
+            $end,
+            "lfence",
+            p = in(reg) $p,
+            lo0 = out(reg) $lo0,
+            hi0 = out(reg) $hi0,
+            out("eax") $lo1,
+            out("edx") $hi1,
+            out("ecx") _,
+            options(nostack, preserves_flags),
+        )
+    };
+}
+
 /// Cycles taken by a one-byte write to `addr`, TSC-timed: `lfence; rdtsc` … `rdtscp;
-/// lfence` (`RDTSCP`), or `lfence; rdtsc` … `rdtsc; lfence` without it, so that neither
-/// earlier nor later instructions overlap the timed store.
+/// lfence` (`RDTSCP`), or `lfence; rdtsc` … `lfence; rdtsc; lfence` without it, so that
+/// neither earlier nor later instructions overlap the timed store.
 ///
 /// # Safety
 /// `addr` must be writable memory of this process that holds no Rust object.
@@ -57,39 +80,9 @@ unsafe fn timed_touch<const RDTSCP: bool>(addr: usize) -> u64 {
     // only read the TSC (and TSC_AUX into ecx, declared clobbered).
     unsafe {
         if RDTSCP {
-            core::arch::asm!(
-                "lfence",
-                "rdtsc",
-                "mov {lo0}, eax",
-                "mov {hi0}, edx",
-                "mov byte ptr [{p}], 1",
-                "rdtscp",
-                "lfence",
-                p = in(reg) addr,
-                lo0 = out(reg) lo0,
-                hi0 = out(reg) hi0,
-                out("eax") lo1,
-                out("edx") hi1,
-                out("ecx") _,
-                options(nostack, preserves_flags),
-            );
+            timed_store!("rdtscp", addr, lo0, hi0, lo1, hi1);
         } else {
-            core::arch::asm!(
-                "lfence",
-                "rdtsc",
-                "mov {lo0}, eax",
-                "mov {hi0}, edx",
-                "mov byte ptr [{p}], 1",
-                "rdtsc",
-                "lfence",
-                p = in(reg) addr,
-                lo0 = out(reg) lo0,
-                hi0 = out(reg) hi0,
-                out("eax") lo1,
-                out("edx") hi1,
-                out("ecx") _,
-                options(nostack, preserves_flags),
-            );
+            timed_store!("lfence; rdtsc", addr, lo0, hi0, lo1, hi1);
         }
     }
     let t0 = u64::from(hi0) << 32 | u64::from(lo0);
@@ -194,7 +187,7 @@ pub extern "C" fn main(argc: i32, _argv: *const *const u8) -> i32 {
     if has_rdtscp() {
         measure::<true>(base, cold, warm);
     } else {
-        eprintln!("pfbench: no rdtscp on this CPU: closing timestamps are rdtsc; lfence");
+        eprintln!("pfbench: no rdtscp on this CPU: closing timestamps are lfence; rdtsc; lfence");
         measure::<false>(base, cold, warm);
     }
 
