@@ -65,9 +65,13 @@ mod tests {
     }
 
     #[test]
-    fn largest_ram_keeps_p2v_phystop_below_devspace() {
-        assert_eq!(KERNBASE + phystop(MAX_MEM) + BOOT_RESERVED, DEVSPACE);
-        assert_eq!(MAX_MEM % MEM_ALIGN, 0);
+    fn largest_ram_is_the_tight_devspace_bound() {
+        // All of RAM (modules included) is reachable at P2V below DEVSPACE ...
+        assert!(KERNBASE + MAX_MEM <= DEVSPACE);
+        // ... and one more 4 MiB step would not be.
+        assert!(KERNBASE + MAX_MEM + MEM_ALIGN > DEVSPACE);
+        assert!(MAX_MEM.is_multiple_of(MEM_ALIGN) && MIN_MEM.is_multiple_of(MEM_ALIGN));
+        assert!(phystop(MIN_MEM) > 4 << 20, "PHYSTOP above kinit1's first 4 MiB");
     }
 
     #[test]
