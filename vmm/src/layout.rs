@@ -71,7 +71,10 @@ mod tests {
         // ... and one more 4 MiB step would not be.
         assert!(KERNBASE + MAX_MEM + MEM_ALIGN > DEVSPACE);
         assert!(MAX_MEM.is_multiple_of(MEM_ALIGN) && MIN_MEM.is_multiple_of(MEM_ALIGN));
-        assert!(phystop(MIN_MEM) > 4 << 20, "PHYSTOP above kinit1's first 4 MiB");
+        assert!(
+            phystop(MIN_MEM) > 4 << 20,
+            "PHYSTOP above kinit1's first 4 MiB"
+        );
     }
 
     #[test]
