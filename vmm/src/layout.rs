@@ -24,6 +24,13 @@ pub const MAX_MEM: u64 = DEVSPACE - KERNBASE;
 /// RAM sizes must be whole 4 MiB (one page-directory entry each).
 pub const MEM_ALIGN: u64 = 4 << 20;
 
+// Checked when compiling: all RAM, modules included, is reachable at P2V below DEVSPACE and
+// one more 4 MiB step would not be; both bounds are whole steps; PHYSTOP clears kinit1's
+// first 4 MiB even at the smallest size.
+const _: () = assert!(KERNBASE + MAX_MEM <= DEVSPACE && KERNBASE + MAX_MEM + MEM_ALIGN > DEVSPACE);
+const _: () = assert!(MAX_MEM.is_multiple_of(MEM_ALIGN) && MIN_MEM.is_multiple_of(MEM_ALIGN));
+const _: () = assert!(MIN_MEM - BOOT_RESERVED > 4 << 20);
+
 /// The boot GDT (null, code 0x08, data 0x10, TSS 0x18), as the PVH ABI asks for.
 pub const BOOT_GDT: u64 = 0x500;
 /// `hvm_start_info`, handed to the kernel in EBX.
@@ -62,19 +69,6 @@ mod tests {
     #[test]
     fn default_ram_gives_xv6_phystop() {
         assert_eq!(phystop(DEFAULT_MEM), 0xE00_0000);
-    }
-
-    #[test]
-    fn largest_ram_is_the_tight_devspace_bound() {
-        // All of RAM (modules included) is reachable at P2V below DEVSPACE ...
-        assert!(KERNBASE + MAX_MEM <= DEVSPACE);
-        // ... and one more 4 MiB step would not be.
-        assert!(KERNBASE + MAX_MEM + MEM_ALIGN > DEVSPACE);
-        assert!(MAX_MEM.is_multiple_of(MEM_ALIGN) && MIN_MEM.is_multiple_of(MEM_ALIGN));
-        assert!(
-            phystop(MIN_MEM) > 4 << 20,
-            "PHYSTOP above kinit1's first 4 MiB"
-        );
     }
 
     #[test]
