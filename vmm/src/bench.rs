@@ -78,6 +78,9 @@ pub fn parse_record(bytes: &[u8]) -> Result<PfRecord> {
 pub fn run(args: &BenchArgs) -> i32 {
     match try_run(args) {
         Ok(()) => 0,
+        Err(_) if lab::interrupt::pending().is_some() => {
+            engine::interrupted(lab::interrupt::pending().unwrap_or(libc::SIGINT))
+        }
         Err(e) => {
             eprintln!("vmm: error: {e:#}");
             exit::FAILURE
@@ -211,6 +214,7 @@ fn guest_run(
 
 /// The whole measurement inside the lab; its JSON comes back on stdout.
 fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
+    lab::interrupt::install();
     let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
     let mut inner: Vec<OsString> = ["bench", "pagefault", "--engine", "kvm", "--raw"]
         .map(OsString::from)
@@ -240,6 +244,7 @@ fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
         lab::LabOutcome::Exited(0) => {}
         lab::LabOutcome::Exited(n) => bail!("the bench inside the lab failed (exit status {n})"),
         lab::LabOutcome::TimedOut => bail!("the bench inside the lab timed out"),
+        lab::LabOutcome::Interrupted(sig) => bail!("interrupted ({})", lab::interrupt::name(sig)),
     }
     let text = String::from_utf8_lossy(&out);
     let json = text.lines().last().unwrap_or_default();

@@ -5,6 +5,7 @@
 //! `--engine kvm` inside a QEMU TCG machine whose Linux has kvm_amd (see tools/lab).
 
 use std::ffi::OsString;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ const LAB_MARGIN_SECS: u64 = 120;
 pub fn run(args: &RunArgs) -> i32 {
     match try_run(args) {
         Ok(status) => status,
+        // Whatever failed after a signal failed because of it.
+        Err(_) if lab::interrupt::pending().is_some() => {
+            interrupted(lab::interrupt::pending().unwrap_or(libc::SIGINT))
+        }
         Err(e) => {
             eprintln!("vmm: error: {e:#}");
             exit::FAILURE
@@ -243,14 +248,25 @@ pub fn lab_invocation(
     (inner, files)
 }
 
+/// Reports a run stopped by signal `sig` and returns the shells' status for it (130, 143, ...).
+pub fn interrupted(sig: i32) -> i32 {
+    eprintln!(
+        "vmm: interrupted ({}); the run was stopped",
+        lab::interrupt::name(sig)
+    );
+    lab::interrupt::exit_status(sig)
+}
+
 /// Re-runs this binary inside the lab with `--engine kvm` and the same request.
 fn run_in_lab(args: &RunArgs, mem: u64, program: &Program) -> Result<i32> {
     let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
     let (inner, mut files) = lab_invocation(args, mem, program);
+    // From here on a signal stops the run cleanly (temporary files removed, 128 + N).
+    lab::interrupt::install();
     // A serial line cannot carry an end of input: ship stdin whole (unless it is a terminal).
     let stdin_copy = StdinCopy::take()?;
     let stdin = stdin_copy.as_ref().map(|c| {
-        files.push((c.path.clone(), "/lab/files/stdin".into()));
+        files.push((c.path(), "/lab/files/stdin".into()));
         "/lab/files/stdin".to_string()
     });
     let env = std::env::var("RUST_LOG")
@@ -275,13 +291,21 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program) -> Result<i32> {
             eprintln!("vmm: the lab run timed out after {} s", timeout.as_secs());
             Ok(exit::TIMEOUT)
         }
+        lab::LabOutcome::Interrupted(sig) => Ok(interrupted(sig)),
     }
 }
 
-/// This process's stdin saved to a temporary file for the lab (removed on drop); none when
-/// stdin is a terminal (the lab cannot be interactive).
+/// The most stdin a lab run carries: the lab ships stdin whole, inside its initramfs.
+pub const LAB_STDIN_LIMIT: u64 = 64 << 20;
+/// Name prefix of the stdin copies, `vmm-stdin-<pid>-<random>` in the temp directory.
+const STDIN_PREFIX: &str = "vmm-stdin-";
+
+/// This process's stdin saved to a private temporary file for the lab (the `tempfile` crate:
+/// mode 0600, a fresh unguessable name created with O_EXCL — a planted symlink or FIFO is
+/// never opened), removed on drop; none when stdin is a terminal (the lab cannot be
+/// interactive). Copies of killed runs are swept by the next run.
 struct StdinCopy {
-    path: PathBuf,
+    file: tempfile::NamedTempFile,
 }
 
 impl StdinCopy {
@@ -290,18 +314,49 @@ impl StdinCopy {
         if std::io::stdin().is_terminal() {
             return Ok(None);
         }
-        let path = std::env::temp_dir().join(format!("vmm-stdin-{}", std::process::id()));
-        let mut file = std::fs::File::create(&path)
-            .with_context(|| format!("cannot save stdin to {}", path.display()))?;
-        let copy = StdinCopy { path };
-        std::io::copy(&mut std::io::stdin().lock(), &mut file).context("cannot read stdin")?;
-        Ok(Some(copy))
+        let dir = std::env::temp_dir();
+        lab::sweep_stale(&dir, STDIN_PREFIX);
+        let mut file = tempfile::Builder::new()
+            .prefix(&format!("{STDIN_PREFIX}{}-", std::process::id()))
+            .tempfile_in(&dir)
+            .with_context(|| format!("cannot save stdin for the lab in {}", dir.display()))?;
+        copy_bounded(
+            &mut std::io::stdin().lock(),
+            file.as_file_mut(),
+            LAB_STDIN_LIMIT,
+        )?;
+        Ok(Some(StdinCopy { file }))
+    }
+
+    fn path(&self) -> PathBuf {
+        self.file.path().to_path_buf()
     }
 }
 
-impl Drop for StdinCopy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+/// Copies `src` to `dst`, refusing more than `limit` bytes and stopping at a signal.
+fn copy_bounded(src: &mut impl Read, dst: &mut impl Write, limit: u64) -> Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        if lab::interrupt::pending().is_some() {
+            bail!("interrupted while reading stdin");
+        }
+        let n = match src.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("cannot read stdin"),
+        };
+        total += n as u64;
+        if total > limit {
+            bail!(
+                "stdin is larger than {} MiB, the most a lab run can carry (it ships stdin \
+                 whole); give a smaller input, or run where KVM runs 32-bit paging directly",
+                limit >> 20
+            );
+        }
+        dst.write_all(&buf[..n])
+            .context("cannot save stdin for the lab")?;
     }
 }
 
@@ -319,6 +374,18 @@ mod tests {
             Command::Run(a) => a,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn stdin_copies_are_bounded() {
+        let mut out = Vec::new();
+        copy_bounded(&mut &[7u8; 1000][..], &mut out, 1000).unwrap();
+        assert_eq!(out.len(), 1000);
+        let err = copy_bounded(&mut &[7u8; 1001][..], &mut Vec::new(), 1000).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("stdin is larger than"),
+            "{err:#}"
+        );
     }
 
     #[test]
