@@ -28,6 +28,7 @@ pub mod spinlock;
 pub mod string;
 pub mod swtch;
 pub mod syscall;
+pub mod tlb;
 pub mod trap;
 pub mod uaccess;
 pub mod vm;

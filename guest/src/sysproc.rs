@@ -2,13 +2,13 @@
 //! write from sysfile.c): each fetches and checks its arguments (syscall.rs), then calls the
 //! kernel function that does the work. All return the value for %eax: −1 on error.
 
-use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
 use crate::console::{self, INPUT};
 use crate::exec::{exec, MAXARG};
 use crate::kalloc::{kalloc, kfree, KMEM};
 use crate::lapic::ticks;
+use crate::memlayout::KVAddr;
 use crate::mmu::PGSIZE;
 use crate::proc::{self, Chan, PTABLE};
 use crate::syscall::{argint, argptr, argstr, fetchint, fetchstr};
@@ -200,7 +200,7 @@ pub fn sys_read(tf: &mut TrapFrame) -> i32 {
 }
 
 /// A page from kalloc, freed on drop: exec's scratch space for the path and arguments.
-struct ScratchPage(NonNull<u8>);
+struct ScratchPage(KVAddr);
 
 impl ScratchPage {
     fn new() -> Option<ScratchPage> {

@@ -129,6 +129,9 @@ pub fn kernel_cmdline(args: &RunArgs) -> String {
     if args.lazy {
         words.push("lazy".into());
     }
+    if args.cow {
+        words.push("cow".into());
+    }
     words.extend(args.append.iter().cloned());
     words.join(" ")
 }
@@ -221,6 +224,7 @@ pub fn lab_invocation(
         (args.stats, "--stats"),
         (args.prefault, "--prefault"),
         (args.lazy, "--lazy"),
+        (args.cow, "--cow"),
     ] {
         if set {
             inner.push(flag.into());
@@ -394,6 +398,7 @@ mod tests {
         let a = run_args(&[
             "--quiet",
             "--lazy",
+            "--cow",
             "--append",
             "selftest=exit:3",
             "echo",
@@ -401,7 +406,7 @@ mod tests {
         ]);
         assert_eq!(
             kernel_cmdline(&a),
-            "console=com1 quiet lazy selftest=exit:3"
+            "console=com1 quiet lazy cow selftest=exit:3"
         );
     }
 
@@ -413,6 +418,7 @@ mod tests {
             "--stats",
             "--prefault",
             "--lazy",
+            "--cow",
             "--timeout",
             "9",
             "--append",
@@ -445,6 +451,7 @@ mod tests {
                 "--stats",
                 "--prefault",
                 "--lazy",
+                "--cow",
                 "--append",
                 "a b",
                 "--kernel",
