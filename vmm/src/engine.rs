@@ -4,7 +4,7 @@
 //! passes, else `lab`, saying so on stderr. The lab re-runs this very binary with
 //! `--engine kvm` inside a QEMU TCG machine whose Linux has kvm_amd (see tools/lab).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +16,10 @@ use crate::exit;
 use crate::machine::{self, MachineConfig};
 use crate::programs::{self, Program, ProgramError};
 use crate::vcpu::{Outcome, PgdumpMode};
-use crate::{images, loader, memory, probe};
+use crate::{images, loader, probe};
+
+/// The largest `--kernel` file taken (the built-in kernel is well under 1 MiB).
+pub const MAX_KERNEL: u64 = 64 << 20;
 
 /// Seconds the lab may take on top of the guest's own `--timeout` (its boot, module loading).
 const LAB_MARGIN_SECS: u64 = 120;
@@ -37,12 +40,15 @@ pub fn run(args: &RunArgs) -> i32 {
 }
 
 fn try_run(args: &RunArgs) -> Result<i32> {
-    let mem = memory::parse_mem_size(&args.mem)?;
+    let mem = args.mem;
     let spec = args
         .program
         .first()
-        .map_or(programs::DEFAULT_PROGRAM, String::as_str);
-    let program = match programs::resolve(spec) {
+        .map_or(OsStr::new(programs::DEFAULT_PROGRAM), OsString::as_os_str);
+    let program = match programs::resolve(spec).and_then(|p| {
+        programs::check_argv(&first_argv(args, &p))?;
+        Ok(p)
+    }) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("vmm: error: {e}");
@@ -54,12 +60,8 @@ fn try_run(args: &RunArgs) -> Result<i32> {
     };
     let (kernel, kernel_name) = match &args.kernel {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| {
-                format!(
-                    "cannot read kernel {}: give an existing ELF32 PVH kernel file",
-                    path.display()
-                )
-            })?;
+            let bytes = programs::read_host_file(path, "kernel", MAX_KERNEL)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             (bytes, path.clone())
         }
         None => (images::KERNEL.to_vec(), PathBuf::from("(built-in kernel)")),
@@ -137,8 +139,8 @@ pub fn kernel_cmdline(args: &RunArgs) -> String {
 }
 
 /// The first process's argv: the program's name, then the arguments.
-fn first_argv(args: &RunArgs, program: &Program) -> Vec<String> {
-    let mut argv = vec![program.name.clone()];
+fn first_argv(args: &RunArgs, program: &Program) -> Vec<OsString> {
+    let mut argv = vec![OsString::from(&program.name)];
     argv.extend(args.program.iter().skip(1).cloned());
     argv
 }
@@ -248,7 +250,7 @@ pub fn lab_invocation(
         }
         None => inner.push(program.name.clone().into()),
     }
-    inner.extend(args.program.iter().skip(1).map(OsString::from));
+    inner.extend(args.program.iter().skip(1).cloned());
     (inner, files)
 }
 

@@ -41,6 +41,15 @@ pub mod syscall {
     pub const SYS_MARK: u32 = 26;
 }
 
+/// What exec takes: the VMM refuses a first process's argv the kernel would refuse.
+pub mod exec {
+    /// The most argument strings (argv[0] included), xv6's MAXARG.
+    pub const MAXARG: usize = 32;
+    /// Bytes of the words exec pushes below the strings on the stack page: the fake return PC,
+    /// argc, the argv pointer, MAXARG pointers and the closing 0.
+    pub const USTACK_BYTES: usize = (3 + MAXARG + 1) * 4;
+}
+
 /// The I/O ports of the VMM's devices.
 pub mod ports {
     /// 16550 UART, COM1: the program's stdout, and its stdin (eight registers from here).
