@@ -5,7 +5,7 @@
 use core::fmt;
 
 use crate::memlayout::KERNBASE;
-use crate::mmu::{PTE_P, PTE_U, PTE_W};
+use crate::mmu::{PteFlags, PTE_P, PTE_U, PTE_W};
 use crate::traps::{PF_WRITE, T_DIVIDE, T_ILLOP};
 
 /// The name of a processor exception (vectors 0..32), as the Intel manual gives it.
@@ -65,7 +65,8 @@ pub enum FaultCause {
     /// A write to a page mapped read-only (the text of a program linked with separate
     /// segments).
     WriteToReadOnly,
-    /// The first touch of a lazy sbrk page, with no free page left to map there.
+    /// The first touch of a lazy sbrk page, or the first write to a copy-on-write page, with
+    /// no free page left to map there.
     OutOfMemory,
 }
 
@@ -84,17 +85,17 @@ impl fmt::Display for FaultCause {
 /// Classifies a user page fault at `va` (CR2) with error code `err`, in a process of size
 /// `sz` whose PTE for `va` has the flags `pte` (`None`: no page table there).
 #[must_use]
-pub fn pagefault_cause(va: u32, sz: u32, pte: Option<u32>, err: u32) -> FaultCause {
+pub fn pagefault_cause(va: u32, sz: u32, pte: Option<PteFlags>, err: u32) -> FaultCause {
     if va >= KERNBASE {
         return FaultCause::KernelAddress;
     }
     let flags = match pte {
-        Some(f) if f & PTE_P != 0 && va < sz => f,
+        Some(f) if f.contains(PTE_P) && va < sz => f,
         _ => return FaultCause::Unmapped,
     };
-    if flags & PTE_U == 0 {
+    if !flags.contains(PTE_U) {
         FaultCause::GuardPage
-    } else if err & PF_WRITE != 0 && flags & PTE_W == 0 {
+    } else if err & PF_WRITE != 0 && !flags.contains(PTE_W) {
         FaultCause::WriteToReadOnly
     } else {
         FaultCause::Unmapped
@@ -162,7 +163,7 @@ mod tests {
         );
         assert_eq!(pagefault_cause(0x5000, sz, None, 0x4), FaultCause::Unmapped);
         assert_eq!(
-            pagefault_cause(0x1000, sz, Some(0), 0x6),
+            pagefault_cause(0x1000, sz, Some(PteFlags::empty()), 0x6),
             FaultCause::Unmapped
         );
         // At or above sz, even if something stale were mapped.

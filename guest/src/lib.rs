@@ -31,6 +31,7 @@ pub mod swtch;
 pub mod sysarg;
 pub mod syscall;
 pub mod ticks;
+pub mod tlb;
 pub mod trapframe;
 pub mod traps;
 pub mod uaccess;

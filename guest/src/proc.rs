@@ -8,14 +8,13 @@
 //! in xv6: whoever switches acquires it, whoever is switched to releases it.
 
 use core::cell::UnsafeCell;
-use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::exec::Image;
 use crate::fault::{pagefault_cause, write_fault_line, FaultCause};
 use crate::gdt::switchuvm;
 use crate::kalloc::{kalloc, kfree};
-use crate::memlayout::{VirtAddr, KERNBASE};
+use crate::memlayout::{KVAddr, UVAddr, KERNBASE};
 use crate::mmu::{selector, DPL_USER, FL_IF, SEG_UCODE, SEG_UDATA};
 pub use crate::ptable::KSTACKSIZE;
 use crate::ptable::{name_str, Chan, Proc, ProcState, ProcTable, KILLED_STATUS, NPROC};
@@ -23,6 +22,7 @@ use crate::spinlock::{Spinlock, SpinlockGuard};
 use crate::swtch::{swtch, Context};
 use crate::trapasm::trapret;
 use crate::trapframe::TrapFrame;
+use crate::traps::PF_WRITE;
 use crate::uaccess::UserMem;
 use crate::vm::{self, PageDir};
 use crate::{debugport, uaccess, x86};
@@ -67,7 +67,7 @@ fn allocproc(pt: &mut Ptable<'_>) -> Option<usize> {
         pt.clear_slot(i);
         return None;
     };
-    let kstack = page.as_ptr() as usize;
+    let kstack = page.0 as usize;
     let mut sp = kstack + KSTACKSIZE as usize;
     sp -= core::mem::size_of::<TrapFrame>();
     let tf = sp;
@@ -96,10 +96,10 @@ fn allocproc(pt: &mut Ptable<'_>) -> Option<usize> {
 /// Frees what a dead (or never started) process owns and makes its slot unused.
 fn freeproc(pt: &mut Ptable<'_>, i: usize) {
     let (kstack, pgdir) = pt.clear_slot(i);
-    if let Some(page) = NonNull::new(kstack as *mut u8) {
+    if kstack != 0 {
         // SAFETY: the kernel stack came from kalloc in allocproc, and its process will
         // never run again (it is a zombie being reaped, or an embryo that never ran).
-        unsafe { kfree(page) };
+        unsafe { kfree(KVAddr(kstack as u32)) };
     }
     if let Some(pgdir) = pgdir {
         vm::freevm(pgdir);
@@ -251,8 +251,9 @@ pub fn wakeup(chan: Chan) {
 }
 
 /// Creates a copy of the current process as its child (xv6 `fork`): same memory (copied
-/// with copyuvm), same registers (`tf`, the parent's trap frame) except that the child
-/// returns 0. Returns the child's pid, or −1.
+/// with copyuvm, or shared copy-on-write with cowuvm when `cow` is on), same registers
+/// (`tf`, the parent's trap frame) except that the child returns 0. Returns the child's
+/// pid, or −1.
 pub fn fork(tf: &TrapFrame) -> i32 {
     let me = current();
     let mut pt = PTABLE.lock();
@@ -260,7 +261,14 @@ pub fn fork(tf: &TrapFrame) -> i32 {
         return -1;
     };
     let (sz, lazy_from) = (pt.procs[me].sz, pt.procs[me].lazy_from);
-    let Some(pgdir) = vm::copyuvm(pt.procs[me].pgdir.as_ref().expect("no pgdir"), sz) else {
+    let parent = pt.procs[me].pgdir.as_mut().expect("no pgdir");
+    let pgdir = if vm::cow() {
+        // The parent is the running process: its pages just became read-only.
+        vm::cowuvm(parent, sz).map(vm::Forked::flush)
+    } else {
+        vm::copyuvm(parent, sz)
+    };
+    let Some(pgdir) = pgdir else {
         freeproc(&mut pt, np);
         return -1;
     };
@@ -381,13 +389,9 @@ pub fn growproc(n: i32) -> Option<u32> {
         }
         // Only not-present entries became present: no TLB flush needed.
     } else if new < sz {
-        p.sz = vm::deallocuvm(pgdir, sz, new);
-        // Reload CR3: flushes the TLB of the pages just unmapped.
-        switchuvm(
-            p.kstack as u32,
-            KSTACKSIZE,
-            p.pgdir.as_ref().expect("no pgdir"),
-        );
+        // The process is the running one: its TLB holds the pages just unmapped.
+        vm::deallocuvm(pgdir, sz, new).flush();
+        p.sz = new;
     }
     Some(sz)
 }
@@ -436,21 +440,31 @@ pub fn mysz() -> u32 {
 }
 
 /// The page-fault handler's decision for a user page fault of the current process at
-/// `va` with error code `err`: `Ok` once a lazy page has been mapped there (the process
-/// retries the instruction), else why the process must die — out of memory for a lazy
-/// page kalloc could not provide, or the classification of a bad access (trap.rs).
+/// `va` with error code `err`: `Ok` once a lazy page has been mapped there, or a write
+/// to a copy-on-write page made it the process's own (the process retries the
+/// instruction), else why the process must die — out of memory for a page kalloc could
+/// not provide, or the classification of a bad access (fault.rs).
 pub fn pagefault(va: u32, err: u32) -> Result<(), FaultCause> {
+    let va = UVAddr(va);
     with_mem(|m| {
         match vm::lazyfault(m.pgdir, m.lazy_from, m.sz, va) {
             Some(Ok(())) => return Ok(()),
             Some(Err(_)) => return Err(FaultCause::OutOfMemory),
             None => {}
         }
-        // SAFETY: pgdir is the current process's valid directory; no allocation.
-        let pte = unsafe { vm::walkpgdir(m.pgdir, VirtAddr(va), false) };
-        // SAFETY: walkpgdir returns a pointer into a live page table of pgdir.
-        let flags = pte.map(|p| unsafe { p.read() }.flags());
-        Err(pagefault_cause(va, m.sz, flags, err))
+        if err & PF_WRITE != 0 && va.0 < m.sz {
+            match vm::cowfault(m.pgdir, va) {
+                // The running process's PTE changed.
+                Some(Ok(flush)) => {
+                    flush.flush();
+                    return Ok(());
+                }
+                Some(Err(_)) => return Err(FaultCause::OutOfMemory),
+                None => {}
+            }
+        }
+        let flags = vm::getpte(m.pgdir, va).map(|p| p.flags());
+        Err(pagefault_cause(va.0, m.sz, flags, err))
     })
 }
 

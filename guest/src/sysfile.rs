@@ -2,12 +2,12 @@
 //! rest. Each fetches and checks its arguments (sysarg.rs); all return the value for %eax:
 //! −1 on error.
 
-use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
 use crate::console::{self, INPUT};
 use crate::exec::{exec, MAXARG};
 use crate::kalloc::{kalloc, kfree};
+use crate::memlayout::KVAddr;
 use crate::mmu::PGSIZE;
 use crate::proc::{self, PTABLE};
 use crate::ptable::Chan;
@@ -99,7 +99,7 @@ pub fn sys_read(tf: &mut TrapFrame) -> i32 {
 }
 
 /// A page from kalloc, freed on drop: exec's scratch space for the path and arguments.
-struct ScratchPage(NonNull<u8>);
+struct ScratchPage(KVAddr);
 
 impl ScratchPage {
     fn new() -> Option<ScratchPage> {

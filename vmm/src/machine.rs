@@ -50,6 +50,8 @@ pub struct Report {
     pub exported: Vec<u8>,
     /// VM exits inside the guest's measured windows (port MARK).
     pub measured_exits: BTreeMap<&'static str, u64>,
+    /// Guest RAM pages the host had backed at the end (mincore); None if unknown.
+    pub backed_pages: Option<u64>,
 }
 
 impl Report {
@@ -62,8 +64,12 @@ impl Report {
             .iter()
             .map(|(r, n)| format!("{r} {n}"))
             .collect();
+        let backed = self
+            .backed_pages
+            .map_or("unknown".to_string(), |n| n.to_string());
         format!(
-            "vmm: stats: {:.3} s in the guest, {total} VM exits ({}), TSC {} kHz",
+            "vmm: stats: {:.3} s in the guest, {total} VM exits ({}), TSC {} kHz, \
+             {backed} guest pages host-backed",
             self.elapsed.as_secs_f64(),
             reasons.join(", "),
             self.tsc_khz
@@ -163,12 +169,17 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
     );
     let start = std::time::Instant::now();
     let outcome = vcpu.run();
+    let elapsed = start.elapsed();
+    let backed_pages = memory::host_backed_pages(&vm.mem)
+        .inspect_err(|e| log::debug!("{e:#}"))
+        .ok();
     Ok(Report {
         outcome,
         stats: std::mem::take(&mut vcpu.stats),
-        elapsed: start.elapsed(),
+        elapsed,
         tsc_khz,
         exported: std::mem::take(&mut vcpu.exported),
         measured_exits: std::mem::take(&mut vcpu.measured),
+        backed_pages,
     })
 }
