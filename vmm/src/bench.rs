@@ -267,9 +267,7 @@ fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
         program: exe,
         args: inner,
         files: Vec::new(),
-        env: std::env::var("RUST_LOG")
-            .map(|v| vec![("RUST_LOG".into(), v)])
-            .unwrap_or_default(),
+        env: engine::lab_env(),
         stdin: None,
         guest_mem_mib: mem >> 20,
         timeout: Duration::from_secs(args.timeout * (2 * args.runs as u64 + 1) + 120),

@@ -254,6 +254,16 @@ pub fn lab_invocation(
     (inner, files)
 }
 
+/// The environment of the inner `vmm`: our log filter, and no colour (its stderr is a serial
+/// line, a terminal to it, but what it writes ends up wherever ours goes).
+pub fn lab_env() -> Vec<(String, String)> {
+    let mut env = vec![("RUST_LOG_STYLE".to_string(), "never".to_string())];
+    if let Ok(v) = std::env::var("RUST_LOG") {
+        env.push(("RUST_LOG".to_string(), v));
+    }
+    env
+}
+
 /// Reports a run stopped by signal `sig` and returns the shells' status for it (130, 143, ...).
 pub fn interrupted(sig: i32) -> i32 {
     eprintln!(
@@ -275,9 +285,7 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program) -> Result<i32> {
         files.push((c.path(), "/lab/files/stdin".into()));
         "/lab/files/stdin".to_string()
     });
-    let env = std::env::var("RUST_LOG")
-        .map(|v| vec![("RUST_LOG".to_string(), v)])
-        .unwrap_or_default();
+    let env = lab_env();
     let timeout = match args.timeout {
         0 => Duration::from_secs(24 * 3600),
         t => Duration::from_secs(t + LAB_MARGIN_SECS),

@@ -5,7 +5,7 @@ use vmm::cli::{BenchWhat, Cli, Command, LabAction};
 use vmm::{bench, engine, exit, probe};
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    init_logging();
     let cli = Cli::parse();
     let status = match cli.command {
         Command::Run(args) => engine::run(&args),
@@ -16,6 +16,17 @@ fn main() {
         Command::Lab { action } => lab(action),
     };
     std::process::exit(status);
+}
+
+/// env_logger from RUST_LOG (default `warn`); goblin's note parsing stays at `warn` unless
+/// RUST_LOG names it, so `RUST_LOG=debug` shows what the VMM does. Colour only on a terminal
+/// (env_logger's default; RUST_LOG_STYLE overrides).
+fn init_logging() {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"));
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("goblin")) {
+        b.filter_module("goblin", log::LevelFilter::Warn);
+    }
+    b.init();
 }
 
 /// `vmm check`: the KVM flavour, the probe's verdict, and the engine `auto` picks.

@@ -4,16 +4,24 @@
 //! `linux-image-cloud-amd64` → the real `linux-image-6.1.0-NN-cloud-amd64`, and `busybox-static`),
 //! unpacked with `dpkg-deb -x` (nothing is installed on the host), reduced to what the lab needs
 //! (~55 MB) and cached outside the repository in
-//! `${XV6_LAB_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/xv6-vmm/lab}/assets-v1/`:
+//! `${XV6_LAB_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/xv6-vmm/lab}/assets-v2/`:
 //!
 //! * `vmlinux` — the kernel as a PVH-bootable ELF (see [`crate::kernel`]; ~50 MB, saves ~0.5 s
 //!   per boot), or `vmlinuz` (the bzImage as shipped) if that extraction does not apply,
 //! * `base.cpio` — `/bin/busybox` and `/lib/modules/lab/*.ko`,
-//! * `manifest` — `key=value` lines: kernel version, package versions, module load order.
+//! * `manifest` — `key=value` lines: kernel version, package versions, module load order, and
+//!   the size and SHA-256 of `vmlinux`/`vmlinuz` and `base.cpio` as the fetch wrote them,
+//! * `verified` — each file's inode and modification time when its SHA-256 last matched, so a
+//!   run re-hashes a file only when it changed (the sizes are checked on every run).
+//!
+//! A cached file whose size or digest no longer matches (a truncated kernel, a garbage archive)
+//! makes the assets *damaged*: the next run or `vmm lab setup` says so in one line and fetches
+//! them again. A fetch first checks that the disk has room for it.
 //!
 //! The fetch happens in a fresh temporary directory next to the final one, which is renamed into
 //! place only when complete: two processes racing both fetch, one rename wins, both use the
-//! result. A directory with a readable manifest is ready; anything else is fetched again.
+//! result. A directory whose manifest is readable and whose files match it is ready; anything
+//! else is fetched again.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,7 +36,7 @@ use crate::tmp::TempDir;
 use crate::LabError;
 
 /// Name of the asset directory inside the lab directory; bump when the layout changes.
-pub const ASSETS_SUBDIR: &str = "assets-v1";
+pub const ASSETS_SUBDIR: &str = "assets-v2"; // v2: digests in the manifest
 /// The kernel metapackage (resolved to the versioned image package).
 pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 /// The package providing a static busybox.
@@ -86,22 +94,105 @@ fn parse_manifest(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn render_manifest(a: &Assets) -> String {
-    format!(
-        "format=1\nkernel={}\nkernel_version={}\npackages={}\nmodules={}\n",
-        a.kernel.file_name().unwrap_or_default().to_string_lossy(),
+/// The manifest of `a`, with the size and SHA-256 of its two files as they are on disk now.
+fn render_manifest(a: &Assets) -> io::Result<String> {
+    let mut text = format!(
+        "format={MANIFEST_FORMAT}\nkernel={}\nkernel_version={}\npackages={}\nmodules={}\n",
+        file_name(&a.kernel),
         a.kernel_version,
         a.packages.join(","),
         a.modules.join(",")
-    )
+    );
+    for f in [&a.kernel, &a.base_initrd] {
+        let (size, digest) = (fs::metadata(f)?.len(), sha256_file(f)?);
+        text.push_str(&format!(
+            "size.{0}={size}\nsha256.{0}={digest}\n",
+            file_name(f)
+        ));
+    }
+    Ok(text)
 }
 
-/// Reads the assets in `dir` if they are complete.
-pub fn load_assets(dir: &Path) -> Option<Assets> {
-    let text = fs::read_to_string(dir.join("manifest")).ok()?;
+/// Version of the manifest's layout (1 had no digests: such a cache is fetched again).
+const MANIFEST_FORMAT: &str = "2";
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The SHA-256 of a file, in hex.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    io::copy(&mut fs::File::open(path)?, &mut h)?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// What is in an asset directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached {
+    /// Nothing usable was fetched there (no manifest, an old format, no module list).
+    Missing,
+    /// A file no longer matches what the fetch recorded: why.
+    Damaged(String),
+    /// Complete and intact.
+    Ready(Assets),
+}
+
+/// The identity of a file's current contents as far as the file system tells: inode and
+/// modification time (a rewrite changes one of them).
+fn stamp(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    Some(format!("{}:{}.{}", m.ino(), m.mtime(), m.mtime_nsec()))
+}
+
+/// Checks the files of `a` against the manifest's sizes and digests `m`. A file is re-hashed
+/// only if its stamp differs from the one recorded in `verified` when it last matched.
+fn verify(a: &Assets, m: &BTreeMap<String, String>) -> Result<(), String> {
+    let verified_path = a.dir.join("verified");
+    let verified = parse_manifest(&fs::read_to_string(&verified_path).unwrap_or_default());
+    let mut new_stamps = String::new();
+    for f in [&a.kernel, &a.base_initrd] {
+        let name = file_name(f);
+        let size = m.get(&format!("size.{name}"));
+        let digest = m.get(&format!("sha256.{name}"));
+        let (Some(size), Some(digest)) = (size, digest) else {
+            return Err(format!("the manifest records no digest of {name}"));
+        };
+        let actual = fs::metadata(f)
+            .map(|m| m.len())
+            .map_err(|e| format!("{name}: {e}"))?;
+        if actual.to_string() != *size {
+            return Err(format!("{name} is {actual} bytes, the fetch wrote {size}"));
+        }
+        let now = stamp(f).unwrap_or_default();
+        if verified.get(&name) != Some(&now) {
+            let got = sha256_file(f).map_err(|e| format!("{name}: {e}"))?;
+            if got != *digest {
+                return Err(format!(
+                    "{name} has SHA-256 {got}, the fetch wrote {digest}"
+                ));
+            }
+        }
+        new_stamps.push_str(&format!("{name}={now}\n"));
+    }
+    // Best effort: without it the next run hashes again.
+    let _ = fs::write(&verified_path, new_stamps);
+    Ok(())
+}
+
+/// Looks at the assets in `dir`: missing, damaged (why) or ready.
+pub fn check_assets(dir: &Path) -> Cached {
+    let Ok(text) = fs::read_to_string(dir.join("manifest")) else {
+        return Cached::Missing;
+    };
     let m = parse_manifest(&text);
-    if m.get("format").map(String::as_str) != Some("1") {
-        return None;
+    if m.get("format").map(String::as_str) != Some(MANIFEST_FORMAT) {
+        return Cached::Missing;
     }
     let list = |k: &str| -> Vec<String> {
         m.get(k)
@@ -113,15 +204,66 @@ pub fn load_assets(dir: &Path) -> Option<Assets> {
             })
             .unwrap_or_default()
     };
+    let (Some(kernel), Some(version)) = (m.get("kernel"), m.get("kernel_version")) else {
+        return Cached::Missing;
+    };
     let a = Assets {
         dir: dir.to_path_buf(),
-        kernel: dir.join(m.get("kernel")?),
+        kernel: dir.join(kernel),
         base_initrd: dir.join("base.cpio"),
-        kernel_version: m.get("kernel_version")?.clone(),
+        kernel_version: version.clone(),
         packages: list("packages"),
         modules: list("modules"),
     };
-    (a.kernel.is_file() && a.base_initrd.is_file() && !a.modules.is_empty()).then_some(a)
+    if a.modules.is_empty() {
+        return Cached::Missing;
+    }
+    for f in [&a.kernel, &a.base_initrd] {
+        if !f.is_file() {
+            return Cached::Damaged(format!("{} is missing", file_name(f)));
+        }
+    }
+    match verify(&a, &m) {
+        Ok(()) => Cached::Ready(a),
+        Err(why) => Cached::Damaged(why),
+    }
+}
+
+/// The assets in `dir` if they are complete and intact.
+pub fn load_assets(dir: &Path) -> Option<Assets> {
+    match check_assets(dir) {
+        Cached::Ready(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// Bytes free for us on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: c is a NUL-terminated path and st points to writable memory for one statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled st.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// What a fetch needs on disk at its peak: the .debs, their unpacked tree and the assets.
+pub const FETCH_NEEDS_BYTES: u64 = 512 << 20;
+
+/// Refuses to start a fetch (or explains a failed one) when `dir`'s disk lacks `need` bytes.
+fn check_space(dir: &Path, need: u64) -> Result<(), LabError> {
+    match free_bytes(dir) {
+        Some(free) if free < need => Err(LabError::NoSpace {
+            dir: dir.to_path_buf(),
+            free_mib: free >> 20,
+            need_mib: need >> 20,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Finds an executable on `PATH`.
@@ -367,8 +509,8 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
         modules,
     };
     let manifest = stage.join("manifest");
-    fs::write(&manifest, render_manifest(&assets))
-        .map_err(|e| LabError::io_path("writing", &manifest, e))?;
+    let text = render_manifest(&assets).map_err(|e| LabError::io_path("hashing", stage, e))?;
+    fs::write(&manifest, text).map_err(|e| LabError::io_path("writing", &manifest, e))?;
     Ok(assets)
 }
 
@@ -378,21 +520,36 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
 pub fn ensure_assets() -> Result<Assets, LabError> {
     let dir = lab_dir()?;
     let final_dir = dir.join(ASSETS_SUBDIR);
-    if let Some(a) = load_assets(&final_dir) {
-        log::debug!("lab: assets ready in {}", final_dir.display());
-        return Ok(a);
+    match check_assets(&final_dir) {
+        Cached::Ready(a) => {
+            log::debug!("lab: assets ready in {}", final_dir.display());
+            return Ok(a);
+        }
+        Cached::Damaged(why) => eprintln!(
+            "lab: the cached assets in {} are damaged ({why}); fetching them again",
+            final_dir.display()
+        ),
+        Cached::Missing => {}
     }
-    log::info!("lab: fetching assets into {}", final_dir.display());
     fs::create_dir_all(&dir).map_err(|e| LabError::io_path("creating", &dir, e))?;
     crate::tmp::sweep_stale(&dir, ".fetch-");
+    check_space(&dir, FETCH_NEEDS_BYTES)?;
+    let stage_line = crate::progress::Stage::start(format!(
+        "fetching the lab's assets (a Debian kernel and busybox, ~60 MB with apt-get) into {}",
+        final_dir.display()
+    ));
     let work = TempDir::new_in(&dir, ".fetch-")?;
     let stage = work.path().join("stage");
-    fetch_into(work.path(), &stage)?;
+    // A fetch that failed for want of room says so, not what dpkg-deb's tar made of it.
+    fetch_into(work.path(), &stage).map_err(|e| match check_space(&dir, 64 << 20) {
+        Err(no_space) => no_space,
+        Ok(()) => e,
+    })?;
     if final_dir.exists() && load_assets(&final_dir).is_none() {
-        // A broken leftover (interrupted by hand?): move it aside, then drop it.
+        // A broken leftover (damaged, or an older format): move it aside, then drop it.
         let junk = work.path().join("old");
         if fs::rename(&final_dir, &junk).is_ok() {
-            log::warn!("lab: replaced incomplete {}", final_dir.display());
+            log::info!("lab: replaced the old {}", final_dir.display());
         }
     }
     match fs::rename(&stage, &final_dir) {
@@ -404,9 +561,11 @@ pub fn ensure_assets() -> Result<Assets, LabError> {
             log::info!("lab: another process installed the assets first; using theirs");
         }
     }
-    load_assets(&final_dir).ok_or_else(|| {
+    let assets = load_assets(&final_dir).ok_or_else(|| {
         LabError::BadPackage(format!("{} incomplete after fetch", final_dir.display()))
-    })
+    })?;
+    stage_line.done();
+    Ok(assets)
 }
 
 /// The path of the QEMU binary: `$XV6_LAB_QEMU`, else `qemu-system-x86_64` on `PATH`.
@@ -429,6 +588,8 @@ pub struct LabStatus {
     pub lab_dir: Result<PathBuf, String>,
     /// The cached assets, if complete.
     pub assets: Option<Assets>,
+    /// Why the cached assets cannot be used, if they are there but damaged.
+    pub damaged: Option<String>,
     /// The QEMU binary, if found.
     pub qemu: Option<PathBuf>,
     /// First line of `qemu-system-x86_64 --version`.
@@ -450,6 +611,8 @@ impl fmt::Display for LabStatus {
             "ready".to_string()
         } else if self.qemu.is_none() {
             LabError::QemuMissing.to_string()
+        } else if let Some(why) = &self.damaged {
+            format!("cached assets damaged ({why}): `vmm lab setup` (or the next lab run) fetches them again")
         } else if self.can_fetch {
             "not set up: `vmm lab setup` (or the first lab run) fetches the assets".to_string()
         } else {
@@ -483,10 +646,14 @@ impl fmt::Display for LabStatus {
 /// Reports the lab's state without fetching or booting anything.
 pub fn status() -> LabStatus {
     let dir = lab_dir();
-    let assets = dir
+    let cached = dir
         .as_ref()
-        .ok()
-        .and_then(|d| load_assets(&d.join(ASSETS_SUBDIR)));
+        .map_or(Cached::Missing, |d| check_assets(&d.join(ASSETS_SUBDIR)));
+    let (assets, damaged) = match cached {
+        Cached::Ready(a) => (Some(a), None),
+        Cached::Damaged(why) => (None, Some(why)),
+        Cached::Missing => (None, None),
+    };
     let qemu = find_qemu().ok();
     let qemu_version = qemu.as_ref().and_then(|q| {
         run_tool(Command::new(q).arg("--version"))
@@ -496,6 +663,7 @@ pub fn status() -> LabStatus {
     LabStatus {
         lab_dir: dir.map_err(|e| e.to_string()),
         assets,
+        damaged,
         qemu,
         qemu_version,
         can_fetch: which("apt-get").is_some() && which("dpkg-deb").is_some(),
@@ -542,7 +710,7 @@ mod tests {
     }
 
     #[test]
-    fn manifest_round_trip() {
+    fn manifest_round_trip_and_damage_is_found() {
         let dir = TempDir::new_in(&std::env::temp_dir(), "lab-test-").unwrap();
         let d = dir.path().to_path_buf();
         let a = Assets {
@@ -553,11 +721,64 @@ mod tests {
             packages: vec!["a=1".into(), "b=2".into()],
             modules: vec!["/lib/modules/lab/kvm.ko".into()],
         };
-        assert_eq!(load_assets(&d), None);
-        fs::write(d.join("manifest"), render_manifest(&a)).unwrap();
-        assert_eq!(load_assets(&d), None, "files missing: not ready");
-        fs::write(d.join("vmlinuz"), b"k").unwrap();
-        fs::write(d.join("base.cpio"), b"c").unwrap();
-        assert_eq!(load_assets(&d), Some(a));
+        assert_eq!(check_assets(&d), Cached::Missing);
+        fs::write(d.join("vmlinuz"), b"kernel bytes").unwrap();
+        fs::write(d.join("base.cpio"), b"cpio bytes").unwrap();
+        fs::write(d.join("manifest"), render_manifest(&a).unwrap()).unwrap();
+        assert_eq!(check_assets(&d), Cached::Ready(a.clone()));
+        assert!(d.join("verified").exists(), "the match is remembered");
+        assert_eq!(
+            load_assets(&d),
+            Some(a.clone()),
+            "and the stamps still match"
+        );
+
+        // Truncated: the size says so without hashing.
+        fs::write(d.join("vmlinuz"), b"kernel").unwrap();
+        match check_assets(&d) {
+            Cached::Damaged(why) => assert!(why.contains("vmlinuz is 6 bytes"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Same size, other bytes: the digest says so (the file's stamp changed).
+        fs::write(d.join("vmlinuz"), b"kernel bytes").unwrap();
+        fs::write(d.join("base.cpio"), b"cpio BYTES").unwrap();
+        match check_assets(&d) {
+            Cached::Damaged(why) => assert!(why.contains("base.cpio has SHA-256"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        fs::remove_file(d.join("base.cpio")).unwrap();
+        assert_eq!(
+            check_assets(&d),
+            Cached::Damaged("base.cpio is missing".into())
+        );
+        // A format-1 manifest (no digests) is not trusted.
+        fs::write(d.join("base.cpio"), b"cpio bytes").unwrap();
+        fs::write(
+            d.join("manifest"),
+            "format=1\nkernel=vmlinuz\nkernel_version=x\nmodules=m\n",
+        )
+        .unwrap();
+        assert_eq!(check_assets(&d), Cached::Missing);
+    }
+
+    #[test]
+    fn sha256_of_a_known_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("abc");
+        fs::write(&f, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&f).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn a_full_disk_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = check_space(dir.path(), u64::MAX).unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("no space left for the lab's assets"), "{s}");
+        assert!(s.contains("XV6_LAB_DIR"), "{s}");
+        assert!(check_space(dir.path(), 1).is_ok());
     }
 }

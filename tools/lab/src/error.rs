@@ -50,6 +50,15 @@ pub enum LabError {
         /// The last lines of the lab's kernel console.
         console_tail: Vec<String>,
     },
+    /// The disk holding the lab's cache has too little room for a fetch.
+    NoSpace {
+        /// The lab directory.
+        dir: std::path::PathBuf,
+        /// MiB free there.
+        free_mib: u64,
+        /// MiB a fetch needs.
+        need_mib: u64,
+    },
     /// An I/O error, with what we were doing.
     Io {
         /// What we were doing.
@@ -138,6 +147,16 @@ impl fmt::Display for LabError {
                 f,
                 "the lab stopped without reporting the program's exit status: {}",
                 quote_tail(console_tail)
+            ),
+            LabError::NoSpace {
+                dir,
+                free_mib,
+                need_mib,
+            } => write!(
+                f,
+                "no space left for the lab's assets: {free_mib} MiB free where {} is, a fetch \
+                 needs about {need_mib} MiB; free some space or set XV6_LAB_DIR to another disk",
+                dir.display()
             ),
             LabError::Io { context, source } => write!(f, "{context}: {source}"),
         }

@@ -43,6 +43,7 @@ mod error;
 pub mod initramfs;
 pub mod interrupt;
 pub mod kernel;
+pub mod progress;
 pub mod qemu;
 pub mod script;
 mod tmp;
