@@ -248,7 +248,7 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled st.
     let st = unsafe { st.assume_init() };
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// What a fetch needs on disk at its peak: the .debs, their unpacked tree and the assets.
