@@ -24,12 +24,19 @@ use crate::vcpu::{Outcome, PgdumpMode};
 use crate::{engine, exit, images, programs};
 
 /// "PFB1", little-endian: the first word of pfbench's export record.
-const PFB_MAGIC: u32 = 0x3142_4650;
+use xv6_abi::pfbench::{FLAG_NO_RDTSCP, MAGIC as PFB_MAGIC};
 
 /// What one engine measured: raw samples, so the caller does the statistics.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Measurement {
     pub cpu_model: String,
+    /// The kernel release of the Linux that ran the VMs (in the lab: the lab's).
+    #[serde(default)]
+    pub kernel: String,
+    /// The guest's CPU has no `rdtscp` (pfbench closed its timestamps with `lfence; rdtsc;
+    /// lfence`).
+    #[serde(default)]
+    pub no_rdtscp: bool,
     pub tsc_khz: u64,
     pub rows: Vec<Row>,
     /// VM exits inside pfbench's measured windows, summed over all guest runs.
@@ -40,11 +47,13 @@ pub struct Measurement {
 #[derive(Debug, PartialEq, Eq)]
 pub struct PfRecord {
     pub tsc_khz: u32,
+    /// The closing timestamps were `lfence; rdtsc; lfence`: the guest's CPU has no `rdtscp`.
+    pub no_rdtscp: bool,
     pub cold: Vec<u64>,
     pub warm: Vec<u64>,
 }
 
-/// Parses the record: u32 magic, pages, tsc_khz, reserved; u64 cold[pages]; u64 warm[pages].
+/// Parses the record: u32 magic, pages, tsc_khz, flags; u64 cold[pages]; u64 warm[pages].
 pub fn parse_record(bytes: &[u8]) -> Result<PfRecord> {
     let word = |i: usize| u32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
     ensure!(
@@ -69,6 +78,7 @@ pub fn parse_record(bytes: &[u8]) -> Result<PfRecord> {
         .collect();
     Ok(PfRecord {
         tsc_khz: word(2),
+        no_rdtscp: word(3) & FLAG_NO_RDTSCP != 0,
         cold: samples[..pages].to_vec(),
         warm: samples[pages..].to_vec(),
     })
@@ -109,12 +119,23 @@ fn try_run(args: &BenchArgs) -> Result<()> {
         runs: args.runs,
         vm_exits: m.vm_exits.clone(),
         emulated_time: emulated,
+        vmm_version: env!("CARGO_PKG_VERSION").into(),
+        measured_kernel: m.kernel.clone(),
+        host_kernel: pfbench::kernel_release(),
+        date: pfbench::now_utc(),
+        closing_timestamp: if m.no_rdtscp {
+            "lfence; rdtsc; lfence (no rdtscp on this CPU)"
+        } else {
+            "rdtscp; lfence"
+        }
+        .into(),
     };
     let report = pfbench::report(meta, &m.rows);
     print!("{}", pfbench::render_table(&report));
     if let Some(path) = &args.json {
         std::fs::write(path, pfbench::to_json(&report))
             .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("bench: wrote {}", path.display());
     }
     if let Some(path) = &args.svg {
         let clock = if emulated {
@@ -128,6 +149,10 @@ fn try_run(args: &BenchArgs) -> Result<()> {
         );
         std::fs::write(path, pfbench::render_svg(&m.rows, m.tsc_khz, &title))
             .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!(
+            "bench: wrote {} (latency histogram and percentile plot)",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -173,11 +198,19 @@ fn check_writable(path: &std::path::Path) -> Result<()> {
 
 /// Guest runs on this host's KVM, and the host baseline.
 fn measure_here(args: &BenchArgs, mem: u64) -> Result<Measurement> {
-    let mut rows: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
     let mut vm_exits = BTreeMap::new();
     let mut kvm_tsc_khz = 0;
+    let mut no_rdtscp = false;
     for run in 0..args.runs {
         for prefault in [true, false] {
+            eprintln!(
+                "bench: run {}/{}: guest, {} RAM, {} pages",
+                run + 1,
+                args.runs,
+                if prefault { "prefaulted" } else { "cold" },
+                args.pages
+            );
             let (rec, exits) = guest_run(args, mem, prefault).with_context(|| {
                 format!(
                     "guest run {} ({})",
@@ -186,30 +219,45 @@ fn measure_here(args: &BenchArgs, mem: u64) -> Result<Measurement> {
                 )
             })?;
             kvm_tsc_khz = rec.tsc_khz;
+            no_rdtscp |= rec.no_rdtscp;
             let name = if prefault {
                 ROW_GUEST_PREFAULTED
             } else {
                 ROW_GUEST_COLD
             };
-            rows.entry(name).or_default().extend(&rec.cold);
+            let row = |n: &str| Row::new(n, Vec::new());
+            rows.entry(name)
+                .or_insert_with(|| row(name))
+                .push_run(&rec.cold);
             if prefault {
-                rows.entry(ROW_WARM).or_default().extend(&rec.warm);
+                rows.entry(ROW_WARM)
+                    .or_insert_with(|| row(ROW_WARM))
+                    .push_run(&rec.warm);
             }
             for (reason, n) in exits {
                 *vm_exits.entry(reason.to_string()).or_default() += n;
             }
         }
+        eprintln!(
+            "bench: run {}/{}: Linux anonymous faults",
+            run + 1,
+            args.runs
+        );
         let host = pfbench::host_anon_faults(args.pages).context("host baseline failed")?;
-        rows.entry(ROW_HOST).or_default().extend(&host.cold);
+        rows.entry(ROW_HOST)
+            .or_insert_with(|| Row::new(ROW_HOST, Vec::new()))
+            .push_run(&host.cold);
     }
     let (tsc_khz, _) = pfbench::tsc_khz((kvm_tsc_khz > 0).then_some(u64::from(kvm_tsc_khz)));
     let order = [ROW_GUEST_PREFAULTED, ROW_GUEST_COLD, ROW_HOST, ROW_WARM];
     Ok(Measurement {
         cpu_model: pfbench::cpu_model(),
+        kernel: pfbench::kernel_release(),
+        no_rdtscp,
         tsc_khz,
         rows: order
             .iter()
-            .map(|n| Row::new(*n, rows.remove(n).unwrap_or_default()))
+            .map(|n| rows.remove(n).unwrap_or_else(|| Row::new(*n, Vec::new())))
             .collect(),
         vm_exits,
     })
@@ -308,6 +356,7 @@ mod tests {
             r,
             PfRecord {
                 tsc_khz: 2_000_000,
+                no_rdtscp: false,
                 cold: vec![100, 200],
                 warm: vec![10, 20]
             }

@@ -30,7 +30,7 @@ use ulib::{eprintln, export, mark, println, sbrk, sbrk_is_lazy, tsckhz, PGSIZE};
 /// Pages measured when no count is given: 64 MiB.
 const DEFAULT_PAGES: usize = 16384;
 /// The record's magic: "PFB1" as a little-endian u32.
-const MAGIC: u32 = 0x3142_4650;
+use xv6_abi::pfbench::{FLAG_NO_RDTSCP, MAGIC};
 /// u64 words of the record header (magic, pages, tsc_khz, reserved: four u32).
 const HEADER_WORDS: usize = 2;
 
@@ -183,11 +183,15 @@ pub extern "C" fn main(argc: i32, _argv: *const *const u8) -> i32 {
         return 1;
     }
 
+    let rdtscp = has_rdtscp();
+    if !rdtscp {
+        // The VMM reports this once for the whole bench (the flags word), not once per boot.
+        rec[1] |= u64::from(FLAG_NO_RDTSCP) << 32;
+    }
     let (cold, warm) = rec[HEADER_WORDS..].split_at_mut(pages);
-    if has_rdtscp() {
+    if rdtscp {
         measure::<true>(base, cold, warm);
     } else {
-        eprintln!("pfbench: no rdtscp on this CPU: closing timestamps are lfence; rdtsc; lfence");
         measure::<false>(base, cold, warm);
     }
 

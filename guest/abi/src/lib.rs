@@ -49,6 +49,15 @@ pub mod syscall {
     pub const SYS_WAIT_STATUS: u32 = 28;
 }
 
+/// The record `pfbench` exports (docs/abi.md, "pfbench export record").
+pub mod pfbench {
+    /// First word: `"PFB1"`.
+    pub const MAGIC: u32 = 0x3142_4650;
+    /// Bit of the flags word: the closing timestamps were `lfence; rdtsc; lfence` (the CPU has
+    /// no `rdtscp`).
+    pub const FLAG_NO_RDTSCP: u32 = 1;
+}
+
 /// What exec takes: the VMM refuses a first process's argv the kernel would refuse.
 pub mod exec {
     /// The most argument strings (argv[0] included), xv6's MAXARG.

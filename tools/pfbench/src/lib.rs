@@ -56,19 +56,45 @@ pub const ROW_HOST: &str = "host Linux anonymous fault";
 /// Row name: touching an already mapped page: the measurement's own overhead.
 pub const ROW_WARM: &str = "warm-touch overhead";
 
-/// One row of the table: a name and samples in cycles (all runs concatenated).
+/// One row of the table: a name and samples in cycles (all runs concatenated, `run_lens`
+/// saying how many came from each run, in order; empty if not recorded by run).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Row {
     pub name: String,
     pub cycles: Vec<u64>,
+    #[serde(default)]
+    pub run_lens: Vec<usize>,
 }
 
 impl Row {
+    /// A row of one run's samples (or of samples not split by run).
     pub fn new(name: impl Into<String>, cycles: Vec<u64>) -> Row {
         Row {
             name: name.into(),
             cycles,
+            run_lens: Vec::new(),
         }
+    }
+
+    /// Appends one run's samples.
+    pub fn push_run(&mut self, samples: &[u64]) {
+        self.cycles.extend_from_slice(samples);
+        self.run_lens.push(samples.len());
+    }
+
+    /// The samples of each run, in order (one slice of everything if not split by run).
+    pub fn runs(&self) -> Vec<&[u64]> {
+        if self.run_lens.iter().sum::<usize>() != self.cycles.len() {
+            return vec![&self.cycles];
+        }
+        let mut at = 0;
+        self.run_lens
+            .iter()
+            .map(|&n| {
+                at += n;
+                &self.cycles[at - n..at]
+            })
+            .collect()
     }
 }
 
@@ -83,14 +109,20 @@ pub struct Summary {
     pub p50_ns: f64,
     pub p90_ns: f64,
     pub p99_ns: f64,
+    pub p999_ns: f64,
+    pub p9999_ns: f64,
     pub max_ns: f64,
     pub mean_ns: f64,
+    pub stdev_ns: f64,
     pub min_cycles: u64,
     pub p50_cycles: u64,
     pub p90_cycles: u64,
     pub p99_cycles: u64,
+    pub p999_cycles: u64,
+    pub p9999_cycles: u64,
     pub max_cycles: u64,
     pub mean_cycles: f64,
+    pub stdev_cycles: f64,
 }
 
 /// Cycles to ns at `tsc_khz`.
@@ -115,18 +147,19 @@ pub fn summarize(row: &Row, tsc_khz: u64) -> Summary {
         h.record(c).expect("every sample <= highest trackable");
     }
     let count = h.len();
-    let (min, p50, p90, p99, max, mean) = if count == 0 {
-        (0, 0, 0, 0, 0, 0.0)
-    } else {
-        (
-            h.min(),
-            h.value_at_quantile(0.50),
-            h.value_at_quantile(0.90),
-            h.value_at_quantile(0.99),
-            h.max(),
-            h.mean(),
-        )
+    let q = |q: f64| {
+        if count == 0 {
+            0
+        } else {
+            h.value_at_quantile(q)
+        }
     };
+    let (min, max, mean, stdev) = if count == 0 {
+        (0, 0, 0.0, 0.0)
+    } else {
+        (h.min(), h.max(), h.mean(), h.stdev())
+    };
+    let (p50, p90, p99, p999, p9999) = (q(0.50), q(0.90), q(0.99), q(0.999), q(0.9999));
     let ns = |c: u64| {
         if count == 0 {
             0.0
@@ -141,18 +174,28 @@ pub fn summarize(row: &Row, tsc_khz: u64) -> Summary {
         p50_ns: ns(p50),
         p90_ns: ns(p90),
         p99_ns: ns(p99),
+        p999_ns: ns(p999),
+        p9999_ns: ns(p9999),
         max_ns: ns(max),
         mean_ns: if count == 0 {
             0.0
         } else {
             cycles_to_ns(mean, tsc_khz)
         },
+        stdev_ns: if count == 0 {
+            0.0
+        } else {
+            cycles_to_ns(stdev, tsc_khz)
+        },
         min_cycles: min,
         p50_cycles: p50,
         p90_cycles: p90,
         p99_cycles: p99,
+        p999_cycles: p999,
+        p9999_cycles: p9999,
         max_cycles: max,
         mean_cycles: mean,
+        stdev_cycles: stdev,
     }
 }
 
@@ -172,6 +215,29 @@ pub struct ReportMeta {
     pub vm_exits: BTreeMap<String, u64>,
     /// True when the clock is emulated (the lab): only ratios mean something.
     pub emulated_time: bool,
+    /// The version of the `vmm` that measured.
+    pub vmm_version: String,
+    /// The kernel release of the Linux that ran the VMs and the baseline (in the lab: the
+    /// lab's), and of the host the bench was started on.
+    pub measured_kernel: String,
+    pub host_kernel: String,
+    /// When the report was made (UTC, RFC 3339).
+    pub date: String,
+    /// How the closing timestamp was taken: `rdtscp; lfence`, or `lfence; rdtsc; lfence`.
+    pub closing_timestamp: String,
+}
+
+/// A row's figures in one run, to see how much runs differ.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunFigures {
+    pub row: String,
+    /// 1-based.
+    pub run: usize,
+    pub count: u64,
+    pub p50_ns: f64,
+    pub p99_ns: f64,
+    pub p50_cycles: u64,
+    pub p99_cycles: u64,
 }
 
 /// The bench's result. Serialized by [`to_json`] in this field order.
@@ -190,6 +256,13 @@ pub struct Report {
     /// The same at p99.
     pub ratio_p99: f64,
     pub vm_exits: BTreeMap<String, u64>,
+    /// Each row's p50 and p99 in each run.
+    pub per_run: Vec<RunFigures>,
+    pub vmm_version: String,
+    pub measured_kernel: String,
+    pub host_kernel: String,
+    pub date: String,
+    pub closing_timestamp: String,
 }
 
 /// Summarizes every row (in the given order) at `meta.tsc_khz` and computes the ratios
@@ -202,7 +275,30 @@ pub fn report(meta: ReportMeta, rows: &[Row]) -> Report {
         (Some(g), Some(h)) if f(h) > 0 => f(g) as f64 / f(h) as f64,
         _ => f64::NAN,
     };
+    let per_run = rows
+        .iter()
+        .flat_map(|r| {
+            r.runs().into_iter().enumerate().map(|(i, c)| {
+                let s = summarize(&Row::new(r.name.clone(), c.to_vec()), meta.tsc_khz);
+                RunFigures {
+                    row: r.name.clone(),
+                    run: i + 1,
+                    count: s.count,
+                    p50_ns: s.p50_ns,
+                    p99_ns: s.p99_ns,
+                    p50_cycles: s.p50_cycles,
+                    p99_cycles: s.p99_cycles,
+                }
+            })
+        })
+        .collect();
     Report {
+        per_run,
+        vmm_version: meta.vmm_version,
+        measured_kernel: meta.measured_kernel,
+        host_kernel: meta.host_kernel,
+        date: meta.date,
+        closing_timestamp: meta.closing_timestamp,
         ratio_p50: ratio(|s| s.p50_cycles),
         ratio_p99: ratio(|s| s.p99_cycles),
         engine: meta.engine,
@@ -245,26 +341,31 @@ pub fn render_table(r: &Report) -> String {
         .chain([3])
         .max()
         .unwrap_or(3);
-    let mut cells: Vec<[String; 6]> = Vec::new();
+    let mut cells: Vec<[String; 9]> = Vec::new();
     for s in &r.rows {
-        cells.push([s.min_ns, s.p50_ns, s.p90_ns, s.p99_ns, s.max_ns, s.mean_ns].map(fmt_ns));
         cells.push(
             [
-                s.min_cycles,
-                s.p50_cycles,
-                s.p90_cycles,
-                s.p99_cycles,
-                s.max_cycles,
+                s.min_ns, s.p50_ns, s.p90_ns, s.p99_ns, s.p999_ns, s.p9999_ns, s.max_ns, s.mean_ns,
+                s.stdev_ns,
             ]
-            .map(|c| c.to_string())
-            .into_iter()
-            .chain([format!("{:.0}", s.mean_cycles)])
-            .collect::<Vec<_>>()
-            .try_into()
-            .expect("six cells"),
+            .map(fmt_ns),
         );
+        let c = [
+            s.min_cycles,
+            s.p50_cycles,
+            s.p90_cycles,
+            s.p99_cycles,
+            s.p999_cycles,
+            s.p9999_cycles,
+            s.max_cycles,
+            s.mean_cycles.round() as u64,
+            s.stdev_cycles.round() as u64,
+        ];
+        cells.push(c.map(|c| c.to_string()));
     }
-    let heads = ["min", "p50", "p90", "p99", "max", "mean"];
+    let heads = [
+        "min", "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean", "stdev",
+    ];
     let col_w = cells
         .iter()
         .flatten()
@@ -317,6 +418,11 @@ pub fn render_table(r: &Report) -> String {
         "engine: {}   CPU: {}   TSC: {} kHz   pages: {}   runs: {}",
         r.engine, r.cpu_model, r.tsc_khz, r.pages, r.runs
     );
+    let _ = writeln!(
+        out,
+        "vmm {}   kernel: {}   host kernel: {}   date: {}   closing timestamp: {}",
+        r.vmm_version, r.measured_kernel, r.host_kernel, r.date, r.closing_timestamp
+    );
     if !r.vm_exits.is_empty() {
         let exits: Vec<String> = r.vm_exits.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(out, "VM exits: {}", exits.join(", "));
@@ -328,10 +434,47 @@ pub fn render_table(r: &Report) -> String {
 }
 
 /// The report as pretty-printed JSON: `engine`, `tsc_khz`, `pages`, `runs`, `cpu_model`,
-/// `emulated_time`, `rows` (`name`, `count`, `{min,p50,p90,p99,max,mean}_ns` and `_cycles`),
-/// `ratio_p50`, `ratio_p99`, `vm_exits`. A NaN (unknown ratio or ns) is written as `null`.
+/// `emulated_time`, `rows` (`name`, `count`, `{min,p50,p90,p99,p999,p9999,max,mean,stdev}_ns`
+/// and `_cycles`), `ratio_p50`, `ratio_p99`, `vm_exits`, `per_run` (each row's p50/p99 in
+/// each run), and the metadata `vmm_version`, `measured_kernel`, `host_kernel`, `date`,
+/// `closing_timestamp`. A NaN (unknown ratio or ns) is written as `null`.
 pub fn to_json(r: &Report) -> String {
     serde_json::to_string_pretty(r).expect("a Report always serializes")
+}
+
+/// This machine's kernel release (`uname -r`), or "unknown".
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Now, in UTC, as RFC 3339 to the second (`2026-12-02T08:15:00Z`).
+pub fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+/// Seconds since the Unix epoch as RFC 3339 UTC (civil-from-days, proleptic Gregorian).
+pub fn rfc3339(secs: u64) -> String {
+    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// The first "model name" of /proc/cpuinfo, or "unknown".

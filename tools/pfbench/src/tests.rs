@@ -118,6 +118,11 @@ fn sample_report(emulated: bool) -> Report {
             runs: 1,
             vm_exits,
             emulated_time: emulated,
+            vmm_version: "9.9.9".into(),
+            measured_kernel: "6.1.0-lab".into(),
+            host_kernel: "6.12-host".into(),
+            date: "2026-12-02T08:00:00Z".into(),
+            closing_timestamp: "lfence; rdtsc; lfence".into(),
         },
         &sample_rows(),
     )
@@ -139,21 +144,27 @@ fn report_ratios_and_order() {
     assert!(no_host.ratio_p50.is_nan() && no_host.ratio_p99.is_nan());
 }
 
-const ROW_KEYS: [&str; 14] = [
+const ROW_KEYS: [&str; 20] = [
     "name",
     "count",
     "min_ns",
     "p50_ns",
     "p90_ns",
     "p99_ns",
+    "p999_ns",
+    "p9999_ns",
     "max_ns",
     "mean_ns",
+    "stdev_ns",
     "min_cycles",
     "p50_cycles",
     "p90_cycles",
     "p99_cycles",
+    "p999_cycles",
+    "p9999_cycles",
     "max_cycles",
     "mean_cycles",
+    "stdev_cycles",
 ];
 
 #[test]
@@ -172,10 +183,18 @@ fn json_round_trips_with_every_field() {
         "ratio_p50",
         "ratio_p99",
         "vm_exits",
+        "per_run",
+        "vmm_version",
+        "measured_kernel",
+        "host_kernel",
+        "date",
+        "closing_timestamp",
     ] {
         assert!(obj.contains_key(k), "missing {k}");
     }
-    assert_eq!(obj.len(), 10);
+    assert_eq!(obj.len(), 16);
+    assert_eq!(v["vmm_version"], "9.9.9");
+    assert_eq!(v["closing_timestamp"], "lfence; rdtsc; lfence");
     assert_eq!(v["engine"], "lab");
     assert_eq!(v["tsc_khz"], 2_000_000);
     assert_eq!(v["pages"], 1000);
@@ -219,13 +238,16 @@ fn table_is_aligned_and_complete() {
         assert!(t.contains(&s.name));
         assert!(t.contains(&s.p99_cycles.to_string()));
     }
-    for h in ["min", "p50", "p90", "p99", "max", "mean", "ns", "cycles"] {
+    for h in [
+        "min", "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean", "stdev", "ns", "cycles",
+    ] {
         assert!(table[0].contains(h) || t.contains(h));
     }
     assert!(t.contains("ratio guest/host at p50: 0.50"), "{t}");
     assert!(t.contains("ratio guest/host at p99: 0.50"), "{t}");
     assert!(t.contains("engine: lab") && t.contains("Test CPU") && t.contains("2000000 kHz"));
     assert!(t.contains("emulated time: compare ratios only"));
+    assert!(t.contains("vmm 9.9.9") && t.contains("kernel: 6.1.0-lab") && t.contains("2026-12-02"));
     assert!(!render_table(&sample_report(false)).contains("emulated time"));
 }
 
@@ -234,7 +256,7 @@ fn hex(c: plotters::style::RGBColor) -> String {
 }
 
 #[test]
-fn svg_is_well_formed_with_one_series_per_row() {
+fn svg_is_well_formed_with_both_panels_and_every_row() {
     let rows = sample_rows();
     let svg = render_svg(&rows, 2_000_000, "page-fault latency <test> & more");
     let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
@@ -242,21 +264,26 @@ fn svg_is_well_formed_with_one_series_per_row() {
     let attr = |n: &roxmltree::Node, a: &str| n.attribute(a).unwrap_or("").to_ascii_lowercase();
     for (i, row) in rows.iter().enumerate() {
         let c = hex(svg::PALETTE[i]);
-        let series = doc
+        let strokes = doc
             .descendants()
             .filter(|n| n.has_tag_name("polyline") && attr(n, "stroke") == c)
             .count();
-        assert_eq!(series, 1, "row {i} ({}) colour {c}", row.name);
+        // Histogram stretches, p50/p99 markers, the percentile line: several strokes.
+        assert!(strokes >= 4, "row {i} ({}) colour {c}: {strokes}", row.name);
         let legend = doc
             .descendants()
             .filter(|n| n.has_tag_name("rect") && attr(n, "fill") == c)
             .count();
-        assert_eq!(legend, 1, "legend of row {i}");
+        assert_eq!(legend, 2, "a legend entry of row {i} in each panel");
         let named = doc
             .descendants()
             .filter(|n| n.has_tag_name("text"))
-            .any(|n| n.text().is_some_and(|t| t.contains(&row.name)));
-        assert!(named, "legend text of row {i}");
+            .filter(|n| {
+                n.text()
+                    .is_some_and(|t| t.contains(&row.name) && t.contains("p99 "))
+            })
+            .count();
+        assert_eq!(named, 2, "legend text of row {i} names p50 and p99");
     }
     // The log axis has labels in time units.
     let texts: Vec<String> = doc
@@ -271,10 +298,71 @@ fn svg_is_well_formed_with_one_series_per_row() {
         "{texts:?}"
     );
     assert!(texts.iter().any(|t| t.contains("<test> & more")));
+    // The percentile panel's axis: 90 %, 99 %, 99.9 % equally spaced.
+    for p in ["90%", "99%", "99.9%", "99.99%"] {
+        assert!(texts.iter().any(|t| t == p), "{p} in {texts:?}");
+    }
+    assert!(
+        !texts.iter().any(|t| t.contains("(ns")),
+        "the axis label names no unit: {texts:?}"
+    );
 
     // Empty input still gives a well-formed document.
     let empty = render_svg(&[Row::new("nothing", vec![])], 0, "empty");
     roxmltree::Document::parse(&empty).expect("well-formed XML");
+}
+
+/// Empty bins are not drawn along the floor: two clusters far apart give two stretches.
+#[test]
+fn svg_histogram_breaks_at_empty_bins() {
+    let mut samples = vec![1000u64; 50];
+    samples.extend([1_000_000u64; 50]);
+    let svg = render_svg(&[Row::new("two clusters", samples)], 1_000_000, "t");
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let c = hex(svg::PALETTE[0]);
+    let strokes = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .filter(|n| {
+            n.attribute("stroke")
+                .is_some_and(|s| s.eq_ignore_ascii_case(&c))
+        })
+        .filter(|n| n.attribute("stroke-width") == Some("2"))
+        .count();
+    // The row's own (width-2, solid) lines: 2 histogram stretches + 1 percentile line; the
+    // p50/p99 markers are width 1.
+    assert_eq!(strokes, 3);
+}
+
+#[test]
+fn per_run_figures_and_stdev() {
+    let mut row = Row::new(ROW_HOST, vec![]);
+    row.push_run(&[100; 10]);
+    row.push_run(&[300; 10]);
+    let r = report(
+        ReportMeta {
+            tsc_khz: 1_000_000,
+            ..Default::default()
+        },
+        &[row],
+    );
+    assert_eq!(r.per_run.len(), 2);
+    assert_eq!((r.per_run[0].run, r.per_run[0].p50_cycles), (1, 100));
+    assert_eq!((r.per_run[1].run, r.per_run[1].p50_cycles), (2, 300));
+    assert!(
+        (r.rows[0].stdev_cycles - 100.0).abs() < 1.0,
+        "{}",
+        r.rows[0].stdev_cycles
+    );
+    assert_eq!(r.rows[0].count, 20);
+}
+
+#[test]
+fn dates_are_rfc3339_utc() {
+    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    assert_eq!(rfc3339(1_796_199_930), "2026-12-02T08:25:30Z");
+    assert!(now_utc().starts_with("20"));
 }
 
 #[test]
