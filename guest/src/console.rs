@@ -102,6 +102,25 @@ pub fn input_ended() -> bool {
     crate::x86::inl(STDIN_STATE_PORT) == 1
 }
 
+/// Reads console input without waiting (xv6 `consoleread`'s inside; the caller sleeps on
+/// `Chan::Input` and counts itself in READERS_WAITING meanwhile): `Some(n)` with n > 0 bytes
+/// copied into `dst`, `Some(0)` at the end of input (the VMM's stdin is exhausted and every
+/// byte was read), `None` if nothing is there yet.
+pub fn consoleread(dst: &mut [u8]) -> Option<usize> {
+    consoleintr();
+    let got = INPUT.lock().pop_into(dst);
+    if got > 0 {
+        return Some(got);
+    }
+    if input_ended() {
+        // Bytes may still have arrived between the poll and the check.
+        consoleintr();
+        let got = INPUT.lock().pop_into(dst);
+        return Some(got);
+    }
+    None
+}
+
 /// Prints to the console.
 #[macro_export]
 macro_rules! cprint {

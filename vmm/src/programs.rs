@@ -76,6 +76,26 @@ pub fn resolve(spec: &str) -> Result<Program, ProgramError> {
     }
 }
 
+/// Finds `spec` among the `--add` files first (by name, when it has no `/`; it must be an
+/// executable then), else as `resolve` does. A program from `added` has no host path of its
+/// own: it travels with the added files.
+pub fn resolve_among(spec: &str, added: &[Program]) -> Result<Program, ProgramError> {
+    if spec.contains('/') {
+        return resolve(spec);
+    }
+    match added.iter().rev().find(|a| a.name == spec) {
+        Some(a) => {
+            check_executable(&a.image)
+                .map_err(|why| ProgramError::NotExecutable(format!("{spec} cannot run: {why}")))?;
+            Ok(Program {
+                host_path: None,
+                ..a.clone()
+            })
+        }
+        None => resolve(spec),
+    }
+}
+
 /// Names of the built-in programs.
 pub fn builtin_names() -> Vec<&'static str> {
     images::USER_PROGRAMS.iter().map(|(n, _)| *n).collect()
@@ -118,15 +138,108 @@ pub fn check_executable(image: &[u8]) -> Result<(), String> {
 /// The program archive: every built-in program, and `extra` (which wins over a built-in of the
 /// same name).
 pub fn archive(extra: Option<&Program>) -> Vec<u8> {
+    archive_with(extra.map(std::slice::from_ref).unwrap_or_default())
+}
+
+/// The program archive: every built-in program, and the host files `extra` (each wins over a
+/// built-in of the same name; of two host files with one name, the last).
+pub fn archive_with(extra: &[Program]) -> Vec<u8> {
+    let wins = |i: usize, name: &str| extra[i + 1..].iter().all(|e| e.name != name);
     let mut files: Vec<(&str, &[u8])> = images::USER_PROGRAMS
         .iter()
-        .filter(|(n, _)| extra.is_none_or(|e| e.name != *n))
+        .filter(|(n, _)| extra.iter().all(|e| e.name != *n))
         .map(|(n, b)| (*n, *b))
         .collect();
-    if let Some(e) = extra {
-        files.push((&e.name, &e.image));
+    for (i, e) in extra.iter().enumerate() {
+        if wins(i, &e.name) {
+            files.push((&e.name, &e.image));
+        }
     }
     cpio_newc(&files)
+}
+
+/// Bytes a name in the guest's directories may have (xv6 DIRSIZ).
+pub const DIRSIZ: usize = 14;
+/// The largest host file `--add` takes (the whole archive must fit the 32 MiB module area).
+pub const MAX_ADD_SIZE: u64 = 16 << 20;
+
+/// The files `--add HOSTPATH[:NAME]` puts into the guest's `/`: a regular file (named NAME,
+/// default its file name), or every regular file of a directory (by their names). Missing:
+/// 127; not a regular file or directory, unreadable, too big, or a name that does not fit a
+/// directory entry: 126.
+pub fn resolve_adds(specs: &[String]) -> Result<Vec<Program>, ProgramError> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let (path, name) = match spec.rsplit_once(':') {
+            Some((p, n)) if !p.is_empty() && !n.contains('/') => (p, Some(n)),
+            _ => (spec.as_str(), None),
+        };
+        let path = Path::new(path);
+        let meta = std::fs::metadata(path)
+            .map_err(|e| ProgramError::NotFound(format!("--add {spec}: {e}")))?;
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| ProgramError::NotExecutable(format!("--add {spec}: {e}")))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            entries.sort();
+            for p in entries {
+                out.push(add_file(spec, &p, None)?);
+            }
+        } else {
+            out.push(add_file(spec, path, name)?);
+        }
+    }
+    Ok(out)
+}
+
+/// One `--add` file, checked.
+fn add_file(spec: &str, path: &Path, name: Option<&str>) -> Result<Program, ProgramError> {
+    let bad = |why: String| ProgramError::NotExecutable(format!("--add {spec}: {why}"));
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad(format!("{} is not a regular file", path.display())));
+    }
+    if meta.len() > MAX_ADD_SIZE {
+        return Err(bad(format!(
+            "{} is {} bytes; at most {MAX_ADD_SIZE} fit",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    if name.is_empty() || name.len() > DIRSIZ || name.contains('/') {
+        return Err(bad(format!(
+            "the name '{name}' must have 1 to {DIRSIZ} bytes and no '/' (give HOSTPATH:NAME)"
+        )));
+    }
+    let image = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    Ok(Program {
+        name,
+        image,
+        host_path: Some(path.to_path_buf()),
+    })
+}
+
+/// The notes `vmm run` prints for added files that hide a built-in program.
+pub fn shadow_notes(added: &[Program]) -> Vec<String> {
+    added
+        .iter()
+        .filter(|a| builtin_names().contains(&a.name.as_str()))
+        .map(|a| {
+            format!(
+                "vmm: note: the host file '{}' shadows the built-in program of that name",
+                a.name
+            )
+        })
+        .collect()
 }
 
 /// A cpio newc archive of regular files at the root.
