@@ -298,6 +298,24 @@ mod tests {
         ));
     }
 
+    /// The members of a cpio archive: names and contents.
+    fn members(bytes: Vec<u8>) -> Vec<(String, Vec<u8>)> {
+        let mut reader = std::io::Cursor::new(bytes);
+        let mut out = Vec::new();
+        loop {
+            let mut r = cpio::NewcReader::new(reader).unwrap();
+            if r.entry().is_trailer() {
+                return out;
+            }
+            let (name, size) = (r.entry().name().to_string(), r.entry().file_size());
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut r, &mut content).unwrap();
+            assert_eq!(content.len() as u32, size);
+            out.push((name, content));
+            reader = r.finish().unwrap();
+        }
+    }
+
     #[test]
     fn archive_holds_every_builtin_and_the_extra_one_wins() {
         let extra = Program {
@@ -305,29 +323,48 @@ mod tests {
             image: b"host hello".to_vec(),
             host_path: None,
         };
-        let bytes = archive(Some(&extra));
-        let mut reader = std::io::Cursor::new(bytes);
-        let mut names = Vec::new();
-        loop {
-            let r = cpio::NewcReader::new(reader).unwrap();
-            if r.entry().is_trailer() {
-                break;
-            }
-            names.push(r.entry().name().to_string());
-            let size = r.entry().file_size();
-            let mut r = r;
-            let mut content = Vec::new();
-            std::io::Read::read_to_end(&mut r, &mut content).unwrap();
-            assert_eq!(content.len() as u32, size);
-            if names.last().unwrap() == "hello" {
-                assert_eq!(content, b"host hello");
-            }
-            reader = r.finish().unwrap();
-        }
+        let files = members(archive(Some(&extra)));
+        let hello: Vec<_> = files.iter().filter(|(n, _)| n == "hello").collect();
+        assert_eq!(hello.len(), 1);
+        assert_eq!(hello[0].1, b"host hello");
+        let mut names: Vec<String> = files.into_iter().map(|(n, _)| n).collect();
         let mut expected: Vec<String> = builtin_names().iter().map(|s| s.to_string()).collect();
         expected.sort();
         names.sort();
         assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn adds_name_files_and_the_last_of_a_name_wins() {
+        let dir = std::env::temp_dir().join(format!("vmm-resolve-adds-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        std::fs::write(dir.join("d/b"), "b").unwrap();
+        std::fs::write(dir.join("d/a"), "a").unwrap();
+        std::fs::write(dir.join("x"), "x").unwrap();
+        let specs = [
+            format!("{}", dir.join("d").display()),
+            format!("{}:a", dir.join("x").display()),
+        ];
+        let added = resolve_adds(&specs).unwrap();
+        let names: Vec<&str> = added.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "a"]);
+        let files = members(archive_with(&added));
+        let a: Vec<_> = files.iter().filter(|(n, _)| n == "a").collect();
+        assert_eq!(a.len(), 1, "one entry named a");
+        assert_eq!(a[0].1, b"x");
+        assert!(matches!(
+            resolve_adds(&[format!("{}", dir.join("nope").display())]),
+            Err(ProgramError::NotFound(_))
+        ));
+        // An added program is found by name before the built-ins; a data file cannot run.
+        assert!(matches!(
+            resolve_among("a", &added),
+            Err(ProgramError::NotExecutable(_))
+        ));
+        assert_eq!(resolve_among("hello", &added).unwrap().name, "hello");
+        assert!(shadow_notes(&added).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
