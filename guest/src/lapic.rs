@@ -97,16 +97,11 @@ pub fn picinit() {
     outb(IO_PIC2 + 1, 0xFF);
 }
 
-/// The timer interrupt's work: one more tick, wake the processes sleeping on ticks; while a
-/// process waits for console input, poll COM1 and wake it (also when nothing arrived: a
-/// reader re-checks for end of input).
+/// The timer interrupt's work: one more tick, wake the processes sleeping on ticks (among
+/// them console readers waiting for input, which ask the VMM again).
 pub fn clockintr() {
     TICKS.fetch_add(1, Ordering::Relaxed);
     crate::proc::wakeup(crate::proc::Chan::Ticks);
-    if crate::console::READERS_WAITING.load(Ordering::Relaxed) > 0 {
-        crate::console::consoleintr();
-        crate::proc::wakeup(crate::proc::Chan::Input);
-    }
 }
 
 /// Ticks since boot (xv6 `ticks`, read under tickslock; an atomic here).

@@ -192,7 +192,7 @@ pub fn status_of(outcome: Outcome, timeout_secs: u64) -> i32 {
             );
             exit::FAILURE
         }
-        Outcome::Failed(why) => {
+        Outcome::Failed(why) | Outcome::OutputFailed(why) => {
             eprintln!("vmm: error: {why}");
             exit::FAILURE
         }
@@ -269,7 +269,14 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program) -> Result<i32> {
         guest_mem_mib: mem >> 20,
         timeout,
     };
-    match lab::run(&req).context("the nested-KVM lab failed")? {
+    let outcome = match lab::run(&req) {
+        Err(e @ lab::LabError::Output { .. }) => {
+            eprintln!("vmm: error: {e}");
+            return Ok(exit::FAILURE);
+        }
+        other => other.context("the nested-KVM lab failed")?,
+    };
+    match outcome {
         lab::LabOutcome::Exited(status) => Ok(status),
         lab::LabOutcome::TimedOut => {
             eprintln!("vmm: the lab run timed out after {} s", timeout.as_secs());
