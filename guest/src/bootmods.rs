@@ -4,9 +4,9 @@
 //!
 //! The VMM places them in `[PHYSTOP, end of RAM)`, which is outside the free list and outside
 //! the kmap rows. Boot records where they are (`init`, right after PHYSTOP is known and before
-//! kvmalloc); setupkvm then maps their page-rounded span (`extent`) read-only for the kernel
-//! at P2V in every page directory — the one mapping beyond the four kmap rows, printed by the
-//! kernel as
+//! kvmalloc); kvmalloc is handed their page-rounded span (`kmap_row`) and maps it
+//! read-only for the kernel at P2V in the shared kernel half — the one mapping beyond the
+//! four kmap rows, printed by the kernel as
 //!
 //! ```text
 //! xv6: bootmods 0x8e000000-0x8e00afff -> 0x0e000000 r-k
@@ -16,11 +16,11 @@
 //! that mapping, valid once kvmalloc has run. No modules: no row, an empty archive, no argv.
 
 use core::fmt;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::kmap::Kmap;
 use crate::memlayout::{phystop, PhysAddr, DEVSPACE, KERNBASE, P2V};
-use crate::mmu::{PGROUNDDOWN, PGSIZE};
+use crate::mmu::{PteFlags, PGROUNDDOWN, PGSIZE};
 use crate::pvh::{Memmap, Module};
 
 /// Index of the program archive in the module list.
@@ -161,14 +161,14 @@ fn word(i: usize) -> u32 {
     MODS[i].load(Ordering::Relaxed)
 }
 
-/// The page-rounded span of the modules, which setupkvm maps read-only at P2V: first
+/// The page-rounded span of the modules, which kvmalloc maps read-only at P2V: first
 /// physical page and bytes; `(PhysAddr(0), 0)` when there are none.
 #[must_use]
 pub fn extent() -> (PhysAddr, u32) {
     (PhysAddr(word(4)), word(5))
 }
 
-/// The extent as a kmap-style row (`r-k`), or `None` without modules: what setupkvm maps
+/// The extent as a kmap-style row (`r-k`), or `None` without modules: what kvmalloc maps
 /// after the four kmap rows, and what boot prints (`xv6: bootmods {row}`).
 #[must_use]
 pub fn kmap_row() -> Option<Kmap> {
@@ -177,8 +177,17 @@ pub fn kmap_row() -> Option<Kmap> {
         virt: P2V(pa),
         phys_start: pa,
         size,
-        perm: 0,
+        perm: PteFlags::empty(),
     })
+}
+
+/// Whether the kernel page directory maps `kmap_row()` (set by boot after kvmalloc).
+static MAPPED: AtomicBool = AtomicBool::new(false);
+
+/// Records that kvmalloc has mapped the modules (boot, right after kvmalloc was given
+/// `kmap_row()`): from now on `archive()` and `first_argv()` may read them.
+pub fn mark_mapped() {
+    MAPPED.store(true, Ordering::Relaxed);
 }
 
 /// The module at physical `pa`, `len` bytes, through the read-only mapping.
@@ -187,10 +196,13 @@ fn module(pa: u32, len: u32) -> &'static [u8] {
         return &[];
     }
     #[cfg(all(target_arch = "x86", not(test)))]
-    assert!(crate::vm::kvm_ready(), "bootmods: read before kvmalloc");
-    // SAFETY: init checked that [pa, pa + len) lies in the module area, which setupkvm maps
-    // read-only at P2V in every page directory (kvm_ready: one is in use) and which nothing
-    // ever writes (it is outside the free list).
+    assert!(
+        MAPPED.load(Ordering::Relaxed),
+        "bootmods: read before kvmalloc"
+    );
+    // SAFETY: init checked that [pa, pa + len) lies in the module area, which kvmalloc maps
+    // read-only at P2V for every page directory (MAPPED: the kernel's is in use) and which
+    // nothing ever writes (it is outside the free list).
     unsafe { core::slice::from_raw_parts(P2V(PhysAddr(pa)).0 as *const u8, len as usize) }
 }
 
@@ -318,7 +330,7 @@ mod tests {
             virt: P2V(PhysAddr(0xE00_0000)),
             phys_start: PhysAddr(0xE00_0000),
             size: 0xB000,
-            perm: 0,
+            perm: PteFlags::empty(),
         };
         assert_eq!(row.to_string(), "0x8e000000-0x8e00afff -> 0x0e000000 r-k");
     }

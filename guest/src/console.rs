@@ -14,9 +14,10 @@
 use core::sync::atomic::{compiler_fence, Ordering};
 
 use crate::inputbuf::InputBuf;
-use crate::memlayout::{VirtAddr, V2P};
+use crate::memlayout::{KVAddr, V2P};
 use crate::mmu::PGSIZE;
-use crate::proc::{self, Chan, PTABLE};
+use crate::proc::{self, PTABLE};
+use crate::ptable::Chan;
 use crate::spinlock::Spinlock;
 use crate::uaccess;
 use crate::x86::outl;
@@ -74,7 +75,7 @@ impl Block {
 /// The guest-physical address of kernel memory at `p` (kernel data sits at P2V of its
 /// physical address, contiguously).
 fn kernel_pa(p: *const u8) -> u32 {
-    V2P(VirtAddr(p as u32)).0
+    V2P(KVAddr(p as u32)).0
 }
 
 /// Writes the current process's user bytes `[src, src + n)` to `stream` (xv6

@@ -25,7 +25,7 @@ use core::fmt;
 
 use crate::archive;
 use crate::elf::Elf;
-use crate::memlayout::KERNBASE;
+use crate::memlayout::{UVAddr, KERNBASE};
 use crate::mmu::{PGROUNDDOWN, PGROUNDUP, PGSIZE};
 use crate::vm::{allocuvm, clearpteu, clearptew, copyout, freevm, loaduvm, setupkvm, PageDir};
 
@@ -151,16 +151,16 @@ fn build(
     protect_text(pgdir, elf);
     let base = PGROUNDUP(end).expect("checked by exec_from");
     allocuvm(pgdir, base, sz)?;
-    clearpteu(pgdir, sz - 2 * PGSIZE);
+    clearpteu(pgdir, UVAddr(sz - 2 * PGSIZE)).ignore("exec's new image is not in use");
     for (arg, &at) in argv.iter().zip(&args.ustack[3..]) {
-        copyout(pgdir, at, arg)?;
-        copyout(pgdir, at + arg.len() as u32, &[0])?;
+        copyout(pgdir, UVAddr(at), arg)?;
+        copyout(pgdir, UVAddr(at + arg.len() as u32), &[0])?;
     }
     let mut words = [0u8; 4 * USTACK_WORDS];
     for (w, b) in args.ustack.iter().zip(words.chunks_exact_mut(4)) {
         b.copy_from_slice(&w.to_le_bytes());
     }
-    copyout(pgdir, args.sp, &words[..4 * args.nwords()])?;
+    copyout(pgdir, UVAddr(args.sp), &words[..4 * args.nwords()])?;
     Ok(())
 }
 
@@ -174,7 +174,7 @@ fn loadsegs(pgdir: &mut PageDir, elf: &Elf<'_>) -> Result<u32, ExecError> {
         // the segment's own page, leaving the gap unmapped.
         let from = sz.max(PGROUNDDOWN(ph.vaddr));
         sz = allocuvm(pgdir, from, ph.end())?;
-        loaduvm(pgdir, ph.vaddr, elf.contents(&ph));
+        loaduvm(pgdir, UVAddr(ph.vaddr), elf.contents(&ph));
     }
     Ok(sz)
 }
@@ -188,7 +188,7 @@ fn protect_text(pgdir: &mut PageDir, elf: &Elf<'_>) {
                 .segments()
                 .any(|w| w.writable() && w.vaddr < page + PGSIZE && w.end() > page);
             if !shared {
-                clearptew(pgdir, page);
+                clearptew(pgdir, UVAddr(page)).ignore("exec's new image is not in use");
             }
             page += PGSIZE;
         }
@@ -269,8 +269,7 @@ mod tests {
     use crate::archive::build::archive;
     use crate::elf::build::{default_layout, elf, load, omagic};
     use crate::kalloc::{kalloc, kfree, KMEM};
-    use crate::memlayout::VirtAddr;
-    use crate::mmu::{PTE_P, PTE_U, PTE_W};
+    use crate::mmu::{PteFlags, PTE_P, PTE_U, PTE_W};
     use crate::uaccess::{copyin, fetchint, fetchstr, UserMem};
     use crate::vm::{getpte, testmem};
 
@@ -334,15 +333,15 @@ mod tests {
     }
 
     /// The flags of the present page at `va`, if any.
-    fn flags(img: &Image, va: u32) -> Option<u32> {
-        getpte(&img.pgdir, VirtAddr(va))
+    fn flags(img: &Image, va: u32) -> Option<PteFlags> {
+        getpte(&img.pgdir, UVAddr(va))
             .filter(|p| p.present())
             .map(|p| p.flags() & (PTE_P | PTE_W | PTE_U))
     }
 
-    const RW: Option<u32> = Some(PTE_P | PTE_W | PTE_U);
-    const RO: Option<u32> = Some(PTE_P | PTE_U);
-    const GUARD: Option<u32> = Some(PTE_P | PTE_W);
+    const RW: Option<PteFlags> = Some(PTE_P.union(PTE_W).union(PTE_U));
+    const RO: Option<PteFlags> = Some(PTE_P.union(PTE_U));
+    const GUARD: Option<PteFlags> = Some(PTE_P.union(PTE_W));
 
     /// The argv the new program sees, read back from its stack as it would.
     fn argv_of(img: &mut Image) -> Vec<Vec<u8>> {
@@ -450,8 +449,9 @@ mod tests {
         assert_eq!(img.sz, base + 0x4000);
         assert_eq!(argv_of(&mut img), Vec::<Vec<u8>>::new());
         let used = before - testmem::free();
-        // setupkvm (65) + one page table + 2 image pages + guard + stack.
-        assert_eq!(used, 65 + 1 + 4);
+        // setupkvm (the directory: the kernel half is shared) + one page table + 2 image
+        // pages + guard + stack.
+        assert_eq!(used, 1 + 1 + 4);
         freevm(img.pgdir);
         assert_eq!(testmem::free(), before);
     }

@@ -1,17 +1,32 @@
 //! Physical memory allocator (xv6 kalloc.c), for user processes, kernel stacks, page-table
-//! pages and pipe buffers: whole 4096-byte pages, kept on a LIFO free list whose links live
-//! in the free pages themselves.
+//! pages and pipe buffers: whole 4096-byte pages.
+//!
+//! Free pages come from two places: xv6's LIFO free list of pages freed after use, whose
+//! links live in the free pages themselves (kfree fills a page with junk, then links it),
+//! and a range of **pristine** pages `[pristine, pristine_end)` that were never handed out.
+//! Boot gives the allocator its memory as pristine ranges without touching a byte of it, so
+//! boot costs O(1) however much RAM there is, and the host backs a guest page only when the
+//! kernel first uses it. kalloc takes a freed page first, then the next pristine one.
+//! Pristine pages read zero (the VMM backs guest RAM with anonymous memory, docs/abi.md), so
+//! `kalloc_zeroed` skips the memset for them.
 //!
 //! Boot frees memory in two steps: `kinit1(end, P2V(4 MiB))` gives kvmalloc the pages that
 //! entrypgdir already maps, `kinit2(P2V(4 MiB), P2V(PHYSTOP))` the rest once the kernel's own
 //! page directory maps all of RAM. The lock is only used (`use_lock`) after kinit2.
 //!
+//! Reference counts (copy-on-write fork): a page may be mapped by several address spaces.
+//! A per-page count of the *extra* references (0: one owner, the normal case) lives in a
+//! table that kinit2 takes from the top of its range — pristine pages, so it reads zero and
+//! costs nothing until a page is shared. `kdup` adds a reference; `kfree` drops one and
+//! frees the page only when it was the last.
+//!
 //! `FreeList` works on plain addresses within bounds given to it, so the host tests run it
 //! over a heap buffer; the kernel's instance `KMEM` covers `[end, P2V(PHYSTOP))`.
 
-use core::ptr::{self, NonNull};
+use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use crate::memlayout::KVAddr;
 use crate::spinlock::{Spinlock, SpinlockGuard};
 
 /// Page size, as a usize for address arithmetic.
@@ -23,15 +38,33 @@ struct Run {
     next: *mut Run,
 }
 
-/// The free list: pages in `[lo, hi)` (kernel virtual addresses), most recently freed first.
-pub struct FreeList {
-    head: *mut Run,
-    lo: usize,
-    hi: usize,
+/// Where a page from `FreeList::pop` came from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Origin {
+    /// Freed after use: holds junk.
+    Recycled,
+    /// Never used since boot: reads zero.
+    Pristine,
 }
 
-// SAFETY: the list owns the free pages it links (nobody else uses them), so moving it to
-// another CPU moves that ownership along; the raw pointers are not shared.
+/// The free pages: the list (most recently freed first) and the pristine range, all inside
+/// `[lo, hi)` (kernel virtual addresses); and the reference-count table.
+pub struct FreeList {
+    head: *mut Run,
+    /// Pages on the list (so countfree need not walk it).
+    listed: usize,
+    lo: usize,
+    hi: usize,
+    pristine: usize,
+    pristine_end: usize,
+    /// One byte per page of `[lo, lo + 4096 * nrefs)`: extra references.
+    refs: *mut u8,
+    nrefs: usize,
+}
+
+// SAFETY: the list owns the free pages it links and the reference table (nobody else uses
+// them), so moving it to another CPU moves that ownership along; the raw pointers are not
+// shared.
 unsafe impl Send for FreeList {}
 
 impl FreeList {
@@ -39,8 +72,13 @@ impl FreeList {
     pub const fn new() -> FreeList {
         FreeList {
             head: ptr::null_mut(),
+            listed: 0,
             lo: 0,
             hi: 0,
+            pristine: 0,
+            pristine_end: 0,
+            refs: ptr::null_mut(),
+            nrefs: 0,
         }
     }
 
@@ -51,32 +89,91 @@ impl FreeList {
         self.hi = hi;
     }
 
-    /// Frees every whole page in `[vstart, vend)` (xv6 `freerange`); returns how many.
+    /// Hands every whole page in `[vstart, vend)` to the allocator (xv6 `freerange`)
+    /// without touching it: as pristine pages, extending the pristine range when it ends
+    /// where this one starts (boot's two ranges are back to back), else one page at a time
+    /// through `kfree` (junk-filled). Returns how many pages.
     ///
     /// # Safety
-    /// The pages must be writable memory that nothing else uses from now on.
+    /// The pages must be writable memory that nothing else uses from now on and, to be
+    /// taken as pristine, must read zero.
     pub unsafe fn freerange(&mut self, vstart: usize, vend: usize) -> usize {
-        let mut p = vstart.next_multiple_of(PGSIZE);
-        let mut n = 0;
-        while p.checked_add(PGSIZE).is_some_and(|e| e <= vend) {
-            // SAFETY: the caller hands us [vstart, vend); p is a whole page inside it.
-            unsafe { self.kfree(p) };
-            p += PGSIZE;
-            n += 1;
+        let first = vstart.next_multiple_of(PGSIZE);
+        let last = vend & !(PGSIZE - 1);
+        if last <= first {
+            return 0;
+        }
+        let n = (last - first) / PGSIZE;
+        if self.pristine == self.pristine_end {
+            (self.pristine, self.pristine_end) = (first, last);
+        } else if self.pristine_end == first {
+            self.pristine_end = last;
+        } else {
+            for p in (first..last).step_by(PGSIZE) {
+                // SAFETY: the caller hands us [vstart, vend); p is a whole page inside it.
+                unsafe { self.push(p) };
+            }
         }
         n
     }
 
-    /// Frees the page at `v`, which kalloc returned (or which boot hands over), filling it
-    /// with junk (1s) to catch dangling references. Panics on a misaligned page, one below
-    /// `end` or one at or above P2V(PHYSTOP).
-    ///
-    /// # Safety
-    /// `v` must be a page nothing uses any more; it must not be on the list already.
-    pub unsafe fn kfree(&mut self, v: usize) {
+    /// Takes the top `pages` pristine pages as the reference-count table (one byte per page
+    /// of `[lo, lo + 4096 * bytes)`, zero: no page is shared). Returns false if the
+    /// pristine range is too small.
+    pub fn reserve_refs(&mut self, pages: usize) -> bool {
+        let bytes = pages * PGSIZE;
+        if self.pristine_end - self.pristine < bytes {
+            return false;
+        }
+        self.pristine_end -= bytes;
+        self.refs = self.pristine_end as *mut u8;
+        self.nrefs = bytes;
+        true
+    }
+
+    /// Table pages needed for reference counts of every page in `[lo, hi)`.
+    pub fn refs_pages(lo: usize, hi: usize) -> usize {
+        ((hi - lo) / PGSIZE).div_ceil(PGSIZE)
+    }
+
+    /// The reference-count byte of page `v`, if the table covers it.
+    fn refcell(&mut self, v: usize) -> Option<&mut u8> {
+        let i = (v - self.lo) / PGSIZE;
+        // SAFETY: the table is nrefs bytes of pages reserve_refs took for it alone.
+        (i < self.nrefs).then(|| unsafe { &mut *self.refs.add(i) })
+    }
+
+    fn check(&self, v: usize) {
         if !v.is_multiple_of(PGSIZE) || v < self.lo || v >= self.hi {
             panic!("kfree");
         }
+    }
+
+    /// Drops a reference to the page at `v` (xv6 `kfree`, which knows only one): if other
+    /// references remain, only the count goes down; otherwise the page is filled with junk
+    /// (1s, to catch dangling references) and put on the list. Panics on a misaligned page,
+    /// one below `end` or one at or above P2V(PHYSTOP). Returns whether the page was freed.
+    ///
+    /// # Safety
+    /// The caller's reference to `v` must be its last use of it; a page with no other
+    /// references must not be on the list already.
+    pub unsafe fn kfree(&mut self, v: usize) -> bool {
+        self.check(v);
+        if let Some(r) = self.refcell(v).filter(|r| **r > 0) {
+            *r -= 1;
+            return false;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.push(v) };
+        true
+    }
+
+    /// Junk-fills the page at `v` and links it into the list.
+    ///
+    /// # Safety
+    /// As for kfree, for a page with no other reference.
+    unsafe fn push(&mut self, v: usize) {
+        self.check(v);
         let r = v as *mut Run;
         // SAFETY: the page is in bounds, aligned and ours (caller's contract): fill it with
         // junk, then store the link in its first word.
@@ -85,24 +182,51 @@ impl FreeList {
             (*r).next = self.head;
         }
         self.head = r;
+        self.listed += 1;
     }
 
-    /// Allocates one page (xv6 `kalloc`); its contents are junk, not zeroes. `None` when
-    /// memory is exhausted.
-    pub fn kalloc(&mut self) -> Option<NonNull<u8>> {
-        let r = NonNull::new(self.head)?;
-        // SAFETY: every page on the list is a free page holding a valid link (kfree).
-        self.head = unsafe { (*r.as_ptr()).next };
-        Some(r.cast())
+    /// Adds a reference to the page at `v`, which kalloc handed out (copy-on-write sharing).
+    /// Panics if the table does not cover it or the count would overflow.
+    pub fn kdup(&mut self, v: usize) {
+        self.check(v);
+        let r = self.refcell(v).expect("kdup: no reference table");
+        *r = r.checked_add(1).expect("kdup: too many references");
     }
 
-    /// Counts the free pages by walking the list (xv6's usertests `countfree`, in the kernel).
+    /// Whether the page at `v` has other references besides the caller's.
+    pub fn shared(&mut self, v: usize) -> bool {
+        self.check(v);
+        self.refcell(v).is_some_and(|r| *r > 0)
+    }
+
+    /// Allocates one page: a freed one (junk) if there is one, else a pristine one (zero).
+    /// `None` when memory is exhausted.
+    pub fn pop(&mut self) -> Option<(usize, Origin)> {
+        if let Some(r) = ptr::NonNull::new(self.head) {
+            // SAFETY: every page on the list is a free page holding a valid link (push).
+            self.head = unsafe { (*r.as_ptr()).next };
+            self.listed -= 1;
+            return Some((r.as_ptr() as usize, Origin::Recycled));
+        }
+        (self.pristine < self.pristine_end).then(|| {
+            self.pristine += PGSIZE;
+            (self.pristine - PGSIZE, Origin::Pristine)
+        })
+    }
+
+    /// The free pages: on the list plus pristine (xv6's usertests `countfree`, in the
+    /// kernel).
     pub fn countfree(&self) -> usize {
+        self.listed + (self.pristine_end - self.pristine) / PGSIZE
+    }
+
+    /// Counts the list by walking it (a consistency check for tests).
+    pub fn walk_count(&self) -> usize {
         let mut n = 0;
         let mut r = self.head;
         while !r.is_null() {
             n += 1;
-            // SAFETY: as in kalloc: list pages hold valid links.
+            // SAFETY: as in pop: list pages hold valid links.
             r = unsafe { (*r).next };
         }
         n
@@ -147,7 +271,7 @@ impl Kmem {
     }
 
     /// First step of boot (xv6 `kinit1`): sets the list's bounds to `[lo, hi)` and frees
-    /// `[vstart, vend)`; returns the pages freed.
+    /// `[vstart, vend)` (pristine, untouched); returns the pages freed.
     ///
     /// # Safety
     /// As for `FreeList::freerange`; `[lo, hi)` must be the memory the list may ever own.
@@ -158,32 +282,61 @@ impl Kmem {
         unsafe { l.freerange(vstart, vend) }
     }
 
-    /// Second step of boot (xv6 `kinit2`): frees `[vstart, vend)` and turns the lock on.
+    /// Second step of boot (xv6 `kinit2`): frees `[vstart, vend)` (pristine, untouched),
+    /// takes the reference-count table from its top and turns the lock on. Returns the pages
+    /// freed (the table's pages not included).
     ///
     /// # Safety
     /// As for `FreeList::freerange`.
     pub unsafe fn kinit2(&self, vstart: usize, vend: usize) -> usize {
+        let mut l = self.list();
         // SAFETY: forwarded from the caller.
-        let n = unsafe { self.list().freerange(vstart, vend) };
+        let n = unsafe { l.freerange(vstart, vend) };
+        let table = FreeList::refs_pages(l.lo, l.hi);
+        assert!(
+            l.reserve_refs(table),
+            "kinit2: no room for reference counts"
+        );
+        drop(l);
         self.use_lock.store(true, Ordering::Relaxed);
-        n
+        n - table
     }
 
-    /// Allocates a page (junk-filled).
-    pub fn kalloc(&self) -> Option<NonNull<u8>> {
-        self.list().kalloc()
+    /// Allocates a page (junk or zero: the caller must not care).
+    pub fn kalloc(&self) -> Option<KVAddr> {
+        self.list().pop().map(|(v, _)| KVAddr(v as u32))
     }
 
-    /// Frees a page.
+    /// Allocates a zeroed page: zeroed here if it was freed before, as is if pristine.
+    pub fn kalloc_zeroed(&self) -> Option<KVAddr> {
+        let (v, origin) = self.list().pop()?;
+        if origin == Origin::Recycled {
+            // SAFETY: pop handed us this whole page; it is ours.
+            unsafe { ptr::write_bytes(v as *mut u8, 0, PGSIZE) };
+        }
+        Some(KVAddr(v as u32))
+    }
+
+    /// Drops a reference to a page; frees it with the last one (`FreeList::kfree`).
     ///
     /// # Safety
     /// As for `FreeList::kfree`.
-    pub unsafe fn kfree(&self, v: usize) {
+    pub unsafe fn kfree(&self, v: KVAddr) -> bool {
         // SAFETY: forwarded from the caller.
-        unsafe { self.list().kfree(v) }
+        unsafe { self.list().kfree(v.0 as usize) }
     }
 
-    /// The number of free pages, counted by walking the list.
+    /// Adds a reference to a page (`FreeList::kdup`).
+    pub fn kdup(&self, v: KVAddr) {
+        self.list().kdup(v.0 as usize);
+    }
+
+    /// Whether a page has references besides the caller's.
+    pub fn shared(&self, v: KVAddr) -> bool {
+        self.list().shared(v.0 as usize)
+    }
+
+    /// The number of free pages: the list plus the pristine range.
     pub fn countfree(&self) -> usize {
         self.list().countfree()
     }
@@ -198,18 +351,30 @@ impl Default for Kmem {
 /// The kernel's physical page allocator.
 pub static KMEM: Kmem = Kmem::new();
 
-/// Allocates a page of physical memory for the kernel; junk-filled. `None` if out of memory.
-pub fn kalloc() -> Option<NonNull<u8>> {
+/// Allocates a page of physical memory for the kernel (junk or zeroes: use kalloc_zeroed
+/// for a zeroed one). `None` if out of memory.
+pub fn kalloc() -> Option<KVAddr> {
     KMEM.kalloc()
 }
 
-/// Returns a page to the free list.
+/// Allocates a zeroed page (page tables, user memory); the memset is skipped for pristine
+/// pages, which read zero already.
+pub fn kalloc_zeroed() -> Option<KVAddr> {
+    KMEM.kalloc_zeroed()
+}
+
+/// Drops a reference to the page at `v`; returns it to the free list if it was the last.
 ///
 /// # Safety
-/// `v` must be a page from kalloc (or from boot's ranges) that nothing uses any more.
-pub unsafe fn kfree(v: NonNull<u8>) {
+/// `v` must be a page from kalloc (or from boot's ranges) that the caller no longer uses.
+pub unsafe fn kfree(v: KVAddr) {
     // SAFETY: forwarded from the caller.
-    unsafe { KMEM.kfree(v.as_ptr() as usize) }
+    unsafe { KMEM.kfree(v) };
+}
+
+/// Adds a reference to the page at `v` (copy-on-write fork shares it).
+pub fn kdup(v: KVAddr) {
+    KMEM.kdup(v);
 }
 
 #[cfg(test)]
@@ -219,15 +384,20 @@ mod tests {
     #[repr(C, align(4096))]
     struct Page([u8; PGSIZE]);
 
-    /// A buffer of n pages and its address range.
+    /// A buffer of n zeroed pages and its address range.
     fn pages(n: usize) -> (Vec<Page>, usize, usize) {
         let mut v: Vec<Page> = (0..n).map(|_| Page([0; PGSIZE])).collect();
         let lo = v.as_mut_ptr() as usize;
         (v, lo, lo + n * PGSIZE)
     }
 
+    fn bytes(v: usize) -> &'static [u8] {
+        // SAFETY: v is a whole page of a test buffer that outlives the check.
+        unsafe { core::slice::from_raw_parts(v as *const u8, PGSIZE) }
+    }
+
     #[test]
-    fn lifo_junk_and_count() {
+    fn pristine_pages_untouched_then_lifo_with_junk() {
         let (_buf, lo, hi) = pages(4);
         let mut fl = FreeList::new();
         fl.set_bounds(lo, hi);
@@ -235,33 +405,42 @@ mod tests {
         let n = unsafe { fl.freerange(lo, hi) };
         assert_eq!(n, 4);
         assert_eq!(fl.countfree(), 4);
-        // The most recently freed (highest) page comes back first.
-        let a = fl.kalloc().unwrap().as_ptr() as usize;
-        assert_eq!(a, lo + 3 * PGSIZE);
-        let b = fl.kalloc().unwrap().as_ptr() as usize;
-        assert_eq!(b, lo + 2 * PGSIZE);
+        assert_eq!(fl.walk_count(), 0, "nothing linked: no page was written");
+        // Pristine pages come in address order, zero.
+        let (a, oa) = fl.pop().unwrap();
+        let (b, ob) = fl.pop().unwrap();
+        assert_eq!(
+            (a, oa, b, ob),
+            (lo, Origin::Pristine, lo + PGSIZE, Origin::Pristine)
+        );
+        assert!(bytes(a).iter().all(|&x| x == 0));
+        assert_eq!(fl.countfree(), 2);
+        // A freed page goes on the list, junk-filled, and comes back first.
         // SAFETY: a is a page from this list that we no longer use.
-        unsafe { fl.kfree(a) };
-        assert_eq!(fl.kalloc().unwrap().as_ptr() as usize, a);
-        // Junk: all but the link word of a freed page are 1s, and kalloc does not zero.
-        // SAFETY: b is a whole page of the buffer.
-        let bytes = unsafe { core::slice::from_raw_parts(b as *const u8, PGSIZE) };
-        assert!(bytes[size_of::<usize>()..].iter().all(|&x| x == 1));
-        fl.kalloc().unwrap();
-        fl.kalloc().unwrap();
-        assert!(fl.kalloc().is_none());
+        assert!(unsafe { fl.kfree(a) });
+        assert_eq!((fl.countfree(), fl.walk_count()), (3, 1));
+        assert!(bytes(a)[size_of::<usize>()..].iter().all(|&x| x == 1));
+        assert_eq!(fl.pop(), Some((a, Origin::Recycled)));
+        assert_eq!(fl.pop(), Some((lo + 2 * PGSIZE, Origin::Pristine)));
+        fl.pop().unwrap();
+        assert!(fl.pop().is_none());
         assert_eq!(fl.countfree(), 0);
     }
 
     #[test]
-    fn freerange_skips_partial_pages() {
-        let (_buf, lo, hi) = pages(4);
+    fn freerange_skips_partial_pages_and_joins_ranges() {
+        let (_buf, lo, hi) = pages(6);
         let mut fl = FreeList::new();
         fl.set_bounds(lo, hi);
         // SAFETY: the buffer is ours.
-        let n = unsafe { fl.freerange(lo + 8, hi - 8) };
-        assert_eq!(n, 2);
-        assert_eq!(fl.kalloc().unwrap().as_ptr() as usize, lo + 2 * PGSIZE);
+        unsafe {
+            assert_eq!(fl.freerange(lo + 8, lo + 3 * PGSIZE - 8), 1);
+            assert_eq!(fl.freerange(lo + 2 * PGSIZE, lo + 4 * PGSIZE), 2, "joins");
+            assert_eq!(fl.freerange(lo + 5 * PGSIZE, hi), 1, "a gap: listed");
+        }
+        assert_eq!((fl.countfree(), fl.walk_count()), (4, 1));
+        assert_eq!(fl.pop(), Some((lo + 5 * PGSIZE, Origin::Recycled)));
+        assert_eq!(fl.pop(), Some((lo + PGSIZE, Origin::Pristine)));
     }
 
     fn kfree_at(offset: isize) {
@@ -291,6 +470,31 @@ mod tests {
     }
 
     #[test]
+    fn shared_pages_are_freed_with_the_last_reference() {
+        let (_buf, lo, hi) = pages(8);
+        let mut fl = FreeList::new();
+        fl.set_bounds(lo, hi);
+        // SAFETY: the buffer is ours.
+        unsafe { fl.freerange(lo, hi) };
+        assert!(fl.reserve_refs(1));
+        assert_eq!(fl.countfree(), 7);
+        assert!(!fl.reserve_refs(8), "more than is pristine");
+        let (p, _) = fl.pop().unwrap();
+        fl.kdup(p);
+        fl.kdup(p);
+        assert!(fl.shared(p));
+        // SAFETY: p came from pop; each kfree drops one of its three references.
+        unsafe {
+            assert!(!fl.kfree(p));
+            assert!(!fl.kfree(p));
+            assert!(!fl.shared(p));
+            assert_eq!(fl.countfree(), 6);
+            assert!(fl.kfree(p));
+        }
+        assert_eq!(fl.countfree(), 7);
+    }
+
+    #[test]
     fn kmem_two_step_init_turns_lock_on() {
         let (_buf, lo, hi) = pages(6);
         let kmem = Kmem::new();
@@ -299,10 +503,9 @@ mod tests {
         assert_eq!(n, 2);
         assert!(!kmem.use_lock());
         assert_eq!(kmem.countfree(), 2);
-        // SAFETY: the buffer is ours.
-        assert_eq!(unsafe { kmem.kinit2(lo + 3 * PGSIZE, hi) }, 3);
+        // SAFETY: the buffer is ours. 3 pages, one of them becomes the reference table.
+        assert_eq!(unsafe { kmem.kinit2(lo + 3 * PGSIZE, hi) }, 2);
         assert!(kmem.use_lock());
-        assert_eq!(kmem.countfree(), 5);
-        assert_eq!(kmem.kalloc().unwrap().as_ptr() as usize, lo + 5 * PGSIZE);
+        assert_eq!(kmem.countfree(), 4);
     }
 }

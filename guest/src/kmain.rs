@@ -3,7 +3,8 @@
 //! the boot summary, then set up traps and the clock and start the first process — the
 //! program the VMM named in the argv module, exec'd from the archive module — and schedule.
 //! The boot summary goes to the kernel log (COM2); `quiet` on the command line suppresses it.
-//! `lazy` turns demand paging on for sbrk (vm.rs); `tsc_khz=N` is remembered for `tsckhz`.
+//! `lazy` turns demand paging on for sbrk, `cow` copy-on-write fork (vm.rs); `tsc_khz=N` is
+//! remembered for `tsckhz`.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -12,7 +13,7 @@ use crate::entry::KSTACKSIZE;
 use crate::exec::{exec, MAXARG};
 use crate::kalloc::KMEM;
 use crate::linker;
-use crate::memlayout::{phystop, set_phystop, PhysAddr, VirtAddr, EXTMEM, KERNLINK, P2V};
+use crate::memlayout::{phystop, set_phystop, KVAddr, PhysAddr, EXTMEM, KERNLINK, P2V};
 use crate::pvh::{
     self, low_memory, Memmap, Module, PvhError, StartInfo, MEMMAP_ENTRY_SIZE, MODLIST_ENTRY_SIZE,
     START_INFO_SIZE,
@@ -103,6 +104,7 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     QUIET.store(cmdline::has_word(boot.cmdline, "quiet"), Ordering::Relaxed);
     cmdline::set_tsc_khz(cmdline::parse_tsc_khz(boot.cmdline));
     vm::set_lazy(cmdline::has_word(boot.cmdline, "lazy"));
+    vm::set_cow(cmdline::has_word(boot.cmdline, "cow"));
     bootlog!(
         "xv6: PVH boot, start_info {:#010x}, cmdline \"{}\"",
         boot.start_info.0,
@@ -122,6 +124,9 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     if vm::lazy() {
         bootlog!("xv6: lazy sbrk on");
     }
+    if vm::cow() {
+        bootlog!("xv6: cow fork on");
+    }
     let rows = vm::kernel_kmap(); // panics if P2V(PHYSTOP) > DEVSPACE
 
     let (data, end) = (linker::data(), linker::end());
@@ -136,7 +141,8 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     let top = P2V(phystop());
 
     // SAFETY: [end, P2V(4 MiB)) is RAM mapped by entrypgdir that nothing uses (past the
-    // kernel image; the boot data and the VMM's structures are all below EXTMEM).
+    // kernel image; the boot data and the VMM's structures are all below EXTMEM), and it
+    // reads zero (docs/abi.md: RAM the VMM did not load anything into is zero).
     let freed = unsafe {
         KMEM.kinit1(
             end.0 as usize,
@@ -148,10 +154,11 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     check_free(KMEM.countfree(), freed);
     bootlog!("xv6: kinit1: {} pages free", KMEM.countfree());
 
-    // Where the program archive and argv are: kvmalloc (setupkvm) maps them.
+    // Where the program archive and argv are: kvmalloc maps them in the kernel half.
     let modules = (0..boot.nr_modules as usize).filter_map(|i| Module::parse(boot.modlist, i).ok());
     bootmods::init(modules, &boot.memmap).unwrap_or_else(|e| panic!("{}", e));
-    vm::kvmalloc();
+    vm::kvmalloc(bootmods::kmap_row());
+    bootmods::mark_mapped();
     for k in &rows {
         bootlog!("xv6: kmap {}", k);
     }
@@ -168,8 +175,8 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
 
     let before = KMEM.countfree();
     // SAFETY: [P2V(4 MiB), P2V(PHYSTOP)) is RAM the VMM reported, now mapped by the kernel
-    // page directory, and unused (the kernel image and the boot data are below 4 MiB; the
-    // boot modules are at or above PHYSTOP).
+    // page directory, unused (the kernel image and the boot data are below 4 MiB; the boot
+    // modules are at or above PHYSTOP), and zero (docs/abi.md). kinit2 does not touch it.
     let freed = unsafe { KMEM.kinit2(four_mib.0 as usize, top.0 as usize) };
     check_free(KMEM.countfree(), before + freed);
     bootlog!("xv6: kinit2: {} pages free", KMEM.countfree());
@@ -191,7 +198,7 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
             core::hint::spin_loop();
         },
         SelfTest::PageFault => {
-            let user = VirtAddr(0x1000_0000);
+            let user = KVAddr(0x1000_0000);
             // SAFETY: deliberately reads an address the kernel page directory does not map:
             // with no IDT the fault becomes a triple fault and the VM ends (the point of
             // the test); the read never completes.

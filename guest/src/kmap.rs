@@ -5,25 +5,25 @@
 
 use core::fmt;
 
-use crate::memlayout::{p2v_end, PhysAddr, VirtAddr, DEVSPACE, EXTMEM, KERNBASE, KERNLINK, V2P};
-use crate::mmu::{PGSIZE, PTE_U, PTE_W};
+use crate::memlayout::{p2v_end, KVAddr, PhysAddr, DEVSPACE, EXTMEM, KERNBASE, KERNLINK, V2P};
+use crate::mmu::{PteFlags, PGSIZE, PTE_U, PTE_W};
 
 /// One row of kmap: `[virt, virt + size)` maps `[phys_start, phys_start + size)` with `perm`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Kmap {
-    pub virt: VirtAddr,
+    pub virt: KVAddr,
     pub phys_start: PhysAddr,
     /// Bytes mapped (a multiple of PGSIZE; never 0, and `virt + size` may be exactly 4 GiB).
     pub size: u32,
     /// PTE permission bits (PTE_W, PTE_U); PTE_P is added by mappages.
-    pub perm: u32,
+    pub perm: PteFlags,
 }
 
 impl Kmap {
     /// The last virtual address of the row (inclusive; no 32-bit wrap for the DEVSPACE row).
     #[must_use]
-    pub const fn last_virt(&self) -> VirtAddr {
-        VirtAddr(self.virt.0 + (self.size - 1))
+    pub const fn last_virt(&self) -> KVAddr {
+        KVAddr(self.virt.0 + (self.size - 1))
     }
 }
 
@@ -37,8 +37,8 @@ impl fmt::Display for Kmap {
             self.virt.0,
             self.last_virt().0,
             self.phys_start.0,
-            if self.perm & PTE_W != 0 { 'w' } else { '-' },
-            if self.perm & PTE_U != 0 { 'u' } else { 'k' },
+            if self.perm.contains(PTE_W) { 'w' } else { '-' },
+            if self.perm.contains(PTE_U) { 'u' } else { 'k' },
         )
     }
 }
@@ -49,7 +49,7 @@ pub enum KmapError {
     /// P2V(PHYSTOP) lies above DEVSPACE (xv6 panics "PHYSTOP too high").
     PhystopTooHigh(PhysAddr),
     /// `data` is not page aligned or not inside `[KERNLINK, P2V(PHYSTOP)]`.
-    BadData(VirtAddr),
+    BadData(KVAddr),
 }
 
 impl fmt::Display for KmapError {
@@ -72,7 +72,7 @@ impl fmt::Display for KmapError {
 /// | [KERNLINK, data)           | [EXTMEM, V2P(data))  | read-only     |
 /// | [data, P2V(PHYSTOP))       | [V2P(data), PHYSTOP) | W             |
 /// | [DEVSPACE, 4 GiB)          | [DEVSPACE, 4 GiB)    | W (devices)   |
-pub fn kmap(data: VirtAddr, phystop: PhysAddr) -> Result<[Kmap; 4], KmapError> {
+pub fn kmap(data: KVAddr, phystop: PhysAddr) -> Result<[Kmap; 4], KmapError> {
     let top = match p2v_end(phystop) {
         Some(top) if top.0 <= DEVSPACE => top,
         _ => return Err(KmapError::PhystopTooHigh(phystop)),
@@ -82,16 +82,16 @@ pub fn kmap(data: VirtAddr, phystop: PhysAddr) -> Result<[Kmap; 4], KmapError> {
     }
     Ok([
         Kmap {
-            virt: VirtAddr(KERNBASE),
+            virt: KVAddr(KERNBASE),
             phys_start: PhysAddr(0),
             size: EXTMEM,
             perm: PTE_W,
         },
         Kmap {
-            virt: VirtAddr(KERNLINK),
-            phys_start: V2P(VirtAddr(KERNLINK)),
+            virt: KVAddr(KERNLINK),
+            phys_start: V2P(KVAddr(KERNLINK)),
             size: data.0 - KERNLINK,
-            perm: 0,
+            perm: PteFlags::empty(),
         },
         Kmap {
             virt: data,
@@ -100,7 +100,7 @@ pub fn kmap(data: VirtAddr, phystop: PhysAddr) -> Result<[Kmap; 4], KmapError> {
             perm: PTE_W,
         },
         Kmap {
-            virt: VirtAddr(DEVSPACE),
+            virt: KVAddr(DEVSPACE),
             phys_start: PhysAddr(DEVSPACE),
             size: 0u32.wrapping_sub(DEVSPACE),
             perm: PTE_W,
@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn xv6_default_rows() {
-        let rows = kmap(VirtAddr(0x8011_2000), PhysAddr(0xE00_0000)).unwrap();
+        let rows = kmap(KVAddr(0x8011_2000), PhysAddr(0xE00_0000)).unwrap();
         let lines: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
         assert_eq!(
             lines,
@@ -128,26 +128,26 @@ mod tests {
         assert_eq!(rows[3].size, 0x200_0000);
         assert!(rows
             .iter()
-            .all(|r| r.size % PGSIZE == 0 && r.perm & PTE_U == 0));
+            .all(|r| r.size % PGSIZE == 0 && !r.perm.contains(PTE_U)));
     }
 
     #[test]
     fn largest_phystop_ends_at_devspace() {
-        let rows = kmap(VirtAddr(0x8011_2000), PhysAddr(0x7E00_0000)).unwrap();
-        assert_eq!(rows[2].last_virt(), VirtAddr(DEVSPACE - 1));
+        let rows = kmap(KVAddr(0x8011_2000), PhysAddr(0x7E00_0000)).unwrap();
+        assert_eq!(rows[2].last_virt(), KVAddr(DEVSPACE - 1));
     }
 
     #[test]
     fn phystop_above_devspace_is_an_error() {
         let too_high = PhysAddr(0x7E00_1000);
         assert_eq!(
-            kmap(VirtAddr(0x8011_2000), too_high),
+            kmap(KVAddr(0x8011_2000), too_high),
             Err(KmapError::PhystopTooHigh(too_high))
         );
         // Past 2 GiB P2V would wrap around 32 bits: still an error, not a small address.
         let wraps = PhysAddr(0x9000_0000);
         assert_eq!(
-            kmap(VirtAddr(0x8011_2000), wraps),
+            kmap(KVAddr(0x8011_2000), wraps),
             Err(KmapError::PhystopTooHigh(wraps))
         );
         assert_eq!(
@@ -161,8 +161,8 @@ mod tests {
         let phystop = PhysAddr(0xE00_0000);
         for bad in [0x8011_2004, 0x8000_0000, 0x8E00_1000] {
             assert_eq!(
-                kmap(VirtAddr(bad), phystop),
-                Err(KmapError::BadData(VirtAddr(bad)))
+                kmap(KVAddr(bad), phystop),
+                Err(KmapError::BadData(KVAddr(bad)))
             );
         }
     }

@@ -2,7 +2,7 @@
 //! (page aligned: kmap maps [KERNLINK, data) read-only), and `end`, the first byte after the
 //! kernel's bss, where the free list starts.
 
-use crate::memlayout::VirtAddr;
+use crate::memlayout::KVAddr;
 
 extern "C" {
     #[link_name = "data"]
@@ -13,12 +13,12 @@ extern "C" {
 
 /// The symbol `data`: start of the kernel's writable data.
 #[must_use]
-pub fn data() -> VirtAddr {
-    VirtAddr(&raw const DATA as u32)
+pub fn data() -> KVAddr {
+    KVAddr(&raw const DATA as u32)
 }
 
 /// The symbol `end`: first address after the kernel image (data + bss).
 #[must_use]
-pub fn end() -> VirtAddr {
-    VirtAddr(&raw const END as u32)
+pub fn end() -> KVAddr {
+    KVAddr(&raw const END as u32)
 }

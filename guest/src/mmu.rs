@@ -2,7 +2,9 @@
 //! page table index, offset), the PTE flag bits, and the segment descriptors of the GDT.
 //! Pure definitions and arithmetic only; nothing here touches the hardware.
 
-use crate::memlayout::{PhysAddr, VirtAddr, KERNBASE};
+use bitflags::bitflags;
+
+use crate::memlayout::{Linear, PhysAddr, KERNBASE};
 
 /// Bytes mapped by a page.
 pub const PGSIZE: u32 = 4096;
@@ -15,14 +17,34 @@ pub const PTXSHIFT: u32 = 12;
 /// Offset of PDX in a linear address.
 pub const PDXSHIFT: u32 = 22;
 
-/// Present.
-pub const PTE_P: u32 = 0x001;
-/// Writeable.
-pub const PTE_W: u32 = 0x002;
-/// User.
-pub const PTE_U: u32 = 0x004;
-/// Page size (4 MiB pages, in a PDE with CR4.PSE set).
-pub const PTE_PS: u32 = 0x080;
+bitflags! {
+    /// The flag bits of a page-directory or page-table entry (the low 12 bits).
+    #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
+    pub struct PteFlags: u32 {
+        /// Present.
+        const P = 0x001;
+        /// Writeable.
+        const W = 0x002;
+        /// User.
+        const U = 0x004;
+        /// Page size (4 MiB pages, in a PDE with CR4.PSE set).
+        const PS = 0x080;
+        /// Copy-on-write (a bit the CPU ignores, "available to software"): the page is
+        /// shared after a `cow` fork and PTE_W is off until the first write copies it.
+        const COW = 0x200;
+    }
+}
+
+/// Present (xv6 `PTE_P`).
+pub const PTE_P: PteFlags = PteFlags::P;
+/// Writeable (xv6 `PTE_W`).
+pub const PTE_W: PteFlags = PteFlags::W;
+/// User (xv6 `PTE_U`).
+pub const PTE_U: PteFlags = PteFlags::U;
+/// Page size (xv6 `PTE_PS`).
+pub const PTE_PS: PteFlags = PteFlags::PS;
+/// Copy-on-write (software bit; not in xv6).
+pub const PTE_COW: PteFlags = PteFlags::COW;
 
 /// CR0: protection enable.
 pub const CR0_PE: u32 = 0x0000_0001;
@@ -39,22 +61,27 @@ pub const FL_IF: u32 = 0x0000_0200;
 /// Page directory index of a virtual address.
 #[allow(non_snake_case)]
 #[must_use]
-pub const fn PDX(va: VirtAddr) -> usize {
-    ((va.0 >> PDXSHIFT) & 0x3FF) as usize
+pub fn PDX(va: impl Linear) -> usize {
+    pdx(va.linear())
+}
+
+/// PDX of a raw linear address (for constant tables).
+const fn pdx(a: u32) -> usize {
+    ((a >> PDXSHIFT) & 0x3FF) as usize
 }
 
 /// Page table index of a virtual address.
 #[allow(non_snake_case)]
 #[must_use]
-pub const fn PTX(va: VirtAddr) -> usize {
-    ((va.0 >> PTXSHIFT) & 0x3FF) as usize
+pub fn PTX(va: impl Linear) -> usize {
+    ((va.linear() >> PTXSHIFT) & 0x3FF) as usize
 }
 
-/// Builds a virtual address from directory index, table index and offset.
+/// Builds a linear address from directory index, table index and offset.
 #[allow(non_snake_case)]
 #[must_use]
-pub const fn PGADDR(d: usize, t: usize, o: u32) -> VirtAddr {
-    VirtAddr(((d as u32) << PDXSHIFT) | ((t as u32) << PTXSHIFT) | o)
+pub const fn PGADDR(d: usize, t: usize, o: u32) -> u32 {
+    ((d as u32) << PDXSHIFT) | ((t as u32) << PTXSHIFT) | o
 }
 
 /// Rounds up to a page boundary (`None` past 4 GiB).
@@ -82,9 +109,9 @@ pub struct Pte(pub u32);
 impl Pte {
     /// An entry mapping the page at `pa` with `flags` (which should include PTE_P).
     #[must_use]
-    pub const fn new(pa: PhysAddr, flags: u32) -> Pte {
+    pub const fn new(pa: PhysAddr, flags: PteFlags) -> Pte {
         assert!(pa.0.is_multiple_of(PGSIZE), "Pte::new: unaligned address");
-        Pte(pa.0 | (flags & 0xFFF))
+        Pte(pa.0 | (flags.bits() & 0xFFF))
     }
 
     /// The physical address in the entry (xv6 `PTE_ADDR`).
@@ -97,22 +124,29 @@ impl Pte {
     /// The flag bits (xv6 `PTE_FLAGS`).
     #[doc(alias = "PTE_FLAGS")]
     #[must_use]
-    pub const fn flags(self) -> u32 {
-        self.0 & 0xFFF
+    pub const fn flags(self) -> PteFlags {
+        PteFlags::from_bits_retain(self.0 & 0xFFF)
+    }
+
+    /// The same page with other flags.
+    #[must_use]
+    pub const fn with_flags(self, flags: PteFlags) -> Pte {
+        Pte::new(self.addr(), flags)
     }
 
     /// PTE_P set?
     #[must_use]
     pub const fn present(self) -> bool {
-        self.0 & PTE_P != 0
+        self.flags().contains(PTE_P)
     }
 }
 
 impl core::fmt::Debug for Pte {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "Pte({:#010x}", self.addr().0)?;
-        for (bit, name) in [(PTE_P, " P"), (PTE_W, " W"), (PTE_U, " U"), (PTE_PS, " PS")] {
-            if self.0 & bit != 0 {
+        let names = [(PTE_P, " P"), (PTE_W, " W"), (PTE_U, " U"), (PTE_PS, " PS")];
+        for (bit, name) in names.into_iter().chain([(PTE_COW, " COW")]) {
+            if self.flags().contains(bit) {
                 f.write_str(name)?;
             }
         }
@@ -127,8 +161,9 @@ impl core::fmt::Debug for Pte {
 #[must_use]
 pub const fn entrypgdir_entries() -> [Pte; NPDENTRIES] {
     let mut d = [Pte(0); NPDENTRIES];
-    d[0] = Pte::new(PhysAddr(0), PTE_P | PTE_W | PTE_PS);
-    d[PDX(VirtAddr(KERNBASE))] = Pte::new(PhysAddr(0), PTE_P | PTE_W | PTE_PS);
+    let big = PTE_P.union(PTE_W).union(PTE_PS);
+    d[0] = Pte::new(PhysAddr(0), big);
+    d[pdx(KERNBASE)] = Pte::new(PhysAddr(0), big);
     d
 }
 
@@ -216,16 +251,18 @@ pub const fn kernel_gdt() -> [SegDesc; NSEGS] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memlayout::{KVAddr, UVAddr};
 
     #[test]
     fn pdx_ptx_split_a_linear_address() {
-        let va = VirtAddr(0x8010_3ABC);
+        let va = KVAddr(0x8010_3ABC);
         assert_eq!(PDX(va), 0x200);
         assert_eq!(PTX(va), 0x103);
-        assert_eq!(PGADDR(PDX(va), PTX(va), va.0 & 0xFFF), va);
-        assert_eq!(PDX(VirtAddr(0xFFFF_FFFF)), 1023);
-        assert_eq!(PTX(VirtAddr(0xFFFF_FFFF)), 1023);
-        assert_eq!(PDX(VirtAddr(0xFE00_0000)), 1016);
+        assert_eq!(PGADDR(PDX(va), PTX(va), va.0 & 0xFFF), va.0);
+        assert_eq!(PDX(UVAddr(0x0040_1000)), 1);
+        assert_eq!(PDX(KVAddr(0xFFFF_FFFF)), 1023);
+        assert_eq!(PTX(KVAddr(0xFFFF_FFFF)), 1023);
+        assert_eq!(PDX(KVAddr(0xFE00_0000)), 1016);
     }
 
     #[test]
@@ -238,11 +275,14 @@ mod tests {
 
     #[test]
     fn pte_flags_and_address() {
-        assert_eq!((PTE_P, PTE_W, PTE_U, PTE_PS), (1, 2, 4, 0x80));
+        let bits = [PTE_P, PTE_W, PTE_U, PTE_PS, PTE_COW].map(|f| f.bits());
+        assert_eq!(bits, [1, 2, 4, 0x80, 0x200]);
         let pte = Pte::new(PhysAddr(0x0011_A000), PTE_P | PTE_W | PTE_U);
         assert_eq!(pte.0, 0x0011_A007);
         assert_eq!(pte.addr(), PhysAddr(0x0011_A000));
-        assert_eq!(pte.flags(), 7);
+        assert_eq!(pte.flags().bits(), 7);
+        assert_eq!(pte.with_flags(PTE_P | PTE_COW).0, 0x0011_A201);
+        assert_eq!(format!("{:?}", Pte(0x0011_A205)), "Pte(0x0011a000 P U COW)");
         assert!(pte.present());
         assert!(!Pte(0).present());
         assert_eq!(format!("{pte:?}"), "Pte(0x0011a000 P W U)");

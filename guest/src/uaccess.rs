@@ -14,13 +14,11 @@
 //! argument strings there work without a page fault in kernel mode. If memory runs out
 //! doing so, the access is a `BadAddr` (the call returns −1).
 
-use crate::memlayout::{VirtAddr, KERNBASE, V2P};
+use crate::memlayout::{KVAddr, UVAddr, KERNBASE, V2P};
 use crate::mmu::{PGROUNDDOWN, PGSIZE};
 use crate::vm::{copyout, lazyfault, uva2ka, PageDir};
 
-/// A user address the process may not use: the system call fails with −1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BadAddr;
+pub use crate::vm::BadAddr;
 
 /// A process's memory as the kernel reaches it: its page directory, its size, and where its
 /// lazy sbrk region starts (`lazy_from`; KERNBASE: none, see vm.rs).
@@ -55,7 +53,7 @@ pub fn fault_in(m: &mut UserMem<'_>, va: u32, len: usize) -> Result<(), BadAddr>
     let last = PGROUNDDOWN(va + (len as u32 - 1));
     let mut a = PGROUNDDOWN(va);
     loop {
-        if let Some(r) = lazyfault(m.pgdir, m.lazy_from, m.sz, a) {
+        if let Some(r) = lazyfault(m.pgdir, m.lazy_from, m.sz, UVAddr(a)) {
             r.map_err(|_| BadAddr)?;
         }
         if a == last {
@@ -68,13 +66,14 @@ pub fn fault_in(m: &mut UserMem<'_>, va: u32, len: usize) -> Result<(), BadAddr>
 /// The kernel address of user byte `va` of a present user page (uva2ka), faulting the page
 /// in first if it is an untouched lazy page.
 fn user_byte(m: &mut UserMem<'_>, va: u32) -> Result<*mut u8, BadAddr> {
+    let va = UVAddr(va);
     if let Some(ka) = uva2ka(m.pgdir, va) {
-        return Ok(ka);
+        return Ok(ka.as_ptr());
     }
     lazyfault(m.pgdir, m.lazy_from, m.sz, va)
         .ok_or(BadAddr)?
         .map_err(|_| BadAddr)?;
-    uva2ka(m.pgdir, va).ok_or(BadAddr)
+    uva2ka(m.pgdir, va).map(KVAddr::as_ptr::<u8>).ok_or(BadAddr)
 }
 
 /// Copies `dst.len()` bytes from user address `va` of the process `m` (xv6-riscv
@@ -124,12 +123,13 @@ pub fn fetchstr<'b>(m: &mut UserMem<'_>, va: u32, buf: &'b mut [u8]) -> Result<&
 }
 
 /// Copies `src` to user address `va` of the process `m`: `checkrange`, lazy pages faulted
-/// in, then `vm::copyout` (which also refuses read-only pages). For results a system call
-/// stores in user memory (wait's status, pipe's descriptors, read's data).
+/// in, then `vm::copyout` (which copies copy-on-write pages first and refuses read-only
+/// ones). For results a system call stores in user memory (wait's status, pipe's
+/// descriptors, read's data).
 pub fn copyto(m: &mut UserMem<'_>, va: u32, src: &[u8]) -> Result<(), BadAddr> {
     checkrange(m.sz, va, src.len())?;
     fault_in(m, va, src.len())?;
-    copyout(m.pgdir, va, src)
+    copyout(m.pgdir, UVAddr(va), src)
 }
 
 /// Splits the user range `[va, va + len)` of the process `m` into its page-sized pieces and
@@ -157,11 +157,11 @@ pub fn physchunks(
         })
     };
     for (a, _) in chunks() {
-        uva2ka(m.pgdir, a).ok_or(BadAddr)?;
+        uva2ka(m.pgdir, UVAddr(a)).ok_or(BadAddr)?;
     }
     for (a, n) in chunks() {
-        let ka = uva2ka(m.pgdir, a).ok_or(BadAddr)?;
-        f(V2P(VirtAddr(ka as u32)).0, n);
+        let ka = uva2ka(m.pgdir, UVAddr(a)).ok_or(BadAddr)?;
+        f(V2P(ka).0, n);
     }
     Ok(())
 }
@@ -208,8 +208,8 @@ mod tests {
     fn process() -> (PageDir, u32) {
         let mut d = setupkvm().unwrap();
         let sz = allocuvm(&mut d, 0, 0x3000).unwrap();
-        clearpteu(&mut d, 0x1000);
-        clearptew(&mut d, 0x2000);
+        clearpteu(&mut d, UVAddr(0x1000)).ignore("not in use");
+        clearptew(&mut d, UVAddr(0x2000)).ignore("not in use");
         (d, sz)
     }
 
@@ -218,7 +218,7 @@ mod tests {
         let _g = testmem::lock();
         let before = testmem::free();
         let (mut d, sz) = process();
-        crate::vm::copyout(&mut d, 0xFF0, b"hello\0").unwrap();
+        crate::vm::copyout(&mut d, UVAddr(0xFF0), b"hello\0").unwrap();
         putint(&mut um(&mut d, sz), 0x10, 0xdead_beef).unwrap();
         assert_eq!(fetchint(&mut um(&mut d, sz), 0x10), Ok(0xdead_beef));
         let mut b = [0u8; 6];
@@ -240,7 +240,7 @@ mod tests {
             Ok(&b"hello"[..])
         );
         // Running into the guard page without a NUL; reading the guard page at all.
-        crate::vm::copyout(&mut d, 0xFFC, b"abcd").unwrap();
+        crate::vm::copyout(&mut d, UVAddr(0xFFC), b"abcd").unwrap();
         assert_eq!(fetchstr(&mut um(&mut d, sz), 0xFFC, &mut buf), Err(BadAddr));
         assert_eq!(fetchint(&mut um(&mut d, sz), 0xFFE), Err(BadAddr));
         assert_eq!(fetchint(&mut um(&mut d, sz), 0x1000), Err(BadAddr));
@@ -263,7 +263,7 @@ mod tests {
         // A string that is not terminated before sz.
         let mut e = setupkvm().unwrap();
         let esz = allocuvm(&mut e, 0, 0x1000).unwrap();
-        crate::vm::copyout(&mut e, 0xFFE, b"ab").unwrap();
+        crate::vm::copyout(&mut e, UVAddr(0xFFE), b"ab").unwrap();
         assert_eq!(
             fetchstr(&mut um(&mut e, esz), 0xFFE, &mut buf),
             Err(BadAddr)
@@ -346,7 +346,7 @@ mod tests {
         assert_eq!((got[0].0 % PGSIZE, got[0].1), (0xF00, 0x100));
         assert_eq!((got[1].0 % PGSIZE, got[1].1), (0, 0x1000));
         assert_eq!((got[2].0 % PGSIZE, got[2].1), (0, 0x100));
-        let pa = crate::vm::getpte(m.pgdir, VirtAddr(from + PGSIZE))
+        let pa = crate::vm::getpte(m.pgdir, UVAddr(from + PGSIZE))
             .unwrap()
             .addr();
         assert_eq!(got[1].0, pa.0);

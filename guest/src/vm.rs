@@ -1,48 +1,47 @@
 //! Page directories (xv6 vm.c): the kernel half every address space shares, and the user
 //! half each process owns.
 //!
-//! Kernel half: walkpgdir finds or creates the PTE for a virtual address, mappages installs
-//! a range of PTEs, setupkvm builds a page directory mapping exactly the kmap rows plus the
-//! boot modules, kvmalloc makes that the kernel's page directory and switchkvm loads it.
-//! Page-table pages come from kalloc and are zeroed here (kalloc hands out junk), and are
-//! reached through P2V, so all of physical memory they live in must be mapped (entrypgdir's
-//! first 4 MiB during kvmalloc: hence kinit1).
-//!
-//! The one mapping beyond the four kmap rows: the PVH boot modules (the program archive and
-//! the first process's argv, docs/abi.md), which the VMM puts in `[PHYSTOP, end of RAM)`, are
-//! mapped read-only for the kernel at P2V — `[P2V(PHYSTOP), P2V(PHYSTOP) + extent)`, `r-k`,
-//! see `bootmods::kmap_row` — so exec can read programs straight out of the archive. The row
-//! is absent when the VMM passed no modules.
+//! Kernel half, built once: kvmalloc makes the kernel's page directory with exactly the kmap
+//! rows plus the boot-module row it is given (`bootmods::kmap_row`, read-only: the PVH
+//! modules the VMM put in `[PHYSTOP, end of RAM)`, see docs/abi.md), and switchkvm loads it.
+//! Its page-table pages are the only ones that map the kernel: setupkvm gives a process a
+//! fresh page directory whose kernel PDEs are copies of the kernel directory's, so every
+//! address space shares those tables, and freevm never frees them. Nothing is ever mapped
+//! in the kernel half after kvmalloc, so the copies never go stale.
 //!
 //! User half, below KERNBASE: inituvm, loaduvm, allocuvm, deallocuvm, clearpteu (and
-//! clearptew), copyuvm, uva2ka and copyout, with xv6's semantics; and demand paging for a
-//! lazy sbrk (`lazyfault`, see its section below). A process's memory is
-//! `[0, sz)`; unlike xv6, pages below sz may be unmapped (exec maps only the pages its
-//! segments cover, so a program linked at 0x08048000 does not cost 128 MiB of zeroes):
-//! deallocuvm, copyuvm and freevm skip holes, and uva2ka/copyout refuse them. Nothing is
-//! ever mapped at or above `PGROUNDUP(sz)`. As in xv6, page-table pages stay with their
-//! directory until freevm (deallocuvm frees only the pages it unmaps), and callers that
-//! change the page directory the CPU is using reload CR3 afterwards (switchuvm).
+//! clearptew), copyuvm, uva2ka and copyout, with xv6's semantics; demand paging for a lazy
+//! sbrk (`lazyfault`) and copy-on-write fork (`cowuvm`, `cowfault`), each in its section
+//! below. A process's memory is `[0, sz)`; unlike xv6, pages below sz may be unmapped (exec
+//! maps only the pages its segments cover): deallocuvm, copyuvm and freevm skip holes, and
+//! uva2ka/copyout refuse them. Nothing is ever mapped at or above `PGROUNDUP(sz)`. As in
+//! xv6, page-table pages stay with their directory until freevm.
+//!
+//! Types: user addresses are `UVAddr`, kernel ones `KVAddr`, physical ones `PhysAddr`; PTE
+//! flags are `PteFlags`. `PageDir::walk` (xv6's walkpgdir) hands out `&mut Pte` for user
+//! addresses only — the kernel tables are shared and never change. Every function that
+//! takes a mapping away or lowers its rights returns a `TlbFlush` token (tlb.rs) the caller
+//! must flush or ignore with a reason.
 //!
 //! Everything here but CR3 handling is plain memory manipulation through P2V, so the host
 //! unit tests run it over a buffer mapped at the P2V address of some fake physical pages
 //! (`testmem`).
 
-use core::ptr::{self, NonNull};
+use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use crate::bootmods;
-use crate::kalloc::{kalloc, kfree};
+use crate::kalloc::{kalloc, kalloc_zeroed, kdup, kfree, KMEM};
 use crate::kmap::{kmap, Kmap};
-use crate::memlayout::{phystop, PhysAddr, VirtAddr, KERNBASE, P2V, V2P};
+use crate::memlayout::{phystop, KVAddr, Linear, PhysAddr, UVAddr, KERNBASE, P2V, V2P};
 use crate::mmu::{
-    Pte, NPDENTRIES, NPTENTRIES, PDX, PGADDR, PGROUNDDOWN, PGROUNDUP, PGSIZE, PTE_P, PTE_PS, PTE_U,
-    PTE_W, PTX,
+    Pte, PteFlags, NPDENTRIES, NPTENTRIES, PDX, PGADDR, PGROUNDUP, PGSIZE, PTE_COW, PTE_P, PTE_PS,
+    PTE_U, PTE_W, PTX,
 };
-use crate::uaccess::BadAddr;
+use crate::tlb::TlbFlush;
 
-/// A page directory, by the physical address of its page. It owns the page-table pages its
-/// present PDEs point to and the user pages its user-half PTEs map (freevm returns them).
+/// A page directory, by the physical address of its page. It owns its user-half page-table
+/// pages and (one reference to) the user pages they map; its kernel half points at the
+/// kernel's shared tables.
 #[derive(Debug)]
 pub struct PageDir {
     pa: PhysAddr,
@@ -53,57 +52,49 @@ pub struct PageDir {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutOfMemory;
 
+/// A user address the process may not use: the system call fails with −1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadAddr;
+
+/// The PDE of the first kernel-half entry.
+const KPDX: usize = (KERNBASE >> 22) as usize;
+
 /// The page at physical `pa` as an array of entries, through the kernel's P2V mapping.
 fn entries(pa: PhysAddr) -> *mut Pte {
-    P2V(pa).0 as *mut Pte
+    P2V(pa).as_ptr()
 }
 
-/// A fresh page from kalloc, zeroed (page directories, page tables and new user memory
-/// start empty).
+/// A fresh zeroed page (page directories, page tables and new user memory start empty):
+/// pristine pages come as they are, recycled ones are zeroed (kalloc_zeroed).
 fn zalloc() -> Option<PhysAddr> {
-    let page = kalloc()?;
-    // SAFETY: kalloc returned a whole free page, now ours.
-    unsafe { ptr::write_bytes(page.as_ptr(), 0, PGSIZE as usize) };
-    Some(V2P(VirtAddr(page.as_ptr() as u32)))
+    kalloc_zeroed().map(V2P)
 }
 
-/// Gives the page at `pa` back to kalloc.
+/// Drops this address space's reference to the page at `pa` (kfree frees it with the last).
 ///
 /// # Safety
-/// The page came from kalloc and nothing refers to it any more.
+/// The page came from kalloc and the caller's reference to it is gone (unmapped).
 unsafe fn kfree_pa(pa: PhysAddr) {
     // SAFETY: forwarded from the caller.
-    unsafe { kfree(page_ptr(pa)) };
+    unsafe { kfree(P2V(pa)) };
 }
 
-fn page_ptr(pa: PhysAddr) -> NonNull<u8> {
-    NonNull::new(P2V(pa).0 as *mut u8).expect("P2V is never null")
-}
-
-impl PageDir {
-    /// The physical address to load into CR3.
-    #[must_use]
-    pub fn pa(&self) -> PhysAddr {
-        self.pa
-    }
-}
-
-/// The address of the PTE in `pgdir` for virtual address `va`. If `alloc`, creates the page
-/// table (zeroed; its PDE is P|W|U, the PTEs decide) when missing; otherwise returns `None`
-/// for a missing one. `None` too when kalloc fails.
+/// The PTE slot for linear address `va` in the directory at `dir`, creating the page table
+/// (zeroed; its PDE is P|W|U, the PTEs decide) when missing if `alloc`; `None` for a missing
+/// one otherwise, or when kalloc fails.
 ///
 /// # Safety
-/// `pgdir` must be a valid page directory whose page tables are all mapped at P2V.
-pub unsafe fn walkpgdir(pgdir: &mut PageDir, va: VirtAddr, alloc: bool) -> Option<NonNull<Pte>> {
+/// `dir` must be a valid page directory whose page tables are all mapped at P2V, and the
+/// caller must not create a second live reference to the slot.
+unsafe fn walk_raw(dir: PhysAddr, va: u32, alloc: bool) -> Option<*mut Pte> {
     // SAFETY: PDX < 1024 indexes the directory page, which is valid (caller).
-    let pde = unsafe { entries(pgdir.pa).add(PDX(va)) };
+    let pde = unsafe { entries(dir).add(PDX(UVAddr(va))) };
     // SAFETY: pde points into the directory page.
     let d = unsafe { pde.read() };
     let pgtab = if d.present() {
         assert!(
-            d.flags() & PTE_PS == 0,
-            "walkpgdir: 4 MiB page at {:#010x}",
-            va.0
+            !d.flags().contains(PTE_PS),
+            "walkpgdir: 4 MiB page at {va:#010x}"
         );
         d.addr()
     } else {
@@ -116,18 +107,43 @@ pub unsafe fn walkpgdir(pgdir: &mut PageDir, va: VirtAddr, alloc: bool) -> Optio
         pa
     };
     // SAFETY: PTX < 1024 indexes the page-table page.
-    NonNull::new(unsafe { entries(pgtab).add(PTX(va)) })
+    Some(unsafe { entries(pgtab).add(PTX(UVAddr(va))) })
 }
 
-/// The PTE for `va` in `pgdir`, if its page table exists (the entry may be non-present):
-/// walkpgdir without `alloc`, for readers — e.g. the page-fault handler telling a guard page
+impl PageDir {
+    /// The physical address to load into CR3.
+    #[must_use]
+    pub fn pa(&self) -> PhysAddr {
+        self.pa
+    }
+
+    /// The PTE for user address `va` (xv6 `walkpgdir`). If `alloc`, creates the page table
+    /// when missing; otherwise `None` for a missing one. `None` too when kalloc fails.
+    /// Panics for a kernel address: the kernel half is shared and never changes.
+    #[doc(alias = "walkpgdir")]
+    pub fn walk(&mut self, va: UVAddr, alloc: bool) -> Option<&mut Pte> {
+        assert!(va.is_user(), "walkpgdir: kernel address {:#010x}", va.0);
+        // SAFETY: a PageDir is a valid directory (setupkvm) whose tables are mapped at P2V;
+        // its user-half tables belong to it alone, and `&mut self` makes this the only
+        // reference into them for the returned lifetime.
+        unsafe { walk_raw(self.pa, va.0, alloc).map(|p| &mut *p) }
+    }
+
+    /// The PDE at index `i`.
+    fn pde(&self, i: usize) -> Pte {
+        assert!(i < NPDENTRIES);
+        // SAFETY: i < 1024 indexes the valid directory page.
+        unsafe { entries(self.pa).add(i).read() }
+    }
+}
+
+/// The PTE for `va` (either half) in `pgdir`, if its page table exists (the entry may be
+/// non-present): a reader's walk — e.g. the page-fault handler telling a guard page
 /// (present, no PTE_U) from text (no PTE_W) from a hole (not present).
 #[must_use]
-pub fn getpte(pgdir: &PageDir, va: VirtAddr) -> Option<Pte> {
-    // SAFETY: a PageDir is always a valid directory (setupkvm built it) whose tables are
-    // mapped at P2V; PDX < 1024.
-    let d = unsafe { entries(pgdir.pa).add(PDX(va)).read() };
-    if !d.present() || d.flags() & PTE_PS != 0 {
+pub fn getpte(pgdir: &PageDir, va: impl Linear) -> Option<Pte> {
+    let d = pgdir.pde(PDX(va));
+    if !d.present() || d.flags().contains(PTE_PS) {
         return None;
     }
     // SAFETY: PTX < 1024 indexes the page-table page the PDE points to.
@@ -135,72 +151,72 @@ pub fn getpte(pgdir: &PageDir, va: VirtAddr) -> Option<Pte> {
 }
 
 /// Whether `pgdir` has a page table for the 4 MiB region holding `va`.
+#[cfg(test)]
 fn has_pgtab(pgdir: &PageDir, va: u32) -> bool {
-    // SAFETY: as in getpte.
-    unsafe { entries(pgdir.pa).add(PDX(VirtAddr(va))).read() }.present()
+    pgdir.pde(PDX(UVAddr(va))).present()
 }
 
 /// The first address of the 4 MiB region after the one holding `va` (`None` past 4 GiB):
 /// where a walk resumes when a whole page table is missing.
 fn next_pde(va: u32) -> Option<u32> {
-    let d = PDX(VirtAddr(va)) + 1;
-    (d < NPDENTRIES).then(|| PGADDR(d, 0, 0).0)
+    let d = PDX(UVAddr(va)) + 1;
+    (d < NPDENTRIES).then(|| PGADDR(d, 0, 0))
 }
 
-/// Creates PTEs for virtual addresses starting at `va` that refer to physical addresses
-/// starting at `pa`, for `size` bytes (> 0; `va + size` may be exactly 4 GiB); `perm` gives
-/// the permissions besides PTE_P. Panics if a page is already mapped ("remap").
-///
-/// # Safety
-/// As walkpgdir; the caller decides what the new mappings mean (and flushes the TLB if
-/// `pgdir` is in use).
-pub unsafe fn mappages(
+/// Creates PTEs for user addresses starting at `va` that refer to physical addresses
+/// starting at `pa`, for `size` bytes (> 0, below KERNBASE); `perm` gives the permissions
+/// besides PTE_P. Panics if a page is already mapped ("remap"). Only not-present entries
+/// become present, so no TLB flush is needed.
+pub fn mappages(
     pgdir: &mut PageDir,
-    va: VirtAddr,
+    va: UVAddr,
     size: u32,
     pa: PhysAddr,
-    perm: u32,
+    perm: PteFlags,
 ) -> Result<(), OutOfMemory> {
     assert!(size > 0, "mappages: size 0");
-    let mut a = PGROUNDDOWN(va.0);
-    let last = PGROUNDDOWN(va.0 + (size - 1));
-    let mut pa = pa.0;
+    let last = UVAddr(va.0 + (size - 1)).page();
+    let (mut a, mut pa) = (va.page(), pa);
     loop {
-        // SAFETY: forwarded from the caller.
-        let pte = unsafe { walkpgdir(pgdir, VirtAddr(a), true) }.ok_or(OutOfMemory)?;
-        // SAFETY: walkpgdir returned a PTE slot inside a page table.
-        unsafe {
-            if pte.read().present() {
-                panic!("remap {:#010x}", a);
-            }
-            pte.write(Pte::new(PhysAddr(pa), perm | PTE_P));
+        let pte = pgdir.walk(a, true).ok_or(OutOfMemory)?;
+        if pte.present() {
+            panic!("remap {:#010x}", a.0);
         }
+        *pte = Pte::new(pa, perm | PTE_P);
         if a == last {
-            break; // before a += PGSIZE: the last page may end at 4 GiB
+            return Ok(());
         }
-        a += PGSIZE;
-        pa += PGSIZE;
+        a = UVAddr(a.0 + PGSIZE);
+        pa = PhysAddr(pa.0 + PGSIZE);
     }
-    Ok(())
 }
 
-/// Builds a page directory with the kernel part of an address space: exactly the kmap
-/// rows, then the boot modules read-only at P2V (`bootmods::kmap_row`, if any), and nothing
-/// in the user half. `None` (with nothing leaked) if memory runs out. Panics if the kmap
-/// table cannot be built (P2V(PHYSTOP) > DEVSPACE).
-pub fn setupkvm() -> Option<PageDir> {
-    let rows = kernel_kmap();
-    let mods = bootmods::kmap_row();
-    let mut pgdir = PageDir { pa: zalloc()? };
-    for k in rows.iter().chain(mods.iter()) {
-        // SAFETY: pgdir is a fresh, valid directory; its tables come from kalloc and are
-        // mapped at P2V.
-        if unsafe { mappages(&mut pgdir, k.virt, k.size, k.phys_start, k.perm) }.is_err() {
-            freevm(pgdir);
-            return None;
+/// Installs one kmap row in the kernel directory at `dir` (the kernel half's mappages;
+/// the last page may end at 4 GiB): one walk per page table, then its run of PTEs.
+///
+/// # Safety
+/// `dir` is the kernel directory being built by kvmalloc, not yet in use.
+unsafe fn kmappages(dir: PhysAddr, k: &Kmap) -> Result<(), OutOfMemory> {
+    let last = k.last_virt().0 & !(PGSIZE - 1);
+    let (mut a, mut pa) = (k.virt.0, k.phys_start.0);
+    loop {
+        // SAFETY: forwarded from the caller; the slots are used right here only.
+        let first = unsafe { walk_raw(dir, a, true) }.ok_or(OutOfMemory)?;
+        let n = (NPTENTRIES - PTX(UVAddr(a))).min(((last - a) / PGSIZE) as usize + 1);
+        for i in 0..n {
+            // SAFETY: the first PTX(a) + n <= 1024 slots of one page table of dir.
+            unsafe {
+                let pte = first.add(i);
+                assert!(!pte.read().present(), "remap {a:#010x}");
+                pte.write(Pte::new(PhysAddr(pa), k.perm | PTE_P));
+            }
+            if a == last {
+                return Ok(()); // before a += PGSIZE: the last page may end at 4 GiB
+            }
+            a += PGSIZE;
+            pa += PGSIZE;
         }
     }
-    Some(pgdir)
 }
 
 /// The kmap rows of this kernel (from the symbol `data` and PHYSTOP); panics as xv6 does if
@@ -215,60 +231,83 @@ pub fn kernel_kmap() -> [Kmap; 4] {
 
 /// The symbol `data` (kernel.ld).
 #[cfg(all(target_arch = "x86", not(test)))]
-fn kernel_data() -> VirtAddr {
+fn kernel_data() -> KVAddr {
     crate::linker::data()
 }
 
 /// Host tests have no kernel image: a typical `data` of this kernel.
 #[cfg(not(all(target_arch = "x86", not(test))))]
-fn kernel_data() -> VirtAddr {
-    VirtAddr(0x8011_2000)
+fn kernel_data() -> KVAddr {
+    KVAddr(0x8011_2000)
 }
 
-/// Frees a page directory: the user pages it maps (present user-half PTEs, as xv6's
-/// `deallocuvm(pgdir, KERNBASE, 0)`), then every page table, then the directory itself.
-pub fn freevm(pgdir: PageDir) {
-    let dir = entries(pgdir.pa);
-    for i in 0..NPDENTRIES {
-        // SAFETY: i < 1024, inside the directory page.
-        let pde = unsafe { dir.add(i).read() };
-        if !pde.present() {
-            continue;
-        }
-        let table = entries(pde.addr());
-        if i < PDX(VirtAddr(KERNBASE)) {
-            for j in 0..NPTENTRIES {
-                // SAFETY: j < 1024, inside a page table of this directory.
-                let pte = unsafe { table.add(j).read() };
-                if pte.present() {
-                    // SAFETY: user pages of this address space belong to it alone.
-                    unsafe { kfree_pa(pte.addr()) };
-                }
-            }
-        }
-        // SAFETY: the page table belongs to this directory alone, which is going away.
-        unsafe { kfree_pa(pde.addr()) };
-    }
-    // SAFETY: as above, for the directory page.
-    unsafe { kfree_pa(pgdir.pa) };
-}
-
-/// Physical address of the kernel's page directory (for the scheduler, when no process runs).
+/// Physical address of the kernel's page directory (0 until kvmalloc).
 static KPGDIR: AtomicU32 = AtomicU32::new(0);
 
-/// Whether kvmalloc has run: the kernel page directory (and so the boot-module mapping) is
-/// in use.
+/// Whether kvmalloc has run: the kernel page directory exists.
 #[must_use]
 pub fn kvm_ready() -> bool {
     KPGDIR.load(Ordering::Relaxed) != 0
 }
 
-/// Allocates the kernel's page directory and switches to it (xv6 `kvmalloc`).
-#[cfg(all(target_arch = "x86", not(test)))]
-pub fn kvmalloc() {
-    let pgdir = setupkvm().expect("kvmalloc: out of memory");
-    KPGDIR.store(pgdir.pa.0, Ordering::Relaxed);
+/// Builds the kernel's page directory, the one set of page tables that maps the kernel —
+/// the kmap rows, then the boot-module row `mods` if there are modules — and (in the
+/// kernel) switches to it (xv6 `kvmalloc`). Panics if memory runs out or kmap cannot be
+/// built (P2V(PHYSTOP) > DEVSPACE).
+pub fn kvmalloc(mods: Option<Kmap>) {
+    assert!(!kvm_ready(), "kvmalloc twice");
+    let dir = zalloc().expect("kvmalloc: out of memory");
+    for k in kernel_kmap().iter().chain(mods.iter()) {
+        // SAFETY: dir is the fresh kernel directory; nothing uses it yet.
+        unsafe { kmappages(dir, k) }.expect("kvmalloc: out of memory");
+    }
+    KPGDIR.store(dir.0, Ordering::Relaxed);
+    #[cfg(all(target_arch = "x86", not(test)))]
     switchkvm();
+}
+
+/// A page directory for a new address space (xv6 `setupkvm`): one fresh page whose kernel
+/// half is a copy of the kernel directory's PDEs (kvmalloc's shared tables) and whose user
+/// half is empty. `None` if memory runs out.
+pub fn setupkvm() -> Option<PageDir> {
+    let k = KPGDIR.load(Ordering::Relaxed);
+    assert!(k != 0, "setupkvm before kvmalloc");
+    let pa = zalloc()?;
+    // SAFETY: both are whole directory pages mapped at P2V: the kernel's (only read) and
+    // the fresh one (ours); the kernel half is entries KPDX..1024.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            entries(PhysAddr(k)).add(KPDX),
+            entries(pa).add(KPDX),
+            NPDENTRIES - KPDX,
+        );
+    }
+    Some(PageDir { pa })
+}
+
+/// Frees a page directory: its references to the user pages it maps (as xv6's
+/// `deallocuvm(pgdir, KERNBASE, 0)`), its user-half page tables, then the directory itself.
+/// The kernel half's tables are shared and stay.
+pub fn freevm(pgdir: PageDir) {
+    for i in 0..KPDX {
+        let pde = pgdir.pde(i);
+        if !pde.present() {
+            continue;
+        }
+        let table = entries(pde.addr());
+        for j in 0..NPTENTRIES {
+            // SAFETY: j < 1024, inside a user page table of this directory.
+            let pte = unsafe { table.add(j).read() };
+            if pte.present() {
+                // SAFETY: this address space's reference to a user page, going away.
+                unsafe { kfree_pa(pte.addr()) };
+            }
+        }
+        // SAFETY: the user page table belongs to this directory alone, which is going away.
+        unsafe { kfree_pa(pde.addr()) };
+    }
+    // SAFETY: as above, for the directory page.
+    unsafe { kfree_pa(pgdir.pa) };
 }
 
 /// Switches the hardware page table register to the kernel-only page directory, for when
@@ -290,14 +329,13 @@ pub fn switchkvm() {
 pub fn inituvm(pgdir: &mut PageDir, init: &[u8]) -> Result<(), OutOfMemory> {
     assert!(init.len() <= PGSIZE as usize, "inituvm: more than a page");
     let mem = zalloc().ok_or(OutOfMemory)?;
-    // SAFETY: pgdir is valid; the new page is ours and goes into the user half.
-    if unsafe { mappages(pgdir, VirtAddr(0), PGSIZE, mem, PTE_W | PTE_U) }.is_err() {
+    if mappages(pgdir, UVAddr(0), PGSIZE, mem, PTE_W | PTE_U).is_err() {
         // SAFETY: the page was never mapped.
         unsafe { kfree_pa(mem) };
         return Err(OutOfMemory);
     }
     // SAFETY: the page is a whole page of RAM, mapped at P2V; init fits in it.
-    unsafe { ptr::copy(init.as_ptr(), P2V(mem).0 as *mut u8, init.len()) };
+    unsafe { ptr::copy(init.as_ptr(), P2V(mem).as_ptr(), init.len()) };
     Ok(())
 }
 
@@ -305,23 +343,23 @@ pub fn inituvm(pgdir: &mut PageDir, init: &[u8]) -> Result<(), OutOfMemory> {
 /// aligned (xv6 `loaduvm`, with the program's bytes already in memory: exec hands it a
 /// segment's file bytes straight from the archive, whatever their file offset). The pages
 /// must already be mapped (allocuvm); panics if one is not.
-pub fn loaduvm(pgdir: &mut PageDir, va: u32, src: &[u8]) {
+pub fn loaduvm(pgdir: &mut PageDir, va: UVAddr, src: &[u8]) {
     let mut va = va;
     for chunk in page_chunks(va, src) {
-        let pte = getpte(pgdir, VirtAddr(va))
+        let pte = getpte(pgdir, va)
             .filter(|p| p.present())
-            .unwrap_or_else(|| panic!("loaduvm: address {va:#010x} should exist"));
-        let dst = P2V(pte.addr()).0 + va % PGSIZE;
+            .unwrap_or_else(|| panic!("loaduvm: address {:#010x} should exist", va.0));
+        let dst = KVAddr(P2V(pte.addr()).0 + va.offset());
         // SAFETY: dst..dst + chunk.len() stays inside one mapped user page (page_chunks),
         // reached through P2V; the source is kernel memory, distinct from that page.
-        unsafe { ptr::copy(chunk.as_ptr(), dst as *mut u8, chunk.len()) };
-        va = va.wrapping_add(chunk.len() as u32);
+        unsafe { ptr::copy(chunk.as_ptr(), dst.as_ptr(), chunk.len()) };
+        va = UVAddr(va.0.wrapping_add(chunk.len() as u32));
     }
 }
 
 /// Splits `src`, to be placed at `va`, at page boundaries.
-fn page_chunks(va: u32, src: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let first = ((PGSIZE - va % PGSIZE) as usize).min(src.len());
+fn page_chunks(va: UVAddr, src: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let first = ((PGSIZE - va.offset()) as usize).min(src.len());
     let (head, tail) = src.split_at(first);
     core::iter::once(head)
         .filter(|h| !h.is_empty())
@@ -332,6 +370,7 @@ fn page_chunks(va: u32, src: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// user-writable pages (PTE_W|PTE_U) from `PGROUNDUP(oldsz)` up to `newsz`; returns the new
 /// size (`oldsz` if `newsz < oldsz`). Fails if `newsz` is at or above KERNBASE or memory
 /// runs out — then every page this call mapped is unmapped and freed again (deallocuvm).
+/// Only adds mappings: no TLB flush.
 pub fn allocuvm(pgdir: &mut PageDir, oldsz: u32, newsz: u32) -> Result<u32, OutOfMemory> {
     if newsz >= KERNBASE {
         return Err(OutOfMemory);
@@ -341,16 +380,15 @@ pub fn allocuvm(pgdir: &mut PageDir, oldsz: u32, newsz: u32) -> Result<u32, OutO
     }
     let mut a = PGROUNDUP(oldsz).expect("oldsz <= newsz < KERNBASE");
     while a < newsz {
-        let Some(mem) = zalloc() else {
-            deallocuvm(pgdir, newsz, oldsz);
-            return Err(OutOfMemory);
-        };
-        // SAFETY: pgdir is valid; a is a user address below KERNBASE, not mapped yet
-        // (nothing is mapped at or above PGROUNDUP(oldsz)).
-        if unsafe { mappages(pgdir, VirtAddr(a), PGSIZE, mem, PTE_W | PTE_U) }.is_err() {
-            // SAFETY: the page was never mapped.
-            unsafe { kfree_pa(mem) };
-            deallocuvm(pgdir, newsz, oldsz);
+        let mapped = zalloc().ok_or(OutOfMemory).and_then(|mem| {
+            mappages(pgdir, UVAddr(a), PGSIZE, mem, PTE_W | PTE_U).inspect_err(|_| {
+                // SAFETY: the page was never mapped.
+                unsafe { kfree_pa(mem) };
+            })
+        });
+        if mapped.is_err() {
+            // The pages may have been cached by a speculative walk: flush.
+            deallocuvm(pgdir, newsz, oldsz).flush();
             return Err(OutOfMemory);
         }
         a += PGSIZE;
@@ -358,107 +396,154 @@ pub fn allocuvm(pgdir: &mut PageDir, oldsz: u32, newsz: u32) -> Result<u32, OutO
     Ok(newsz)
 }
 
-/// Shrinks a process from `oldsz` to `newsz` bytes (xv6 `deallocuvm`): unmaps and frees the
-/// user pages from `PGROUNDUP(newsz)` up to `oldsz` (holes are skipped); returns the new size
-/// (`oldsz` if `newsz >= oldsz`). Never touches the kernel half. The caller reloads CR3 if
-/// `pgdir` is in use.
-pub fn deallocuvm(pgdir: &mut PageDir, oldsz: u32, newsz: u32) -> u32 {
+/// Shrinks a process from `oldsz` to `newsz` bytes (xv6 `deallocuvm`): unmaps the user
+/// pages from `PGROUNDUP(newsz)` up to `oldsz` and drops its references to them (holes are
+/// skipped). The new size is `min(oldsz, newsz)`. Never touches the kernel half.
+pub fn deallocuvm(pgdir: &mut PageDir, oldsz: u32, newsz: u32) -> TlbFlush {
     if newsz >= oldsz {
-        return oldsz;
+        return TlbFlush::nothing();
     }
     let end = oldsz.min(KERNBASE);
     let mut a = PGROUNDUP(newsz).unwrap_or(KERNBASE);
+    let mut flush = TlbFlush::nothing();
     while a < end {
-        if !has_pgtab(pgdir, a) {
+        let Some(pte) = pgdir.walk(UVAddr(a), false) else {
             a = next_pde(a).unwrap_or(KERNBASE);
             continue;
-        }
-        // SAFETY: pgdir is valid; the page table exists (no allocation).
-        let slot = unsafe { walkpgdir(pgdir, VirtAddr(a), false) }.expect("page table");
-        // SAFETY: slot points at a PTE in a page table of pgdir.
-        let pte = unsafe { slot.read() };
+        };
         if pte.present() {
             assert!(pte.addr().0 != 0, "deallocuvm: kfree of page 0");
-            // SAFETY: a user page of this address space, which no other one maps; its PTE
-            // goes away right here.
-            unsafe {
-                kfree_pa(pte.addr());
-                slot.write(Pte(0));
-            }
+            let pa = pte.addr();
+            *pte = Pte(0);
+            // SAFETY: this address space's reference to a user page, just unmapped.
+            unsafe { kfree_pa(pa) };
+            flush = flush.and(TlbFlush::page(UVAddr(a)));
         }
         a += PGSIZE;
     }
-    newsz
+    flush
 }
 
 /// Changes the flags of the present PTE for `uva`; panics (naming `who`) if there is none.
-fn update_pte(pgdir: &mut PageDir, uva: u32, who: &str, f: impl FnOnce(u32) -> u32) {
-    // SAFETY: pgdir is valid; no allocation.
-    let slot = unsafe { walkpgdir(pgdir, VirtAddr(uva), false) }
-        .filter(|p| {
-            // SAFETY: walkpgdir returned a PTE slot in a page table of pgdir.
-            unsafe { p.read() }.present()
-        })
-        .unwrap_or_else(|| panic!("{who}: {uva:#010x} not mapped"));
-    // SAFETY: as above; the entry keeps its page, only permission bits change.
-    unsafe {
-        let pte = slot.read();
-        slot.write(Pte(pte.0 & !0xFFF | f(pte.flags())));
-    }
+fn update_pte(
+    pgdir: &mut PageDir,
+    uva: UVAddr,
+    who: &str,
+    f: impl FnOnce(PteFlags) -> PteFlags,
+) -> TlbFlush {
+    let pte = pgdir
+        .walk(uva, false)
+        .filter(|p| p.present())
+        .unwrap_or_else(|| panic!("{who}: {:#010x} not mapped", uva.0));
+    *pte = pte.with_flags(f(pte.flags()));
+    TlbFlush::page(uva)
 }
 
 /// Clears PTE_U on the page at `uva` (xv6 `clearpteu`): exec's guard page below the user
 /// stack, present but out of the user's reach. Panics if the page is not mapped.
-pub fn clearpteu(pgdir: &mut PageDir, uva: u32) {
-    update_pte(pgdir, uva, "clearpteu", |f| f & !PTE_U);
+pub fn clearpteu(pgdir: &mut PageDir, uva: UVAddr) -> TlbFlush {
+    update_pte(pgdir, uva, "clearpteu", |f| f - PTE_U)
 }
 
 /// Clears PTE_W on the page at `uva`: exec maps program text and read-only data so that
 /// writing to them faults. Panics if the page is not mapped.
-pub fn clearptew(pgdir: &mut PageDir, uva: u32) {
-    update_pte(pgdir, uva, "clearptew", |f| f & !PTE_W);
+pub fn clearptew(pgdir: &mut PageDir, uva: UVAddr) -> TlbFlush {
+    update_pte(pgdir, uva, "clearptew", |f| f - PTE_W)
 }
 
-/// Given a parent's page directory and size, makes a copy for a child (xv6 `copyuvm`, for
-/// fork): a new kernel half (setupkvm) and a private copy of every present user page in
-/// `[0, sz)` with the same permissions (guard page and read-only text included; holes stay
-/// holes). `None`, with everything freed again, if memory runs out.
-pub fn copyuvm(pgdir: &PageDir, sz: u32) -> Option<PageDir> {
-    let mut d = setupkvm()?;
+/// Calls `f(va, pte)` for every present user PTE of `pgdir` in `[0, sz)`, in order,
+/// skipping missing page tables; stops at the first error.
+fn for_each_present<E>(
+    pgdir: &mut PageDir,
+    sz: u32,
+    mut f: impl FnMut(UVAddr, &mut Pte) -> Result<(), E>,
+) -> Result<(), E> {
     let end = sz.min(KERNBASE);
     let mut i = 0;
     while i < end {
-        if !has_pgtab(pgdir, i) {
-            i = next_pde(i).unwrap_or(KERNBASE);
-            continue;
-        }
-        let pte = getpte(pgdir, VirtAddr(i)).expect("page table");
-        if pte.present() {
-            let Some(mem) = kalloc() else {
-                freevm(d);
-                return None;
-            };
-            // SAFETY: both are whole pages: the parent's, mapped at P2V, and the new one.
-            unsafe {
-                ptr::copy_nonoverlapping(
-                    P2V(pte.addr()).0 as *const u8,
-                    mem.as_ptr(),
-                    PGSIZE as usize,
-                );
+        match pgdir.walk(UVAddr(i), false) {
+            None => {
+                i = next_pde(i).unwrap_or(KERNBASE);
+                continue;
             }
-            let pa = V2P(VirtAddr(mem.as_ptr() as u32));
-            let perm = pte.flags() & (PTE_W | PTE_U);
-            // SAFETY: d is valid; i is a user address not yet mapped in it.
-            if unsafe { mappages(&mut d, VirtAddr(i), PGSIZE, pa, perm) }.is_err() {
-                // SAFETY: the page was never mapped.
-                unsafe { kfree(mem) };
-                freevm(d);
-                return None;
-            }
+            Some(pte) if pte.present() => f(UVAddr(i), pte)?,
+            Some(_) => {}
         }
         i += PGSIZE;
     }
-    Some(d)
+    Ok(())
+}
+
+/// Given a parent's page directory and size, makes a copy for a child (xv6 `copyuvm`, for
+/// fork): a new directory (setupkvm) and a private copy of every present user page in
+/// `[0, sz)` with the same permissions (guard page and read-only text included; holes stay
+/// holes). `None`, with everything freed again, if memory runs out. The parent is not
+/// changed (it is `&mut` only for the walk).
+pub fn copyuvm(pgdir: &mut PageDir, sz: u32) -> Option<PageDir> {
+    let mut d = setupkvm()?;
+    let copied = for_each_present(pgdir, sz, |va, pte| {
+        let mem = kalloc().ok_or(OutOfMemory)?;
+        // SAFETY: both are whole pages: the parent's, mapped at P2V, and the new one.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                P2V(pte.addr()).as_ptr::<u8>(),
+                mem.as_ptr(),
+                PGSIZE as usize,
+            );
+        }
+        let mut perm = pte.flags() & (PTE_W | PTE_U);
+        if pte.flags().contains(PTE_COW) {
+            perm |= PTE_W; // a private copy needs no copy-on-write
+        }
+        mappages(&mut d, va, PGSIZE, V2P(mem), perm).inspect_err(|_| {
+            // SAFETY: the page was never mapped.
+            unsafe { kfree(mem) };
+        })
+    });
+    match copied {
+        Ok(()) => Some(d),
+        Err(OutOfMemory) => {
+            freevm(d);
+            None
+        }
+    }
+}
+
+/// The kernel address of the byte at user address `uva` (xv6 `uva2ka`, which callers use
+/// with page-aligned addresses: then it is the page's kernel address). `None` unless the
+/// page is present and user-accessible (PTE_U: not the guard page, not the kernel half).
+#[must_use]
+pub fn uva2ka(pgdir: &PageDir, uva: UVAddr) -> Option<KVAddr> {
+    let pte = getpte(pgdir, uva).filter(|_| uva.is_user())?;
+    pte.flags()
+        .contains(PTE_P | PTE_U)
+        .then(|| KVAddr(P2V(pte.addr()).0 + uva.offset()))
+}
+
+/// Copies `src` to user address `va` in `pgdir` (xv6 `copyout`), which need not be the
+/// page directory in use: exec builds the new stack with it, system calls store results.
+/// Every page written must be present, user-accessible and writable — a copy-on-write page
+/// is copied first (`cowfault`), as a user write would — so text and the guard page are
+/// refused, and `[va, va + len)` must lie below KERNBASE. On error (also: out of memory
+/// for a copy) some leading bytes may have been written.
+pub fn copyout(pgdir: &mut PageDir, va: UVAddr, src: &[u8]) -> Result<(), BadAddr> {
+    let len = u32::try_from(src.len()).map_err(|_| BadAddr)?;
+    if va.checked_add(len).is_none_or(|end| end.0 > KERNBASE) {
+        return Err(BadAddr);
+    }
+    let mut va = va;
+    for chunk in page_chunks(va, src) {
+        if let Some(broken) = cowfault(pgdir, va) {
+            broken.map_err(|_| BadAddr)?.flush();
+        }
+        let writable = getpte(pgdir, va).is_some_and(|p| p.flags().contains(PTE_W));
+        let dst = uva2ka(pgdir, va).filter(|_| writable).ok_or(BadAddr)?;
+        // SAFETY: dst..dst + chunk.len() lies in one present, user-writable page of pgdir
+        // (page_chunks), reached through P2V; src is kernel memory.
+        unsafe { ptr::copy(chunk.as_ptr(), dst.as_ptr(), chunk.len()) };
+        va = UVAddr(va.0 + chunk.len() as u32);
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -503,24 +588,20 @@ pub fn lazy_from_for(sz: u32) -> u32 {
 /// when there is no page table there). Everything else — the guard page and text (present),
 /// holes below the heap, addresses at or above sz, the kernel half — is not.
 #[must_use]
-pub fn is_lazy_page(va: u32, lazy_from: u32, sz: u32, pte: Option<u32>) -> bool {
-    lazy_from <= va && va < sz && va < KERNBASE && pte.is_none_or(|f| f & PTE_P == 0)
+pub fn is_lazy_page(va: UVAddr, lazy_from: u32, sz: u32, pte: Option<PteFlags>) -> bool {
+    lazy_from <= va.0 && va.0 < sz && va.is_user() && pte.is_none_or(|f| !f.contains(PTE_P))
 }
 
 /// Maps a zeroed user-writable page (PTE_W|PTE_U) at the page holding `va` (not mapped yet):
 /// the demand-paging half of allocuvm. Nothing is leaked if memory runs out (a page table
 /// already made stays with the directory, as allocuvm's do). No TLB flush is needed: the
 /// entry goes from not present to present, and the TLB never holds not-present entries.
-pub fn lazyalloc(pgdir: &mut PageDir, va: u32) -> Result<(), OutOfMemory> {
+pub fn lazyalloc(pgdir: &mut PageDir, va: UVAddr) -> Result<(), OutOfMemory> {
     let mem = zalloc().ok_or(OutOfMemory)?;
-    // SAFETY: pgdir is valid; the page at va is a user page below KERNBASE, not mapped
-    // (the caller checked is_lazy_page).
-    if unsafe { mappages(pgdir, VirtAddr(PGROUNDDOWN(va)), PGSIZE, mem, PTE_W | PTE_U) }.is_err() {
+    mappages(pgdir, va.page(), PGSIZE, mem, PTE_W | PTE_U).inspect_err(|_| {
         // SAFETY: the page was never mapped.
         unsafe { kfree_pa(mem) };
-        return Err(OutOfMemory);
-    }
-    Ok(())
+    })
 }
 
 /// The demand-paging fault handler, for the page fault handler and for uaccess alike: if
@@ -530,52 +611,133 @@ pub fn lazyfault(
     pgdir: &mut PageDir,
     lazy_from: u32,
     sz: u32,
-    va: u32,
+    va: UVAddr,
 ) -> Option<Result<(), OutOfMemory>> {
-    let pte = getpte(pgdir, VirtAddr(va)).map(Pte::flags);
+    let pte = getpte(pgdir, va).map(Pte::flags);
     is_lazy_page(va, lazy_from, sz, pte).then(|| lazyalloc(pgdir, va))
 }
 
-/// The kernel address of the byte at user address `uva` (xv6 `uva2ka`, which callers use
-/// with page-aligned addresses: then it is the page's kernel address). `None` unless the
-/// page is present and user-accessible (PTE_U: not the guard page, not the kernel half).
+// ---------------------------------------------------------------------------------------
+// Copy-on-write fork (on with the command-line word `cow`).
+//
+// cowuvm gives the child the parent's user pages instead of copies: every writable page
+// (PTE_W, or already PTE_COW) becomes read-only with PTE_COW in both, and every page gains
+// a reference (kalloc's counts); read-only pages (text) are simply shared, read-only for
+// good. The first write to a PTE_COW page — a user write faulting, or the kernel's copyout
+// — goes through cowfault: the page is copied into a fresh one mapped writable, and the
+// shared one loses a reference; if it has no other reference left, it is just made
+// writable again. freevm and deallocuvm drop references like any other; the last one frees.
+
+/// Whether fork shares pages copy-on-write (the command-line word `cow`); set once at boot.
+static COW: AtomicBool = AtomicBool::new(false);
+
+/// Turns copy-on-write fork on or off (boot, before the first process).
+pub fn set_cow(on: bool) {
+    COW.store(on, Ordering::Relaxed);
+}
+
+/// Whether fork shares pages copy-on-write.
 #[must_use]
-pub fn uva2ka(pgdir: &PageDir, uva: u32) -> Option<*mut u8> {
-    user_page(pgdir, uva, false)
+pub fn cow() -> bool {
+    COW.load(Ordering::Relaxed)
 }
 
-/// uva2ka, optionally also requiring PTE_W.
-fn user_page(pgdir: &PageDir, uva: u32, write: bool) -> Option<*mut u8> {
-    let need = PTE_P | PTE_U | if write { PTE_W } else { 0 };
-    let pte = getpte(pgdir, VirtAddr(uva))?;
-    (pte.flags() & need == need).then(|| (P2V(pte.addr()).0 + uva % PGSIZE) as *mut u8)
+/// A child's page directory from cowuvm, with the flush the parent's changed PTEs need:
+/// the child is only had by flushing (the parent is the running process) or ignoring.
+#[must_use = "the parent's pages became read-only: flush its TLB"]
+#[derive(Debug)]
+pub struct Forked {
+    child: PageDir,
+    flush: TlbFlush,
 }
 
-/// Copies `src` to user address `va` in `pgdir` (xv6 `copyout`), which need not be the
-/// page directory in use: exec builds the new stack with it, system calls store results.
-/// Every page written must be present, user-accessible and writable (so text and the guard
-/// page are refused), and `[va, va + len)` must lie below KERNBASE. On error some leading
-/// bytes may have been written.
-pub fn copyout(pgdir: &mut PageDir, va: u32, src: &[u8]) -> Result<(), BadAddr> {
-    let len = u32::try_from(src.len()).map_err(|_| BadAddr)?;
-    if va.checked_add(len).is_none_or(|end| end > KERNBASE) {
-        return Err(BadAddr);
+impl Forked {
+    /// Flushes the TLB of the current address space (the parent's) and returns the child.
+    pub fn flush(self) -> PageDir {
+        self.flush.flush();
+        self.child
     }
-    let mut va = va;
-    for chunk in page_chunks(va, src) {
-        let dst = user_page(pgdir, va, true).ok_or(BadAddr)?;
-        // SAFETY: dst..dst + chunk.len() lies in one present, user-writable page of pgdir
-        // (page_chunks), reached through P2V; src is kernel memory.
-        unsafe { ptr::copy(chunk.as_ptr(), dst, chunk.len()) };
-        va += chunk.len() as u32;
+
+    /// Returns the child without flushing; `why` says why the parent's directory is not
+    /// in use.
+    pub fn ignore(self, why: &'static str) -> PageDir {
+        self.flush.ignore(why);
+        self.child
     }
-    Ok(())
+}
+
+/// The flags a page gets when shared by a fork: writable ones become read-only COW.
+fn cow_flags(f: PteFlags) -> PteFlags {
+    if f.intersects(PTE_W | PTE_COW) {
+        (f - PTE_W) | PTE_COW
+    } else {
+        f
+    }
+}
+
+/// copyuvm for a copy-on-write fork: a new directory (setupkvm) mapping the parent's pages
+/// themselves, writable ones read-only with PTE_COW in both (see above); each page gains a
+/// reference. Costs the child its directory and page tables only. `None` if memory runs out
+/// (the child freed again; the parent keeps whatever PTE_COW marks were made, which its next
+/// write resolves by making the page writable again).
+pub fn cowuvm(pgdir: &mut PageDir, sz: u32) -> Option<Forked> {
+    let mut d = setupkvm()?;
+    let mut flush = TlbFlush::nothing();
+    let shared = for_each_present(pgdir, sz, |va, pte| {
+        let flags = cow_flags(pte.flags());
+        let cpte = d.walk(va, true).ok_or(OutOfMemory)?;
+        *cpte = pte.with_flags(flags);
+        if *pte != pte.with_flags(flags) {
+            *pte = pte.with_flags(flags);
+            flush = TlbFlush::all();
+        }
+        kdup(P2V(pte.addr()));
+        Ok::<(), OutOfMemory>(())
+    });
+    match shared {
+        Ok(()) => Some(Forked { child: d, flush }),
+        Err(OutOfMemory) => {
+            freevm(d);
+            flush.flush();
+            None
+        }
+    }
+}
+
+/// Resolves a write to the copy-on-write page at `va`: `None` if the page is not PTE_COW
+/// (not this handler's business); else the page is made the writer's own — copied, or, if
+/// nobody else refers to it any more, made writable in place — and `Some(Ok(flush))` for its
+/// changed PTE; `Some(Err)` when no page is free for the copy (nothing changed).
+pub fn cowfault(pgdir: &mut PageDir, va: UVAddr) -> Option<Result<TlbFlush, OutOfMemory>> {
+    if !va.is_user() {
+        return None;
+    }
+    let pte = pgdir
+        .walk(va, false)
+        .filter(|p| p.present() && p.flags().contains(PTE_COW))?;
+    let flags = (pte.flags() - PTE_COW) | PTE_W;
+    let old = P2V(pte.addr());
+    if !KMEM.shared(old) {
+        *pte = pte.with_flags(flags);
+        return Some(Ok(TlbFlush::page(va)));
+    }
+    let Some(mem) = kalloc() else {
+        return Some(Err(OutOfMemory));
+    };
+    // SAFETY: both are whole pages: the shared one, mapped at P2V, and the new one (ours).
+    unsafe { ptr::copy_nonoverlapping(old.as_ptr::<u8>(), mem.as_ptr(), PGSIZE as usize) };
+    *pte = Pte::new(V2P(mem), flags);
+    // SAFETY: this address space's reference to the shared page, just unmapped; others
+    // remain (it was shared), so this only lowers its count.
+    unsafe { kfree(old) };
+    Some(Ok(TlbFlush::page(va)))
 }
 
 /// Host tests of page-directory code: fake physical memory at a fixed address, so that P2V
-/// of it is a valid pointer in the test process, handed to the kernel's allocator (KMEM).
-/// Tests that allocate take `testmem::lock()` (one at a time: they check that the number
-/// of free pages comes back exactly).
+/// of it is a valid pointer in the test process, handed to the kernel's allocator (KMEM),
+/// and the kernel page directory built in it (kvmalloc). Tests that allocate take
+/// `testmem::lock()` (one at a time: they check that the number of free pages comes back
+/// exactly).
 #[cfg(test)]
 pub(crate) mod testmem {
     use std::sync::{Mutex, MutexGuard, Once};
@@ -618,13 +780,17 @@ pub(crate) mod testmem {
             };
             assert_eq!(p as usize, lo, "testmem: cannot map fake RAM at {lo:#x}");
             set_phystop(PhysAddr(0x0E00_0000));
-            // SAFETY: the pages were just mapped for the allocator alone.
-            unsafe { KMEM.kinit1(lo, lo + len, lo, lo + len) };
+            // SAFETY: the pages were just mapped for the allocator alone, and read zero.
+            unsafe {
+                KMEM.kinit1(lo, lo + len, lo, lo + len / 2);
+                KMEM.kinit2(lo + len / 2, lo + len);
+            }
+            super::kvmalloc(None);
         });
         guard
     }
 
-    /// Pages on the free list.
+    /// Free pages.
     pub fn free() -> usize {
         KMEM.countfree()
     }

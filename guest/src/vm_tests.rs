@@ -4,21 +4,23 @@
 use super::*;
 use crate::kalloc::KMEM;
 
-/// An empty user half (no kernel rows either: the user-half code never looks there).
+/// A fresh address space (setupkvm: one page, the kernel half shared).
 fn newdir() -> PageDir {
-    PageDir {
-        pa: zalloc().unwrap(),
-    }
+    setupkvm().unwrap()
+}
+
+fn u(va: u32) -> UVAddr {
+    UVAddr(va)
 }
 
 fn pte(d: &PageDir, va: u32) -> Option<Pte> {
-    getpte(d, VirtAddr(va)).filter(|p| p.present())
+    getpte(d, u(va)).filter(|p| p.present())
 }
 
 fn read_user(d: &PageDir, va: u32, n: usize) -> Vec<u8> {
     (0..n as u32)
         .map(|i| {
-            let p = getpte(d, VirtAddr(va + i)).unwrap();
+            let p = getpte(d, u(va + i)).unwrap();
             // SAFETY: a present page of the test memory.
             unsafe { *((P2V(p.addr()).0 + (va + i) % PGSIZE) as *const u8) }
         })
@@ -26,7 +28,7 @@ fn read_user(d: &PageDir, va: u32, n: usize) -> Vec<u8> {
 }
 
 /// Takes pages off the free list until `left` remain; returns them.
-fn exhaust(left: usize) -> Vec<NonNull<u8>> {
+fn exhaust(left: usize) -> Vec<KVAddr> {
     let mut held = Vec::new();
     while KMEM.countfree() > left {
         held.push(kalloc().unwrap());
@@ -34,16 +36,24 @@ fn exhaust(left: usize) -> Vec<NonNull<u8>> {
     held
 }
 
-fn give_back(held: Vec<NonNull<u8>>) {
+fn give_back(held: Vec<KVAddr>) {
     for p in held {
         // SAFETY: pages exhaust took from kalloc.
         unsafe { kfree(p) };
     }
 }
 
+/// Frees `d` and checks that the free count is back to `before`.
+fn done(d: PageDir, before: usize) {
+    freevm(d);
+    assert_eq!(testmem::free(), before);
+}
+
 #[test]
 fn allocuvm_maps_zeroed_user_pages_and_deallocuvm_frees_them() {
     let _g = testmem::lock();
+    // Dirty some recycled pages first: allocuvm must zero those.
+    give_back((0..8).map(|_| kalloc_zeroed().unwrap()).collect());
     let before = testmem::free();
     let mut d = newdir();
     assert_eq!(allocuvm(&mut d, 0, 0x2001), Ok(0x2001));
@@ -58,12 +68,18 @@ fn allocuvm_maps_zeroed_user_pages_and_deallocuvm_frees_them() {
     assert_eq!(allocuvm(&mut d, 0x2001, 0x3000), Ok(0x3000));
     assert_eq!(testmem::free(), before - 5);
     assert_eq!(allocuvm(&mut d, 0x3000, 0x1000), Ok(0x3000));
-    assert_eq!(deallocuvm(&mut d, 0x3000, 0x1800), 0x1800);
+    let f = deallocuvm(&mut d, 0x3000, 0x1800);
+    assert_eq!(f, TlbFlush::page(u(0x2000)), "one page unmapped: invlpg");
+    f.ignore("host test");
     assert!(pte(&d, 0x1000).is_some() && pte(&d, 0x2000).is_none());
     assert_eq!(testmem::free(), before - 4);
-    assert_eq!(deallocuvm(&mut d, 0x1800, 0x2000), 0x1800);
-    freevm(d);
-    assert_eq!(testmem::free(), before);
+    assert!(!deallocuvm(&mut d, 0x1800, 0x2000).is_needed());
+    allocuvm(&mut d, 0x1800, 0x4000).unwrap();
+    assert!(
+        deallocuvm(&mut d, 0x4000, 0).is_all(),
+        "several pages: CR3 reload"
+    );
+    done(d, before);
 }
 
 #[test]
@@ -84,8 +100,7 @@ fn allocuvm_refuses_kernbase() {
         before - 1 - tables.count(),
         "only page tables stay"
     );
-    freevm(d);
-    assert_eq!(testmem::free(), before);
+    done(d, before);
 }
 
 #[test]
@@ -106,8 +121,7 @@ fn allocuvm_rolls_back_when_memory_runs_out() {
     assert_eq!(KMEM.countfree(), 2);
     assert!(pte(&d, 0x3F_F000).is_none() && !has_pgtab(&d, 0x40_0000));
     give_back(held);
-    freevm(d);
-    assert_eq!(testmem::free(), before);
+    done(d, before);
 }
 
 #[test]
@@ -117,15 +131,15 @@ fn deallocuvm_skips_holes_and_missing_page_tables() {
     let mut d = newdir();
     allocuvm(&mut d, 0x0080_0000, 0x0080_2000).unwrap();
     allocuvm(&mut d, 0x1000_0000, 0x1000_1000).unwrap();
-    assert_eq!(deallocuvm(&mut d, 0x1000_1000, 0), 0);
+    deallocuvm(&mut d, 0x1000_1000, 0).ignore("host test");
     assert_eq!(
         testmem::free(),
         before - 3,
         "the directory and two page tables"
     );
-    assert_eq!(deallocuvm(&mut d, u32::MAX, 0), 0, "clamped at KERNBASE");
-    freevm(d);
-    assert_eq!(testmem::free(), before);
+    let f = deallocuvm(&mut d, u32::MAX, 0);
+    assert!(!f.is_needed(), "clamped at KERNBASE, nothing left");
+    done(d, before);
 }
 
 #[test]
@@ -134,12 +148,12 @@ fn loaduvm_copies_across_pages_at_any_alignment() {
     let mut d = newdir();
     allocuvm(&mut d, 0, 0x3000).unwrap();
     let src: Vec<u8> = (0..0x1800u32).map(|i| (i % 251) as u8 + 1).collect();
-    loaduvm(&mut d, 0xF0C, &src);
+    loaduvm(&mut d, u(0xF0C), &src);
     assert_eq!(read_user(&d, 0xF0C, src.len()), src);
     assert_eq!(read_user(&d, 0xF0B, 1), [0]);
     assert_eq!(read_user(&d, 0xF0C + 0x1800, 1), [0]);
-    loaduvm(&mut d, 0x2FFF, b"z");
-    loaduvm(&mut d, 0x1000, b"");
+    loaduvm(&mut d, u(0x2FFF), b"z");
+    loaduvm(&mut d, u(0x1000), b"");
     assert_eq!(read_user(&d, 0x2FFF, 1), *b"z");
     freevm(d);
 }
@@ -150,7 +164,7 @@ fn loaduvm_panics_on_unmapped_pages() {
     let _g = testmem::lock();
     let mut d = newdir();
     allocuvm(&mut d, 0, 0x1000).unwrap();
-    loaduvm(&mut d, 0xFFE, b"abcd");
+    loaduvm(&mut d, u(0xFFE), b"abcd");
 }
 
 #[test]
@@ -161,8 +175,7 @@ fn inituvm_loads_one_page_at_zero() {
     inituvm(&mut d, b"\xcd\x40").unwrap();
     assert_eq!(read_user(&d, 0, 3), [0xcd, 0x40, 0]);
     assert_eq!(pte(&d, 0).unwrap().flags(), PTE_P | PTE_W | PTE_U);
-    freevm(d);
-    assert_eq!(testmem::free(), before);
+    done(d, before);
 }
 
 #[test]
@@ -171,14 +184,17 @@ fn clearpteu_and_clearptew_keep_the_page() {
     let mut d = newdir();
     allocuvm(&mut d, 0, 0x2000).unwrap();
     let pa = pte(&d, 0).unwrap().addr();
-    clearpteu(&mut d, 0x10);
-    clearptew(&mut d, 0x1010);
+    assert_eq!(clearpteu(&mut d, u(0x10)), TlbFlush::page(u(0)));
+    clearptew(&mut d, u(0x1010)).ignore("host test");
     assert_eq!(pte(&d, 0).unwrap(), Pte::new(pa, PTE_P | PTE_W));
     assert_eq!(pte(&d, 0x1000).unwrap().flags(), PTE_P | PTE_U);
-    assert_eq!(uva2ka(&d, 0x10), None, "guard page: no user access");
-    assert!(uva2ka(&d, 0x1010).is_some(), "read-only is still readable");
+    assert_eq!(uva2ka(&d, u(0x10)), None, "guard page: no user access");
+    assert!(
+        uva2ka(&d, u(0x1010)).is_some(),
+        "read-only is still readable"
+    );
     assert_eq!(
-        copyout(&mut d, 0x1010, b"x"),
+        copyout(&mut d, u(0x1010), b"x"),
         Err(BadAddr),
         "but not writable"
     );
@@ -191,24 +207,39 @@ fn clearpteu_panics_on_unmapped_pages() {
     let _g = testmem::lock();
     let mut d = newdir();
     allocuvm(&mut d, 0, 0x1000).unwrap();
-    clearpteu(&mut d, 0x5000);
+    clearpteu(&mut d, u(0x5000)).ignore("unreachable");
+}
+
+#[test]
+#[should_panic(expected = "walkpgdir: kernel address 0x80100000")]
+fn walk_refuses_the_shared_kernel_half() {
+    let _g = testmem::lock();
+    let mut d = newdir();
+    let _ = d.walk(u(0x8010_0000), false);
+}
+
+/// A parent of 3 pages and one after a 16 MiB hole: text at 0, data with "fork" at 0xFFE,
+/// a guard page at 0x2000.
+fn parent() -> PageDir {
+    let mut d = newdir();
+    allocuvm(&mut d, 0, 0x3000).unwrap();
+    allocuvm(&mut d, 0x0100_0000, 0x0100_1000).unwrap(); // after a 16 MiB hole
+    loaduvm(&mut d, u(0xFFE), b"fork");
+    clearptew(&mut d, u(0)).ignore("host test");
+    clearpteu(&mut d, u(0x2000)).ignore("host test");
+    d
 }
 
 #[test]
 fn copyuvm_copies_pages_and_permissions() {
     let _g = testmem::lock();
     let before = testmem::free();
-    let mut d = newdir();
-    allocuvm(&mut d, 0, 0x3000).unwrap();
-    allocuvm(&mut d, 0x0100_0000, 0x0100_1000).unwrap(); // after a 16 MiB hole
-    loaduvm(&mut d, 0xFFE, b"fork");
-    clearptew(&mut d, 0);
-    clearpteu(&mut d, 0x2000);
+    let mut d = parent();
     let used = before - testmem::free();
-    let c = copyuvm(&d, 0x0100_1000).unwrap();
-    // The child: setupkvm's directory and 64 kernel page tables, then the same user
-    // page tables and pages as the parent.
-    assert_eq!(before - testmem::free(), used + 65 + (used - 1));
+    let c = copyuvm(&mut d, 0x0100_1000).unwrap();
+    // The child: one directory page (the kernel half is shared), then the same user page
+    // tables and pages as the parent.
+    assert_eq!(before - testmem::free(), used + 1 + (used - 1));
     assert_eq!(read_user(&c, 0xFFE, 4), *b"fork");
     for va in [0, 0x1000, 0x2000, 0x0100_0000] {
         let (p, q) = (pte(&d, va).unwrap(), pte(&c, va).unwrap());
@@ -217,12 +248,11 @@ fn copyuvm_copies_pages_and_permissions() {
     }
     assert!(pte(&c, 0x3000).is_none() && pte(&c, 0x0080_0000).is_none());
     // The child's pages are its own.
-    copyout(&mut d, 0x1000, b"!").unwrap();
+    copyout(&mut d, u(0x1000), b"!").unwrap();
     assert_eq!(read_user(&c, 0xFFE, 4), *b"fork");
     assert_eq!(read_user(&d, 0xFFE, 4), *b"fo!k");
     freevm(c);
-    freevm(d);
-    assert_eq!(testmem::free(), before);
+    done(d, before);
 }
 
 #[test]
@@ -232,67 +262,73 @@ fn copyuvm_frees_everything_when_memory_runs_out() {
     let mut d = newdir();
     allocuvm(&mut d, 0, 0x8000).unwrap();
     let used = before - testmem::free();
-    for left in [0, 10, 64, 65, 66, 70, 73] {
+    for left in [0, 1, 2, 5, 9] {
         let held = exhaust(left);
-        assert!(copyuvm(&d, 0x8000).is_none(), "{left} pages left");
+        assert!(copyuvm(&mut d, 0x8000).is_none(), "{left} pages left");
         assert_eq!(KMEM.countfree(), left);
         give_back(held);
     }
     assert_eq!(testmem::free(), before - used);
-    freevm(d);
-    assert_eq!(testmem::free(), before);
+    done(d, before);
 }
 
 #[test]
-fn setupkvm_maps_the_kmap_rows_only() {
+fn setupkvm_shares_the_kernel_half_built_once() {
     let _g = testmem::lock();
     let before = testmem::free();
-    let d = setupkvm().unwrap();
-    assert_eq!(before - testmem::free(), 65);
-    let k = getpte(&d, VirtAddr(0x8010_0000)).unwrap();
+    let (d, e) = (setupkvm().unwrap(), setupkvm().unwrap());
+    assert_eq!(before - testmem::free(), 2, "a directory page each");
+    let k = getpte(&d, KVAddr(0x8010_0000)).unwrap();
     assert_eq!(k, Pte::new(PhysAddr(0x10_0000), PTE_P));
-    let data = getpte(&d, VirtAddr(0x8dff_f000)).unwrap();
+    let data = getpte(&d, KVAddr(0x8dff_f000)).unwrap();
     assert_eq!(data, Pte::new(PhysAddr(0xdff_f000), PTE_P | PTE_W));
+    let dev = getpte(&d, KVAddr(0xFEE0_0000)).unwrap();
+    assert_eq!(dev, Pte::new(PhysAddr(0xFEE0_0000), PTE_P | PTE_W));
     assert!(
-        getpte(&d, VirtAddr(0x8e00_0000)).is_none(),
-        "no boot modules here"
+        getpte(&d, KVAddr(0x8e00_0000)).is_none(),
+        "nothing between P2V(PHYSTOP) and DEVSPACE (no boot modules here)"
     );
+    assert!(getpte(&d, u(0)).is_none(), "an empty user half");
+    // The same kernel page tables in both: the PDEs are equal.
+    for i in [KPDX, KPDX + 10, PDX(KVAddr(0xFE00_0000)), NPDENTRIES - 1] {
+        assert!(d.pde(i).present());
+        assert_eq!(d.pde(i), e.pde(i));
+    }
     assert_eq!(
-        uva2ka(&d, 0x8010_0000),
+        uva2ka(&d, u(0x8010_0000)),
         None,
         "kernel pages are not user pages"
     );
-    freevm(d);
-    assert_eq!(testmem::free(), before);
-    for left in [0, 1, 30, 64] {
-        let held = exhaust(left);
-        assert!(setupkvm().is_none());
-        assert_eq!(KMEM.countfree(), left);
-        give_back(held);
-    }
+    freevm(e);
+    done(d, before);
+    let held = exhaust(0);
+    assert!(setupkvm().is_none());
+    assert_eq!(KMEM.countfree(), 0);
+    give_back(held);
 }
 
 #[test]
 fn lazy_pages_are_untouched_heap_pages_only() {
     let (sz, from) = (0x9000, 0x5000);
     let (urw, k) = (PTE_P | PTE_U | PTE_W, PTE_P | PTE_W);
+    let lazy = |va, from, sz, f| is_lazy_page(u(va), from, sz, f);
     // Not present (or no page table) in [lazy_from, sz): lazy.
-    assert!(is_lazy_page(0x5000, from, sz, None));
-    assert!(is_lazy_page(0x8fff, from, sz, Some(0)));
-    assert!(is_lazy_page(0x6123, from, sz, Some(PTE_W | PTE_U)));
+    assert!(lazy(0x5000, from, sz, None));
+    assert!(lazy(0x8fff, from, sz, Some(PteFlags::empty())));
+    assert!(lazy(0x6123, from, sz, Some(PTE_W | PTE_U)));
     // Already present: a real fault (e.g. a protection fault), never remapped.
-    assert!(!is_lazy_page(0x6000, from, sz, Some(urw)));
+    assert!(!lazy(0x6000, from, sz, Some(urw)));
     // Below lazy_from: the guard page, text, holes below the image.
-    assert!(!is_lazy_page(0x4fff, from, sz, Some(k)));
-    assert!(!is_lazy_page(0x4fff, from, sz, None));
-    assert!(!is_lazy_page(0, from, sz, None));
+    assert!(!lazy(0x4fff, from, sz, Some(k)));
+    assert!(!lazy(0x4fff, from, sz, None));
+    assert!(!lazy(0, from, sz, None));
     // At or above sz, the kernel half.
-    assert!(!is_lazy_page(sz, from, sz, None));
-    assert!(!is_lazy_page(0x9fff, from, sz, None));
-    assert!(!is_lazy_page(KERNBASE, from, u32::MAX, None));
-    assert!(!is_lazy_page(0xFFFF_F000, 0, u32::MAX, None));
+    assert!(!lazy(sz, from, sz, None));
+    assert!(!lazy(0x9fff, from, sz, None));
+    assert!(!lazy(KERNBASE, from, u32::MAX, None));
+    assert!(!lazy(0xFFFF_F000, 0, u32::MAX, None));
     // Eager mode: lazy_from is KERNBASE, nothing is lazy.
-    assert!(!is_lazy_page(0x5000, KERNBASE, sz, None));
+    assert!(!lazy(0x5000, KERNBASE, sz, None));
     assert_eq!(lazy_from_for(0x5000), KERNBASE, "lazy is off by default");
 }
 
@@ -302,9 +338,10 @@ fn lazyfault_maps_one_zeroed_page_and_nothing_else() {
     let before = testmem::free();
     let mut d = newdir();
     allocuvm(&mut d, 0, 0x2000).unwrap();
-    clearpteu(&mut d, 0);
+    clearpteu(&mut d, u(0)).ignore("host test");
     let (from, sz) = (0x2000, 0x0080_2000); // lazily grown by 8 MiB
-    assert_eq!(lazyfault(&mut d, from, sz, 0x2010), Some(Ok(())));
+    let lf = |d: &mut PageDir, va| lazyfault(d, from, sz, u(va));
+    assert_eq!(lf(&mut d, 0x2010), Some(Ok(())));
     assert_eq!(pte(&d, 0x2000).unwrap().flags(), PTE_P | PTE_W | PTE_U);
     assert!(read_user(&d, 0x2000, 0x1000).iter().all(|&b| b == 0));
     assert_eq!(
@@ -313,26 +350,25 @@ fn lazyfault_maps_one_zeroed_page_and_nothing_else() {
         "dir, table, 2 pages, 1 lazy page"
     );
     // A second touch of the same page, the guard page, above sz: not lazy faults.
-    assert_eq!(lazyfault(&mut d, from, sz, 0x2FFF), None);
-    assert_eq!(lazyfault(&mut d, from, sz, 0x10), None);
-    assert_eq!(lazyfault(&mut d, from, sz, sz), None);
+    assert_eq!(lf(&mut d, 0x2FFF), None);
+    assert_eq!(lf(&mut d, 0x10), None);
+    assert_eq!(lf(&mut d, sz), None);
     // In a new 4 MiB region: a page table too.
-    assert_eq!(lazyfault(&mut d, from, sz, 0x0080_1000), Some(Ok(())));
+    assert_eq!(lf(&mut d, 0x0080_1000), Some(Ok(())));
     assert_eq!(testmem::free(), before - 7);
     assert!(pte(&d, 0x3000).is_none(), "untouched pages stay unmapped");
     // Out of memory: an error, nothing mapped, nothing lost.
     let held = exhaust(0);
-    assert_eq!(lazyfault(&mut d, from, sz, 0x4000), Some(Err(OutOfMemory)));
+    assert_eq!(lf(&mut d, 0x4000), Some(Err(OutOfMemory)));
     assert!(pte(&d, 0x4000).is_none());
     give_back(held);
     // Shrinking frees just what was mapped; fork copies just what was mapped.
-    let c = copyuvm(&d, sz).unwrap();
+    let c = copyuvm(&mut d, sz).unwrap();
     assert!(pte(&c, 0x0080_1000).is_some() && pte(&c, 0x0080_0000).is_none());
     freevm(c);
-    assert_eq!(deallocuvm(&mut d, sz, from), from);
+    deallocuvm(&mut d, sz, from).ignore("host test");
     assert_eq!(testmem::free(), before - 5, "the two lazy pages came back");
-    freevm(d);
-    assert_eq!(testmem::free(), before);
+    done(d, before);
 }
 
 #[test]
@@ -340,21 +376,122 @@ fn uva2ka_and_copyout() {
     let _g = testmem::lock();
     let mut d = newdir();
     allocuvm(&mut d, 0, 0x2000).unwrap();
-    let ka = uva2ka(&d, 0x1234).unwrap();
+    let ka = uva2ka(&d, u(0x1234)).unwrap();
     let pa = pte(&d, 0x1000).unwrap().addr();
-    assert_eq!(ka as u32, P2V(pa).0 + 0x234);
-    assert_eq!(uva2ka(&d, 0x2000), None);
-    assert_eq!(uva2ka(&d, 0x9000_0000), None);
-    copyout(&mut d, 0xFFD, b"across").unwrap();
+    assert_eq!(ka.0, P2V(pa).0 + 0x234);
+    assert_eq!(uva2ka(&d, u(0x2000)), None);
+    assert_eq!(uva2ka(&d, u(0x9000_0000)), None);
+    copyout(&mut d, u(0xFFD), b"across").unwrap();
     assert_eq!(read_user(&d, 0xFFD, 6), *b"across");
-    copyout(&mut d, 0x2000, b"").unwrap();
-    assert_eq!(copyout(&mut d, 0x1FFF, b"ab"), Err(BadAddr));
+    copyout(&mut d, u(0x2000), b"").unwrap();
+    assert_eq!(copyout(&mut d, u(0x1FFF), b"ab"), Err(BadAddr));
     assert_eq!(
         read_user(&d, 0x1FFF, 1),
         *b"a",
         "leading bytes may be written"
     );
-    assert_eq!(copyout(&mut d, u32::MAX, b"ab"), Err(BadAddr));
-    assert_eq!(copyout(&mut d, KERNBASE - 1, b"ab"), Err(BadAddr));
+    assert_eq!(copyout(&mut d, u(u32::MAX), b"ab"), Err(BadAddr));
+    assert_eq!(copyout(&mut d, u(KERNBASE - 1), b"ab"), Err(BadAddr));
     freevm(d);
+}
+
+#[test]
+fn cowuvm_shares_pages_read_only_for_the_cost_of_page_tables() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    let mut d = parent();
+    let used = before - testmem::free();
+    let f = cowuvm(&mut d, 0x0100_1000).unwrap();
+    assert!(f.flush.is_all(), "the parent's PTEs changed");
+    let mut c = f.ignore("host test");
+    // The child: its directory and two page tables, no page.
+    assert_eq!(before - testmem::free(), used + 3);
+    let cow = PTE_P | PTE_U | PTE_COW;
+    for (va, flags) in [
+        (0, PTE_P | PTE_U),        // text: shared read-only, for good
+        (0x1000, cow),             // data
+        (0x2000, PTE_P | PTE_COW), // the guard page (no PTE_U)
+        (0x0100_0000, cow),        // after the hole
+    ] {
+        let (p, q) = (pte(&d, va).unwrap(), pte(&c, va).unwrap());
+        assert_eq!((p, q.flags()), (q, flags), "{va:#x}");
+        assert!(KMEM.shared(P2V(p.addr())));
+    }
+    assert_eq!(read_user(&c, 0xFFE, 4), *b"fork");
+    // The child writes (as copyout, or its page fault): it gets its own copy.
+    copyout(&mut c, u(0x1000), b"!").unwrap();
+    assert_eq!(before - testmem::free(), used + 4);
+    assert_eq!(pte(&c, 0x1000).unwrap().flags(), PTE_P | PTE_U | PTE_W);
+    assert_eq!(read_user(&c, 0xFFE, 4), *b"fo!k");
+    assert_eq!(
+        read_user(&d, 0xFFE, 4),
+        *b"fork",
+        "the parent sees only its own"
+    );
+    // The parent writes the same page: now the last reference, made writable in place.
+    let pa = pte(&d, 0x1000).unwrap().addr();
+    assert!(!KMEM.shared(P2V(pa)));
+    let r = cowfault(&mut d, u(0x1001)).unwrap().unwrap();
+    assert_eq!(r, TlbFlush::page(u(0x1000)));
+    r.flush();
+    assert_eq!(
+        pte(&d, 0x1000).unwrap(),
+        Pte::new(pa, PTE_P | PTE_U | PTE_W)
+    );
+    assert_eq!(before - testmem::free(), used + 4, "no copy");
+    // Not copy-on-write: text, a hole, the kernel half.
+    assert!(cowfault(&mut d, u(0)).is_none());
+    assert!(cowfault(&mut d, u(0x3000)).is_none());
+    assert!(cowfault(&mut d, u(KERNBASE)).is_none());
+    assert_eq!(
+        copyout(&mut c, u(0x10), b"x"),
+        Err(BadAddr),
+        "text stays read-only"
+    );
+    // Exiting drops references; the last one frees.
+    freevm(c);
+    assert_eq!(testmem::free(), before - used);
+    assert!(!KMEM.shared(P2V(pte(&d, 0).unwrap().addr())));
+    done(d, before);
+}
+
+#[test]
+fn cow_forks_of_forks_and_running_out_of_memory() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    let mut d = newdir();
+    allocuvm(&mut d, 0, 0x4000).unwrap();
+    loaduvm(&mut d, u(0x10), b"gen0");
+    let mut c = cowuvm(&mut d, 0x4000).unwrap().ignore("host test");
+    let mut g = cowuvm(&mut c, 0x4000).unwrap().ignore("host test");
+    // Three address spaces share the pages; each write copies once.
+    copyout(&mut g, u(0x10), b"gen2").unwrap();
+    copyout(&mut c, u(0x10), b"gen1").unwrap();
+    assert_eq!(read_user(&d, 0x10, 4), *b"gen0");
+    assert_eq!(read_user(&c, 0x10, 4), *b"gen1");
+    assert_eq!(read_user(&g, 0x10, 4), *b"gen2");
+    // No page for a copy: the write fails, nothing changes, nothing is lost.
+    let free = testmem::free();
+    let held = exhaust(0);
+    assert_eq!(cowfault(&mut g, u(0x1000)), Some(Err(OutOfMemory)));
+    assert_eq!(copyout(&mut c, u(0x1000), b"x"), Err(BadAddr));
+    assert_eq!(pte(&g, 0x1000).unwrap().flags(), PTE_P | PTE_U | PTE_COW);
+    // Nor for the child's directory or page table: cowuvm fails, with nothing lost.
+    assert!(cowuvm(&mut d, 0x4000).is_none());
+    give_back(held);
+    let held = exhaust(1);
+    assert!(
+        cowuvm(&mut d, 0x4000).is_none(),
+        "a directory but no page table"
+    );
+    assert_eq!(testmem::free(), 1);
+    give_back(held);
+    assert_eq!(testmem::free(), free);
+    // An eager copy of a COW page is a private writable page.
+    let e = copyuvm(&mut g, 0x4000).unwrap();
+    assert_eq!(pte(&e, 0x2000).unwrap().flags(), PTE_P | PTE_U | PTE_W);
+    for x in [e, g, c] {
+        freevm(x);
+    }
+    done(d, before);
 }

@@ -144,7 +144,7 @@ pub fn rcr2() -> u32 {
 ///
 /// # Safety
 /// The table must stay valid (static) and every present gate must point at a handler that
-/// can take the trap (the vectors in trap.rs).
+/// can take the trap (the vectors in trapasm.rs).
 pub unsafe fn lidt(base: u32, limit: u16) {
     #[repr(C, packed)]
     struct Dtr {
@@ -171,4 +171,16 @@ pub unsafe fn ltr(sel: u16) {
 pub fn sti_hlt() {
     // SAFETY: as for sti and hlt.
     unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
+}
+
+/// Invalidates the TLB entry for the page holding linear address `va`.
+pub fn invlpg(va: u32) {
+    // SAFETY: dropping a TLB entry only makes the CPU walk the page tables again.
+    unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
+}
+
+/// Flushes the whole (non-global) TLB by reloading CR3 with its own value.
+pub fn flush_tlb() {
+    // SAFETY: the page directory stays the same one; only cached translations are dropped.
+    unsafe { lcr3(rcr3()) };
 }

@@ -108,6 +108,9 @@ pub struct RunArgs {
     /// Demand paging: sbrk only moves the break; each page is allocated on its first touch.
     #[arg(long)]
     pub lazy: bool,
+    /// Copy-on-write fork: fork shares pages read-only; the first write copies.
+    #[arg(long)]
+    pub cow: bool,
     /// Print the VM exits by reason and the run time to stderr at the end.
     #[arg(long)]
     pub stats: bool,

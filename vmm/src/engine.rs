@@ -124,6 +124,9 @@ pub fn kernel_cmdline(args: &RunArgs) -> String {
     if args.lazy {
         words.push("lazy".into());
     }
+    if args.cow {
+        words.push("cow".into());
+    }
     words.extend(args.append.iter().cloned());
     words.join(" ")
 }
@@ -216,6 +219,7 @@ pub fn lab_invocation(
         (args.stats, "--stats"),
         (args.prefault, "--prefault"),
         (args.lazy, "--lazy"),
+        (args.cow, "--cow"),
     ] {
         if set {
             inner.push(flag.into());
@@ -334,6 +338,7 @@ mod tests {
         let a = run_args(&[
             "--quiet",
             "--lazy",
+            "--cow",
             "--append",
             "selftest=exit:3",
             "echo",
@@ -341,7 +346,7 @@ mod tests {
         ]);
         assert_eq!(
             kernel_cmdline(&a),
-            "console=com1 quiet lazy selftest=exit:3"
+            "console=com1 quiet lazy cow selftest=exit:3"
         );
     }
 
@@ -353,6 +358,7 @@ mod tests {
             "--stats",
             "--prefault",
             "--lazy",
+            "--cow",
             "--timeout",
             "9",
             "--append",
@@ -385,6 +391,7 @@ mod tests {
                 "--stats",
                 "--prefault",
                 "--lazy",
+                "--cow",
                 "--append",
                 "a b",
                 "--kernel",

@@ -53,6 +53,8 @@ pub struct Report {
     pub measured_exits: BTreeMap<&'static str, u64>,
     /// The console's output (stdout + stderr) and input traffic, and its empty input asks.
     pub console: (Traffic, Traffic, u64),
+    /// Guest RAM pages the host had backed at the end (mincore); None if unknown.
+    pub backed_pages: Option<u64>,
 }
 
 impl Report {
@@ -66,8 +68,12 @@ impl Report {
             .map(|(r, n)| format!("{r} {n}"))
             .collect();
         let (out, inp, empty) = self.console;
+        let backed = self
+            .backed_pages
+            .map_or("unknown".to_string(), |n| n.to_string());
         format!(
-            "vmm: stats: {:.3} s in the guest, {total} VM exits ({}), TSC {} kHz\n\
+            "vmm: stats: {:.3} s in the guest, {total} VM exits ({}), TSC {} kHz, \
+             {backed} guest pages host-backed\n\
              vmm: console: out {} bytes in {} exits, in {} bytes in {} exits \
              ({empty} more found nothing yet)",
             self.elapsed.as_secs_f64(),
@@ -169,10 +175,14 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
     );
     let start = std::time::Instant::now();
     let outcome = vcpu.run();
+    let elapsed = start.elapsed();
+    let backed_pages = memory::host_backed_pages(&vm.mem)
+        .inspect_err(|e| log::debug!("{e:#}"))
+        .ok();
     Ok(Report {
         outcome,
         stats: std::mem::take(&mut vcpu.stats),
-        elapsed: start.elapsed(),
+        elapsed,
         tsc_khz,
         exported: std::mem::take(&mut vcpu.devices.debug.exported),
         measured_exits: std::mem::take(&mut vcpu.measured),
@@ -180,5 +190,6 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
             let c = &vcpu.devices.console;
             (c.output, c.input, c.input_empty)
         },
+        backed_pages,
     })
 }

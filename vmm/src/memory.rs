@@ -64,6 +64,32 @@ pub fn prefault(mem: &GuestMemoryMmap) -> Result<()> {
     Ok(())
 }
 
+/// How many pages of guest RAM the host has backed with memory so far (`mincore` over the
+/// RAM mapping: resident pages). Without `--prefault`, what the guest touched.
+pub fn host_backed_pages(mem: &GuestMemoryMmap) -> Result<u64> {
+    // SAFETY: sysconf has no memory effects.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let mut backed = 0;
+    for region in mem.iter() {
+        let host = mem
+            .get_host_address(region.start_addr())
+            .context("guest RAM has no host mapping")?;
+        let len = region.len() as usize;
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        // SAFETY: `host..host+len` is one live mapping owned by `mem`, page aligned (mmap);
+        // mincore writes one byte per page into `vec`, which has that many.
+        let rc = unsafe { libc::mincore(host.cast(), len, vec.as_mut_ptr()) };
+        if rc != 0 {
+            bail!(
+                "mincore on guest RAM failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        backed += vec.iter().filter(|&&b| b & 1 != 0).count() as u64;
+    }
+    Ok(backed)
+}
+
 /// Allocates `size` bytes of guest RAM at GPA 0.
 pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap> {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size as usize)])
@@ -73,6 +99,24 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backed_pages_are_the_touched_ones() {
+        let mem = create_guest_memory(64 << 20).unwrap();
+        assert_eq!(
+            host_backed_pages(&mem).unwrap(),
+            0,
+            "fresh RAM is not backed"
+        );
+        for i in 0..5u64 {
+            vm_memory::Bytes::write_obj(&mem, 1u8, GuestAddress(i * 0x10_0000 + 7)).unwrap();
+        }
+        // 5 pages, or 5 huge pages where the host backs with transparent huge pages.
+        let n = host_backed_pages(&mem).unwrap();
+        assert!((5..=5 * 512).contains(&n), "{n}");
+        prefault(&mem).unwrap();
+        assert_eq!(host_backed_pages(&mem).unwrap(), (64 << 20) / 4096);
+    }
 
     #[test]
     fn parses_binary_units() {

@@ -22,8 +22,9 @@ fn kernel_end() -> u32 {
 }
 
 /// Free pages after boot, as xv6 would count them: kinit1's and kinit2's ranges, less the
-/// page directory and the page tables setupkvm took (one per 4 MiB of RAM below PHYSTOP, one
-/// per 4 MiB the boot modules span, and eight for DEVSPACE).
+/// page directory and the page tables kvmalloc took (one per 4 MiB of RAM below PHYSTOP, one
+/// per 4 MiB the boot modules span, and eight for DEVSPACE), and less the reference-count
+/// table kinit2 keeps (a byte per page from `end` to PHYSTOP).
 fn expected_free_pages(phystop: u32, log: &str) -> (u32, u32) {
     let end = kernel_end().next_multiple_of(PGSIZE) - KERNBASE;
     let kinit1 = (0x40_0000 - end) / PGSIZE;
@@ -31,7 +32,8 @@ fn expected_free_pages(phystop: u32, log: &str) -> (u32, u32) {
     let (first, last) = bootmods_span(log);
     let bootmod_tables = (last >> 22) - (first >> 22) + 1;
     let tables = 1 + phystop.div_ceil(0x40_0000) + bootmod_tables + 8;
-    (kinit1, kinit1 + kinit2 - tables)
+    let refs = ((phystop + KERNBASE - kernel_end()) / PGSIZE).div_ceil(PGSIZE);
+    (kinit1, kinit1 + kinit2 - tables - refs)
 }
 
 /// First and last VA of the boot-module mapping, from `xv6: bootmods FIRST-LAST -> PA r-k`.

@@ -218,6 +218,50 @@ fn usertests_pass_with_lazy_sbrk() {
 }
 
 #[test]
+fn usertests_pass_with_cow_fork() {
+    assert_usertests_pass(&["--cow"]);
+}
+
+#[test]
+fn usertests_pass_with_lazy_sbrk_and_cow_fork() {
+    assert_usertests_pass(&["--lazy", "--cow"]);
+}
+
+/// The number before `guest pages host-backed` in a `vmm: stats:` line.
+fn backed_pages(line: &str) -> u64 {
+    line.split(", ")
+        .find_map(|part| part.strip_suffix(" guest pages host-backed"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
+#[test]
+fn boot_backs_o1_of_guest_ram() {
+    // 2016 MiB of RAM, of which hello needs a few hundred pages: kinit2 must not touch the
+    // free pages, nor the VMM the RAM (the bar: at most 2048 host-backed pages).
+    for (flags, check) in [
+        (&["--mem", "2016M"][..], (|n| n <= 2048) as fn(u64) -> bool),
+        (&["--mem", "64M", "--prefault"][..], |n| {
+            n == (64 << 20) / 4096
+        }),
+    ] {
+        let mut argv = vec!["--quiet", "--stats"];
+        argv.extend(flags);
+        argv.push("hello");
+        let Some(out) = boot(&argv) else {
+            return;
+        };
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("vmm: stats: "))
+            .unwrap_or_else(|| panic!("{err}"));
+        assert!(check(backed_pages(line)), "{flags:?}: {line}");
+    }
+}
+
+#[test]
 fn stats_count_exits_and_prefault_boots() {
     let Some(out) = boot(&["--quiet", "--stats", "--prefault", "hello"]) else {
         return;
