@@ -49,6 +49,15 @@ pub mod syscall {
     pub const SYS_WAIT_STATUS: u32 = 28;
 }
 
+/// What exec takes: the VMM refuses a first process's argv the kernel would refuse.
+pub mod exec {
+    /// The most argument strings (argv[0] included), xv6's MAXARG.
+    pub const MAXARG: usize = 32;
+    /// Bytes of the words exec pushes below the strings on the stack page: the fake return PC,
+    /// argc, the argv pointer, MAXARG pointers and the closing 0.
+    pub const USTACK_BYTES: usize = (3 + MAXARG + 1) * 4;
+}
+
 /// The I/O ports of the VMM's devices.
 pub mod ports {
     /// 16550 UART, COM1: the kernel log when there is no COM2 (eight registers from here).

@@ -18,6 +18,7 @@
 //! match lab::run(&req) {
 //!     Ok(lab::LabOutcome::Exited(code)) => std::process::exit(code),
 //!     Ok(lab::LabOutcome::TimedOut) => eprintln!("lab timed out"),
+//!     Ok(lab::LabOutcome::Interrupted(sig)) => std::process::exit(128 + sig),
 //!     Err(e) => eprintln!("{e}"),
 //! }
 //! ```
@@ -40,6 +41,7 @@ pub mod assets;
 pub mod elf;
 mod error;
 pub mod initramfs;
+pub mod interrupt;
 pub mod kernel;
 pub mod qemu;
 pub mod script;
@@ -58,6 +60,7 @@ use std::time::{Duration, Instant};
 
 pub use assets::{ensure_assets, lab_dir, status, Assets, LabStatus};
 pub use error::LabError;
+pub use tmp::sweep_stale;
 
 use elf::LAB_LIB_DIR;
 use initramfs::Cpio;
@@ -101,6 +104,8 @@ pub enum LabOutcome {
     Exited(i32),
     /// The timeout expired; QEMU was killed.
     TimedOut,
+    /// This process received this signal (see [`interrupt`]); QEMU was killed.
+    Interrupted(i32),
 }
 
 /// Knobs for tests and experiments; [`run`] uses the defaults.
@@ -205,7 +210,7 @@ fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, L
     });
 
     let werr = |e| LabError::io_path("writing", path, e);
-    let mut out = fs::File::create(path).map_err(werr)?;
+    let mut out = private_file(path).map_err(werr)?;
     let mut base = fs::File::open(&assets.base_initrd)
         .map_err(|e| LabError::io_path("reading", &assets.base_initrd, e))?;
     io::copy(&mut base, &mut out).map_err(werr)?;
@@ -238,6 +243,17 @@ fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, L
         req.files.len()
     );
     Ok(size)
+}
+
+/// Creates `path` anew (never following or reusing what is there), readable by us alone: the
+/// initramfs holds the program and its input.
+fn private_file(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Runs `req.program` in the lab, streaming its stdout to our stdout and its stderr to our
@@ -392,7 +408,7 @@ pub fn run_with_options(
                 guard.kill();
                 break (true, None);
             }
-            if output_failed.lock().unwrap().is_some() {
+            if interrupt::pending().is_some() || output_failed.lock().unwrap().is_some() {
                 guard.kill();
                 break (false, None);
             }
@@ -433,6 +449,9 @@ pub fn run_with_options(
             error::quote_tail(&tail)
         );
         return Ok(LabOutcome::TimedOut);
+    }
+    if let Some(sig) = interrupt::pending() {
+        return Ok(LabOutcome::Interrupted(sig));
     }
     for (_, m) in &markers {
         match m {
