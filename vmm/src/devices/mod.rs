@@ -57,15 +57,16 @@ pub struct Devices {
 }
 
 impl Devices {
-    /// The machine's devices: the UARTs' interrupts wired to `vm`'s irqchip when given, the
-    /// kernel log to the host's stderr, the console to `stdout`, stderr and `stdin`.
+    /// The machine's devices: the UARTs' interrupts wired to `vm`'s irqchip when given, COM1
+    /// to the host's stdout, COM2 (the kernel log) to its stderr, the console to `stdout`,
+    /// stderr and `stdin`.
     pub fn new(
         vm: Option<&VmFd>,
         stdout: Box<dyn Write + Send>,
         stdin: Box<dyn InputSource>,
     ) -> Result<Devices> {
         Ok(Devices {
-            com1: Uart::com1(vm, Box::new(std::io::stderr()))?,
+            com1: Uart::com1(vm, Box::new(std::io::stdout()))?,
             com2: Uart::com2(vm, Box::new(std::io::stderr()))?,
             console: Console::new(stdout, Box::new(std::io::stderr()), stdin),
             debug: DebugPorts::default(),

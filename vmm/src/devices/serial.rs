@@ -1,6 +1,6 @@
-//! The two 16550 UARTs (vm-superio's model): the kernel's early log and panics. COM2 (the
-//! kernel log) goes to the host's stderr; COM1 is the log's fallback when a machine has no
-//! COM2 (the kernel writes the log to COM2 when it finds one). User programs' I/O goes
+//! The two 16550 UARTs (vm-superio's model): COM2 carries the kernel's early log and panics
+//! to the host's stderr; COM1 writes to the host's stdout (a plain serial console for minimal
+//! kernels; ours uses it for its log only when it finds no COM2). User programs' I/O goes
 //! through the paravirtual console instead (`console.rs`). Each UART raises its PC IRQ (4, 3)
 //! on the in-kernel irqchip through an irqfd.
 
