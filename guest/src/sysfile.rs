@@ -7,9 +7,7 @@
 //! sleeps with the ptable lock held and the `FS` lock released, and gives up with −1 when the
 //! process is killed meanwhile.
 
-use core::sync::atomic::Ordering;
-
-use crate::console;
+use crate::console::{self, Stream};
 use crate::exec::{exec_file, ExecError, MAXARG};
 use crate::file::{FileKind, FS};
 use crate::fs::{FsError, Stat, T_DEV, T_DIR};
@@ -81,7 +79,7 @@ pub fn sys_read(tf: &mut TrapFrame) -> i32 {
     }
     match (file.kind, console) {
         (FileKind::Pipe { pipe, .. }, _) => piperead(pipe, buf, n),
-        (_, Some(_)) => consoleread(buf, n),
+        (_, Some(_)) => console::consoleread(buf, n as u32),
         (FileKind::Inode { inum }, None) => inoderead(f, inum, buf, n),
     }
 }
@@ -103,6 +101,14 @@ pub fn sys_write(tf: &mut TrapFrame) -> i32 {
     if !file.writable {
         return -1;
     }
+    if let Some(stderr) = console {
+        let stream = if stderr {
+            Stream::Stderr
+        } else {
+            Stream::Stdout
+        };
+        return console::consolewrite(stream, buf, n as u32);
+    }
     let mut chunk = [0u8; CHUNK];
     let mut done = 0;
     while done < n {
@@ -115,11 +121,7 @@ pub fn sys_write(tf: &mut TrapFrame) -> i32 {
         }
         let r = match (file.kind, console) {
             (FileKind::Pipe { pipe, .. }, _) => pipewrite(pipe, &chunk[..len]),
-            (_, Some(stderr)) => {
-                console::consolewrite(if stderr { 2 } else { 1 }, &chunk[..len]);
-                true
-            }
-            (FileKind::Inode { inum }, None) => inodewrite(f, inum, &chunk[..len]),
+            (FileKind::Inode { inum }, _) => inodewrite(f, inum, &chunk[..len]),
         };
         if !r {
             return -1;
@@ -209,26 +211,6 @@ fn pipewrite(p: usize, src: &[u8]) -> bool {
         }
     }
     true
-}
-
-/// Reads console input into user `buf`: waits until at least one byte is there and returns
-/// up to n of them; 0 at the end of input; −1 if killed meanwhile.
-fn consoleread(buf: u32, n: usize) -> i32 {
-    let mut chunk = [0u8; CHUNK];
-    let want = n.min(CHUNK);
-    let mut pt = PTABLE.lock();
-    loop {
-        if let Some(got) = console::consoleread(&mut chunk[..want]) {
-            drop(pt);
-            return moved(got, !copy_out(buf, &chunk[..got]));
-        }
-        if proc::killed_locked(&pt) {
-            return -1;
-        }
-        console::READERS_WAITING.fetch_add(1, Ordering::Relaxed);
-        proc::sleep(Chan::Input, &mut pt);
-        console::READERS_WAITING.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// close(fd).
