@@ -88,3 +88,36 @@ fn bad_add_arguments_are_126_or_127() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_c_program_built_on_the_c_header_uses_pipes_and_files() {
+    let c = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-user/c");
+    let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/c/files.c");
+    let exe = scratch("c-files").join("files");
+    // The README's recipe.
+    let built = std::process::Command::new("gcc")
+        .args([
+            "-m32",
+            "-ffreestanding",
+            "-nostdlib",
+            "-fno-pic",
+            "-fno-stack-protector",
+        ])
+        .args(["-static", "-O2", "-I"])
+        .arg(&c)
+        .arg("-Wl,-N,-e,_start,-Ttext,0,--no-warn-rwx-segments")
+        .arg("-o")
+        .arg(&exe)
+        .arg(c.join("crt0.S"))
+        .arg(c.join("usys.S"))
+        .arg(&src)
+        .status()
+        .expect("gcc is needed for the C fixtures");
+    assert!(built.success());
+    let exe = exe.display().to_string();
+    let Some(out) = boot(&["--quiet", &exe, "x", "y"]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(42), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "through a pipe\nfiles\nx\ny\n");
+}
