@@ -54,6 +54,7 @@ const TESTS: &[Test] = &[
     ("cowfork", cow::cowfork),
     ("cowkernel", cow::cowkernel),
     ("cowread", cow::cowread),
+    ("forkcost", cow::forkcost),
     ("cowbig", cow::cowbig),
     ("cowkill", cow::cowkill),
     ("cowoom", cow::cowoom),

@@ -172,6 +172,32 @@ pub fn cowread() -> Outcome {
     Ok(())
 }
 
+/// forkcost: what a fork of this (small) process costs, measured in the child right after
+/// fork: with copy-on-write at most 4 pages besides its user page tables (kernel stack,
+/// page directory — the kernel half is shared — and the stack page it has written since);
+/// eagerly, those plus a copy of each of its user pages.
+pub fn forkcost() -> Outcome {
+    let cow = cow_mode()?;
+    let free = countfree() as usize;
+    let tables = brk().div_ceil(4 << 20); // at most one per 4 MiB of [0, sz)
+    let st = in_child(|| {
+        let took = free - countfree() as usize;
+        ulib::println!(
+            "  forkcost: fork of a {} KiB process took {took} pages ({})",
+            brk() / 1024,
+            if cow { "copy-on-write" } else { "eager copy" }
+        );
+        // Eagerly: the directory, kernel stack, page tables and at least one user page.
+        i32::from(if cow {
+            took > 4 + tables
+        } else {
+            took < 3 + tables
+        })
+    })?;
+    ensure!(st == 0, "fork cost more than expected");
+    Ok(())
+}
+
 /// cowbig: fork of a process with a 64 MiB heap. With copy-on-write it costs the child its
 /// page directory, page tables and kernel stack (and the pages it writes), not 16384 pages.
 pub fn cowbig() -> Outcome {
