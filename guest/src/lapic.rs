@@ -1,13 +1,9 @@
 //! The local APIC (xv6 lapic.c) and the 8259 PICs (xv6 picirq.c): the LAPIC timer drives the
 //! clock at 100 Hz and the PICs are masked (no legacy interrupts). The LAPIC is KVM's
 //! in-kernel xAPIC at its default base, mapped by the DEVSPACE row of kmap.
-//!
-//! `clockintr` is the timer's work (xv6 trap.c's IRQ_TIMER case): count ticks, wake sleepers,
-//! and poll COM1 for console input.
+//! What a tick does is trap.rs's business (`clockintr`).
 
-use core::sync::atomic::{AtomicU32, Ordering};
-
-use crate::trap::{IRQ_ERROR, IRQ_SPURIOUS, IRQ_TIMER, T_IRQ0};
+use crate::traps::{IRQ_ERROR, IRQ_SPURIOUS, IRQ_TIMER, T_IRQ0};
 use crate::x86::outb;
 
 /// Physical (= virtual, DEVSPACE is mapped one to one) base of the local APIC.
@@ -36,9 +32,6 @@ const X1: u32 = 0x0000_000B; // divide counts by 1
 pub const HZ: u32 = 100;
 /// KVM's APIC bus runs at 1 GHz: with divide-by-1 this many counts make one tick.
 pub const TIMER_COUNT: u32 = 1_000_000_000 / HZ;
-
-/// Clock ticks since the timer started (xv6 `ticks`).
-pub static TICKS: AtomicU32 = AtomicU32::new(0);
 
 fn lapicw(reg: u32, v: u32) {
     // SAFETY: LAPIC + reg is a register of the local APIC, mapped (writable, kernel) by
@@ -95,22 +88,4 @@ const IO_PIC2: u16 = 0xA0;
 pub fn picinit() {
     outb(IO_PIC1 + 1, 0xFF);
     outb(IO_PIC2 + 1, 0xFF);
-}
-
-/// The timer interrupt's work: one more tick, wake the processes sleeping on ticks; while a
-/// process waits for console input, poll COM1 and wake it (also when nothing arrived: a
-/// reader re-checks for end of input).
-pub fn clockintr() {
-    TICKS.fetch_add(1, Ordering::Relaxed);
-    crate::proc::wakeup(crate::proc::Chan::Ticks);
-    if crate::console::READERS_WAITING.load(Ordering::Relaxed) > 0 {
-        crate::console::consoleintr();
-        crate::proc::wakeup(crate::proc::Chan::Input);
-    }
-}
-
-/// Ticks since boot (xv6 `ticks`, read under tickslock; an atomic here).
-#[must_use]
-pub fn ticks() -> u32 {
-    TICKS.load(Ordering::Relaxed)
 }

@@ -15,21 +15,25 @@ pub mod bootmods;
 pub mod cmdline;
 pub mod elf;
 pub mod exec;
+pub mod fault;
 pub mod inputbuf;
 pub mod intr;
 pub mod kalloc;
 pub mod kmap;
 pub mod memlayout;
 pub mod mmu;
-pub mod proc;
+pub mod ptable;
 pub mod pvh;
 pub mod selftest;
 pub mod spinlock;
 pub mod string;
 pub mod swtch;
+pub mod sysarg;
 pub mod syscall;
+pub mod ticks;
 pub mod tlb;
-pub mod trap;
+pub mod trapframe;
+pub mod traps;
 pub mod uaccess;
 pub mod vm;
 
@@ -50,7 +54,15 @@ pub mod linker;
 #[cfg(all(target_arch = "x86", not(test)))]
 mod panic;
 #[cfg(all(target_arch = "x86", not(test)))]
+pub mod proc;
+#[cfg(all(target_arch = "x86", not(test)))]
+pub mod sysfile;
+#[cfg(all(target_arch = "x86", not(test)))]
 pub mod sysproc;
+#[cfg(all(target_arch = "x86", not(test)))]
+pub mod trap;
+#[cfg(all(target_arch = "x86", not(test)))]
+pub mod trapasm;
 #[cfg(all(target_arch = "x86", not(test)))]
 pub mod uart;
 #[cfg(all(target_arch = "x86", not(test)))]

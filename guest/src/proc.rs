@@ -1,727 +1,485 @@
-//! Processes (xv6 proc.c): the process table, per-process kernel stacks, the scheduler and
-//! the operations on processes — allocproc/forkret, userinit, fork, exit, wait, kill,
-//! growproc, sched/yield/sleep/wakeup.
+//! Processes (xv6 proc.c): per-process kernel stacks, the scheduler and the operations on
+//! processes — allocproc/forkret, userinit, fork, exit, wait, kill, growproc,
+//! sched/yield/sleep/wakeup. The table itself (`struct proc`, slots, pids) is ptable.rs.
 //!
 //! One lock, `PTABLE`, guards the whole table, including each process's page directory and
 //! size (xv6 leaves those to the running process alone; here the process takes the lock for
 //! the moment it needs them, so all of it is safe Rust). The lock is held across `swtch`, as
 //! in xv6: whoever switches acquires it, whoever is switched to releases it.
-//!
-//! The bookkeeping (`ProcTable`: slots, pids, parents, wait channels, the round-robin pick)
-//! is pure and tested on the host, with `()` standing in for page directories.
 
-/// Maximum number of processes.
-pub const NPROC: usize = 64;
-/// Bytes of a process's kernel stack (one page from kalloc).
-pub const KSTACKSIZE: u32 = 4096;
-/// Bytes of a process name (the last component of the program's path, NUL-padded).
-pub const NAMELEN: usize = 16;
-/// Exit status of a process ended by `kill()`: 128 + SIGKILL.
-pub const KILLED_STATUS: i32 = 128 + 9;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// Where a process is in its life (xv6 `enum procstate`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum ProcState {
-    Unused,
-    Embryo,
-    Sleeping,
-    Runnable,
-    Running,
-    Zombie,
-}
+use crate::exec::Image;
+use crate::fault::{pagefault_cause, write_fault_line, FaultCause};
+use crate::gdt::switchuvm;
+use crate::kalloc::{kalloc, kfree};
+use crate::memlayout::{KVAddr, UVAddr, KERNBASE};
+use crate::mmu::{selector, DPL_USER, FL_IF, SEG_UCODE, SEG_UDATA};
+pub use crate::ptable::KSTACKSIZE;
+use crate::ptable::{name_str, Chan, Proc, ProcState, ProcTable, KILLED_STATUS, NPROC};
+use crate::spinlock::{Spinlock, SpinlockGuard};
+use crate::swtch::{swtch, Context};
+use crate::trapasm::trapret;
+use crate::trapframe::TrapFrame;
+use crate::traps::PF_WRITE;
+use crate::uaccess::UserMem;
+use crate::vm::{self, PageDir};
+use crate::{debugport, uaccess, x86};
 
-/// What a sleeping process waits for (xv6 sleeps on addresses; here a closed set).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Chan {
-    /// A child of the process in this slot to exit (wait).
-    Proc(usize),
-    /// The next clock tick (sleep).
-    Ticks,
-    /// Console input or its end (read on fd 0).
-    Input,
-}
+/// The process table and its lock.
+pub static PTABLE: Spinlock<ProcTable<PageDir>> = Spinlock::new("ptable", ProcTable::new());
 
-/// A process (xv6 `struct proc`). `M` is the page directory type.
-#[derive(Debug)]
-pub struct Proc<M> {
-    /// Size of process memory (bytes): user addresses `[0, sz)`.
-    pub sz: u32,
-    /// Where the lazy sbrk region starts: pages of `[lazy_from, sz)` not present yet are
-    /// mapped on first touch (vm.rs, demand paging); KERNBASE when sbrk is eager.
-    pub lazy_from: u32,
-    /// Page directory.
-    pub pgdir: Option<M>,
-    /// Bottom of the kernel stack page (kernel virtual address; 0: none).
-    pub kstack: usize,
-    pub state: ProcState,
-    pub pid: i32,
-    /// Slot of the parent process.
-    pub parent: Option<usize>,
-    /// Trap frame for the current system call: at the top of the kernel stack.
-    pub tf: usize,
-    /// `swtch` here to run the process (a `*mut Context` on its kernel stack).
-    pub context: usize,
-    /// If sleeping, on what.
-    pub chan: Option<Chan>,
-    /// If killed, the status to exit with when it next leaves or enters the kernel.
-    pub killed: Option<i32>,
-    /// Exit status, for the parent's wait.
-    pub xstate: i32,
-    /// Process name (debugging, fault lines).
-    pub name: [u8; NAMELEN],
-}
+/// The slot of the process running on this CPU (xv6 `cpu->proc`); NPROC: none.
+static CURRENT: AtomicUsize = AtomicUsize::new(NPROC);
 
-impl<M> Proc<M> {
-    /// An unused slot.
-    pub const fn new() -> Proc<M> {
-        Proc {
-            sz: 0,
-            lazy_from: 0,
-            pgdir: None,
-            kstack: 0,
-            state: ProcState::Unused,
-            pid: 0,
-            parent: None,
-            tf: 0,
-            context: 0,
-            chan: None,
-            killed: None,
-            xstate: 0,
-            name: [0; NAMELEN],
-        }
-    }
+/// The scheduler's saved context (xv6 `cpu->scheduler`).
+struct SchedContext(UnsafeCell<*mut Context>);
 
-    /// The name as text.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        name_str(&self.name)
-    }
+// SAFETY: one CPU; only swtch (with the ptable lock held) reads or writes it.
+unsafe impl Sync for SchedContext {}
 
-    /// Names the process after the last component of `path` (truncated to fit).
-    pub fn set_name(&mut self, path: &[u8]) {
-        let base = basename(path);
-        let n = base.len().min(NAMELEN - 1);
-        self.name = [0; NAMELEN];
-        self.name[..n].copy_from_slice(&base[..n]);
-    }
-}
+static SCHEDULER: SchedContext = SchedContext(UnsafeCell::new(core::ptr::null_mut()));
 
-impl<M> Default for Proc<M> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// Written at the bottom of every kernel stack; sched checks it is still there.
+const KSTACK_MAGIC: u32 = 0x6B53_7441;
 
-/// A NUL-padded process name as text.
+type Ptable<'a> = SpinlockGuard<'a, ProcTable<PageDir>>;
+
+/// The slot of the running process (xv6 `myproc`), if any.
 #[must_use]
-pub fn name_str(name: &[u8; NAMELEN]) -> &str {
-    let n = name.iter().position(|&c| c == 0).unwrap_or(NAMELEN);
-    core::str::from_utf8(&name[..n]).unwrap_or("?")
+pub fn myproc() -> Option<usize> {
+    let i = CURRENT.load(Ordering::Relaxed);
+    (i < NPROC).then_some(i)
 }
 
-/// The last component of a path: `"/bin/echo"` → `"echo"`.
-#[must_use]
-pub fn basename(path: &[u8]) -> &[u8] {
-    path.rsplit(|&c| c == b'/').next().unwrap_or(path)
+fn current() -> usize {
+    myproc().expect("no current process")
 }
 
-/// The process table (xv6 `ptable`).
-pub struct ProcTable<M> {
-    pub procs: [Proc<M>; NPROC],
-    nextpid: i32,
-    /// The first process: adopts orphans; when it exits the machine stops.
-    pub initproc: Option<usize>,
+/// Claims a slot and sets up its kernel stack (xv6 `allocproc`): a trap frame at the
+/// top, below it trapret's address, below that a context whose eip is forkret — so the
+/// first swtch to the process "returns" into forkret, which returns into trapret, which
+/// returns to user mode with the trap frame.
+fn allocproc(pt: &mut Ptable<'_>) -> Option<usize> {
+    let i = pt.alloc_slot()?;
+    let Some(page) = kalloc() else {
+        pt.clear_slot(i);
+        return None;
+    };
+    let kstack = page.0 as usize;
+    let mut sp = kstack + KSTACKSIZE as usize;
+    sp -= core::mem::size_of::<TrapFrame>();
+    let tf = sp;
+    sp -= 4;
+    let ret = sp;
+    sp -= core::mem::size_of::<Context>();
+    let context = sp;
+    // SAFETY: the page is ours (fresh from kalloc) and all three addresses are inside it,
+    // 4-byte aligned.
+    unsafe {
+        (kstack as *mut u32).write(KSTACK_MAGIC);
+        (tf as *mut TrapFrame).write(TrapFrame::default());
+        (ret as *mut u32).write(trapret as *const () as usize as u32);
+        (context as *mut Context).write(Context {
+            eip: forkret as *const () as usize as u32,
+            ..Context::default()
+        });
+    }
+    let p = &mut pt.procs[i];
+    p.kstack = kstack;
+    p.tf = tf;
+    p.context = context;
+    Some(i)
 }
 
-impl<M> ProcTable<M> {
-    /// All slots unused; the first pid will be 1.
-    pub const fn new() -> ProcTable<M> {
-        ProcTable {
-            procs: [const { Proc::new() }; NPROC],
-            nextpid: 1,
-            initproc: None,
-        }
+/// Frees what a dead (or never started) process owns and makes its slot unused.
+fn freeproc(pt: &mut Ptable<'_>, i: usize) {
+    let (kstack, pgdir) = pt.clear_slot(i);
+    if kstack != 0 {
+        // SAFETY: the kernel stack came from kalloc in allocproc, and its process will
+        // never run again (it is a zombie being reaped, or an embryo that never ran).
+        unsafe { kfree(KVAddr(kstack as u32)) };
     }
-
-    /// Claims an unused slot as an EMBRYO with a fresh pid and everything else cleared (the
-    /// bookkeeping half of xv6 `allocproc`). `None` if the table is full.
-    pub fn alloc_slot(&mut self) -> Option<usize> {
-        let i = self
-            .procs
-            .iter()
-            .position(|p| p.state == ProcState::Unused)?;
-        let pid = self.nextpid;
-        self.nextpid += 1;
-        self.procs[i] = Proc::new();
-        self.procs[i].state = ProcState::Embryo;
-        self.procs[i].pid = pid;
-        Some(i)
-    }
-
-    /// Returns slot `i` to UNUSED, handing back what it owned: the kernel stack and the
-    /// page directory for the caller to free.
-    pub fn clear_slot(&mut self, i: usize) -> (usize, Option<M>) {
-        let p = core::mem::take(&mut self.procs[i]);
-        (p.kstack, p.pgdir)
-    }
-
-    /// Makes every process sleeping on `chan` runnable (xv6 `wakeup1`); returns how many.
-    pub fn wakeup(&mut self, chan: Chan) -> usize {
-        let mut n = 0;
-        for p in &mut self.procs {
-            if p.state == ProcState::Sleeping && p.chan == Some(chan) {
-                p.state = ProcState::Runnable;
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// Gives the children of `from` to `to` (the init process); true if one of them is
-    /// already a zombie (then `to` must be woken to reap it).
-    pub fn reparent(&mut self, from: usize, to: usize) -> bool {
-        let mut zombie = false;
-        for p in &mut self.procs {
-            if p.parent == Some(from) && p.state != ProcState::Unused {
-                p.parent = Some(to);
-                zombie |= p.state == ProcState::Zombie;
-            }
-        }
-        zombie
-    }
-
-    /// For wait: whether `parent` has children at all, and a zombie child if there is one.
-    #[must_use]
-    pub fn zombie_child(&self, parent: usize) -> (bool, Option<usize>) {
-        let mut havekids = false;
-        for (i, p) in self.procs.iter().enumerate() {
-            if p.parent != Some(parent) || p.state == ProcState::Unused {
-                continue;
-            }
-            havekids = true;
-            if p.state == ProcState::Zombie {
-                return (true, Some(i));
-            }
-        }
-        (havekids, None)
-    }
-
-    /// Marks the process with `pid` killed (it will exit with `status`), waking it if it
-    /// sleeps (xv6 `kill`). False if there is no such (live) process.
-    pub fn kill(&mut self, pid: i32, status: i32) -> bool {
-        let Some(p) = self
-            .procs
-            .iter_mut()
-            .find(|p| p.pid == pid && !matches!(p.state, ProcState::Unused | ProcState::Zombie))
-        else {
-            return false;
-        };
-        if p.killed.is_none() {
-            p.killed = Some(status);
-        }
-        if p.state == ProcState::Sleeping {
-            p.state = ProcState::Runnable;
-        }
-        true
-    }
-
-    /// The next runnable slot after `last`, wrapping around (round robin: every runnable
-    /// process gets a turn before any gets a second).
-    #[must_use]
-    pub fn next_runnable(&self, last: usize) -> Option<usize> {
-        (1..=NPROC)
-            .map(|k| (last + k) % NPROC)
-            .find(|&i| self.procs[i].state == ProcState::Runnable)
+    if let Some(pgdir) = pgdir {
+        vm::freevm(pgdir);
     }
 }
 
-impl<M> Default for ProcTable<M> {
-    fn default() -> Self {
-        Self::new()
-    }
+/// A new process's first code in the kernel: it is scheduled with the ptable lock held
+/// (by the scheduler), which it releases; then it returns into trapret.
+extern "C" fn forkret() {
+    // SAFETY: the scheduler acquired the lock and switched here while holding it; this
+    // thread takes over that hold, as in xv6, and releases it. Interrupts stay off until
+    // trapret's iret.
+    unsafe { PTABLE.force_unlock() };
 }
 
-#[cfg(all(target_arch = "x86", not(test)))]
-pub use hw::*;
+/// The trap frame of process `i` (at the top of its kernel stack).
+fn trapframe<'a>(pt: &'a mut Ptable<'_>, i: usize) -> &'a mut TrapFrame {
+    let tf = pt.procs[i].tf as *mut TrapFrame;
+    // SAFETY: allocproc put the frame inside the process's kernel stack page, which the
+    // process owns while its slot is in use; the ptable lock (borrowed for 'a) keeps
+    // the slot from being freed. Only a process that is not running, or the current one
+    // outside trap's own borrow, is accessed this way (userinit, fork's child).
+    unsafe { &mut *tf }
+}
 
-/// The hardware half: kernel stacks, context switches, the process operations.
-#[cfg(all(target_arch = "x86", not(test)))]
-mod hw {
-    use core::cell::UnsafeCell;
-    use core::sync::atomic::{AtomicUsize, Ordering};
+/// Points process `p` at a new image (exec), naming it after `path`; returns the old
+/// page directory for the caller to free.
+fn install(
+    p: &mut Proc<PageDir>,
+    tf: &mut TrapFrame,
+    image: Image,
+    path: &[u8],
+) -> Option<PageDir> {
+    let old = p.pgdir.replace(image.pgdir);
+    p.sz = image.sz;
+    p.lazy_from = vm::lazy_from_for(image.sz);
+    p.set_name(path);
+    tf.eip = image.entry;
+    tf.esp = image.sp;
+    old
+}
 
-    use super::*;
-    use crate::exec::Image;
-    use crate::gdt::switchuvm;
-    use crate::kalloc::{kalloc, kfree};
-    use crate::memlayout::{KVAddr, UVAddr, KERNBASE};
-    use crate::mmu::{selector, DPL_USER, FL_IF, SEG_UCODE, SEG_UDATA};
-    use crate::spinlock::{Spinlock, SpinlockGuard};
-    use crate::swtch::{swtch, Context};
-    use crate::trap::{trapret, write_fault_line, FaultCause, TrapFrame};
-    use crate::uaccess::UserMem;
-    use crate::vm::{self, PageDir};
-    use crate::{debugport, uaccess, x86};
+/// Sets up the first process with an image from exec (xv6 `userinit`, with exec in
+/// place of initcode): user segments, interrupts on, entry and stack from the image.
+pub fn userinit(image: Image, path: &[u8]) {
+    let mut pt = PTABLE.lock();
+    let i = allocproc(&mut pt).expect("userinit: out of memory");
+    let tf = trapframe(&mut pt, i);
+    let udata = u32::from(selector(SEG_UDATA, DPL_USER));
+    tf.cs = u32::from(selector(SEG_UCODE, DPL_USER));
+    tf.ds = udata;
+    tf.es = udata;
+    tf.ss = udata;
+    tf.eflags = FL_IF;
+    let tf: *mut TrapFrame = tf;
+    // SAFETY: the frame pointer came from trapframe just above; the process is an
+    // embryo, so nothing else refers to its frame.
+    let old = install(&mut pt.procs[i], unsafe { &mut *tf }, image, path);
+    debug_assert!(old.is_none());
+    pt.initproc = Some(i);
+    pt.procs[i].state = ProcState::Runnable;
+}
 
-    /// The process table and its lock.
-    pub static PTABLE: Spinlock<ProcTable<PageDir>> = Spinlock::new("ptable", ProcTable::new());
-
-    /// The slot of the process running on this CPU (xv6 `cpu->proc`); NPROC: none.
-    static CURRENT: AtomicUsize = AtomicUsize::new(NPROC);
-
-    /// The scheduler's saved context (xv6 `cpu->scheduler`).
-    struct SchedContext(UnsafeCell<*mut Context>);
-
-    // SAFETY: one CPU; only swtch (with the ptable lock held) reads or writes it.
-    unsafe impl Sync for SchedContext {}
-
-    static SCHEDULER: SchedContext = SchedContext(UnsafeCell::new(core::ptr::null_mut()));
-
-    /// Written at the bottom of every kernel stack; sched checks it is still there.
-    const KSTACK_MAGIC: u32 = 0x6B53_7441;
-
-    type Ptable<'a> = SpinlockGuard<'a, ProcTable<PageDir>>;
-
-    /// The slot of the running process (xv6 `myproc`), if any.
-    #[must_use]
-    pub fn myproc() -> Option<usize> {
-        let i = CURRENT.load(Ordering::Relaxed);
-        (i < NPROC).then_some(i)
-    }
-
-    fn current() -> usize {
-        myproc().expect("no current process")
-    }
-
-    /// Claims a slot and sets up its kernel stack (xv6 `allocproc`): a trap frame at the
-    /// top, below it trapret's address, below that a context whose eip is forkret — so the
-    /// first swtch to the process "returns" into forkret, which returns into trapret, which
-    /// returns to user mode with the trap frame.
-    fn allocproc(pt: &mut Ptable<'_>) -> Option<usize> {
-        let i = pt.alloc_slot()?;
-        let Some(page) = kalloc() else {
-            pt.clear_slot(i);
-            return None;
-        };
-        let kstack = page.0 as usize;
-        let mut sp = kstack + KSTACKSIZE as usize;
-        sp -= core::mem::size_of::<TrapFrame>();
-        let tf = sp;
-        sp -= 4;
-        let ret = sp;
-        sp -= core::mem::size_of::<Context>();
-        let context = sp;
-        // SAFETY: the page is ours (fresh from kalloc) and all three addresses are inside it,
-        // 4-byte aligned.
-        unsafe {
-            (kstack as *mut u32).write(KSTACK_MAGIC);
-            (tf as *mut TrapFrame).write(TrapFrame::default());
-            (ret as *mut u32).write(trapret as *const () as usize as u32);
-            (context as *mut Context).write(Context {
-                eip: forkret as *const () as usize as u32,
-                ..Context::default()
-            });
-        }
-        let p = &mut pt.procs[i];
-        p.kstack = kstack;
-        p.tf = tf;
-        p.context = context;
-        Some(i)
-    }
-
-    /// Frees what a dead (or never started) process owns and makes its slot unused.
-    fn freeproc(pt: &mut Ptable<'_>, i: usize) {
-        let (kstack, pgdir) = pt.clear_slot(i);
-        if kstack != 0 {
-            // SAFETY: the kernel stack came from kalloc in allocproc, and its process will
-            // never run again (it is a zombie being reaped, or an embryo that never ran).
-            unsafe { kfree(KVAddr(kstack as u32)) };
-        }
-        if let Some(pgdir) = pgdir {
-            vm::freevm(pgdir);
-        }
-    }
-
-    /// A new process's first code in the kernel: it is scheduled with the ptable lock held
-    /// (by the scheduler), which it releases; then it returns into trapret.
-    extern "C" fn forkret() {
-        // SAFETY: the scheduler acquired the lock and switched here while holding it; this
-        // thread takes over that hold, as in xv6, and releases it. Interrupts stay off until
-        // trapret's iret.
-        unsafe { PTABLE.force_unlock() };
-    }
-
-    /// The trap frame of process `i` (at the top of its kernel stack).
-    fn trapframe<'a>(pt: &'a mut Ptable<'_>, i: usize) -> &'a mut TrapFrame {
-        let tf = pt.procs[i].tf as *mut TrapFrame;
-        // SAFETY: allocproc put the frame inside the process's kernel stack page, which the
-        // process owns while its slot is in use; the ptable lock (borrowed for 'a) keeps
-        // the slot from being freed. Only a process that is not running, or the current one
-        // outside trap's own borrow, is accessed this way (userinit, fork's child).
-        unsafe { &mut *tf }
-    }
-
-    /// Points process `p` at a new image (exec), naming it after `path`; returns the old
-    /// page directory for the caller to free.
-    fn install(
-        p: &mut Proc<PageDir>,
-        tf: &mut TrapFrame,
-        image: Image,
-        path: &[u8],
-    ) -> Option<PageDir> {
-        let old = p.pgdir.replace(image.pgdir);
-        p.sz = image.sz;
-        p.lazy_from = vm::lazy_from_for(image.sz);
-        p.set_name(path);
-        tf.eip = image.entry;
-        tf.esp = image.sp;
-        old
-    }
-
-    /// Sets up the first process with an image from exec (xv6 `userinit`, with exec in
-    /// place of initcode): user segments, interrupts on, entry and stack from the image.
-    pub fn userinit(image: Image, path: &[u8]) {
+/// Per-CPU process scheduler (xv6 `scheduler`): never returns. Picks the next runnable
+/// process round robin, switches to its address space and kernel stack and runs it until
+/// it gives the CPU back; halts until the next interrupt when nothing is runnable.
+pub fn scheduler() -> ! {
+    let mut last = NPROC - 1;
+    loop {
+        // Interrupts off while choosing, so that "nothing to run" and halting are one
+        // step (`sti; hlt`: the interrupt that makes a process runnable wakes the hlt).
+        x86::cli();
         let mut pt = PTABLE.lock();
-        let i = allocproc(&mut pt).expect("userinit: out of memory");
-        let tf = trapframe(&mut pt, i);
-        let udata = u32::from(selector(SEG_UDATA, DPL_USER));
-        tf.cs = u32::from(selector(SEG_UCODE, DPL_USER));
-        tf.ds = udata;
-        tf.es = udata;
-        tf.ss = udata;
-        tf.eflags = FL_IF;
-        let tf: *mut TrapFrame = tf;
-        // SAFETY: the frame pointer came from trapframe just above; the process is an
-        // embryo, so nothing else refers to its frame.
-        let old = install(&mut pt.procs[i], unsafe { &mut *tf }, image, path);
-        debug_assert!(old.is_none());
-        pt.initproc = Some(i);
-        pt.procs[i].state = ProcState::Runnable;
-    }
-
-    /// Per-CPU process scheduler (xv6 `scheduler`): never returns. Picks the next runnable
-    /// process round robin, switches to its address space and kernel stack and runs it until
-    /// it gives the CPU back; halts until the next interrupt when nothing is runnable.
-    pub fn scheduler() -> ! {
-        let mut last = NPROC - 1;
-        loop {
-            // Interrupts off while choosing, so that "nothing to run" and halting are one
-            // step (`sti; hlt`: the interrupt that makes a process runnable wakes the hlt).
-            x86::cli();
-            let mut pt = PTABLE.lock();
-            let Some(i) = pt.next_runnable(last) else {
-                drop(pt);
-                x86::sti_hlt();
-                continue;
-            };
-            last = i;
-            CURRENT.store(i, Ordering::Relaxed);
-            let p = &mut pt.procs[i];
-            switchuvm(
-                p.kstack as u32,
-                KSTACKSIZE,
-                p.pgdir.as_ref().expect("no pgdir"),
-            );
-            p.state = ProcState::Running;
-            let context = p.context as *mut Context;
-            // SAFETY: the context was saved by swtch in sched (or built by allocproc) on the
-            // process's kernel stack, which lives as long as its slot; the lock is held and
-            // interrupts are off.
-            unsafe { swtch(SCHEDULER.0.get(), context) };
-            // The process is done running for now; it changed its state before coming back.
-            vm::switchkvm();
-            CURRENT.store(NPROC, Ordering::Relaxed);
+        let Some(i) = pt.next_runnable(last) else {
             drop(pt);
-        }
-    }
-
-    /// Switches to the scheduler (xv6 `sched`). The caller holds the ptable lock (`pt`) and
-    /// has changed the current process's state.
-    fn sched(pt: &mut Ptable<'_>) {
-        let i = current();
-        assert!(
-            pt.procs[i].state != ProcState::Running,
-            "sched: process running"
-        );
-        assert!(x86::readeflags() & FL_IF == 0, "sched: interruptible");
-        // SAFETY: kstack is the process's own kernel stack page (we are running on it).
-        let magic = unsafe { (pt.procs[i].kstack as *const u32).read() };
-        assert!(
-            magic == KSTACK_MAGIC,
-            "sched: pid {} kernel stack overflow",
-            pt.procs[i].pid
-        );
-        let save = core::ptr::addr_of_mut!(pt.procs[i].context).cast::<*mut Context>();
-        // SAFETY: the scheduler saved its context before switching to us and stays parked
-        // in its swtch until we switch back; `save` is this process's context slot in the
-        // locked table (usize and pointers have the same size here).
-        unsafe { swtch(save, *SCHEDULER.0.get()) };
-    }
-
-    /// Gives up the CPU for one scheduling round, if a process is running (xv6 `yield`; the
-    /// clock interrupt calls this).
-    pub fn yield_if_running() {
-        let Some(i) = myproc() else { return };
-        let mut pt = PTABLE.lock();
-        if pt.procs[i].state == ProcState::Running {
-            pt.procs[i].state = ProcState::Runnable;
-            sched(&mut pt);
-        }
-    }
-
-    /// Sleeps on `chan` (xv6 `sleep`). The caller holds the ptable lock, which is the lock
-    /// the sleep condition is checked under (every wakeup takes it, and one CPU with
-    /// interrupts off cannot change the condition in between), so no wakeup is lost. The
-    /// lock is held again on return; the caller re-checks its condition.
-    pub fn sleep(chan: Chan, pt: &mut Ptable<'_>) {
-        let i = current();
-        pt.procs[i].chan = Some(chan);
-        pt.procs[i].state = ProcState::Sleeping;
-        sched(pt);
-        pt.procs[i].chan = None;
-    }
-
-    /// Wakes every process sleeping on `chan` (xv6 `wakeup`).
-    pub fn wakeup(chan: Chan) {
-        PTABLE.lock().wakeup(chan);
-    }
-
-    /// Creates a copy of the current process as its child (xv6 `fork`): same memory (copied
-    /// with copyuvm, or shared copy-on-write with cowuvm when `cow` is on), same registers
-    /// (`tf`, the parent's trap frame) except that the child returns 0. Returns the child's
-    /// pid, or −1.
-    pub fn fork(tf: &TrapFrame) -> i32 {
-        let me = current();
-        let mut pt = PTABLE.lock();
-        let Some(np) = allocproc(&mut pt) else {
-            return -1;
+            x86::sti_hlt();
+            continue;
         };
-        let (sz, lazy_from) = (pt.procs[me].sz, pt.procs[me].lazy_from);
-        let parent = pt.procs[me].pgdir.as_mut().expect("no pgdir");
-        let pgdir = if vm::cow() {
-            // The parent is the running process: its pages just became read-only.
-            vm::cowuvm(parent, sz).map(vm::Forked::flush)
-        } else {
-            vm::copyuvm(parent, sz)
-        };
-        let Some(pgdir) = pgdir else {
-            freeproc(&mut pt, np);
-            return -1;
-        };
-        let child_tf = trapframe(&mut pt, np);
-        *child_tf = *tf;
-        child_tf.eax = 0; // fork returns 0 in the child
-        let name = pt.procs[me].name;
-        let c = &mut pt.procs[np];
-        c.pgdir = Some(pgdir);
-        c.sz = sz;
-        c.lazy_from = lazy_from;
-        c.parent = Some(me);
-        c.name = name;
-        c.state = ProcState::Runnable;
-        c.pid
-    }
-
-    /// Ends the current process with `status` (xv6-riscv `exit`): its children go to the
-    /// first process, its parent is woken, it stays a zombie until the parent's wait. When
-    /// the first process exits, the machine ends with its status.
-    pub fn exit(status: i32) -> ! {
-        let me = current();
-        let mut pt = PTABLE.lock();
-        let status = status & 0xFF;
-        let init = pt.initproc;
-        if init == Some(me) {
-            debugport::exit(status as u8);
-        }
-        if let Some(parent) = pt.procs[me].parent {
-            pt.wakeup(Chan::Proc(parent));
-        }
-        if let Some(init) = init {
-            if pt.reparent(me, init) {
-                pt.wakeup(Chan::Proc(init));
-            }
-        }
-        pt.procs[me].xstate = status;
-        pt.procs[me].state = ProcState::Zombie;
-        sched(&mut pt);
-        panic!("zombie exit");
-    }
-
-    /// Exits with the kill status if the current process has been killed.
-    pub fn exit_if_killed() {
-        if let Some(status) = killed() {
-            exit(status);
-        }
-    }
-
-    /// The status the current process was killed with, if it was.
-    #[must_use]
-    pub fn killed() -> Option<i32> {
-        let i = myproc()?;
-        PTABLE.lock().procs[i].killed
-    }
-
-    /// Waits for a child to exit (xv6-riscv `wait`): returns its pid and stores its exit
-    /// status at user address `addr` (unless 0); −1 if there are no children, the status
-    /// cannot be stored, or the caller is killed.
-    pub fn wait(addr: u32) -> i32 {
-        let me = current();
-        let mut pt = PTABLE.lock();
-        loop {
-            let (havekids, zombie) = pt.zombie_child(me);
-            if let Some(c) = zombie {
-                let (pid, xstate) = (pt.procs[c].pid, pt.procs[c].xstate);
-                if addr != 0
-                    && uaccess::putint(&mut usermem(&mut pt, me), addr, xstate as u32).is_err()
-                {
-                    return -1;
-                }
-                freeproc(&mut pt, c);
-                return pid;
-            }
-            if !havekids || pt.procs[me].killed.is_some() {
-                return -1;
-            }
-            sleep(Chan::Proc(me), &mut pt);
-        }
-    }
-
-    /// Kills the process with `pid` (xv6 `kill`): it exits with status 137 the next time it
-    /// is in the kernel. 0, or −1 if there is no such process.
-    pub fn kill(pid: i32) -> i32 {
-        if PTABLE.lock().kill(pid, KILLED_STATUS) {
-            0
-        } else {
-            -1
-        }
-    }
-
-    /// The current process's pid.
-    #[must_use]
-    pub fn getpid() -> i32 {
-        PTABLE.lock().procs[current()].pid
-    }
-
-    /// Grows (n > 0) or shrinks (n < 0) the current process's memory by `n` bytes (xv6
-    /// `growproc`); returns the old size. Fails (`None`), changing nothing, when the new size
-    /// would be negative or reach KERNBASE, or (eager sbrk) memory runs out. With lazy sbrk,
-    /// growing only moves the break: the new pages are mapped on first touch.
-    pub fn growproc(n: i32) -> Option<u32> {
-        let me = current();
-        let mut pt = PTABLE.lock();
-        let p = &mut pt.procs[me];
-        let sz = p.sz;
-        let new = i64::from(sz) + i64::from(n);
-        if new < 0 || new >= i64::from(KERNBASE) {
-            return None;
-        }
-        let new = new as u32;
-        let pgdir = p.pgdir.as_mut().expect("no pgdir");
-        if new > sz {
-            if vm::lazy() {
-                p.lazy_from = p.lazy_from.min(sz);
-                p.sz = new;
-            } else {
-                p.sz = vm::allocuvm(pgdir, sz, new).ok()?;
-            }
-            // Only not-present entries became present: no TLB flush needed.
-        } else if new < sz {
-            // The process is the running one: its TLB holds the pages just unmapped.
-            vm::deallocuvm(pgdir, sz, new).flush();
-            p.sz = new;
-        }
-        Some(sz)
-    }
-
-    /// Replaces the current process's image with `image` from exec: its memory, its entry
-    /// point and stack in the trap frame `tf`, its name (the last component of `path`).
-    /// The old memory is freed.
-    pub fn exec_install(tf: &mut TrapFrame, image: Image, path: &[u8]) {
-        let me = current();
-        let mut pt = PTABLE.lock();
-        let p = &mut pt.procs[me];
-        let old = install(p, tf, image, path);
+        last = i;
+        CURRENT.store(i, Ordering::Relaxed);
+        let p = &mut pt.procs[i];
         switchuvm(
             p.kstack as u32,
             KSTACKSIZE,
             p.pgdir.as_ref().expect("no pgdir"),
         );
+        p.state = ProcState::Running;
+        let context = p.context as *mut Context;
+        // SAFETY: the context was saved by swtch in sched (or built by allocproc) on the
+        // process's kernel stack, which lives as long as its slot; the lock is held and
+        // interrupts are off.
+        unsafe { swtch(SCHEDULER.0.get(), context) };
+        // The process is done running for now; it changed its state before coming back.
+        vm::switchkvm();
+        CURRENT.store(NPROC, Ordering::Relaxed);
         drop(pt);
-        if let Some(old) = old {
-            vm::freevm(old);
-        }
-    }
-
-    /// Process `i`'s memory, as uaccess reaches it.
-    fn usermem<'a>(pt: &'a mut Ptable<'_>, i: usize) -> UserMem<'a> {
-        let p = &mut pt.procs[i];
-        UserMem {
-            pgdir: p.pgdir.as_mut().expect("no pgdir"),
-            sz: p.sz,
-            lazy_from: p.lazy_from,
-        }
-    }
-
-    /// Runs `f` on the current process's memory (page directory, size, lazy region), under
-    /// the ptable lock (for copying to and from user memory).
-    pub fn with_mem<R>(f: impl FnOnce(&mut UserMem<'_>) -> R) -> R {
-        let me = current();
-        let mut pt = PTABLE.lock();
-        f(&mut usermem(&mut pt, me))
-    }
-
-    /// The current process's size.
-    #[must_use]
-    pub fn mysz() -> u32 {
-        PTABLE.lock().procs[current()].sz
-    }
-
-    /// The page-fault handler's decision for a user page fault of the current process at
-    /// `va` with error code `err`: `Ok` once a lazy page has been mapped there, or a write
-    /// to a copy-on-write page made it the process's own (the process retries the
-    /// instruction), else why the process must die — out of memory for a page kalloc could
-    /// not provide, or the classification of a bad access (trap.rs).
-    pub fn pagefault(va: u32, err: u32) -> Result<(), FaultCause> {
-        let va = UVAddr(va);
-        with_mem(|m| {
-            match vm::lazyfault(m.pgdir, m.lazy_from, m.sz, va) {
-                Some(Ok(())) => return Ok(()),
-                Some(Err(_)) => return Err(FaultCause::OutOfMemory),
-                None => {}
-            }
-            if err & crate::trap::PF_WRITE != 0 && va.0 < m.sz {
-                match vm::cowfault(m.pgdir, va) {
-                    // The running process's PTE changed.
-                    Some(Ok(flush)) => {
-                        flush.flush();
-                        return Ok(());
-                    }
-                    Some(Err(_)) => return Err(FaultCause::OutOfMemory),
-                    None => {}
-                }
-            }
-            let flags = vm::getpte(m.pgdir, va).map(|p| p.flags());
-            Err(crate::trap::pagefault_cause(va.0, m.sz, flags, err))
-        })
-    }
-
-    /// Prints the one log line for the current process killed by trap `trapno`.
-    pub fn log_fault(trapno: u32, eip: u32, pf: Option<(u32, FaultCause)>) {
-        let (pid, name) = {
-            let pt = PTABLE.lock();
-            let p = &pt.procs[current()];
-            (p.pid, p.name)
-        };
-        struct Line<'a>(i32, &'a str, u32, u32, Option<(u32, FaultCause)>);
-        impl core::fmt::Display for Line<'_> {
-            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                write_fault_line(f, self.0, self.1, self.2, self.3, self.4)
-            }
-        }
-        crate::cprintln!("{}", Line(pid, name_str(&name), trapno, eip, pf));
     }
 }
 
-#[cfg(test)]
-#[path = "proc_tests.rs"]
-mod tests;
+/// Switches to the scheduler (xv6 `sched`). The caller holds the ptable lock (`pt`) and
+/// has changed the current process's state.
+fn sched(pt: &mut Ptable<'_>) {
+    let i = current();
+    assert!(
+        pt.procs[i].state != ProcState::Running,
+        "sched: process running"
+    );
+    assert!(x86::readeflags() & FL_IF == 0, "sched: interruptible");
+    // SAFETY: kstack is the process's own kernel stack page (we are running on it).
+    let magic = unsafe { (pt.procs[i].kstack as *const u32).read() };
+    assert!(
+        magic == KSTACK_MAGIC,
+        "sched: pid {} kernel stack overflow",
+        pt.procs[i].pid
+    );
+    let save = core::ptr::addr_of_mut!(pt.procs[i].context).cast::<*mut Context>();
+    // SAFETY: the scheduler saved its context before switching to us and stays parked
+    // in its swtch until we switch back; `save` is this process's context slot in the
+    // locked table (usize and pointers have the same size here).
+    unsafe { swtch(save, *SCHEDULER.0.get()) };
+}
+
+/// Gives up the CPU for one scheduling round, if a process is running (xv6 `yield`; the
+/// clock interrupt calls this).
+pub fn yield_if_running() {
+    let Some(i) = myproc() else { return };
+    let mut pt = PTABLE.lock();
+    if pt.procs[i].state == ProcState::Running {
+        pt.procs[i].state = ProcState::Runnable;
+        sched(&mut pt);
+    }
+}
+
+/// Sleeps on `chan` (xv6 `sleep`). The caller holds the ptable lock, which is the lock
+/// the sleep condition is checked under (every wakeup takes it, and one CPU with
+/// interrupts off cannot change the condition in between), so no wakeup is lost. The
+/// lock is held again on return; the caller re-checks its condition.
+pub fn sleep(chan: Chan, pt: &mut Ptable<'_>) {
+    let i = current();
+    pt.procs[i].chan = Some(chan);
+    pt.procs[i].state = ProcState::Sleeping;
+    sched(pt);
+    pt.procs[i].chan = None;
+}
+
+/// Wakes every process sleeping on `chan` (xv6 `wakeup`).
+pub fn wakeup(chan: Chan) {
+    PTABLE.lock().wakeup(chan);
+}
+
+/// Creates a copy of the current process as its child (xv6 `fork`): same memory (copied
+/// with copyuvm, or shared copy-on-write with cowuvm when `cow` is on), same registers
+/// (`tf`, the parent's trap frame) except that the child returns 0. Returns the child's
+/// pid, or −1.
+pub fn fork(tf: &TrapFrame) -> i32 {
+    let me = current();
+    let mut pt = PTABLE.lock();
+    let Some(np) = allocproc(&mut pt) else {
+        return -1;
+    };
+    let (sz, lazy_from) = (pt.procs[me].sz, pt.procs[me].lazy_from);
+    let parent = pt.procs[me].pgdir.as_mut().expect("no pgdir");
+    let pgdir = if vm::cow() {
+        // The parent is the running process: its pages just became read-only.
+        vm::cowuvm(parent, sz).map(vm::Forked::flush)
+    } else {
+        vm::copyuvm(parent, sz)
+    };
+    let Some(pgdir) = pgdir else {
+        freeproc(&mut pt, np);
+        return -1;
+    };
+    let child_tf = trapframe(&mut pt, np);
+    *child_tf = *tf;
+    child_tf.eax = 0; // fork returns 0 in the child
+    let name = pt.procs[me].name;
+    let c = &mut pt.procs[np];
+    c.pgdir = Some(pgdir);
+    c.sz = sz;
+    c.lazy_from = lazy_from;
+    c.parent = Some(me);
+    c.name = name;
+    c.state = ProcState::Runnable;
+    c.pid
+}
+
+/// Ends the current process with `status` (xv6-riscv `exit`): its children go to the
+/// first process, its parent is woken, it stays a zombie until the parent's wait. When
+/// the first process exits, the machine ends with its status.
+pub fn exit(status: i32) -> ! {
+    let me = current();
+    let mut pt = PTABLE.lock();
+    let status = status & 0xFF;
+    let init = pt.initproc;
+    if init == Some(me) {
+        debugport::exit(status as u8);
+    }
+    if let Some(parent) = pt.procs[me].parent {
+        pt.wakeup(Chan::Proc(parent));
+    }
+    if let Some(init) = init {
+        if pt.reparent(me, init) {
+            pt.wakeup(Chan::Proc(init));
+        }
+    }
+    pt.procs[me].xstate = status;
+    pt.procs[me].state = ProcState::Zombie;
+    sched(&mut pt);
+    panic!("zombie exit");
+}
+
+/// Exits with the kill status if the current process has been killed.
+pub fn exit_if_killed() {
+    if let Some(status) = killed() {
+        exit(status);
+    }
+}
+
+/// The status the current process was killed with, if it was.
+#[must_use]
+pub fn killed() -> Option<i32> {
+    let i = myproc()?;
+    PTABLE.lock().procs[i].killed
+}
+
+/// Waits for a child to exit (xv6-riscv `wait`): returns its pid and stores its exit
+/// status at user address `addr` (unless 0); −1 if there are no children, the status
+/// cannot be stored, or the caller is killed.
+pub fn wait(addr: u32) -> i32 {
+    let me = current();
+    let mut pt = PTABLE.lock();
+    loop {
+        let (havekids, zombie) = pt.zombie_child(me);
+        if let Some(c) = zombie {
+            let (pid, xstate) = (pt.procs[c].pid, pt.procs[c].xstate);
+            if addr != 0 && uaccess::putint(&mut usermem(&mut pt, me), addr, xstate as u32).is_err()
+            {
+                return -1;
+            }
+            freeproc(&mut pt, c);
+            return pid;
+        }
+        if !havekids || pt.procs[me].killed.is_some() {
+            return -1;
+        }
+        sleep(Chan::Proc(me), &mut pt);
+    }
+}
+
+/// Kills the process with `pid` (xv6 `kill`): it exits with status 137 the next time it
+/// is in the kernel. 0, or −1 if there is no such process.
+pub fn kill(pid: i32) -> i32 {
+    if PTABLE.lock().kill(pid, KILLED_STATUS) {
+        0
+    } else {
+        -1
+    }
+}
+
+/// The current process's pid.
+#[must_use]
+pub fn getpid() -> i32 {
+    PTABLE.lock().procs[current()].pid
+}
+
+/// Grows (n > 0) or shrinks (n < 0) the current process's memory by `n` bytes (xv6
+/// `growproc`); returns the old size. Fails (`None`), changing nothing, when the new size
+/// would be negative or reach KERNBASE, or (eager sbrk) memory runs out. With lazy sbrk,
+/// growing only moves the break: the new pages are mapped on first touch.
+pub fn growproc(n: i32) -> Option<u32> {
+    let me = current();
+    let mut pt = PTABLE.lock();
+    let p = &mut pt.procs[me];
+    let sz = p.sz;
+    let new = i64::from(sz) + i64::from(n);
+    if new < 0 || new >= i64::from(KERNBASE) {
+        return None;
+    }
+    let new = new as u32;
+    let pgdir = p.pgdir.as_mut().expect("no pgdir");
+    if new > sz {
+        if vm::lazy() {
+            p.lazy_from = p.lazy_from.min(sz);
+            p.sz = new;
+        } else {
+            p.sz = vm::allocuvm(pgdir, sz, new).ok()?;
+        }
+        // Only not-present entries became present: no TLB flush needed.
+    } else if new < sz {
+        // The process is the running one: its TLB holds the pages just unmapped.
+        vm::deallocuvm(pgdir, sz, new).flush();
+        p.sz = new;
+    }
+    Some(sz)
+}
+
+/// Replaces the current process's image with `image` from exec: its memory, its entry
+/// point and stack in the trap frame `tf`, its name (the last component of `path`).
+/// The old memory is freed.
+pub fn exec_install(tf: &mut TrapFrame, image: Image, path: &[u8]) {
+    let me = current();
+    let mut pt = PTABLE.lock();
+    let p = &mut pt.procs[me];
+    let old = install(p, tf, image, path);
+    switchuvm(
+        p.kstack as u32,
+        KSTACKSIZE,
+        p.pgdir.as_ref().expect("no pgdir"),
+    );
+    drop(pt);
+    if let Some(old) = old {
+        vm::freevm(old);
+    }
+}
+
+/// Process `i`'s memory, as uaccess reaches it.
+fn usermem<'a>(pt: &'a mut Ptable<'_>, i: usize) -> UserMem<'a> {
+    let p = &mut pt.procs[i];
+    UserMem {
+        pgdir: p.pgdir.as_mut().expect("no pgdir"),
+        sz: p.sz,
+        lazy_from: p.lazy_from,
+    }
+}
+
+/// Runs `f` on the current process's memory (page directory, size, lazy region), under
+/// the ptable lock (for copying to and from user memory).
+pub fn with_mem<R>(f: impl FnOnce(&mut UserMem<'_>) -> R) -> R {
+    let me = current();
+    let mut pt = PTABLE.lock();
+    f(&mut usermem(&mut pt, me))
+}
+
+/// The current process's size.
+#[must_use]
+pub fn mysz() -> u32 {
+    PTABLE.lock().procs[current()].sz
+}
+
+/// The page-fault handler's decision for a user page fault of the current process at
+/// `va` with error code `err`: `Ok` once a lazy page has been mapped there, or a write
+/// to a copy-on-write page made it the process's own (the process retries the
+/// instruction), else why the process must die — out of memory for a page kalloc could
+/// not provide, or the classification of a bad access (fault.rs).
+pub fn pagefault(va: u32, err: u32) -> Result<(), FaultCause> {
+    let va = UVAddr(va);
+    with_mem(|m| {
+        match vm::lazyfault(m.pgdir, m.lazy_from, m.sz, va) {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(_)) => return Err(FaultCause::OutOfMemory),
+            None => {}
+        }
+        if err & PF_WRITE != 0 && va.0 < m.sz {
+            match vm::cowfault(m.pgdir, va) {
+                // The running process's PTE changed.
+                Some(Ok(flush)) => {
+                    flush.flush();
+                    return Ok(());
+                }
+                Some(Err(_)) => return Err(FaultCause::OutOfMemory),
+                None => {}
+            }
+        }
+        let flags = vm::getpte(m.pgdir, va).map(|p| p.flags());
+        Err(pagefault_cause(va.0, m.sz, flags, err))
+    })
+}
+
+/// Prints the one log line for the current process killed by trap `trapno`.
+pub fn log_fault(trapno: u32, eip: u32, pf: Option<(u32, FaultCause)>) {
+    let (pid, name) = {
+        let pt = PTABLE.lock();
+        let p = &pt.procs[current()];
+        (p.pid, p.name)
+    };
+    struct Line<'a>(i32, &'a str, u32, u32, Option<(u32, FaultCause)>);
+    impl core::fmt::Display for Line<'_> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            write_fault_line(f, self.0, self.1, self.2, self.3, self.4)
+        }
+    }
+    crate::cprintln!("{}", Line(pid, name_str(&name), trapno, eip, pf));
+}

@@ -144,7 +144,7 @@ pub fn rcr2() -> u32 {
 ///
 /// # Safety
 /// The table must stay valid (static) and every present gate must point at a handler that
-/// can take the trap (the vectors in trap.rs).
+/// can take the trap (the vectors in trapasm.rs).
 pub unsafe fn lidt(base: u32, limit: u16) {
     #[repr(C, packed)]
     struct Dtr {

@@ -42,6 +42,7 @@ type Test = (&'static str, fn() -> Outcome);
 const TESTS: &[Test] = &[
     ("bsstest", proc::bsstest),
     ("exitstatus", proc::exitstatus),
+    ("xv6abi", proc::xv6abi),
     ("forkcopy", proc::forkcopy),
     ("sbrkbasic", sbrk::sbrkbasic),
     ("sbrkmuch", sbrk::sbrkmuch),

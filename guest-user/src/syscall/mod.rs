@@ -56,6 +56,8 @@ core::arch::global_asm!(
     "SYSCALL export, {export}",
     "SYSCALL tsckhz, {tsckhz}",
     "SYSCALL mark, {mark}",
+    "SYSCALL exit_status, {exit_status}",
+    "SYSCALL wait_status, {wait_status}",
     // A system call by number (its only argument), for trying numbers the kernel lacks.
     ".pushsection .text.sys_number, \"ax\"",
     ".globl sys_number",
@@ -93,15 +95,21 @@ core::arch::global_asm!(
     export = const nr::SYS_EXPORT,
     tsckhz = const nr::SYS_TSCKHZ,
     mark = const nr::SYS_MARK,
+    exit_status = const nr::SYS_EXIT_STATUS,
+    wait_status = const nr::SYS_WAIT_STATUS,
 );
 
-/// The raw stubs, with the C prototypes of xv6's user.h (exit/wait as in xv6-riscv). Pointers
-/// are passed to the kernel unchecked: the kernel must refuse bad ones with −1.
+/// The raw stubs, with the C prototypes of xv6-public's user.h (`exit(void)`, `wait(void)`),
+/// then this project's calls (22–28, the status-carrying exit and wait of xv6-riscv among
+/// them). Pointers are passed to the kernel unchecked: the kernel must refuse bad ones with
+/// −1.
 pub mod raw {
     extern "C" {
         pub fn sys_fork() -> i32;
-        pub fn sys_exit(status: i32) -> !;
-        pub fn sys_wait(status: *mut i32) -> i32;
+        /// xv6-public's `exit(void)`: status 0.
+        pub fn sys_exit() -> !;
+        /// xv6-public's `wait(void)`: a child's pid; stores nothing.
+        pub fn sys_wait() -> i32;
         pub fn sys_pipe(fds: *mut i32) -> i32;
         pub fn sys_read(fd: i32, buf: *mut u8, n: i32) -> i32;
         pub fn sys_kill(pid: i32) -> i32;
@@ -125,6 +133,10 @@ pub mod raw {
         pub fn sys_export(buf: *const u8, len: i32) -> i32;
         pub fn sys_tsckhz() -> i32;
         pub fn sys_mark(n: i32) -> i32;
+        /// `exit(int status)` (27).
+        pub fn sys_exit_status(status: i32) -> !;
+        /// `wait(int *status)` (28).
+        pub fn sys_wait_status(status: *mut i32) -> i32;
         /// System call number `num` (also seen by the kernel as argument 0).
         pub fn sys_number(num: i32) -> i32;
     }

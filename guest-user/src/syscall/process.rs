@@ -16,18 +16,20 @@ pub fn fork() -> i32 {
     unsafe { raw::sys_fork() }
 }
 
-/// Ends the calling process with `status` (its low 8 bits are what `wait` reports).
+/// Ends the calling process with `status` (its low 8 bits are what `wait` reports): the
+/// status-carrying exit (27).
 pub fn exit(status: i32) -> ! {
     // SAFETY: exit takes no pointers and does not return.
-    unsafe { raw::sys_exit(status) }
+    unsafe { raw::sys_exit_status(status) }
 }
 
 /// Waits for a child to exit; returns its pid (−1 if there is none) and stores its exit
-/// status: `exit`'s argument & 0xff, 139 for a bad memory access, 137 after `kill`.
+/// status: `exit`'s argument & 0xff, 139 for a bad memory access, 137 after `kill` (the
+/// status-carrying wait, 28).
 pub fn wait(status: Option<&mut i32>) -> i32 {
     let p = status.map_or(core::ptr::null_mut(), |s| s as *mut i32);
     // SAFETY: p is null or points to a writable i32.
-    unsafe { raw::sys_wait(p) }
+    unsafe { raw::sys_wait_status(p) }
 }
 
 /// Kills process `pid` (it exits with 137); returns 0, or −1 if there is no such process.

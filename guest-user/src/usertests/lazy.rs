@@ -104,7 +104,7 @@ pub fn lazyargs() -> Outcome {
     }
     ensure!(pid > 0, "fork failed");
     // SAFETY: the status goes to process memory.
-    let got = unsafe { raw::sys_wait(status as *mut i32) };
+    let got = unsafe { raw::sys_wait_status(status as *mut i32) };
     ensure!(got == pid, "wait into a fresh page returned {got}");
     let took = free - countfree() as usize;
     ensure!(took == cost, "wait into a fresh page took {took} pages");

@@ -49,6 +49,43 @@ pub fn exitstatus() -> Outcome {
     Ok(())
 }
 
+extern "C" {
+    /// xv6-public's `exit(void)` stub, declared with a parameter so the test controls the
+    /// word where a status argument would be.
+    #[link_name = "sys_exit"]
+    fn exit_void_with(garbage: i32) -> !;
+    /// xv6-public's `wait(void)` stub, likewise: the word is a pointer it must not use.
+    #[link_name = "sys_wait"]
+    fn wait_void_with(garbage: *mut i32) -> i32;
+}
+
+/// xv6abi: xv6-public's exit(void) (2) exits with 0 whatever lies on the stack, and its
+/// wait(void) (3) returns the child's pid and writes nothing, not even through a valid
+/// pointer where an argument would be.
+pub fn xv6abi() -> Outcome {
+    let pid = fork();
+    if pid == 0 {
+        // SAFETY: exit takes no argument; the word is ignored.
+        unsafe { exit_void_with(77) }
+    }
+    ensure!(pid > 0, "fork failed");
+    let st = reap(pid)?;
+    ensure!(st == 0, "exit(void) with 77 on the stack gave status {st}");
+    let pid = fork();
+    if pid == 0 {
+        exit(5);
+    }
+    let mut canary = 0x5a5a_5a5a;
+    // SAFETY: wait(void) takes no argument; the pointer (valid) must not be written.
+    let got = unsafe { wait_void_with(&mut canary) };
+    ensure!(got == pid, "wait(void) returned {got}, expected {pid}");
+    ensure!(canary == 0x5a5a_5a5a, "wait(void) wrote {canary:#x}");
+    // SAFETY: as above.
+    let got = unsafe { wait_void_with(&mut canary) };
+    ensure!(got == -1, "wait(void) without children returned {got}");
+    Ok(())
+}
+
 /// forkcopy: the child gets a copy of data, stack and heap; its writes stay its own.
 pub fn forkcopy() -> Outcome {
     let mut local = black_box([3u8; 64]);

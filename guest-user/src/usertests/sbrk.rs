@@ -129,7 +129,7 @@ pub fn sbrkarg() -> Outcome {
         ulib::exit(77);
     }
     // SAFETY: the status lands in the last word of this test's sbrk page.
-    let got = unsafe { raw::sys_wait(status) };
+    let got = unsafe { raw::sys_wait_status(status) };
     ensure!(
         got == pid,
         "wait into sbrk memory returned {got}, expected {pid}"
@@ -147,7 +147,7 @@ pub fn sbrkarg() -> Outcome {
     let n = unsafe { raw::sys_read(0, (top - 1) as *mut u8, 2) };
     ensure!(n == -1, "read of 2 bytes at the break - 1 returned {n}");
     // SAFETY: as above.
-    let got = unsafe { raw::sys_wait((top - 2) as *mut i32) };
+    let got = unsafe { raw::sys_wait_status((top - 2) as *mut i32) };
     ensure!(
         got == -1,
         "wait with status at the break - 2 returned {got}"

@@ -2,14 +2,17 @@
 //! user programs (`guest-user/`) must agree on. docs/abi.md explains each of them.
 #![no_std]
 
-/// System call numbers: xv6's syscall.h (exit/wait take a status, as in xv6-riscv), then this
-/// project's own from 22.
+/// System call numbers: xv6-public's syscall.h with the prototypes of its user.h (`exit(void)`,
+/// `wait(void)`), then this project's own from 22 (the status-carrying `exit(int)` and
+/// `wait(int *)` of xv6-riscv are 27 and 28).
 pub mod syscall {
     /// The trap vector of system calls (`int $64`, a DPL-3 trap gate).
     pub const T_SYSCALL: u32 = 64;
 
     pub const SYS_FORK: u32 = 1;
+    /// `exit(void)`: ends the caller with status 0.
     pub const SYS_EXIT: u32 = 2;
+    /// `wait(void)`: the pid of an exited child; stores nothing.
     pub const SYS_WAIT: u32 = 3;
     pub const SYS_PIPE: u32 = 4;
     pub const SYS_READ: u32 = 5;
@@ -39,6 +42,11 @@ pub mod syscall {
     pub const SYS_TSCKHZ: u32 = 25;
     /// Open (1) or close (2) a measured window: the VMM counts the VM exits inside.
     pub const SYS_MARK: u32 = 26;
+    /// `exit(int status)`: ends the caller with `status & 0xff`.
+    pub const SYS_EXIT_STATUS: u32 = 27;
+    /// `wait(int *status)`: the pid of an exited child; stores its status unless the
+    /// pointer is 0.
+    pub const SYS_WAIT_STATUS: u32 = 28;
 }
 
 /// The I/O ports of the VMM's devices.

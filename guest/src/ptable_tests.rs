@@ -1,4 +1,4 @@
-//! Host tests of proc.rs's pure parts.
+//! Host tests of ptable.rs.
 
 use super::*;
 

@@ -1,0 +1,73 @@
+//! The trap entry code (xv6 vectors.S and trapasm.S): one stub per vector, which pushes an
+//! error code (a 0 where the CPU pushes none, so every trap frame has the same layout) and its
+//! vector number and jumps to `alltraps`; `alltraps` saves the segment and general registers
+//! to complete a `TrapFrame` and calls `trap` (trap.rs, by its symbol); `trapret` undoes that
+//! and `iret`s. Which vectors carry an error code is `traps::has_error_code`.
+
+use crate::mmu::{selector, SEG_KDATA};
+
+core::arch::global_asm!(
+    r#"
+    # vectors: the address of each vector's stub.
+    .pushsection .rodata.vectors, "a"
+    .balign 4
+    .globl vectors
+vectors:
+    .popsection
+
+    .pushsection .text.vectors, "ax"
+    .set vecno, 0
+    .rept 256
+    .pushsection .rodata.vectors, "a"
+    .long 1f
+    .popsection
+1:
+    .if (vecno == 8) || ((vecno >= 10) && (vecno <= 14)) || (vecno == 17) || (vecno == 21) || (vecno == 29) || (vecno == 30)
+    .else
+    pushl $0
+    .endif
+    pushl $vecno
+    jmp alltraps
+    .set vecno, vecno + 1
+    .endr
+
+    # Builds the rest of the trap frame and calls trap(tf).
+    .globl alltraps
+alltraps:
+    pushl %ds
+    pushl %es
+    pushl %fs
+    pushl %gs
+    pushal
+    # The kernel's data segment; the string instructions go forward.
+    movw ${kdata}, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    cld
+    pushl %esp
+    call trap
+    addl $4, %esp
+
+    # Returns from a trap (and starts every new process, via forkret).
+    .globl trapret
+trapret:
+    popal
+    popl %gs
+    popl %fs
+    popl %es
+    popl %ds
+    addl $8, %esp           # trapno and err
+    iret
+    .popsection
+    "#,
+    kdata = const selector(SEG_KDATA, 0),
+    options(att_syntax)
+);
+
+extern "C" {
+    /// The entry stubs' addresses (above).
+    #[link_name = "vectors"]
+    pub static VECTORS: [u32; 256];
+    /// The second half of alltraps: where a new process's kernel stack "returns" to.
+    pub fn trapret();
+}

@@ -1,0 +1,64 @@
+//! Trap numbers and IDT gates (xv6 traps.h, and mmu.h's `SETGATE`): the vectors the CPU and
+//! the LAPIC use, which vectors come with an error code, and the encoding of a gate
+//! descriptor. Pure: tested on the host.
+
+// Processor-defined trap numbers (xv6 traps.h).
+/// Divide error.
+pub const T_DIVIDE: u32 = 0;
+/// Invalid opcode.
+pub const T_ILLOP: u32 = 6;
+/// Double fault.
+pub const T_DBLFLT: u32 = 8;
+/// General protection fault.
+pub const T_GPFLT: u32 = 13;
+/// Page fault.
+pub const T_PGFLT: u32 = 14;
+/// System call (`int $64`), the number user programs use too (xv6-abi).
+pub use xv6_abi::syscall::T_SYSCALL;
+/// First vector of the hardware interrupts (IRQ 0).
+pub const T_IRQ0: u32 = 32;
+/// LAPIC timer IRQ.
+pub const IRQ_TIMER: u32 = 0;
+/// LAPIC error IRQ.
+pub const IRQ_ERROR: u32 = 19;
+/// LAPIC spurious-interrupt IRQ.
+pub const IRQ_SPURIOUS: u32 = 31;
+
+/// Page-fault error code bit: the fault was a write.
+pub const PF_WRITE: u32 = 0x2;
+
+/// An IDT gate descriptor (xv6 `SETGATE`): `istrap` makes a trap gate (interrupts stay
+/// enabled) rather than an interrupt gate; `dpl` is the privilege needed to `int` to it.
+#[doc(alias = "SETGATE")]
+#[must_use]
+pub const fn gate(istrap: bool, sel: u16, off: u32, dpl: u32) -> u64 {
+    let ty: u32 = if istrap { 0xF } else { 0xE }; // STS_TG32 / STS_IG32
+    let lo = (off & 0xFFFF) | ((sel as u32) << 16);
+    let hi = (off & 0xFFFF_0000) | (1 << 15) | ((dpl & 3) << 13) | (ty << 8);
+    ((hi as u64) << 32) | lo as u64
+}
+
+/// Does the CPU push an error code for this vector? (The stubs push a 0 for the others.)
+#[must_use]
+pub const fn has_error_code(vec: u32) -> bool {
+    matches!(vec, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gates_match_xv6_setgate() {
+        // SETGATE(idt[64], 1, SEG_KCODE<<3, 0x80105a2c, DPL_USER)
+        assert_eq!(gate(true, 0x08, 0x8010_5A2C, 3), 0x8010_EF00_0008_5A2C);
+        // SETGATE(idt[14], 0, SEG_KCODE<<3, 0x80105a2c, 0)
+        assert_eq!(gate(false, 0x08, 0x8010_5A2C, 0), 0x8010_8E00_0008_5A2C);
+    }
+
+    #[test]
+    fn error_code_vectors() {
+        let with: Vec<u32> = (0..256).filter(|&v| has_error_code(v)).collect();
+        assert_eq!(with, [8, 10, 11, 12, 13, 14, 17, 21, 29, 30]);
+    }
+}
