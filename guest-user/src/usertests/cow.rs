@@ -127,7 +127,7 @@ pub fn cowkernel() -> Outcome {
     }
     ensure!(quick > 0, "fork failed");
     // SAFETY: the status goes to process memory.
-    let got = unsafe { raw::sys_wait(at as *mut i32) };
+    let got = unsafe { raw::sys_wait_status(at as *mut i32) };
     ensure!(got == quick, "wait returned {got}, expected {quick}");
     ensure!(
         word(at) == 77,
