@@ -95,7 +95,7 @@ const MIB: u32 = 1 << 20;
 /// `start_info_pa` = EBX from the VMM.
 #[no_mangle]
 pub extern "C" fn kmain(start_info_pa: u32) -> ! {
-    crate::console::consoleinit();
+    crate::printf::loginit();
     // Our own GDT first: the VMM's boot GDT sits at a low linear address that the kernel
     // page directory no longer maps.
     crate::gdt::seginit();

@@ -54,6 +54,8 @@ pub mod linker;
 #[cfg(all(target_arch = "x86", not(test)))]
 mod panic;
 #[cfg(all(target_arch = "x86", not(test)))]
+pub mod printf;
+#[cfg(all(target_arch = "x86", not(test)))]
 pub mod proc;
 #[cfg(all(target_arch = "x86", not(test)))]
 pub mod sysfile;

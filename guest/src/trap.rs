@@ -10,7 +10,6 @@
 //! as in xv6.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::Ordering;
 
 use crate::fault::{exception_name, fault_status, FaultCause};
 use crate::mmu::{selector, DPL_USER, SEG_KCODE};
@@ -18,7 +17,7 @@ use crate::ptable::Chan;
 use crate::trapasm::VECTORS;
 use crate::trapframe::TrapFrame;
 use crate::traps::{gate, IRQ_ERROR, IRQ_SPURIOUS, IRQ_TIMER, T_IRQ0, T_PGFLT, T_SYSCALL};
-use crate::{console, lapic, proc, syscall, ticks, x86};
+use crate::{lapic, proc, syscall, ticks, x86};
 
 /// The interrupt descriptor table.
 struct Idt(UnsafeCell<[u64; 256]>);
@@ -139,13 +138,9 @@ fn kernel_fault(tf: &TrapFrame) -> ! {
 }
 
 /// The timer interrupt's work (xv6 trap.c's IRQ_TIMER case): one more tick, wake the
-/// processes sleeping on ticks; while a process waits for console input, poll COM1 and wake
-/// it (also when nothing arrived: a reader re-checks for end of input).
+/// processes sleeping on ticks (console readers waiting for input among them: they ask the
+/// VMM again).
 fn clockintr() {
     ticks::tick();
     proc::wakeup(Chan::Ticks);
-    if console::READERS_WAITING.load(Ordering::Relaxed) > 0 {
-        console::consoleintr();
-        proc::wakeup(Chan::Input);
-    }
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{BenchArgs, Engine};
 use crate::machine::{self, MachineConfig};
 use crate::vcpu::{Outcome, PgdumpMode};
-use crate::{engine, exit, images, memory, programs};
+use crate::{engine, exit, images, programs};
 
 /// "PFB1", little-endian: the first word of pfbench's export record.
 const PFB_MAGIC: u32 = 0x3142_4650;
@@ -78,19 +78,19 @@ pub fn parse_record(bytes: &[u8]) -> Result<PfRecord> {
 pub fn run(args: &BenchArgs) -> i32 {
     match try_run(args) {
         Ok(()) => 0,
+        Err(_) if lab::interrupt::pending().is_some() => {
+            engine::interrupted(lab::interrupt::pending().unwrap_or(libc::SIGINT))
+        }
         Err(e) => {
             eprintln!("vmm: error: {e:#}");
-            exit::FAILURE
+            exit::status_of_error(&e)
         }
     }
 }
 
 fn try_run(args: &BenchArgs) -> Result<()> {
-    ensure!(
-        args.pages > 0 && args.runs > 0,
-        "--pages and --runs must be at least 1"
-    );
-    let mem = memory::parse_mem_size(&args.mem)?;
+    let mem = args.mem;
+    check_options(args)?;
     let engine = engine::select(args.engine)?;
     let (m, engine_name) = match engine {
         Engine::Lab => (measure_in_lab(args, mem)?, "lab"),
@@ -128,6 +128,45 @@ fn try_run(args: &BenchArgs) -> Result<()> {
         );
         std::fs::write(path, pfbench::render_svg(&m.rows, m.tsc_khz, &title))
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Guest heap pfbench needs besides its samples: its image, stack and page tables, with room.
+const PFBENCH_SLACK: u64 = 16 << 20;
+
+/// Refuses, before any boot, what the bench could only fail at the end: more pages than the
+/// guest's RAM holds, an output file that cannot be written.
+fn check_options(args: &BenchArgs) -> Result<()> {
+    let usable = crate::layout::phystop(args.mem).saturating_sub(PFBENCH_SLACK);
+    // Each page touched, plus its 16 bytes of samples.
+    let max_pages = usable / (4096 + 16);
+    if args.pages as u64 > max_pages {
+        return Err(exit::UsageError(format!(
+            "--pages {} does not fit in --mem {}M (at most {max_pages} pages): lower --pages or \
+             raise --mem",
+            args.pages,
+            args.mem >> 20
+        ))
+        .into());
+    }
+    for path in [&args.json, &args.svg].into_iter().flatten() {
+        check_writable(path)?;
+    }
+    Ok(())
+}
+
+/// Whether `path` can be written: created (if new) and removed again, so a bad `--json` or
+/// `--svg` is reported now rather than after the whole bench.
+fn check_writable(path: &std::path::Path) -> Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| exit::UsageError(format!("cannot write {}: {e}", path.display())))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
     }
     Ok(())
 }
@@ -183,7 +222,7 @@ fn guest_run(
     prefault: bool,
 ) -> Result<(PfRecord, BTreeMap<&'static str, u64>)> {
     let program = programs::resolve("pfbench").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let argv = vec!["pfbench".to_string(), args.pages.to_string()];
+    let argv = vec!["pfbench".into(), args.pages.to_string().into()];
     let cfg = MachineConfig {
         kernel: images::KERNEL.to_vec(),
         kernel_name: PathBuf::from("(built-in kernel)"),
@@ -211,6 +250,7 @@ fn guest_run(
 
 /// The whole measurement inside the lab; its JSON comes back on stdout.
 fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
+    lab::interrupt::install();
     let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
     let mut inner: Vec<OsString> = ["bench", "pagefault", "--engine", "kvm", "--raw"]
         .map(OsString::from)
@@ -240,6 +280,7 @@ fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
         lab::LabOutcome::Exited(0) => {}
         lab::LabOutcome::Exited(n) => bail!("the bench inside the lab failed (exit status {n})"),
         lab::LabOutcome::TimedOut => bail!("the bench inside the lab timed out"),
+        lab::LabOutcome::Interrupted(sig) => bail!("interrupted ({})", lab::interrupt::name(sig)),
     }
     let text = String::from_utf8_lossy(&out);
     let json = text.lines().last().unwrap_or_default();

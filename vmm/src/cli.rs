@@ -1,5 +1,6 @@
 //! The command line: `vmm run`, `vmm check`, `vmm lab`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -15,11 +16,42 @@ pub struct Cli {
 
 const EXIT_HELP: &str = "Exit status of `vmm run`: the guest's status (0-255); 124 --timeout \
 expired; 125 the VMM or the guest kernel failed (one line on stderr says why); 126 program not \
-executable; 127 program not found; 2 bad command-line syntax.";
+executable (not a regular file, unreadable, too large, not ELF32 i386, argument list too long); \
+127 program not found; 2 bad command line or option value; 130/143/129 stopped by \
+SIGINT/SIGTERM/SIGHUP during a lab run.";
+
+/// The longest `--timeout`: a week.
+pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
+/// `vmm run --help`'s closing text: the built-in programs.
+fn run_help() -> String {
+    format!(
+        "Built-in programs: {} (default: {}). A PROGRAM with a '/' is a host file: a static \
+         ELF32 i386 executable of at most {} MiB.",
+        crate::programs::builtin_names().join(", "),
+        crate::programs::DEFAULT_PROGRAM,
+        crate::programs::MAX_HOST_FILE >> 20
+    )
+}
+
+/// A count of at least 1.
+fn positive_usize(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `--mem`: a size the kernel can use, checked while parsing (a bad one is a usage error, 2).
+fn parse_mem(text: &str) -> Result<u64, String> {
+    crate::memory::parse_mem_size(text).map_err(|e| format!("{e:#}"))
+}
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Boot the kernel and run PROGRAM in it (default: the built-in default program).
+    #[command(after_help = run_help())]
     Run(RunArgs),
     /// Show what this host's KVM can do and which engine `auto` picks.
     Check,
@@ -43,11 +75,11 @@ pub enum BenchWhat {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Pages each run touches.
-    #[arg(long, default_value_t = 16384)]
+    /// Pages each run touches (at least 1; at most what --mem holds).
+    #[arg(long, default_value_t = 16384, value_parser = positive_usize)]
     pub pages: usize,
     /// Runs (each: a prefaulted-RAM boot, a cold-RAM boot, a host measurement); samples pool.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = positive_usize)]
     pub runs: usize,
     /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
@@ -59,10 +91,11 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Engine::Auto)]
     pub engine: Engine,
     /// Guest RAM.
-    #[arg(long, value_name = "SIZE", default_value = "256M")]
-    pub mem: String,
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_mem)]
+    pub mem: u64,
     /// Bound on each guest run, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,
     /// Print the raw samples as JSON instead of a report (what the lab run sends back).
     #[arg(long, hide = true)]
@@ -93,13 +126,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
     /// Guest RAM: a multiple of 4M from 64M to 2016M (e.g. 64M, 1G).
-    #[arg(long, value_name = "SIZE", default_value = "256M")]
-    pub mem: String,
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_mem)]
+    pub mem: u64,
     /// Where to run the VM.
     #[arg(long, value_enum, default_value_t = Engine::Auto)]
     pub engine: Engine,
-    /// Stop the guest after SECS seconds (exit 124); 0 = never.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    /// Stop the guest after SECS seconds (exit 124); 0 = never; at most a week (604800).
+    #[arg(long, value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,
     /// Print the guest's page tables (walked from outside, checked with KVM_TRANSLATE) to
     /// stderr whenever the guest asks for a dump.
@@ -124,11 +158,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "WORDS", allow_hyphen_values = true)]
     pub append: Option<String>,
     /// The program to run and its arguments: a built-in program's name, or a host path (with a
-    /// '/') to a static ELF32 i386 executable. Default: the built-in `tour`.
-    #[arg(
-        value_name = "PROGRAM",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
-    pub program: Vec<String>,
+    /// '/') to a static ELF32 i386 executable. Default: the built-in `tour`. Options of `vmm`
+    /// come before PROGRAM; everything after it goes to the program (`--` also ends them).
+    #[arg(value_name = "PROGRAM", trailing_var_arg = true)]
+    pub program: Vec<OsString>,
 }

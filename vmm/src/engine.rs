@@ -4,7 +4,8 @@
 //! passes, else `lab`, saying so on stderr. The lab re-runs this very binary with
 //! `--engine kvm` inside a QEMU TCG machine whose Linux has kvm_amd (see tools/lab).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,7 +16,10 @@ use crate::exit;
 use crate::machine::{self, MachineConfig};
 use crate::programs::{self, Program, ProgramError};
 use crate::vcpu::{Outcome, PgdumpMode};
-use crate::{images, loader, memory, probe};
+use crate::{images, loader, probe};
+
+/// The largest `--kernel` file taken (the built-in kernel is well under 1 MiB).
+pub const MAX_KERNEL: u64 = 64 << 20;
 
 /// Seconds the lab may take on top of the guest's own `--timeout` (its boot, module loading).
 const LAB_MARGIN_SECS: u64 = 120;
@@ -24,6 +28,10 @@ const LAB_MARGIN_SECS: u64 = 120;
 pub fn run(args: &RunArgs) -> i32 {
     match try_run(args) {
         Ok(status) => status,
+        // Whatever failed after a signal failed because of it.
+        Err(_) if lab::interrupt::pending().is_some() => {
+            interrupted(lab::interrupt::pending().unwrap_or(libc::SIGINT))
+        }
         Err(e) => {
             eprintln!("vmm: error: {e:#}");
             exit::FAILURE
@@ -32,12 +40,15 @@ pub fn run(args: &RunArgs) -> i32 {
 }
 
 fn try_run(args: &RunArgs) -> Result<i32> {
-    let mem = memory::parse_mem_size(&args.mem)?;
+    let mem = args.mem;
     let spec = args
         .program
         .first()
-        .map_or(programs::DEFAULT_PROGRAM, String::as_str);
-    let program = match programs::resolve(spec) {
+        .map_or(OsStr::new(programs::DEFAULT_PROGRAM), OsString::as_os_str);
+    let program = match programs::resolve(spec).and_then(|p| {
+        programs::check_argv(&first_argv(args, &p))?;
+        Ok(p)
+    }) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("vmm: error: {e}");
@@ -49,12 +60,8 @@ fn try_run(args: &RunArgs) -> Result<i32> {
     };
     let (kernel, kernel_name) = match &args.kernel {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| {
-                format!(
-                    "cannot read kernel {}: give an existing ELF32 PVH kernel file",
-                    path.display()
-                )
-            })?;
+            let bytes = programs::read_host_file(path, "kernel", MAX_KERNEL)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             (bytes, path.clone())
         }
         None => (images::KERNEL.to_vec(), PathBuf::from("(built-in kernel)")),
@@ -132,8 +139,8 @@ pub fn kernel_cmdline(args: &RunArgs) -> String {
 }
 
 /// The first process's argv: the program's name, then the arguments.
-fn first_argv(args: &RunArgs, program: &Program) -> Vec<String> {
-    let mut argv = vec![program.name.clone()];
+fn first_argv(args: &RunArgs, program: &Program) -> Vec<OsString> {
+    let mut argv = vec![OsString::from(&program.name)];
     argv.extend(args.program.iter().skip(1).cloned());
     argv
 }
@@ -195,7 +202,7 @@ pub fn status_of(outcome: Outcome, timeout_secs: u64) -> i32 {
             );
             exit::FAILURE
         }
-        Outcome::Failed(why) => {
+        Outcome::Failed(why) | Outcome::OutputFailed(why) => {
             eprintln!("vmm: error: {why}");
             exit::FAILURE
         }
@@ -243,18 +250,29 @@ pub fn lab_invocation(
         }
         None => inner.push(program.name.clone().into()),
     }
-    inner.extend(args.program.iter().skip(1).map(OsString::from));
+    inner.extend(args.program.iter().skip(1).cloned());
     (inner, files)
+}
+
+/// Reports a run stopped by signal `sig` and returns the shells' status for it (130, 143, ...).
+pub fn interrupted(sig: i32) -> i32 {
+    eprintln!(
+        "vmm: interrupted ({}); the run was stopped",
+        lab::interrupt::name(sig)
+    );
+    lab::interrupt::exit_status(sig)
 }
 
 /// Re-runs this binary inside the lab with `--engine kvm` and the same request.
 fn run_in_lab(args: &RunArgs, mem: u64, program: &Program) -> Result<i32> {
     let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
     let (inner, mut files) = lab_invocation(args, mem, program);
+    // From here on a signal stops the run cleanly (temporary files removed, 128 + N).
+    lab::interrupt::install();
     // A serial line cannot carry an end of input: ship stdin whole (unless it is a terminal).
     let stdin_copy = StdinCopy::take()?;
     let stdin = stdin_copy.as_ref().map(|c| {
-        files.push((c.path.clone(), "/lab/files/stdin".into()));
+        files.push((c.path(), "/lab/files/stdin".into()));
         "/lab/files/stdin".to_string()
     });
     let env = std::env::var("RUST_LOG")
@@ -273,19 +291,34 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program) -> Result<i32> {
         guest_mem_mib: mem >> 20,
         timeout,
     };
-    match lab::run(&req).context("the nested-KVM lab failed")? {
+    let outcome = match lab::run(&req) {
+        Err(e @ lab::LabError::Output { .. }) => {
+            eprintln!("vmm: error: {e}");
+            return Ok(exit::FAILURE);
+        }
+        other => other.context("the nested-KVM lab failed")?,
+    };
+    match outcome {
         lab::LabOutcome::Exited(status) => Ok(status),
         lab::LabOutcome::TimedOut => {
             eprintln!("vmm: the lab run timed out after {} s", timeout.as_secs());
             Ok(exit::TIMEOUT)
         }
+        lab::LabOutcome::Interrupted(sig) => Ok(interrupted(sig)),
     }
 }
 
-/// This process's stdin saved to a temporary file for the lab (removed on drop); none when
-/// stdin is a terminal (the lab cannot be interactive).
+/// The most stdin a lab run carries: the lab ships stdin whole, inside its initramfs.
+pub const LAB_STDIN_LIMIT: u64 = 64 << 20;
+/// Name prefix of the stdin copies, `vmm-stdin-<pid>-<random>` in the temp directory.
+const STDIN_PREFIX: &str = "vmm-stdin-";
+
+/// This process's stdin saved to a private temporary file for the lab (the `tempfile` crate:
+/// mode 0600, a fresh unguessable name created with O_EXCL — a planted symlink or FIFO is
+/// never opened), removed on drop; none when stdin is a terminal (the lab cannot be
+/// interactive). Copies of killed runs are swept by the next run.
 struct StdinCopy {
-    path: PathBuf,
+    file: tempfile::NamedTempFile,
 }
 
 impl StdinCopy {
@@ -294,18 +327,49 @@ impl StdinCopy {
         if std::io::stdin().is_terminal() {
             return Ok(None);
         }
-        let path = std::env::temp_dir().join(format!("vmm-stdin-{}", std::process::id()));
-        let mut file = std::fs::File::create(&path)
-            .with_context(|| format!("cannot save stdin to {}", path.display()))?;
-        let copy = StdinCopy { path };
-        std::io::copy(&mut std::io::stdin().lock(), &mut file).context("cannot read stdin")?;
-        Ok(Some(copy))
+        let dir = std::env::temp_dir();
+        lab::sweep_stale(&dir, STDIN_PREFIX);
+        let mut file = tempfile::Builder::new()
+            .prefix(&format!("{STDIN_PREFIX}{}-", std::process::id()))
+            .tempfile_in(&dir)
+            .with_context(|| format!("cannot save stdin for the lab in {}", dir.display()))?;
+        copy_bounded(
+            &mut std::io::stdin().lock(),
+            file.as_file_mut(),
+            LAB_STDIN_LIMIT,
+        )?;
+        Ok(Some(StdinCopy { file }))
+    }
+
+    fn path(&self) -> PathBuf {
+        self.file.path().to_path_buf()
     }
 }
 
-impl Drop for StdinCopy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+/// Copies `src` to `dst`, refusing more than `limit` bytes and stopping at a signal.
+fn copy_bounded(src: &mut impl Read, dst: &mut impl Write, limit: u64) -> Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        if lab::interrupt::pending().is_some() {
+            bail!("interrupted while reading stdin");
+        }
+        let n = match src.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("cannot read stdin"),
+        };
+        total += n as u64;
+        if total > limit {
+            bail!(
+                "stdin is larger than {} MiB, the most a lab run can carry (it ships stdin \
+                 whole); give a smaller input, or run where KVM runs 32-bit paging directly",
+                limit >> 20
+            );
+        }
+        dst.write_all(&buf[..n])
+            .context("cannot save stdin for the lab")?;
     }
 }
 
@@ -323,6 +387,18 @@ mod tests {
             Command::Run(a) => a,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn stdin_copies_are_bounded() {
+        let mut out = Vec::new();
+        copy_bounded(&mut &[7u8; 1000][..], &mut out, 1000).unwrap();
+        assert_eq!(out.len(), 1000);
+        let err = copy_bounded(&mut &[7u8; 1001][..], &mut Vec::new(), 1000).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("stdin is larger than"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! it to the kernel — the program archive (cpio newc: every built-in program, plus the host
 //! program if one was given) and the first process's argv (NUL-terminated strings).
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use goblin::elf::{header, program_header::PT_LOAD, Elf};
@@ -37,43 +39,114 @@ impl std::fmt::Display for ProgramError {
     }
 }
 
+/// The largest host program (or data file) `vmm run` takes: it must fit, with the built-ins,
+/// in the 32 MiB of boot-module space above PHYSTOP.
+pub const MAX_HOST_FILE: u64 = 16 << 20;
+
+/// Reads the host file `path` for the guest: a regular file (after symlinks) of at most
+/// `limit` bytes. A missing file is `NotFound` (127); a directory, a device, a FIFO, an
+/// unreadable or oversized file is `NotExecutable` (126). Never blocks on a FIFO and never
+/// reads more than `limit + 1` bytes (a file that grows while read is caught too).
+pub fn read_host_file(path: &Path, what: &str, limit: u64) -> Result<Vec<u8>, ProgramError> {
+    use std::io::Read;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            ProgramError::NotFound(format!("no such {what} {shown}: give an existing file"))
+        }
+        _ => ProgramError::NotExecutable(format!("cannot read {what} {shown}: {e}")),
+    })?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(ProgramError::NotExecutable(format!(
+            "{what} {shown} is {kind}: give a regular file"
+        )));
+    }
+    let too_big = || {
+        ProgramError::NotExecutable(format!(
+            "{what} {shown} is larger than {} MiB, the most a run takes",
+            limit >> 20
+        ))
+    };
+    if meta.len() > limit {
+        return Err(too_big());
+    }
+    let file = std::fs::File::open(path)
+        .map_err(|e| ProgramError::NotExecutable(format!("cannot read {what} {shown}: {e}")))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ProgramError::NotExecutable(format!("cannot read {what} {shown}: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
 /// Finds `spec`: a host path if it contains `/`, else a built-in program's name.
-pub fn resolve(spec: &str) -> Result<Program, ProgramError> {
-    if spec.contains('/') {
+pub fn resolve(spec: impl AsRef<OsStr>) -> Result<Program, ProgramError> {
+    let spec = spec.as_ref();
+    let shown = spec.to_string_lossy();
+    if spec.as_bytes().contains(&b'/') {
         let path = Path::new(spec);
-        let image = std::fs::read(path)
-            .map_err(|e| ProgramError::NotFound(format!("cannot read program {spec}: {e}")))?;
+        let image = read_host_file(path, "program", MAX_HOST_FILE)?;
         check_executable(&image)
-            .map_err(|why| ProgramError::NotExecutable(format!("{spec} cannot run: {why}")))?;
+            .map_err(|why| ProgramError::NotExecutable(format!("{shown} cannot run: {why}")))?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| ProgramError::NotFound(format!("{spec} names no file")))?;
+            .ok_or_else(|| ProgramError::NotFound(format!("{shown} names no file")))?;
         return Ok(Program {
             name,
             image,
             host_path: Some(path.to_path_buf()),
         });
     }
-    match images::user_program(spec) {
+    let name = spec.to_str().unwrap_or_default();
+    match images::user_program(name) {
         Some(image) => Ok(Program {
-            name: spec.to_string(),
+            name: name.to_string(),
             image: image.to_vec(),
             host_path: None,
         }),
         None => {
             let hint = if Path::new(spec).exists() {
-                format!("; to run the host file, say ./{spec}")
+                format!("; to run the host file, say ./{shown}")
             } else {
                 "; give a path with '/' for a host file".to_string()
             };
             Err(ProgramError::NotFound(format!(
-                "no built-in program '{spec}' (built-ins: {}{hint})",
+                "no built-in program '{shown}' (built-ins: {}{hint})",
                 builtin_names().join(", ")
             )))
         }
     }
+}
+
+/// Refuses a first-process argv the kernel's exec cannot take: more than MAXARG strings, or
+/// more than fit, with exec's stack words, on the one stack page. (126, as exec's own refusal.)
+pub fn check_argv(argv: &[OsString]) -> Result<(), ProgramError> {
+    use xv6_abi::exec::{MAXARG, USTACK_BYTES};
+    if argv.len() > MAXARG {
+        return Err(ProgramError::NotExecutable(format!(
+            "argument list too long: {} words, at most {MAXARG} with the program name",
+            argv.len()
+        )));
+    }
+    // Each string NUL-terminated and aligned to 4 on the stack, below the argv words.
+    let strings: usize = argv.iter().map(|a| (a.len() + 1).next_multiple_of(4)).sum();
+    if strings + USTACK_BYTES > 4096 {
+        return Err(ProgramError::NotExecutable(format!(
+            "argument list too long: {strings} bytes of strings, at most {} fit on the stack page",
+            4096 - USTACK_BYTES
+        )));
+    }
+    Ok(())
 }
 
 /// Names of the built-in programs.
@@ -81,26 +154,29 @@ pub fn builtin_names() -> Vec<&'static str> {
     images::USER_PROGRAMS.iter().map(|(n, _)| *n).collect()
 }
 
-/// Whether `image` is a static ELF32 i386 executable the kernel's exec can load.
+/// Whether `image` is a static ELF32 i386 executable the kernel's exec can load. Reads only
+/// what exec reads — the ELF header and the program headers — so a file whose section headers
+/// are stripped or cut off still passes.
 pub fn check_executable(image: &[u8]) -> Result<(), String> {
-    let elf = Elf::parse(image).map_err(|e| format!("not an ELF executable ({e})"))?;
-    if elf.is_64 {
+    use goblin::container::{Container, Ctx, Endian};
+    use goblin::elf::program_header::{ProgramHeader, PT_INTERP};
+    let h = Elf::parse_header(image).map_err(|e| format!("not an ELF executable ({e})"))?;
+    if h.e_ident[header::EI_CLASS] == header::ELFCLASS64 {
         return Err("a 64-bit ELF; the kernel runs 32-bit i386 programs".into());
     }
-    if elf.header.e_machine != header::EM_386 {
-        return Err(format!("ELF machine {} is not i386", elf.header.e_machine));
+    if h.e_machine != header::EM_386 {
+        return Err(format!("ELF machine {} is not i386", h.e_machine));
     }
-    if elf.header.e_type != header::ET_EXEC {
+    if h.e_type != header::ET_EXEC {
         return Err("not a static executable (ET_EXEC); link with -static, no PIE".into());
     }
-    if elf.interpreter.is_some() {
+    let ctx = Ctx::new(Container::Little, Endian::Little);
+    let phdrs = ProgramHeader::parse(image, h.e_phoff as usize, h.e_phnum as usize, ctx)
+        .map_err(|e| format!("its program headers are cut off or malformed ({e})"))?;
+    if phdrs.iter().any(|p| p.p_type == PT_INTERP) {
         return Err("dynamically linked; the kernel has no dynamic loader".into());
     }
-    let mut loads = elf
-        .program_headers
-        .iter()
-        .filter(|p| p.p_type == PT_LOAD)
-        .peekable();
+    let mut loads = phdrs.iter().filter(|p| p.p_type == PT_LOAD).peekable();
     if loads.peek().is_none() {
         return Err("no loadable segment".into());
     }
@@ -108,6 +184,12 @@ pub fn check_executable(image: &[u8]) -> Result<(), String> {
         if p.p_vaddr.saturating_add(p.p_memsz) > KERNBASE {
             return Err(format!(
                 "a segment at {:#x} reaches the kernel half",
+                p.p_vaddr
+            ));
+        }
+        if p.p_offset.saturating_add(p.p_filesz) > image.len() as u64 {
+            return Err(format!(
+                "the segment at {:#x} runs past the end of the file",
                 p.p_vaddr
             ));
         }
@@ -142,7 +224,7 @@ pub fn cpio_newc(files: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 /// The argv module: each argument NUL-terminated, back to back.
-pub fn argv_block(argv: &[String]) -> Vec<u8> {
+pub fn argv_block(argv: &[OsString]) -> Vec<u8> {
     let mut out = Vec::new();
     for a in argv {
         out.extend_from_slice(a.as_bytes());
@@ -183,6 +265,44 @@ mod tests {
             resolve(readme),
             Err(ProgramError::NotExecutable(_))
         ));
+    }
+
+    #[test]
+    fn only_what_exec_reads_is_checked() {
+        let hello = resolve("hello").unwrap().image;
+        let elf = Elf::parse(&hello).unwrap();
+        let end = elf
+            .program_headers
+            .iter()
+            .map(|p| p.p_offset + p.p_filesz)
+            .max()
+            .unwrap() as usize;
+        assert!(
+            end < hello.len(),
+            "hello has section headers after its segments"
+        );
+        // Cut off the section headers (and the section data after the segments): exec never
+        // reads them, so the program still runs.
+        assert_eq!(check_executable(&hello[..end]), Ok(()));
+        // Cut into a segment: refused, saying why.
+        let why = check_executable(&hello[..end - 1]).unwrap_err();
+        assert!(why.contains("past the end of the file"), "{why}");
+        // Cut into the program headers.
+        let phoff = elf.header.e_phoff as usize;
+        let why = check_executable(&hello[..phoff + 10]).unwrap_err();
+        assert!(why.contains("program headers"), "{why}");
+    }
+
+    #[test]
+    fn argv_is_bounded_as_exec_bounds_it() {
+        let words = |n: usize, len: usize| -> Vec<OsString> {
+            (0..n).map(|_| OsString::from("x".repeat(len))).collect()
+        };
+        assert!(check_argv(&words(32, 1)).is_ok());
+        assert!(check_argv(&words(33, 1)).is_err());
+        // 4096 - 144 bytes of ustack words = 3952 for the strings, each padded to 4 with its NUL.
+        assert!(check_argv(&words(1, 3951)).is_ok());
+        assert!(check_argv(&words(1, 3952)).is_err());
     }
 
     #[test]

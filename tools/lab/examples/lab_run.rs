@@ -55,6 +55,9 @@ fn main() {
             eprintln!("lab_run: timed out");
             std::process::exit(124)
         }
+        Ok(lab::LabOutcome::Interrupted(sig)) => {
+            std::process::exit(lab::interrupt::exit_status(sig))
+        }
         Err(e) => {
             eprintln!("lab_run: {e}");
             std::process::exit(125)

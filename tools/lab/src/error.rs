@@ -50,6 +50,14 @@ pub enum LabError {
         /// The last lines of the lab's kernel console.
         console_tail: Vec<String>,
     },
+    /// The program's output could not be passed on to our stdout/stderr (broken pipe, full
+    /// disk); the run was stopped.
+    Output {
+        /// "stdout" or "stderr".
+        stream: &'static str,
+        /// The error.
+        source: io::Error,
+    },
     /// An I/O error, with what we were doing.
     Io {
         /// What we were doing.
@@ -139,6 +147,9 @@ impl fmt::Display for LabError {
                 "the lab stopped without reporting the program's exit status: {}",
                 quote_tail(console_tail)
             ),
+            LabError::Output { stream, source } => {
+                write!(f, "cannot write the program's {stream}: {source}")
+            }
             LabError::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }
@@ -147,7 +158,7 @@ impl fmt::Display for LabError {
 impl std::error::Error for LabError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            LabError::Io { source, .. } => Some(source),
+            LabError::Io { source, .. } | LabError::Output { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -18,6 +18,7 @@
 //! match lab::run(&req) {
 //!     Ok(lab::LabOutcome::Exited(code)) => std::process::exit(code),
 //!     Ok(lab::LabOutcome::TimedOut) => eprintln!("lab timed out"),
+//!     Ok(lab::LabOutcome::Interrupted(sig)) => std::process::exit(128 + sig),
 //!     Err(e) => eprintln!("{e}"),
 //! }
 //! ```
@@ -40,6 +41,7 @@ pub mod assets;
 pub mod elf;
 mod error;
 pub mod initramfs;
+pub mod interrupt;
 pub mod kernel;
 pub mod qemu;
 pub mod script;
@@ -58,6 +60,7 @@ use std::time::{Duration, Instant};
 
 pub use assets::{ensure_assets, lab_dir, status, Assets, LabStatus};
 pub use error::LabError;
+pub use tmp::sweep_stale;
 
 use elf::LAB_LIB_DIR;
 use initramfs::Cpio;
@@ -101,6 +104,8 @@ pub enum LabOutcome {
     Exited(i32),
     /// The timeout expired; QEMU was killed.
     TimedOut,
+    /// This process received this signal (see [`interrupt`]); QEMU was killed.
+    Interrupted(i32),
 }
 
 /// Knobs for tests and experiments; [`run`] uses the defaults.
@@ -205,7 +210,7 @@ fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, L
     });
 
     let werr = |e| LabError::io_path("writing", path, e);
-    let mut out = fs::File::create(path).map_err(werr)?;
+    let mut out = private_file(path).map_err(werr)?;
     let mut base = fs::File::open(&assets.base_initrd)
         .map_err(|e| LabError::io_path("reading", &assets.base_initrd, e))?;
     io::copy(&mut base, &mut out).map_err(werr)?;
@@ -238,6 +243,17 @@ fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, L
         req.files.len()
     );
     Ok(size)
+}
+
+/// Creates `path` anew (never following or reusing what is there), readable by us alone: the
+/// initramfs holds the program and its input.
+fn private_file(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Runs `req.program` in the lab, streaming its stdout to our stdout and its stderr to our
@@ -312,6 +328,7 @@ pub fn run_with_options(
     let [console_r, out_r, err_r, ctl_r]: [_; 4] = readers.try_into().expect("four pipes");
 
     let done = AtomicBool::new(false);
+    let output_failed = Mutex::new(None::<LabError>);
     let console_tail = Mutex::new(VecDeque::<String>::new());
     let qemu_err = Mutex::new(String::new());
     let (tx, rx) = mpsc::channel::<(Instant, Marker)>();
@@ -343,8 +360,9 @@ pub fn run_with_options(
             pump(ctl_r, done, PIPE_GRACE, |d| split.feed(d, on_line));
             split.finish(on_line);
         });
-        s.spawn(|| forward(out_r, done, stdout, "stdout"));
-        s.spawn(|| forward(err_r, done, stderr, "stderr"));
+        let output_failed = &output_failed;
+        s.spawn(move || forward(out_r, done, stdout, "stdout", output_failed));
+        s.spawn(move || forward(err_r, done, stderr, "stderr", output_failed));
         if let Some(mut e) = qemu_stderr {
             let qemu_err = &qemu_err;
             s.spawn(move || {
@@ -390,6 +408,10 @@ pub fn run_with_options(
                 guard.kill();
                 break (true, None);
             }
+            if interrupt::pending().is_some() || output_failed.lock().unwrap().is_some() {
+                guard.kill();
+                break (false, None);
+            }
         };
         guard.kill(); // reaps (it has exited, or is killed now)
         done.store(true, Ordering::Release);
@@ -417,6 +439,9 @@ pub fn run_with_options(
     );
     drop(tmp);
 
+    if let Some(e) = output_failed.into_inner().unwrap() {
+        return Err(e);
+    }
     if timed_out {
         log::warn!(
             "lab: timed out after {:?}; console tail: {}",
@@ -424,6 +449,9 @@ pub fn run_with_options(
             error::quote_tail(&tail)
         );
         return Ok(LabOutcome::TimedOut);
+    }
+    if let Some(sig) = interrupt::pending() {
+        return Ok(LabOutcome::Interrupted(sig));
     }
     for (_, m) in &markers {
         match m {
@@ -446,15 +474,24 @@ pub fn run_with_options(
     }
 }
 
-/// Forwards a program output pipe to `sink`, flushing after each chunk. A failing sink (e.g. a
-/// closed stdout) is reported once; the pipe is still drained so the lab never blocks.
-fn forward(fd: std::os::fd::OwnedFd, done: &AtomicBool, sink: &mut (dyn Write + Send), what: &str) {
+/// Forwards a program output pipe to `sink`, flushing after each chunk. A failing sink (a
+/// closed pipe, a full disk) is recorded in `failed`, which stops the run.
+fn forward(
+    fd: std::os::fd::OwnedFd,
+    done: &AtomicBool,
+    sink: &mut (dyn Write + Send),
+    stream: &'static str,
+    failed: &Mutex<Option<LabError>>,
+) {
     let mut broken = false;
     pump(fd, done, PIPE_GRACE, |d| {
         if !broken {
-            if let Err(e) = sink.write_all(d).and_then(|()| sink.flush()) {
-                log::warn!("lab: cannot forward the program's {what}: {e}");
+            if let Err(source) = sink.write_all(d).and_then(|()| sink.flush()) {
                 broken = true;
+                failed
+                    .lock()
+                    .unwrap()
+                    .get_or_insert(LabError::Output { stream, source });
             }
         }
     });

@@ -115,6 +115,9 @@ impl QemuGuard {
                 Ok(())
             });
         }
+        // Its own process group: a terminal's Ctrl-C reaches only us, and we stop QEMU (see
+        // `interrupt`) after removing nothing it still needs.
+        cmd.process_group(0);
         cmd.stdin(Stdio::null()).stdout(Stdio::null());
         Ok(QemuGuard {
             child: Some(cmd.spawn()?),
