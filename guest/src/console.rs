@@ -1,115 +1,180 @@
-//! The console (xv6 console.c): the kernel log, formatted output as `cprint!`/`cprintln!`,
-//! goes to COM2 (the VMM sends it to the host's stderr; COM1 when there is no COM2); user
-//! programs write fd 1 to COM1 (host stdout) and fd 2 to COM2, and read fd 0 from COM1's
-//! receive side through the input buffer that `consoleintr` fills.
-//! Lines go out as they are, `\n` without `\r`: the VMM's host terminal handles that.
+//! The console device for user file descriptors (xv6 console.c's `consoleread` and
+//! `consolewrite`): the program's stdout, stderr and stdin through the VMM's paravirtual
+//! console, at one VM exit per piece rather than per byte (docs/abi.md, "Console").
+//!
+//! - `consolewrite` hands the VMM the guest-physical pieces of the user buffer
+//!   (`uaccess::physchunks`: at most one per page), one request each; no copy.
+//! - `consoleread` asks the VMM for at most what the reader wants (never more than the input
+//!   buffer) in one request. When no byte is there yet, the VMM says so at once and the
+//!   reader sleeps until the next clock tick and asks again: the VMM never blocks, and the
+//!   waiting process stays preemptible and killable (a kill ends the wait with −1).
+//!
+//! The kernel's own log does not come here: it goes to a UART (`printf.rs`).
 
-use core::fmt;
-use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use core::sync::atomic::{compiler_fence, Ordering};
 
 use crate::inputbuf::InputBuf;
+use crate::memlayout::{KVAddr, V2P};
+use crate::mmu::PGSIZE;
+use crate::proc::{self, PTABLE};
+use crate::ptable::Chan;
 use crate::spinlock::Spinlock;
-use crate::uart::{uart_present, uartgetc, uartinit, uartputc, COM1, COM2};
+use crate::uaccess;
+use crate::x86::outl;
 
-/// Serialises output to the log port (kernel log and user fd 2).
-static CONS: Spinlock<()> = Spinlock::new("console", ());
+use xv6_abi::console::{BAD_REQUEST, NOTHING_YET};
+use xv6_abi::ports::{CONS_STDERR, CONS_STDIN, CONS_STDOUT};
 
-/// Bytes received on COM1, not yet read (xv6 `input`).
-pub static INPUT: Spinlock<InputBuf> = Spinlock::new("input", InputBuf::new());
-
-/// The port of the kernel log: COM2, or COM1 when the machine has no COM2.
-static LOG_PORT: AtomicU16 = AtomicU16::new(COM1);
-
-/// A writer straight to the kernel log's UART.
-pub struct Uart;
-
-impl fmt::Write for Uart {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let port = LOG_PORT.load(Ordering::Relaxed);
-        s.bytes().for_each(|c| uartputc(port, c));
-        Ok(())
-    }
+/// A console output stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// The program's stdout (the host's stdout).
+    Stdout,
+    /// The program's stderr (the host's stderr).
+    Stderr,
 }
 
-/// Sets up the console devices: COM1 for user I/O, COM2 for the log.
-pub fn consoleinit() {
-    uartinit(COM1);
-    if uartinit(COM2) {
-        LOG_PORT.store(COM2, Ordering::Relaxed);
-    }
+/// A request block (xv6-abi `console`: `{pa, len, ret}`), 4-byte aligned in kernel memory.
+#[repr(C, align(16))]
+struct Block {
+    pa: u32,
+    len: u32,
+    ret: u32,
 }
 
-/// Prints formatted text under the console lock (used by the macros).
-#[doc(alias = "cprintf")]
-pub fn print(args: fmt::Arguments<'_>) {
-    let _guard = CONS.lock();
-    let _ = fmt::write(&mut Uart, args);
-}
+/// The output side's request block.
+static OUTPUT: Spinlock<Block> = Spinlock::new("cons-out", Block::new());
 
-/// Prints formatted text without the lock: for panic, which may interrupt a holder.
-pub fn print_unlocked(args: fmt::Arguments<'_>) {
-    let _ = fmt::write(&mut Uart, args);
-}
+/// The input side: its request block and the bytes the VMM delivered (xv6 `input`).
+static INPUT: Spinlock<(Block, InputBuf)> =
+    Spinlock::new("cons-in", (Block::new(), InputBuf::new()));
 
-/// Writes a user program's bytes for file descriptor 1 (COM1) or 2 (the log port)
-/// (xv6 `consolewrite`). Other descriptors are not the console: false.
-pub fn consolewrite(fd: u32, bytes: &[u8]) -> bool {
-    match fd {
-        1 => bytes.iter().for_each(|&c| uartputc(COM1, c)),
-        2 => {
-            let _guard = CONS.lock();
-            let port = LOG_PORT.load(Ordering::Relaxed);
-            bytes.iter().for_each(|&c| uartputc(port, c));
+impl Block {
+    const fn new() -> Block {
+        Block {
+            pa: 0,
+            len: 0,
+            ret: 0,
         }
-        _ => return false,
     }
-    true
+
+    /// One request: `len` bytes at guest-physical `pa` on `port`; the VMM's `ret`.
+    fn request(&mut self, port: u16, pa: u32, len: u32) -> u32 {
+        self.pa = pa;
+        self.len = len;
+        self.ret = BAD_REQUEST;
+        compiler_fence(Ordering::SeqCst);
+        outl(port, kernel_pa(core::ptr::from_mut(self).cast()));
+        compiler_fence(Ordering::SeqCst);
+        // SAFETY: `self.ret` is a valid, aligned u32 of ours; the VMM wrote it during the
+        // `out` (volatile: a write the compiler cannot see).
+        unsafe { core::ptr::read_volatile(&self.ret) }
+    }
 }
 
-/// Moves the bytes waiting in COM1's receiver into the input buffer, as long as it has room
-/// (xv6 `consoleintr`, polled from the timer interrupt and by `read`). Returns whether any
-/// byte arrived.
-pub fn consoleintr() -> bool {
-    if !uart_present(COM1) {
+/// The guest-physical address of kernel memory at `p` (kernel data sits at P2V of its
+/// physical address, contiguously).
+fn kernel_pa(p: *const u8) -> u32 {
+    V2P(KVAddr(p as u32)).0
+}
+
+/// Writes the current process's user bytes `[src, src + n)` to `stream` (xv6
+/// `consolewrite`). Returns the bytes written: fewer than n if the buffer runs into memory
+/// the process cannot read after some were written, −1 if not even the first byte can be.
+pub fn consolewrite(stream: Stream, src: u32, n: u32) -> i32 {
+    let port = match stream {
+        Stream::Stdout => CONS_STDOUT,
+        Stream::Stderr => CONS_STDERR,
+    };
+    let mut done = 0u32;
+    while done < n {
+        let Some(va) = src.checked_add(done) else {
+            break;
+        };
+        let len = (PGSIZE - va % PGSIZE).min(n - done);
+        let mut ok = true;
+        let piece = proc::with_mem(|m| {
+            uaccess::physchunks(m, va, len, |pa, l| {
+                ok &= OUTPUT.lock().request(port, pa, l) == l;
+            })
+        });
+        if piece.is_err() || !ok {
+            break;
+        }
+        done += len;
+    }
+    if done == 0 && n > 0 {
+        -1
+    } else {
+        done as i32
+    }
+}
+
+/// What one ask for input gave.
+enum Asked {
+    Bytes,
+    End,
+    NothingYet,
+    Refused,
+}
+
+/// Reads up to `n` bytes of stdin into the current process's user memory at `dst` (xv6
+/// `consoleread`). Waits until at least one byte is there; returns the count, 0 at end of
+/// input, −1 for a bad buffer (the bytes stay for the next read) or if killed while waiting.
+pub fn consoleread(dst: u32, n: u32) -> i32 {
+    if n == 0 {
+        return 0;
+    }
+    loop {
+        let mut input = INPUT.lock();
+        let (block, buf) = &mut *input;
+        if buf.is_empty() {
+            match ask(block, buf, n as usize) {
+                Asked::Bytes => {}
+                Asked::End => return 0,
+                Asked::Refused => return -1,
+                Asked::NothingYet => {
+                    drop(input);
+                    if !sleep_a_tick() {
+                        return -1;
+                    }
+                    continue;
+                }
+            }
+        }
+        let k = buf.bytes().len().min(n as usize);
+        if proc::with_mem(|m| uaccess::copyto(m, dst, &buf.bytes()[..k])).is_err() {
+            return -1;
+        }
+        buf.consume(k);
+        return k as i32;
+    }
+}
+
+/// Asks the VMM to fill the empty input buffer with at most `want` bytes.
+fn ask(block: &mut Block, buf: &mut InputBuf, want: usize) -> Asked {
+    let space = buf.space(want);
+    let (pa, len) = (kernel_pa(space.as_ptr()), space.len() as u32);
+    match block.request(CONS_STDIN, pa, len) {
+        0 => Asked::End,
+        NOTHING_YET => Asked::NothingYet,
+        got if got <= len => {
+            // The VMM wrote the bytes behind the compiler's back: make it reload them.
+            compiler_fence(Ordering::SeqCst);
+            buf.filled(got as usize);
+            Asked::Bytes
+        }
+        _ => Asked::Refused,
+    }
+}
+
+/// Sleeps until the next clock tick; false if the process was killed.
+fn sleep_a_tick() -> bool {
+    let me = proc::myproc().expect("consoleread: no process");
+    let mut pt = PTABLE.lock();
+    if pt.procs[me].killed.is_some() {
         return false;
     }
-    let mut input = INPUT.lock();
-    let mut got = false;
-    while !input.is_full() {
-        match uartgetc(COM1) {
-            Some(c) => {
-                input.push(c);
-                got = true;
-            }
-            None => break,
-        }
-    }
-    got
-}
-
-/// Processes asleep in read() waiting for console input. The timer polls COM1 only while
-/// there are some, so a program that does not read stdin costs no port I/O (no VM exit) per
-/// tick — pfbench's measured loop, for one, sees none.
-pub static READERS_WAITING: AtomicU32 = AtomicU32::new(0);
-
-/// In32: 1 when the host's stdin is at its end and every byte of it went to COM1.
-pub use xv6_abi::ports::STDIN_STATE as STDIN_STATE_PORT;
-
-/// Has the host's stdin ended, with every byte delivered to COM1's receiver? (Bytes may
-/// still wait in the UART or the input buffer.)
-#[must_use]
-pub fn input_ended() -> bool {
-    crate::x86::inl(STDIN_STATE_PORT) == 1
-}
-
-/// Prints to the console.
-#[macro_export]
-macro_rules! cprint {
-    ($($arg:tt)*) => { $crate::console::print(format_args!($($arg)*)) };
-}
-
-/// Prints a line to the console.
-#[macro_export]
-macro_rules! cprintln {
-    ($($arg:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($arg)*))) };
+    proc::sleep(Chan::Ticks, &mut pt);
+    pt.procs[me].killed.is_none()
 }

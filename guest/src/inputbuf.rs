@@ -1,12 +1,12 @@
-//! The console input buffer (xv6 console.c's `input`): a ring of bytes received on COM1,
-//! filled by the timer interrupt's poll of the UART (`console::consoleintr`) and emptied by
-//! `read(0, ...)`. Pure: tested on the host.
+//! The console input buffer (xv6 console.c's `input`): the bytes of the host's stdin that the
+//! VMM has put here on a `read()`'s request and that no `read()` has taken yet — so a read
+//! whose copy to user memory fails loses nothing. Filled only when empty, with at most what
+//! the reader asked for (the VMM never reads ahead of the program). Pure: tested on the host.
 
-/// Bytes the ring holds (xv6 INPUT_BUF is 128; the host may paste more at once).
-pub const INPUT_BUF: usize = 1024;
+/// Bytes the buffer holds: the most one console read request asks of the VMM.
+pub const INPUT_BUF: usize = 16 << 10;
 
-/// A fixed-size FIFO of bytes. `r` and `w` count bytes read and written since the start
-/// (wrapping), as xv6's `input.r` / `input.w` do; `w - r` is the number buffered.
+/// Buffered bytes are `buf[r..w]`.
 pub struct InputBuf {
     buf: [u8; INPUT_BUF],
     r: usize,
@@ -23,42 +23,37 @@ impl InputBuf {
         }
     }
 
-    /// Bytes buffered.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.w.wrapping_sub(self.r)
-    }
-
     /// Nothing buffered?
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.r == self.w
     }
 
-    /// No room for another byte?
+    /// The empty buffer's first `want` bytes (at most INPUT_BUF), for the VMM to fill; then
+    /// [`InputBuf::filled`] says how many it did. Panics if bytes are still buffered.
+    pub fn space(&mut self, want: usize) -> &mut [u8] {
+        assert!(self.is_empty(), "input refilled while not empty");
+        self.r = 0;
+        self.w = 0;
+        &mut self.buf[..want.min(INPUT_BUF)]
+    }
+
+    /// The VMM put `n` bytes at the start of [`InputBuf::space`].
+    pub fn filled(&mut self, n: usize) {
+        assert!(self.is_empty() && n <= INPUT_BUF, "bad fill of {n} bytes");
+        self.w = n;
+    }
+
+    /// The bytes buffered, oldest first.
     #[must_use]
-    pub fn is_full(&self) -> bool {
-        self.len() == INPUT_BUF
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.r..self.w]
     }
 
-    /// Appends `c`; false (and nothing stored) when full.
-    pub fn push(&mut self, c: u8) -> bool {
-        if self.is_full() {
-            return false;
-        }
-        self.buf[self.w % INPUT_BUF] = c;
-        self.w = self.w.wrapping_add(1);
-        true
-    }
-
-    /// Moves up to `dst.len()` bytes, oldest first, into `dst`; returns how many.
-    pub fn pop_into(&mut self, dst: &mut [u8]) -> usize {
-        let n = dst.len().min(self.len());
-        for d in &mut dst[..n] {
-            *d = self.buf[self.r % INPUT_BUF];
-            self.r = self.r.wrapping_add(1);
-        }
-        n
+    /// Drops the oldest `n` buffered bytes (they were read).
+    pub fn consume(&mut self, n: usize) {
+        assert!(n <= self.w - self.r, "consumed more than buffered");
+        self.r += n;
     }
 }
 
@@ -73,54 +68,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fifo_order_and_counts() {
+    fn fill_read_in_parts_then_refill() {
         let mut b = InputBuf::new();
         assert!(b.is_empty());
-        for c in b"hello" {
-            assert!(b.push(*c));
-        }
-        assert_eq!(b.len(), 5);
-        let mut out = [0u8; 3];
-        assert_eq!(b.pop_into(&mut out), 3);
-        assert_eq!(&out, b"hel");
-        let mut out = [0u8; 8];
-        assert_eq!(b.pop_into(&mut out), 2);
-        assert_eq!(&out[..2], b"lo");
+        let space = b.space(5);
+        assert_eq!(space.len(), 5);
+        space.copy_from_slice(b"hello");
+        b.filled(5);
+        assert_eq!(b.bytes(), b"hello");
+        b.consume(2);
+        assert_eq!(b.bytes(), b"llo");
+        b.consume(3);
         assert!(b.is_empty());
-        assert_eq!(b.pop_into(&mut out), 0);
+        b.space(2).copy_from_slice(b"ab");
+        b.filled(1);
+        assert_eq!(b.bytes(), b"a");
     }
 
     #[test]
-    fn full_ring_refuses_and_wraps() {
+    fn space_is_bounded_by_the_buffer() {
         let mut b = InputBuf::new();
-        for i in 0..INPUT_BUF {
-            assert!(b.push(i as u8));
-        }
-        assert!(b.is_full());
-        assert!(!b.push(0xAA));
-        let mut out = [0u8; 10];
-        assert_eq!(b.pop_into(&mut out), 10);
-        assert_eq!(out[9], 9);
-        for i in 0..10u8 {
-            assert!(b.push(200 + i));
-        }
-        let mut all = vec![0u8; INPUT_BUF + 5];
-        assert_eq!(b.pop_into(&mut all), INPUT_BUF);
-        assert_eq!(all[0], 10);
-        assert_eq!(all[INPUT_BUF - 1], 209);
+        assert_eq!(b.space(usize::MAX).len(), INPUT_BUF);
+        b.filled(INPUT_BUF);
+        assert_eq!(b.bytes().len(), INPUT_BUF);
     }
 
     #[test]
-    fn counters_wrap_around() {
+    #[should_panic(expected = "not empty")]
+    fn refilling_a_nonempty_buffer_is_a_bug() {
         let mut b = InputBuf::new();
-        b.r = usize::MAX - 1;
-        b.w = usize::MAX - 1;
-        for c in b"abcd" {
-            assert!(b.push(*c));
-        }
-        assert_eq!(b.len(), 4);
-        let mut out = [0u8; 4];
-        assert_eq!(b.pop_into(&mut out), 4);
-        assert_eq!(&out, b"abcd");
+        b.space(1);
+        b.filled(1);
+        b.space(1);
     }
 }

@@ -16,12 +16,16 @@ pub mod cmdline;
 pub mod elf;
 pub mod exec;
 pub mod fault;
+pub mod file;
+pub mod fs;
 pub mod inputbuf;
 pub mod intr;
 pub mod kalloc;
 pub mod kmap;
+pub mod kpage;
 pub mod memlayout;
 pub mod mmu;
+pub mod pipe;
 pub mod ptable;
 pub mod pvh;
 pub mod selftest;
@@ -53,6 +57,8 @@ pub mod lapic;
 pub mod linker;
 #[cfg(all(target_arch = "x86", not(test)))]
 mod panic;
+#[cfg(all(target_arch = "x86", not(test)))]
+pub mod printf;
 #[cfg(all(target_arch = "x86", not(test)))]
 pub mod proc;
 #[cfg(all(target_arch = "x86", not(test)))]

@@ -7,13 +7,13 @@ use core::panic::PanicInfo;
 fn panic(info: &PanicInfo<'_>) -> ! {
     crate::x86::cli();
     match info.location() {
-        Some(l) => crate::console::print_unlocked(format_args!(
+        Some(l) => crate::printf::print_unlocked(format_args!(
             "xv6: panic: {} at {}:{}\n",
             info.message(),
             l.file(),
             l.line()
         )),
-        None => crate::console::print_unlocked(format_args!("xv6: panic: {}\n", info.message())),
+        None => crate::printf::print_unlocked(format_args!("xv6: panic: {}\n", info.message())),
     }
     crate::debugport::panic_notify();
     crate::x86::halt_forever()

@@ -10,7 +10,6 @@
 //! as in xv6.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::Ordering;
 
 use crate::fault::{exception_name, fault_status, FaultCause};
 use crate::mmu::{selector, DPL_USER, SEG_KCODE};
@@ -18,7 +17,7 @@ use crate::ptable::Chan;
 use crate::trapasm::VECTORS;
 use crate::trapframe::TrapFrame;
 use crate::traps::{gate, IRQ_ERROR, IRQ_SPURIOUS, IRQ_TIMER, T_IRQ0, T_PGFLT, T_SYSCALL};
-use crate::{console, lapic, proc, syscall, ticks, x86};
+use crate::{lapic, proc, syscall, sysproc, ticks, x86};
 
 /// The interrupt descriptor table.
 struct Idt(UnsafeCell<[u64; 256]>);
@@ -70,9 +69,9 @@ extern "C" fn trap(tf: *mut TrapFrame) {
         }
     }
     if tf.trapno == T_SYSCALL {
-        proc::exit_if_killed();
+        sysproc::exit_if_killed();
         syscall::syscall(tf);
-        proc::exit_if_killed();
+        sysproc::exit_if_killed();
         return;
     }
 
@@ -90,14 +89,14 @@ extern "C" fn trap(tf: *mut TrapFrame) {
     }
 
     if tf.from_user() {
-        proc::exit_if_killed();
+        sysproc::exit_if_killed();
     }
     // Give up the CPU on a clock tick (xv6 preempts kernel code too).
     if timer {
         proc::yield_if_running();
     }
     if tf.from_user() {
-        proc::exit_if_killed();
+        sysproc::exit_if_killed();
     }
 }
 
@@ -105,7 +104,7 @@ extern "C" fn trap(tf: *mut TrapFrame) {
 /// the address and cause of a page fault.
 fn user_fault(tf: &TrapFrame, pf: Option<(u32, FaultCause)>) -> ! {
     proc::log_fault(tf.trapno, tf.eip, pf);
-    proc::exit(fault_status(tf.trapno))
+    sysproc::exit(fault_status(tf.trapno))
 }
 
 /// A trap in the kernel (or with no process): panic with the registers.
@@ -139,13 +138,9 @@ fn kernel_fault(tf: &TrapFrame) -> ! {
 }
 
 /// The timer interrupt's work (xv6 trap.c's IRQ_TIMER case): one more tick, wake the
-/// processes sleeping on ticks; while a process waits for console input, poll COM1 and wake
-/// it (also when nothing arrived: a reader re-checks for end of input).
+/// processes sleeping on ticks (console readers waiting for input among them: they ask the
+/// VMM again).
 fn clockintr() {
     ticks::tick();
     proc::wakeup(Chan::Ticks);
-    if console::READERS_WAITING.load(Ordering::Relaxed) > 0 {
-        console::consoleintr();
-        proc::wakeup(Chan::Input);
-    }
 }

@@ -24,3 +24,4 @@ pub mod programs;
 pub mod regs;
 pub mod vcpu;
 pub mod vm;
+pub mod vmexit;

@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use crate::devices::{StdinQueue, Uart};
+use crate::devices::console::Traffic;
+use crate::devices::{Devices, FdInput};
 use crate::vcpu::{ExitStats, Outcome, PgdumpMode, Vcpu};
 use crate::{boot, layout, loader, memory, regs, vm};
 
@@ -33,7 +34,7 @@ pub struct MachineConfig {
     pub timeout: Option<Duration>,
     /// Back guest RAM up front instead of on first touch.
     pub prefault: bool,
-    /// Where COM1 (the program's stdout) goes: the host's stdout, or nowhere (a benchmark
+    /// Where the program's stdout goes: the host's stdout, or nowhere (a benchmark
     /// reads its results from the export stream instead).
     pub discard_stdout: bool,
 }
@@ -50,6 +51,8 @@ pub struct Report {
     pub exported: Vec<u8>,
     /// VM exits inside the guest's measured windows (port MARK).
     pub measured_exits: BTreeMap<&'static str, u64>,
+    /// The console's output (stdout + stderr) and input traffic, and its empty input asks.
+    pub console: (Traffic, Traffic, u64),
     /// Guest RAM pages the host had backed at the end (mincore); None if unknown.
     pub backed_pages: Option<u64>,
 }
@@ -64,15 +67,22 @@ impl Report {
             .iter()
             .map(|(r, n)| format!("{r} {n}"))
             .collect();
+        let (out, inp, empty) = self.console;
         let backed = self
             .backed_pages
             .map_or("unknown".to_string(), |n| n.to_string());
         format!(
             "vmm: stats: {:.3} s in the guest, {total} VM exits ({}), TSC {} kHz, \
-             {backed} guest pages host-backed",
+             {backed} guest pages host-backed\n\
+             vmm: console: out {} bytes in {} exits, in {} bytes in {} exits \
+             ({empty} more found nothing yet)",
             self.elapsed.as_secs_f64(),
             reasons.join(", "),
-            self.tsc_khz
+            self.tsc_khz,
+            out.bytes,
+            out.exits,
+            inp.bytes,
+            inp.exits,
         )
     }
 }
@@ -149,17 +159,13 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
     regs::write_boot_gdt(&vm.mem)?;
     let start_info = boot::write_boot_params(&vm.mem, cfg.mem, &cmdline, &cfg.modules)?;
     regs::setup_pvh_entry(&vcpu_fd, image.entry, start_info)?;
-    let stdin = StdinQueue::spawn(std::io::stdin());
     let stdout: Box<dyn std::io::Write + Send> = if cfg.discard_stdout {
         Box::new(std::io::sink())
     } else {
         Box::new(std::io::stdout())
     };
-    let uarts = (
-        Uart::com1(Some(&vm.fd), stdout, Some(stdin))?,
-        Uart::com2(Some(&vm.fd), Box::new(std::io::stderr()))?,
-    );
-    let mut vcpu = Vcpu::new(vcpu_fd, &vm.mem, uarts, cfg.pgdump);
+    let devices = Devices::new(Some(&vm.fd), stdout, Box::new(FdInput(std::io::stdin())))?;
+    let mut vcpu = Vcpu::new(vcpu_fd, &vm.mem, devices, cfg.pgdump);
     vcpu.expired = expired;
     log::debug!(
         "booting {} at entry {:#x}, {} MiB RAM, PHYSTOP {phystop:#x}",
@@ -178,8 +184,12 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
         stats: std::mem::take(&mut vcpu.stats),
         elapsed,
         tsc_khz,
-        exported: std::mem::take(&mut vcpu.exported),
+        exported: std::mem::take(&mut vcpu.devices.debug.exported),
         measured_exits: std::mem::take(&mut vcpu.measured),
+        console: {
+            let c = &vcpu.devices.console;
+            (c.output, c.input, c.input_empty)
+        },
         backed_pages,
     })
 }

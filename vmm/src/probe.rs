@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::devices::Uart;
+use crate::devices::{Devices, NoInput};
 use crate::vcpu::{Outcome, PgdumpMode, Vcpu};
 use crate::{memory, regs, vm};
 
@@ -65,11 +65,8 @@ fn run_probe(expired: Arc<AtomicBool>) -> Result<ProbeResult> {
     let vm = vm::Vm::new(kvm, mem, false)?;
     let fd = vm.create_vcpu()?;
     regs::setup_pvh_entry(&fd, CODE as u32, 0)?;
-    let uarts = (
-        Uart::com1(None, Box::new(std::io::sink()), None)?,
-        Uart::com2(None, Box::new(std::io::sink()))?,
-    );
-    let mut vcpu = Vcpu::new(fd, &vm.mem, uarts, PgdumpMode::Off);
+    let devices = Devices::new(None, Box::new(std::io::sink()), Box::new(NoInput))?;
+    let mut vcpu = Vcpu::new(fd, &vm.mem, devices, PgdumpMode::Off);
     vcpu.expired = expired;
     let result = match vcpu.run() {
         Outcome::Exited(MAGIC) => {

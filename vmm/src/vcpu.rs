@@ -1,20 +1,18 @@
-//! The vCPU run loop: KVM_RUN, and what each VM exit means.
-//!
-//! Port I/O goes to COM1 or to the boot protocol's ports (exit, panic, pgdump); MMIO can only
-//! be an access into the hole (RAM is backed, the LAPIC/IOAPIC are in KVM): reads give
-//! all-ones, writes are dropped, both counted.
+//! The vCPU run loop: KVM_RUN until the guest ends, `--timeout` kicks it out, or an exit
+//! handler (`vmexit.rs`) says the run is over; the two requests that need the vCPU itself
+//! (a page-table walk, a measured-window mark) are carried out here.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use kvm_ioctls::{VcpuExit, VcpuFd};
+use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::devices::Uart;
-use crate::layout::ports;
+use crate::devices::{Devices, Request};
 use crate::pgdump;
+pub use crate::vmexit::ExitStats;
 
 /// How a run ended.
 #[derive(Debug)]
@@ -27,6 +25,8 @@ pub enum Outcome {
     TripleFault,
     /// `--timeout` expired.
     TimedOut,
+    /// The program's output could not be written to the host (broken pipe, full disk).
+    OutputFailed(String),
     /// An exit the VMM cannot handle, or a KVM error.
     Failed(String),
 }
@@ -40,169 +40,58 @@ pub enum PgdumpMode {
     Print,
 }
 
-/// Counts of VM exits by reason.
-#[derive(Debug, Default)]
-pub struct ExitStats {
-    pub by_reason: BTreeMap<&'static str, u64>,
-}
-
-impl ExitStats {
-    fn count(&mut self, reason: &'static str) {
-        *self.by_reason.entry(reason).or_default() += 1;
-    }
-}
-
 /// The vCPU and what its exits touch.
 pub struct Vcpu<'a> {
     pub fd: VcpuFd,
     pub mem: &'a GuestMemoryMmap,
-    pub com1: Uart,
-    pub com2: Uart,
+    pub devices: Devices,
     pub pgdump: PgdumpMode,
     pub stats: ExitStats,
     /// Set by the watchdog when `--timeout` expires; it then kicks KVM_RUN with a signal.
     pub expired: Arc<AtomicBool>,
-    /// Bytes the guest exported (ports EXPORT/EXPORT_LEN).
-    pub exported: Vec<u8>,
     /// VM exits inside the guest's measured windows (port MARK), summed over the windows.
     pub measured: BTreeMap<&'static str, u64>,
     /// The counts when the current measured window opened.
     window_start: Option<BTreeMap<&'static str, u64>>,
-    last_mismatches: u32,
-    export_len: u32,
-}
-
-/// The most a run may export (a bound on what a guest can make the VMM hold).
-const EXPORT_MAX: usize = 64 << 20;
-
-/// What an exit asks for once its borrow of the run structure has ended.
-enum Step {
-    Continue,
-    Done(Outcome),
-    Pgdump,
 }
 
 impl<'a> Vcpu<'a> {
-    pub fn new(
-        fd: VcpuFd,
-        mem: &'a GuestMemoryMmap,
-        (com1, com2): (Uart, Uart),
-        pgdump: PgdumpMode,
-    ) -> Self {
+    pub fn new(fd: VcpuFd, mem: &'a GuestMemoryMmap, devices: Devices, pgdump: PgdumpMode) -> Self {
         Vcpu {
             fd,
             mem,
-            com1,
-            com2,
+            devices,
             pgdump,
             stats: ExitStats::default(),
             expired: Arc::new(AtomicBool::new(false)),
-            exported: Vec::new(),
             measured: BTreeMap::new(),
             window_start: None,
-            last_mismatches: u32::MAX,
-            export_len: 0,
         }
     }
 
     /// Runs the guest until it ends.
     pub fn run(&mut self) -> Outcome {
         loop {
-            let step = self.step();
-            match step {
-                Step::Continue => {}
-                Step::Done(outcome) => return outcome,
-                Step::Pgdump => self.last_mismatches = self.dump_page_tables(),
-            }
-        }
-    }
-
-    fn step(&mut self) -> Step {
-        let exit = match self.fd.run() {
-            Ok(exit) => exit,
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                self.fd.set_kvm_immediate_exit(0);
-                if self.expired.load(Ordering::SeqCst) {
-                    return Step::Done(Outcome::TimedOut);
+            let request = match self.fd.run() {
+                Ok(exit) => {
+                    crate::vmexit::handle(exit, &mut self.devices, self.mem, &mut self.stats)
                 }
-                return Step::Continue;
-            }
-            Err(e) => return Step::Done(Outcome::Failed(format!("KVM_RUN failed: {e}"))),
-        };
-        match exit {
-            VcpuExit::IoOut(port, data) => {
-                let value = le_value(data);
-                if port == ports::MARK {
-                    // Not counted: a window holds only the exits strictly inside it.
-                    self.mark(value);
-                    return Step::Continue;
-                }
-                self.stats.count("io-out");
-                match port {
-                    ports::EXIT => return Step::Done(Outcome::Exited(value)),
-                    ports::PANIC => return Step::Done(Outcome::Panicked),
-                    ports::PGDUMP => return Step::Pgdump,
-                    ports::EXPORT_LEN => self.export_len = value,
-                    ports::EXPORT => self.export(value),
-                    p if self.com1.owns(p) => self.com1.write(p, data[0]),
-                    p if self.com2.owns(p) => self.com2.write(p, data[0]),
-                    p => log::debug!("write {value:#x} to unclaimed port {p:#x} ignored"),
-                }
-            }
-            VcpuExit::IoIn(port, data) => {
-                self.stats.count("io-in");
-                match port {
-                    ports::PGDUMP => fill_le(data, self.last_mismatches),
-                    ports::STDIN_STATE => fill_le(data, self.com1.input_drained().into()),
-                    p if self.com1.owns(p) => data[0] = self.com1.read(p),
-                    p if self.com2.owns(p) => data[0] = self.com2.read(p),
-                    p => {
-                        log::debug!("read from unclaimed port {p:#x} gives all-ones");
-                        data.fill(0xff);
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.fd.set_kvm_immediate_exit(0);
+                    if self.expired.load(Ordering::SeqCst) {
+                        return Outcome::TimedOut;
                     }
+                    Request::Continue
                 }
-            }
-            VcpuExit::MmioRead(addr, data) => {
-                self.stats.count("mmio");
-                log::debug!(
-                    "MMIO read of {} bytes at {addr:#x} (unbacked): all-ones",
-                    data.len()
-                );
-                data.fill(0xff);
-            }
-            VcpuExit::MmioWrite(addr, data) => {
-                self.stats.count("mmio");
-                log::debug!(
-                    "MMIO write of {} bytes at {addr:#x} (unbacked): dropped",
-                    data.len()
-                );
-            }
-            VcpuExit::Shutdown => {
-                self.stats.count("shutdown");
-                return Step::Done(Outcome::TripleFault);
-            }
-            VcpuExit::Hlt => {
-                self.stats.count("hlt");
-                return Step::Done(Outcome::Failed(
-                    "the guest halted outside the in-kernel irqchip".into(),
-                ));
-            }
-            VcpuExit::FailEntry(reason, cpu) => {
-                let why = format!("hardware entry failure {reason:#x} on cpu {cpu}");
-                return Step::Done(Outcome::Failed(format!(
-                    "KVM could not enter the guest ({why})"
-                )));
-            }
-            VcpuExit::InternalError => {
-                return Step::Done(Outcome::Failed(
-                    "KVM internal error (emulation failure?) in the guest".into(),
-                ))
-            }
-            other => {
-                return Step::Done(Outcome::Failed(format!("unexpected VM exit: {other:?}")));
+                Err(e) => return Outcome::Failed(format!("KVM_RUN failed: {e}")),
+            };
+            match request {
+                Request::Continue => {}
+                Request::End(outcome) => return outcome,
+                Request::Pgdump => self.devices.debug.last_mismatches = self.dump_page_tables(),
+                Request::Mark(n) => self.mark(n),
             }
         }
-        Step::Continue
     }
 
     /// Opens (1) or closes (2) a measured window.
@@ -216,20 +105,6 @@ impl<'a> Vcpu<'a> {
                 }
             }
             (n, _) => log::debug!("mark {n} ignored (1 opens a window, 2 closes it)"),
-        }
-    }
-
-    /// Appends `export_len` bytes at guest-physical `pa` to the export stream.
-    fn export(&mut self, pa: u32) {
-        let len = self.export_len as usize;
-        if self.exported.len() + len > EXPORT_MAX {
-            log::warn!("export of {len} bytes refused: over the {EXPORT_MAX}-byte bound");
-            return;
-        }
-        let mut buf = vec![0u8; len];
-        match self.mem.read_slice(&mut buf, GuestAddress(u64::from(pa))) {
-            Ok(()) => self.exported.extend_from_slice(&buf),
-            Err(e) => log::warn!("export of {len} bytes at {pa:#x} failed: {e}"),
         }
     }
 
@@ -283,19 +158,5 @@ impl<'a> Vcpu<'a> {
             maps.len()
         );
         mismatches
-    }
-}
-
-fn le_value(data: &[u8]) -> u32 {
-    let mut b = [0u8; 4];
-    let n = data.len().min(4);
-    b[..n].copy_from_slice(&data[..n]);
-    u32::from_le_bytes(b)
-}
-
-fn fill_le(data: &mut [u8], value: u32) {
-    let bytes = value.to_le_bytes();
-    for (i, d) in data.iter_mut().enumerate() {
-        *d = *bytes.get(i).unwrap_or(&0);
     }
 }

@@ -1,4 +1,5 @@
-//! usertests: the memory and process tests of xv6's usertests, re-written for this kernel.
+//! usertests: the memory, process and file tests of xv6's usertests, re-written for this
+//! kernel.
 //!
 //! Each test runs in a child process (a test that crashes does not take the others down),
 //! prints `NAME: ok` or `NAME: FAILED why`, and the run ends with `ALL TESTS PASSED` (exit 0)
@@ -15,10 +16,14 @@
 #[macro_use]
 #[path = "../usertests/check.rs"]
 mod check;
+#[path = "../usertests/cow.rs"]
+mod cow;
 #[path = "../usertests/exec.rs"]
 mod exec;
 #[path = "../usertests/fault.rs"]
 mod fault;
+#[path = "../usertests/files.rs"]
+mod files;
 #[path = "../usertests/lazy.rs"]
 mod lazy;
 #[path = "../usertests/mem.rs"]
@@ -50,12 +55,23 @@ const TESTS: &[Test] = &[
     ("lazyargs", lazy::lazyargs),
     ("lazyfork", lazy::lazyfork),
     ("lazybounds", lazy::lazybounds),
+    ("cowfork", cow::cowfork),
+    ("cowkernel", cow::cowkernel),
+    ("cowread", cow::cowread),
+    ("forkcost", cow::forkcost),
+    ("cowbig", cow::cowbig),
+    ("cowkill", cow::cowkill),
+    ("cowoom", cow::cowoom),
     ("stackguard", fault::stackguard),
     ("kernmem", fault::kernmem),
     ("textwrite", fault::textwrite),
     ("exceptions", fault::exceptions),
     ("validatetest", validate::validatetest),
     ("copyinout", validate::copyinout),
+    ("pipes", files::pipes),
+    ("fds", files::fds),
+    ("filesystem", files::filesystem),
+    ("directories", files::directories),
     ("exectest", exec::exectest),
     ("bigargtest", exec::bigargtest),
     ("forktest", proc::forktest),

@@ -69,9 +69,9 @@ pub mod exec {
 
 /// The I/O ports of the VMM's devices.
 pub mod ports {
-    /// 16550 UART, COM1: the program's stdout, and its stdin (eight registers from here).
+    /// 16550 UART, COM1: the kernel log when there is no COM2 (eight registers from here).
     pub const COM1: u16 = 0x3F8;
-    /// 16550 UART, COM2: the kernel log and the program's stderr.
+    /// 16550 UART, COM2: the kernel's log and panics (host stderr).
     pub const COM2: u16 = 0x2F8;
     /// `out` a 32-bit status: the VM ends and `vmm` exits with it.
     pub const EXIT: u16 = 0x501;
@@ -80,8 +80,6 @@ pub mod ports {
     /// `out`: walk the page tables of the current CR3 and check them with KVM_TRANSLATE;
     /// `in` (32-bit): that walk's mismatches, or `u32::MAX` if none was made.
     pub const PGDUMP: u16 = 0x503;
-    /// `in` (32-bit): 1 when the host's stdin has ended and the guest has read all of it.
-    pub const STDIN_STATE: u16 = 0x504;
     /// `out` (32-bit): a guest-physical address; the VMM appends `EXPORT_LEN` bytes there to
     /// the run's export stream.
     pub const EXPORT: u16 = 0x505;
@@ -89,4 +87,28 @@ pub mod ports {
     pub const EXPORT_LEN: u16 = 0x506;
     /// `out` (32-bit): 1 opens a measured window, 2 closes it.
     pub const MARK: u16 = 0x507;
+    /// Paravirtual console, `out` (32-bit) the guest-physical address of a request block
+    /// (see [`crate::console`]): write `[pa, pa + len)` to the program's stdout.
+    pub const CONS_STDOUT: u16 = 0x508;
+    /// The same for the program's stderr.
+    pub const CONS_STDERR: u16 = 0x509;
+    /// The same for stdin: read at most `len` available bytes into `[pa, pa + len)`.
+    pub const CONS_STDIN: u16 = 0x50A;
+}
+
+/// The paravirtual console's request block: three little-endian u32s `{pa, len, ret}` at a
+/// guest-physical address the guest `out32`s to a `CONS_*` port; one VM exit per request.
+pub mod console {
+    /// Offset of `pa`, the guest-physical address of the piece.
+    pub const OFF_PA: usize = 0;
+    /// Offset of `len`, its length in bytes.
+    pub const OFF_LEN: usize = 4;
+    /// Offset of `ret`, set by the VMM: bytes written or read; for stdin 0 = end of input.
+    pub const OFF_RET: usize = 8;
+    /// `ret` of a stdin request when no byte is available yet: ask again later.
+    pub const NOTHING_YET: u32 = 0xFFFF_FFFF;
+    /// `ret` of a request the VMM refused (piece outside RAM, too long, zero-length read).
+    pub const BAD_REQUEST: u32 = 0xFFFF_FFFE;
+    /// The longest piece one request may carry.
+    pub const MAX_PIECE: u32 = 64 << 10;
 }

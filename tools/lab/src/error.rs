@@ -59,6 +59,14 @@ pub enum LabError {
         /// MiB a fetch needs.
         need_mib: u64,
     },
+    /// The program's output could not be passed on to our stdout/stderr (broken pipe, full
+    /// disk); the run was stopped.
+    Output {
+        /// "stdout" or "stderr".
+        stream: &'static str,
+        /// The error.
+        source: io::Error,
+    },
     /// An I/O error, with what we were doing.
     Io {
         /// What we were doing.
@@ -158,6 +166,9 @@ impl fmt::Display for LabError {
                  needs about {need_mib} MiB; free some space or set XV6_LAB_DIR to another disk",
                 dir.display()
             ),
+            LabError::Output { stream, source } => {
+                write!(f, "cannot write the program's {stream}: {source}")
+            }
             LabError::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }
@@ -166,7 +177,7 @@ impl fmt::Display for LabError {
 impl std::error::Error for LabError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            LabError::Io { source, .. } => Some(source),
+            LabError::Io { source, .. } | LabError::Output { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -329,6 +329,7 @@ pub fn run_with_options(
     let [console_r, out_r, err_r, ctl_r]: [_; 4] = readers.try_into().expect("four pipes");
 
     let done = AtomicBool::new(false);
+    let output_failed = Mutex::new(None::<LabError>);
     let console_tail = Mutex::new(VecDeque::<String>::new());
     let qemu_err = Mutex::new(String::new());
     let (tx, rx) = mpsc::channel::<(Instant, Marker)>();
@@ -360,8 +361,9 @@ pub fn run_with_options(
             pump(ctl_r, done, PIPE_GRACE, |d| split.feed(d, on_line));
             split.finish(on_line);
         });
-        s.spawn(|| forward(out_r, done, stdout, "stdout"));
-        s.spawn(|| forward(err_r, done, stderr, "stderr"));
+        let output_failed = &output_failed;
+        s.spawn(move || forward(out_r, done, stdout, "stdout", output_failed));
+        s.spawn(move || forward(err_r, done, stderr, "stderr", output_failed));
         if let Some(mut e) = qemu_stderr {
             let qemu_err = &qemu_err;
             s.spawn(move || {
@@ -407,7 +409,7 @@ pub fn run_with_options(
                 guard.kill();
                 break (true, None);
             }
-            if interrupt::pending().is_some() {
+            if interrupt::pending().is_some() || output_failed.lock().unwrap().is_some() {
                 guard.kill();
                 break (false, None);
             }
@@ -438,6 +440,9 @@ pub fn run_with_options(
     );
     drop(tmp);
 
+    if let Some(e) = output_failed.into_inner().unwrap() {
+        return Err(e);
+    }
     if timed_out {
         log::warn!(
             "lab: timed out after {:?}; console tail: {}",
@@ -470,15 +475,24 @@ pub fn run_with_options(
     }
 }
 
-/// Forwards a program output pipe to `sink`, flushing after each chunk. A failing sink (e.g. a
-/// closed stdout) is reported once; the pipe is still drained so the lab never blocks.
-fn forward(fd: std::os::fd::OwnedFd, done: &AtomicBool, sink: &mut (dyn Write + Send), what: &str) {
+/// Forwards a program output pipe to `sink`, flushing after each chunk. A failing sink (a
+/// closed pipe, a full disk) is recorded in `failed`, which stops the run.
+fn forward(
+    fd: std::os::fd::OwnedFd,
+    done: &AtomicBool,
+    sink: &mut (dyn Write + Send),
+    stream: &'static str,
+    failed: &Mutex<Option<LabError>>,
+) {
     let mut broken = false;
     pump(fd, done, PIPE_GRACE, |d| {
         if !broken {
-            if let Err(e) = sink.write_all(d).and_then(|()| sink.flush()) {
-                log::warn!("lab: cannot forward the program's {what}: {e}");
+            if let Err(source) = sink.write_all(d).and_then(|()| sink.flush()) {
                 broken = true;
+                failed
+                    .lock()
+                    .unwrap()
+                    .get_or_insert(LabError::Output { stream, source });
             }
         }
     });

@@ -1,10 +1,139 @@
-//! The guest's devices: two 16550 UARTs and the host stdin queue behind COM1.
+//! The guest's port devices behind one small trait, and the bus that routes an I/O exit to
+//! the device that claims its port (Firecracker's shape: the vCPU loop asks the bus, the bus
+//! asks the device).
 //!
-//! The exit, panic, pgdump and stdin-state ports are handled by the vCPU loop (`vcpu.rs`)
-//! because they end the run or need the vCPU itself.
+//! - [`Uart`]: the two 16550s (COM1, COM2): the kernel's early log and panics;
+//! - [`Console`]: the paravirtual console, one exit per piece of a user `read()`/`write()`;
+//! - [`DebugPorts`]: exit, panic, pgdump, export, mark (docs/abi.md).
+//!
+//! A write may end the run or ask something of the vCPU itself (a page-table walk, a
+//! measured-window mark): it returns a [`Request`] that the run loop carries out.
 
+pub mod console;
+pub mod debug;
 pub mod serial;
-pub mod stdin;
 
+use std::io::Write;
+
+use anyhow::Result;
+use kvm_ioctls::VmFd;
+use vm_memory::GuestMemoryMmap;
+
+pub use console::{Console, FdInput, Input, InputSource, NoInput};
+pub use debug::DebugPorts;
 pub use serial::Uart;
-pub use stdin::StdinQueue;
+
+use crate::vcpu::Outcome;
+
+/// What a port write asks of the run loop.
+#[derive(Debug)]
+pub enum Request {
+    /// Nothing: run on.
+    Continue,
+    /// The run is over.
+    End(Outcome),
+    /// Walk the page tables of the vCPU's CR3 (port PGDUMP).
+    Pgdump,
+    /// Open (1) or close (2) a measured window of VM-exit counts (port MARK).
+    Mark(u32),
+}
+
+/// A device on the I/O-port bus.
+pub trait PortDevice {
+    /// Whether `port` is one of this device's.
+    fn owns(&self, port: u16) -> bool;
+    /// An `in` of `data.len()` bytes from `port`.
+    fn read(&mut self, port: u16, data: &mut [u8], mem: &GuestMemoryMmap);
+    /// An `out` of `data` to `port`.
+    fn write(&mut self, port: u16, data: &[u8], mem: &GuestMemoryMmap) -> Request;
+}
+
+/// Every port device of the machine.
+pub struct Devices {
+    pub com1: Uart,
+    pub com2: Uart,
+    pub console: Console,
+    pub debug: DebugPorts,
+}
+
+impl Devices {
+    /// The machine's devices: the UARTs' interrupts wired to `vm`'s irqchip when given, COM1
+    /// to the host's stdout, COM2 (the kernel log) to its stderr, the console to `stdout`,
+    /// stderr and `stdin`.
+    pub fn new(
+        vm: Option<&VmFd>,
+        stdout: Box<dyn Write + Send>,
+        stdin: Box<dyn InputSource>,
+    ) -> Result<Devices> {
+        Ok(Devices {
+            com1: Uart::com1(vm, Box::new(std::io::stdout()))?,
+            com2: Uart::com2(vm, Box::new(std::io::stderr()))?,
+            console: Console::new(stdout, Box::new(std::io::stderr()), stdin),
+            debug: DebugPorts::default(),
+        })
+    }
+
+    fn bus(&mut self) -> [&mut dyn PortDevice; 4] {
+        [
+            &mut self.debug,
+            &mut self.console,
+            &mut self.com1,
+            &mut self.com2,
+        ]
+    }
+
+    /// Routes an `in` to the device owning `port`; an unclaimed port reads all-ones.
+    pub fn pio_read(&mut self, port: u16, data: &mut [u8], mem: &GuestMemoryMmap) {
+        match self.bus().into_iter().find(|d| d.owns(port)) {
+            Some(d) => d.read(port, data, mem),
+            None => {
+                log::debug!("read from unclaimed port {port:#x} gives all-ones");
+                data.fill(0xff);
+            }
+        }
+    }
+
+    /// Routes an `out` to the device owning `port`; writes to an unclaimed port are dropped.
+    pub fn pio_write(&mut self, port: u16, data: &[u8], mem: &GuestMemoryMmap) -> Request {
+        match self.bus().into_iter().find(|d| d.owns(port)) {
+            Some(d) => d.write(port, data, mem),
+            None => {
+                log::debug!(
+                    "write {:#x} to unclaimed port {port:#x} ignored",
+                    le_value(data)
+                );
+                Request::Continue
+            }
+        }
+    }
+}
+
+/// The little-endian value of an `out`'s 1, 2 or 4 bytes.
+pub fn le_value(data: &[u8]) -> u32 {
+    let mut b = [0u8; 4];
+    let n = data.len().min(4);
+    b[..n].copy_from_slice(&data[..n]);
+    u32::from_le_bytes(b)
+}
+
+/// Fills an `in`'s bytes with `value`, little-endian.
+pub fn fill_le(data: &mut [u8], value: u32) {
+    let bytes = value.to_le_bytes();
+    for (i, d) in data.iter_mut().enumerate() {
+        *d = *bytes.get(i).unwrap_or(&0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_values_are_little_endian_of_any_width() {
+        assert_eq!(le_value(&[0x34, 0x12]), 0x1234);
+        assert_eq!(le_value(&[1, 2, 3, 4]), 0x0403_0201);
+        let mut d = [0u8; 2];
+        fill_le(&mut d, 0xAABB_CCDD);
+        assert_eq!(d, [0xDD, 0xCC]);
+    }
+}

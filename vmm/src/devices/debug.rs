@@ -1,0 +1,84 @@
+//! The boot protocol's debug ports: exit with a status, report a kernel panic, ask for a
+//! page-table dump (and read its mismatch count back), export bulk data, mark a measured
+//! window. Ending the run, the dump and the mark are the run loop's to do: the device only
+//! says so ([`Request`]).
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::devices::{fill_le, le_value, PortDevice, Request};
+use crate::layout::ports;
+use crate::vcpu::Outcome;
+
+/// The most a run may export (a bound on what a guest can make the VMM hold).
+pub const EXPORT_MAX: usize = 64 << 20;
+
+/// The debug ports' state.
+#[derive(Debug)]
+pub struct DebugPorts {
+    /// The last page-table walk's mismatches (what an `in` of PGDUMP reads; u32::MAX: none).
+    pub last_mismatches: u32,
+    /// Bytes the guest exported (ports EXPORT/EXPORT_LEN).
+    pub exported: Vec<u8>,
+    export_len: u32,
+}
+
+impl Default for DebugPorts {
+    fn default() -> Self {
+        DebugPorts {
+            last_mismatches: u32::MAX,
+            exported: Vec::new(),
+            export_len: 0,
+        }
+    }
+}
+
+impl DebugPorts {
+    /// Appends `export_len` bytes at guest-physical `pa` to the export stream.
+    fn export(&mut self, pa: u32, mem: &GuestMemoryMmap) {
+        let len = self.export_len as usize;
+        if self.exported.len() + len > EXPORT_MAX {
+            log::warn!("export of {len} bytes refused: over the {EXPORT_MAX}-byte bound");
+            return;
+        }
+        let mut buf = vec![0u8; len];
+        match mem.read_slice(&mut buf, GuestAddress(u64::from(pa))) {
+            Ok(()) => self.exported.extend_from_slice(&buf),
+            Err(e) => log::warn!("export of {len} bytes at {pa:#x} failed: {e}"),
+        }
+    }
+}
+
+impl PortDevice for DebugPorts {
+    fn owns(&self, port: u16) -> bool {
+        matches!(
+            port,
+            ports::EXIT
+                | ports::PANIC
+                | ports::PGDUMP
+                | ports::EXPORT
+                | ports::EXPORT_LEN
+                | ports::MARK
+        )
+    }
+
+    fn read(&mut self, port: u16, data: &mut [u8], _mem: &GuestMemoryMmap) {
+        match port {
+            ports::PGDUMP => fill_le(data, self.last_mismatches),
+            _ => data.fill(0xff),
+        }
+    }
+
+    fn write(&mut self, port: u16, data: &[u8], mem: &GuestMemoryMmap) -> Request {
+        let value = le_value(data);
+        match port {
+            ports::EXIT => return Request::End(Outcome::Exited(value)),
+            ports::PANIC => return Request::End(Outcome::Panicked),
+            ports::PGDUMP => return Request::Pgdump,
+            ports::MARK => return Request::Mark(value),
+            ports::EXPORT_LEN => self.export_len = value,
+            ports::EXPORT => self.export(value, mem),
+            _ => {}
+        }
+        Request::Continue
+    }
+}
