@@ -192,7 +192,10 @@ pub fn mappages(
 }
 
 /// Installs one kmap row in the kernel directory at `dir` (the kernel half's mappages;
-/// the last page may end at 4 GiB): one walk per page table, then its run of PTEs.
+/// the last page may end at 4 GiB): one walk per page table, then its run of PTEs, written
+/// in a tight loop — at 2016 MiB of RAM this is half a million PTEs, the one part of boot
+/// that grows with RAM. kmap's rows never overlap (kmap.rs), so only the ends of each run
+/// are checked for a remap.
 ///
 /// # Safety
 /// `dir` is the kernel directory being built by kvmalloc, not yet in use.
@@ -203,19 +206,23 @@ unsafe fn kmappages(dir: PhysAddr, k: &Kmap) -> Result<(), OutOfMemory> {
         // SAFETY: forwarded from the caller; the slots are used right here only.
         let first = unsafe { walk_raw(dir, a, true) }.ok_or(OutOfMemory)?;
         let n = (NPTENTRIES - PTX(UVAddr(a))).min(((last - a) / PGSIZE) as usize + 1);
-        for i in 0..n {
-            // SAFETY: the first PTX(a) + n <= 1024 slots of one page table of dir.
-            unsafe {
-                let pte = first.add(i);
-                assert!(!pte.read().present(), "remap {a:#010x}");
-                pte.write(Pte::new(PhysAddr(pa), k.perm | PTE_P));
+        let pte = Pte::new(PhysAddr(pa), k.perm | PTE_P).0;
+        // SAFETY: slots PTX(a) .. PTX(a) + n <= 1024 of one page table of dir.
+        unsafe {
+            assert!(
+                !first.read().present() && !first.add(n - 1).read().present(),
+                "remap {a:#010x}"
+            );
+            for i in 0..n {
+                first.add(i).write(Pte(pte + i as u32 * PGSIZE));
             }
-            if a == last {
-                return Ok(()); // before a += PGSIZE: the last page may end at 4 GiB
-            }
-            a += PGSIZE;
-            pa += PGSIZE;
         }
+        let done = n as u32 - 1;
+        if a + done * PGSIZE == last {
+            return Ok(()); // before stepping on: the last page may end at 4 GiB
+        }
+        a += n as u32 * PGSIZE;
+        pa += n as u32 * PGSIZE;
     }
 }
 

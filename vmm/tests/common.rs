@@ -17,6 +17,28 @@ pub fn vmm(args: &[&str]) -> Output {
         .expect("cannot run vmm")
 }
 
+/// Runs `vmm ARGS` with `input` on its stdin and returns its output.
+pub fn vmm_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(VMM)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run vmm");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().expect("cannot wait for vmm");
+    writer
+        .join()
+        .expect("stdin writer")
+        .expect("writing vmm's stdin");
+    out
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

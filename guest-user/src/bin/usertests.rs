@@ -15,6 +15,8 @@
 #[macro_use]
 #[path = "../usertests/check.rs"]
 mod check;
+#[path = "../usertests/cow.rs"]
+mod cow;
 #[path = "../usertests/exec.rs"]
 mod exec;
 #[path = "../usertests/fault.rs"]
@@ -50,6 +52,13 @@ const TESTS: &[Test] = &[
     ("lazyargs", lazy::lazyargs),
     ("lazyfork", lazy::lazyfork),
     ("lazybounds", lazy::lazybounds),
+    ("cowfork", cow::cowfork),
+    ("cowkernel", cow::cowkernel),
+    ("cowread", cow::cowread),
+    ("forkcost", cow::forkcost),
+    ("cowbig", cow::cowbig),
+    ("cowkill", cow::cowkill),
+    ("cowoom", cow::cowoom),
     ("stackguard", fault::stackguard),
     ("kernmem", fault::kernmem),
     ("textwrite", fault::textwrite),

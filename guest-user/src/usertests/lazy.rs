@@ -13,7 +13,7 @@ const BIG: usize = 32 << 20;
 
 /// Grows the process by `pages` whole pages above the break; returns the old break and the
 /// first whole page (or fails the test).
-fn grow_pages(pages: usize) -> Result<(usize, usize), crate::check::Why> {
+pub fn grow_pages(pages: usize) -> Result<(usize, usize), crate::check::Why> {
     let start = brk();
     let base = start.next_multiple_of(PGSIZE);
     let r = sbrk((base - start + pages * PGSIZE) as i32);
