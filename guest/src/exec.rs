@@ -116,6 +116,11 @@ pub fn exec(path: &[u8], argv: &[&[u8]]) -> Result<Image, ExecError> {
 /// exec with the program looked up in `archive`.
 pub fn exec_from(archive: &[u8], path: &[u8], argv: &[&[u8]]) -> Result<Image, ExecError> {
     let file = archive::find(archive, path).map_err(|_| ExecError::NotFound)?;
+    exec_file(file, argv)
+}
+
+/// exec of the program whose bytes are `file` (sys_exec finds it through the file system).
+pub fn exec_file(file: &[u8], argv: &[&[u8]]) -> Result<Image, ExecError> {
     let elf = Elf::parse(file).map_err(|_| ExecError::NotExecutable)?;
     // The stack's two pages above the image must stay below KERNBASE (allocuvm's limit).
     let sz = PGROUNDUP(elf.image_end())

@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::debugport;
 use crate::entry::KSTACKSIZE;
-use crate::exec::{exec, MAXARG};
+use crate::exec::{exec_file, MAXARG};
 use crate::kalloc::KMEM;
 use crate::linker;
 use crate::memlayout::{phystop, set_phystop, KVAddr, PhysAddr, EXTMEM, KERNLINK, P2V};
@@ -19,7 +19,7 @@ use crate::pvh::{
     START_INFO_SIZE,
 };
 use crate::selftest::{self, SelfTest};
-use crate::{bootmods, cmdline, cprintln, lapic, proc, trap, vm, x86};
+use crate::{bootmods, cmdline, cprintln, lapic, proc, sysfile, trap, vm, x86};
 
 /// `quiet` on the command line: no boot summary (panics and fault lines still print).
 static QUIET: AtomicBool = AtomicBool::new(false);
@@ -229,8 +229,9 @@ fn start_first_process(nr_modules: u32) -> ! {
     // No argv module (or a malformed one): argv is empty and exec finds no program.
     let argv = bootmods::first_argv(&mut buf).unwrap_or(&[]);
     let path = argv.first().copied().unwrap_or(b"");
-    match exec(path, argv) {
-        Ok(image) => proc::userinit(image, path),
+    let (ofile, cwd) = sysfile::fsinit(bootmods::archive());
+    match sysfile::program(cwd, path).and_then(|file| exec_file(file, argv)) {
+        Ok(image) => proc::userinit(image, path, ofile, cwd),
         Err(e) => {
             cprintln!(
                 "xv6: exec {} failed: {}",

@@ -17,7 +17,9 @@ use crate::kalloc::{kalloc, kfree};
 use crate::memlayout::{KVAddr, UVAddr, KERNBASE};
 use crate::mmu::{selector, DPL_USER, FL_IF, SEG_UCODE, SEG_UDATA};
 pub use crate::ptable::KSTACKSIZE;
-use crate::ptable::{name_str, Chan, Proc, ProcState, ProcTable, KILLED_STATUS, NPROC};
+use crate::ptable::{
+    name_str, Chan, Ofile, Proc, ProcState, ProcTable, KILLED_STATUS, NOFILE, NPROC,
+};
 use crate::spinlock::{Spinlock, SpinlockGuard};
 use crate::swtch::{swtch, Context};
 use crate::trapasm::trapret;
@@ -44,7 +46,7 @@ static SCHEDULER: SchedContext = SchedContext(UnsafeCell::new(core::ptr::null_mu
 /// Written at the bottom of every kernel stack; sched checks it is still there.
 const KSTACK_MAGIC: u32 = 0x6B53_7441;
 
-type Ptable<'a> = SpinlockGuard<'a, ProcTable<PageDir>>;
+pub type Ptable<'a> = SpinlockGuard<'a, ProcTable<PageDir>>;
 
 /// The slot of the running process (xv6 `myproc`), if any.
 #[must_use]
@@ -144,7 +146,8 @@ fn install(
 
 /// Sets up the first process with an image from exec (xv6 `userinit`, with exec in
 /// place of initcode): user segments, interrupts on, entry and stack from the image.
-pub fn userinit(image: Image, path: &[u8]) {
+/// `ofile` and `cwd` are its descriptors and directory, opened by the file layer.
+pub fn userinit(image: Image, path: &[u8], ofile: Ofile, cwd: u16) {
     let mut pt = PTABLE.lock();
     let i = allocproc(&mut pt).expect("userinit: out of memory");
     let tf = trapframe(&mut pt, i);
@@ -160,6 +163,8 @@ pub fn userinit(image: Image, path: &[u8]) {
     let old = install(&mut pt.procs[i], unsafe { &mut *tf }, image, path);
     debug_assert!(old.is_none());
     pt.initproc = Some(i);
+    pt.procs[i].ofile = ofile;
+    pt.procs[i].cwd = cwd;
     pt.procs[i].state = ProcState::Runnable;
 }
 
@@ -275,13 +280,16 @@ pub fn fork(tf: &TrapFrame) -> i32 {
     let child_tf = trapframe(&mut pt, np);
     *child_tf = *tf;
     child_tf.eax = 0; // fork returns 0 in the child
-    let name = pt.procs[me].name;
+    let (name, ofile, cwd) = (pt.procs[me].name, pt.procs[me].ofile, pt.procs[me].cwd);
     let c = &mut pt.procs[np];
     c.pgdir = Some(pgdir);
     c.sz = sz;
     c.lazy_from = lazy_from;
     c.parent = Some(me);
     c.name = name;
+    // The caller (sys_fork) took the references for the child's copies.
+    c.ofile = ofile;
+    c.cwd = cwd;
     c.state = ProcState::Runnable;
     c.pid
 }
@@ -309,13 +317,6 @@ pub fn exit(status: i32) -> ! {
     pt.procs[me].state = ProcState::Zombie;
     sched(&mut pt);
     panic!("zombie exit");
-}
-
-/// Exits with the kill status if the current process has been killed.
-pub fn exit_if_killed() {
-    if let Some(status) = killed() {
-        exit(status);
-    }
 }
 
 /// The status the current process was killed with, if it was.
@@ -482,4 +483,63 @@ pub fn log_fault(trapno: u32, eip: u32, pf: Option<(u32, FaultCause)>) {
         }
     }
     crate::cprintln!("{}", Line(pid, name_str(&name), trapno, eip, pf));
+}
+
+/// The current process's open file behind descriptor `fd`, if any.
+#[must_use]
+pub fn ofile(fd: i32) -> Option<u16> {
+    let i = usize::try_from(fd).ok().filter(|&i| i < NOFILE)?;
+    PTABLE.lock().procs[current()].ofile[i]
+}
+
+/// Gives open file `f` the lowest free descriptor of the current process (xv6 `fdalloc`).
+#[must_use]
+pub fn fdalloc(f: u16) -> Option<i32> {
+    let mut pt = PTABLE.lock();
+    let ofile = &mut pt.procs[current()].ofile;
+    let fd = ofile.iter().position(Option::is_none)?;
+    ofile[fd] = Some(f);
+    Some(fd as i32)
+}
+
+/// Frees descriptor `fd` of the current process; returns the file it referred to.
+pub fn fdclear(fd: i32) -> Option<u16> {
+    let i = usize::try_from(fd).ok().filter(|&i| i < NOFILE)?;
+    PTABLE.lock().procs[current()].ofile[i].take()
+}
+
+/// The current process's descriptors and directory (fork copies them).
+#[must_use]
+pub fn files() -> (Ofile, u16) {
+    let pt = PTABLE.lock();
+    let p = &pt.procs[current()];
+    (p.ofile, p.cwd)
+}
+
+/// Takes the current process's descriptors and directory away (exit closes them).
+pub fn take_files() -> (Ofile, u16) {
+    let mut pt = PTABLE.lock();
+    let p = &mut pt.procs[current()];
+    (
+        core::mem::replace(&mut p.ofile, [None; NOFILE]),
+        core::mem::take(&mut p.cwd),
+    )
+}
+
+/// The current process's directory (an inode number).
+#[must_use]
+pub fn cwd() -> u16 {
+    PTABLE.lock().procs[current()].cwd
+}
+
+/// Makes `inum` the current process's directory; returns the old one.
+pub fn set_cwd(inum: u16) -> u16 {
+    core::mem::replace(&mut PTABLE.lock().procs[current()].cwd, inum)
+}
+
+/// Whether the current process has been killed, for a caller holding the ptable lock
+/// (blocking loops that sleep under it).
+#[must_use]
+pub fn killed_locked(pt: &Ptable<'_>) -> bool {
+    pt.procs[current()].killed.is_some()
 }

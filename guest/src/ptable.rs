@@ -10,6 +10,11 @@ pub const KSTACKSIZE: u32 = 4096;
 pub const NAMELEN: usize = 16;
 /// Exit status of a process ended by `kill()`: 128 + SIGKILL.
 pub const KILLED_STATUS: i32 = 128 + 9;
+/// Open files per process (xv6 NOFILE).
+pub const NOFILE: usize = 16;
+
+/// A process's file descriptors: each an index into the open-file table (file.rs).
+pub type Ofile = [Option<u16>; NOFILE];
 
 /// Where a process is in its life (xv6 `enum procstate`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -29,8 +34,12 @@ pub enum Chan {
     Proc(usize),
     /// The next clock tick (sleep).
     Ticks,
-    /// Console input or its end (read on fd 0).
+    /// Console input or its end (read of the console).
     Input,
+    /// Data or the writers' end in pipe `n` (a reader waits).
+    PipeRead(usize),
+    /// Room or the readers' end in pipe `n` (a writer waits).
+    PipeWrite(usize),
 }
 
 /// A process (xv6 `struct proc`). `M` is the page directory type.
@@ -61,6 +70,10 @@ pub struct Proc<M> {
     pub xstate: i32,
     /// Process name (debugging, fault lines).
     pub name: [u8; NAMELEN],
+    /// Open files (xv6 `ofile`).
+    pub ofile: Ofile,
+    /// Current directory: an inode number (0: none yet).
+    pub cwd: u16,
 }
 
 impl<M> Proc<M> {
@@ -80,6 +93,8 @@ impl<M> Proc<M> {
             killed: None,
             xstate: 0,
             name: [0; NAMELEN],
+            ofile: [None; NOFILE],
+            cwd: 0,
         }
     }
 

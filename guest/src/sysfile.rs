@@ -1,84 +1,388 @@
-//! The file system calls (xv6 sysfile.c): read, write, exec and, with the file layer, the
-//! rest. Each fetches and checks its arguments (sysarg.rs); all return the value for %eax:
-//! −1 on error.
+//! The file system calls (xv6 sysfile.c): descriptors (read, write, close, dup, pipe,
+//! fstat), names (open, link, unlink, mkdir, mknod, chdir) and exec. Each fetches and checks
+//! its arguments (sysarg.rs) and works on the open files and the file system under the `FS`
+//! lock (file.rs, fs.rs); all return the value for %eax: −1 on error.
+//!
+//! Blocking — a pipe reader waiting for data, a writer for room, a console reader for input —
+//! sleeps with the ptable lock held and the `FS` lock released, and gives up with −1 when the
+//! process is killed meanwhile.
 
 use crate::console::{self, Stream};
-use crate::exec::{exec, MAXARG};
-use crate::kalloc::{kalloc, kfree};
-use crate::memlayout::KVAddr;
-use crate::mmu::PGSIZE;
-use crate::proc;
+use crate::exec::{exec_file, ExecError, MAXARG};
+use crate::file::{FileKind, FS};
+use crate::fs::{FsError, Stat, T_DEV, T_DIR};
+use crate::kpage::KPage;
+use crate::pipe::PIPESIZE;
+use crate::proc::{self, PTABLE};
+use crate::ptable::Chan;
 use crate::sysarg::{argint, argptr, argstr, fetchint, fetchstr};
 use crate::trapframe::TrapFrame;
+use crate::uaccess;
+use crate::{cprintln, file};
 
-/// Longest path exec accepts, with its NUL (xv6 MAXPATH).
+/// Longest path a call accepts, with its NUL (xv6 MAXPATH).
 pub const MAXPATH: usize = 128;
+/// Bytes moved between user memory and a file per step of read/write (a pipe's buffer).
+const CHUNK: usize = PIPESIZE;
 
-/// write(fd, buf, n): fd 1 and 2 are the console (stdout, stderr); returns the bytes
-/// written (fewer if the buffer runs into memory the process cannot read after some were
-/// written), −1 on a bad descriptor, count or buffer.
-pub fn sys_write(tf: &mut TrapFrame) -> i32 {
-    let (Ok(fd), Ok(buf), Ok(n)) = (argint(tf, 0), argint(tf, 1), argint(tf, 2)) else {
+/// Copies kernel bytes to user address `va` of the current process.
+fn copy_out(va: u32, src: &[u8]) -> bool {
+    proc::with_mem(|m| uaccess::copyto(m, va, src)).is_ok()
+}
+
+/// Copies user bytes at `va` of the current process into `dst`.
+fn copy_in(va: u32, dst: &mut [u8]) -> bool {
+    proc::with_mem(|m| uaccess::copyin(m, va, dst)).is_ok()
+}
+
+/// The open file behind argument `n`, a descriptor (xv6 `argfd`).
+fn argfd(tf: &TrapFrame, n: u32) -> Option<u16> {
+    proc::ofile(argint(tf, n).ok()?)
+}
+
+/// The value for %eax: 0 or −1.
+fn status<T, E>(r: Result<T, E>) -> i32 {
+    if r.is_ok() {
+        0
+    } else {
+        -1
+    }
+}
+
+/// A transfer's result: the bytes moved, or −1 if none could be (`failed`).
+fn moved(done: usize, failed: bool) -> i32 {
+    if failed && done == 0 {
+        -1
+    } else {
+        done as i32
+    }
+}
+
+/// read(fd, buf, n): from a file at its offset, a pipe or the console; 0 at end of file.
+pub fn sys_read(tf: &mut TrapFrame) -> i32 {
+    let (Some(f), Ok(buf), Ok(n)) = (argfd(tf, 0), argint(tf, 1), argint(tf, 2)) else {
         return -1;
     };
-    let stream = match fd {
-        1 => Stream::Stdout,
-        2 => Stream::Stderr,
-        _ => return -1,
+    if n < 0 || argptr(tf, 1, n as u32).is_err() {
+        return -1;
+    }
+    let (buf, n) = (buf as u32, n as usize);
+    let fsys = FS.lock();
+    let file = *fsys.file(f);
+    let console = fsys.console(f);
+    drop(fsys);
+    if !file.readable {
+        return -1;
+    }
+    if n == 0 {
+        return 0;
+    }
+    match (file.kind, console) {
+        (FileKind::Pipe { pipe, .. }, _) => piperead(pipe, buf, n),
+        (_, Some(_)) => console::consoleread(buf, n as u32),
+        (FileKind::Inode { inum }, None) => inoderead(f, inum, buf, n),
+    }
+}
+
+/// write(fd, buf, n): to a file at its offset (growing it), a pipe or the console. Returns
+/// the bytes written — fewer if the buffer runs into memory the process cannot read — or −1.
+pub fn sys_write(tf: &mut TrapFrame) -> i32 {
+    let (Some(f), Ok(buf), Ok(n)) = (argfd(tf, 0), argint(tf, 1), argint(tf, 2)) else {
+        return -1;
     };
     if n < 0 {
         return -1;
     }
-    console::consolewrite(stream, buf as u32, n as u32)
+    let (buf, n) = (buf as u32, n as usize);
+    let fsys = FS.lock();
+    let file = *fsys.file(f);
+    let console = fsys.console(f);
+    drop(fsys);
+    if !file.writable {
+        return -1;
+    }
+    if let Some(stderr) = console {
+        let stream = if stderr {
+            Stream::Stderr
+        } else {
+            Stream::Stdout
+        };
+        return console::consolewrite(stream, buf, n as u32);
+    }
+    let mut chunk = [0u8; CHUNK];
+    let mut done = 0;
+    while done < n {
+        let len = (n - done).min(CHUNK);
+        let ok = buf
+            .checked_add(done as u32)
+            .is_some_and(|va| copy_in(va, &mut chunk[..len]));
+        if !ok {
+            return moved(done, true);
+        }
+        let r = match (file.kind, console) {
+            (FileKind::Pipe { pipe, .. }, _) => pipewrite(pipe, &chunk[..len]),
+            (FileKind::Inode { inum }, _) => inodewrite(f, inum, &chunk[..len]),
+        };
+        if !r {
+            return -1;
+        }
+        done += len;
+    }
+    done as i32
 }
 
-/// read(0, buf, n): console input. Waits until at least one byte is there and returns up to
-/// n of them; returns 0 at end of input, −1 on a bad descriptor, count or buffer, or if
-/// killed.
-pub fn sys_read(tf: &mut TrapFrame) -> i32 {
-    let (Ok(fd), Ok(buf), Ok(n)) = (argint(tf, 0), argint(tf, 1), argint(tf, 2)) else {
+/// Reads up to `n` bytes of inode file `f` at its offset into user `buf`.
+fn inoderead(f: u16, inum: u16, buf: u32, n: usize) -> i32 {
+    let mut chunk = [0u8; CHUNK];
+    let mut done = 0;
+    while done < n {
+        let want = (n - done).min(CHUNK);
+        let mut fsys = FS.lock();
+        let off = fsys.file(f).off;
+        let got = fsys.fs.readi(inum, off, &mut chunk[..want]);
+        if got == 0 {
+            break;
+        }
+        if !copy_out(buf + done as u32, &chunk[..got]) {
+            return moved(done, true);
+        }
+        fsys.file_mut(f).off += got as u32;
+        done += got;
+        if got < want {
+            break;
+        }
+    }
+    done as i32
+}
+
+/// Writes `src` to inode file `f` at its offset; false unless all of it went in.
+fn inodewrite(f: u16, inum: u16, src: &[u8]) -> bool {
+    let mut fsys = FS.lock();
+    let off = fsys.file(f).off;
+    let r = fsys.fs.writei(inum, off, src);
+    if let Ok(n) = r {
+        fsys.file_mut(f).off += n as u32;
+    }
+    r == Ok(src.len())
+}
+
+/// Reads from pipe `p` into user `buf` (xv6 `piperead`): waits while it is empty and a
+/// writer is left; 0 once it is empty and every writer has closed.
+fn piperead(p: usize, buf: u32, n: usize) -> i32 {
+    let mut chunk = [0u8; CHUNK];
+    let mut pt = PTABLE.lock();
+    loop {
+        let mut fsys = FS.lock();
+        let pipe = &mut fsys.pipes[p];
+        if !pipe.is_empty() || !pipe.writeopen {
+            let got = pipe.read(&mut chunk[..n.min(CHUNK)]);
+            drop(fsys);
+            pt.wakeup(Chan::PipeWrite(p));
+            drop(pt);
+            return moved(got, !copy_out(buf, &chunk[..got]));
+        }
+        drop(fsys);
+        if proc::killed_locked(&pt) {
+            return -1;
+        }
+        proc::sleep(Chan::PipeRead(p), &mut pt);
+    }
+}
+
+/// Writes `src` into pipe `p` (xv6 `pipewrite`), waiting for room; false if no reader is
+/// left (or the writer is killed) before all of it went in.
+fn pipewrite(p: usize, src: &[u8]) -> bool {
+    let mut off = 0;
+    let mut pt = PTABLE.lock();
+    while off < src.len() {
+        let mut fsys = FS.lock();
+        let pipe = &mut fsys.pipes[p];
+        if !pipe.readopen || proc::killed_locked(&pt) {
+            return false;
+        }
+        let n = pipe.write(&src[off..]);
+        drop(fsys);
+        off += n;
+        if n > 0 {
+            pt.wakeup(Chan::PipeRead(p));
+        }
+        if off < src.len() {
+            proc::sleep(Chan::PipeWrite(p), &mut pt);
+        }
+    }
+    true
+}
+
+/// close(fd).
+pub fn sys_close(tf: &mut TrapFrame) -> i32 {
+    let Ok(fd) = argint(tf, 0) else { return -1 };
+    match proc::fdclear(fd) {
+        Some(f) => {
+            file::fileclose(f);
+            0
+        }
+        None => -1,
+    }
+}
+
+/// dup(fd): a new descriptor (the lowest free) for the same open file.
+pub fn sys_dup(tf: &mut TrapFrame) -> i32 {
+    let Some(f) = argfd(tf, 0) else { return -1 };
+    let Some(fd) = proc::fdalloc(f) else {
         return -1;
     };
-    if fd != 0 || n < 0 {
+    FS.lock().filedup(f);
+    fd
+}
+
+/// pipe(fds): a new pipe; fds[0] reads, fds[1] writes.
+pub fn sys_pipe(tf: &mut TrapFrame) -> i32 {
+    let Ok(fds) = argptr(tf, 0, 8) else {
+        return -1;
+    };
+    let Some((r, w)) = FS.lock().pipealloc() else {
+        return -1;
+    };
+    let Some(fd0) = proc::fdalloc(r) else {
+        file::fileclose(r);
+        file::fileclose(w);
+        return -1;
+    };
+    let Some(fd1) = proc::fdalloc(w) else {
+        proc::fdclear(fd0);
+        file::fileclose(r);
+        file::fileclose(w);
+        return -1;
+    };
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&fd0.to_le_bytes());
+    b[4..].copy_from_slice(&fd1.to_le_bytes());
+    if !copy_out(fds, &b) {
+        for fd in [fd0, fd1] {
+            if let Some(f) = proc::fdclear(fd) {
+                file::fileclose(f);
+            }
+        }
         return -1;
     }
-    if n > 0 && argptr(tf, 1, n as u32).is_err() {
+    0
+}
+
+/// fstat(fd, st): xv6's `struct stat` of the file's inode (−1 for a pipe).
+pub fn sys_fstat(tf: &mut TrapFrame) -> i32 {
+    let (Some(f), Ok(st)) = (argfd(tf, 0), argptr(tf, 1, Stat::SIZE as u32)) else {
+        return -1;
+    };
+    let Some(stat) = FS.lock().stat(f) else {
+        return -1;
+    };
+    status(copy_out(st, &stat.to_bytes()).then_some(()).ok_or(()))
+}
+
+/// open(path, omode): O_RDONLY, O_WRONLY, O_RDWR, O_CREATE.
+pub fn sys_open(tf: &mut TrapFrame) -> i32 {
+    let mut pathbuf = [0u8; MAXPATH];
+    let (Ok(path), Ok(omode)) = (argstr(tf, 0, &mut pathbuf), argint(tf, 1)) else {
+        return -1;
+    };
+    let cwd = proc::cwd();
+    let Ok(f) = FS.lock().open(cwd, path, omode) else {
+        return -1;
+    };
+    match proc::fdalloc(f) {
+        Some(fd) => fd,
+        None => {
+            file::fileclose(f);
+            -1
+        }
+    }
+}
+
+/// Runs `op` on the file system with the path in argument `n` and the current directory.
+fn with_path(
+    tf: &TrapFrame,
+    n: u32,
+    op: impl FnOnce(&mut crate::fs::Fs, u16, &[u8]) -> Result<(), FsError>,
+) -> i32 {
+    let mut pathbuf = [0u8; MAXPATH];
+    let Ok(path) = argstr(tf, n, &mut pathbuf) else {
+        return -1;
+    };
+    let cwd = proc::cwd();
+    status(op(&mut FS.lock().fs, cwd, path))
+}
+
+/// mkdir(path).
+pub fn sys_mkdir(tf: &mut TrapFrame) -> i32 {
+    with_path(tf, 0, |fs, cwd, path| {
+        fs.create(cwd, path, T_DIR, 0, 0).map(|_| ())
+    })
+}
+
+/// mknod(path, major, minor): a device file (major 1 is the console).
+pub fn sys_mknod(tf: &mut TrapFrame) -> i32 {
+    let (Ok(major), Ok(minor)) = (argint(tf, 1), argint(tf, 2)) else {
+        return -1;
+    };
+    with_path(tf, 0, |fs, cwd, path| {
+        fs.create(cwd, path, T_DEV, major as i16, minor as i16)
+            .map(|_| ())
+    })
+}
+
+/// unlink(path).
+pub fn sys_unlink(tf: &mut TrapFrame) -> i32 {
+    with_path(tf, 0, |fs, cwd, path| fs.unlink(cwd, path))
+}
+
+/// link(old, new).
+pub fn sys_link(tf: &mut TrapFrame) -> i32 {
+    let mut newbuf = [0u8; MAXPATH];
+    let Ok(new) = argstr(tf, 1, &mut newbuf) else {
+        return -1;
+    };
+    with_path(tf, 0, |fs, cwd, old| fs.link(cwd, old, new))
+}
+
+/// chdir(path): a directory becomes the current one.
+pub fn sys_chdir(tf: &mut TrapFrame) -> i32 {
+    let mut pathbuf = [0u8; MAXPATH];
+    let Ok(path) = argstr(tf, 0, &mut pathbuf) else {
+        return -1;
+    };
+    let cwd = proc::cwd();
+    let mut fsys = FS.lock();
+    let Ok(ip) = fsys.fs.namei(cwd, path) else {
+        return -1;
+    };
+    if fsys.fs.inode(ip).typ != T_DIR {
         return -1;
     }
-    console::consoleread(buf as u32, n as u32)
+    fsys.fs.idup(ip);
+    let old = proc::set_cwd(ip);
+    if old != 0 {
+        fsys.fs.iput(old);
+    }
+    0
 }
 
-/// A page from kalloc, freed on drop: exec's scratch space for the path and arguments.
-struct ScratchPage(KVAddr);
-
-impl ScratchPage {
-    fn new() -> Option<ScratchPage> {
-        kalloc().map(ScratchPage)
-    }
-
-    fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: the page came from kalloc and is ours until drop; `&mut self` makes this
-        // the only reference.
-        unsafe { core::slice::from_raw_parts_mut(self.0.as_ptr(), PGSIZE as usize) }
-    }
+/// The bytes of the program `path` names, from directory `cwd`.
+pub fn program(cwd: u16, path: &[u8]) -> Result<&'static [u8], ExecError> {
+    let fsys = FS.lock();
+    let ip = fsys.fs.namei(cwd, path).map_err(|_| ExecError::NotFound)?;
+    fsys.fs.archive_bytes(ip).ok_or(ExecError::NotExecutable)
 }
 
-impl Drop for ScratchPage {
-    fn drop(&mut self) {
-        // SAFETY: allocated by kalloc in new; every borrow of it ended with `bytes`' borrow.
-        unsafe { kfree(self.0) };
-    }
-}
-
-/// exec(path, argv): replaces the process's image with the program `path` from the
-/// archive; argv is a user array of string pointers ending with 0 (at most MAXARG). Does
-/// not return to the old image on success; −1 (the caller untouched) on failure.
+/// exec(path, argv): replaces the process's image with the program file `path` names; argv
+/// is a user array of string pointers ending with 0 (at most MAXARG). Does not return to
+/// the old image on success; −1 (the caller untouched) on failure. Runs the files the
+/// program archive put in the file system (written files are not executable).
 pub fn sys_exec(tf: &mut TrapFrame) -> i32 {
     let Ok(uargv) = argint(tf, 1) else { return -1 };
-    let Some(mut page) = ScratchPage::new() else {
+    let Some(mut page) = KPage::new() else {
         return -1;
     };
-    let (pathbuf, mut rest) = page.bytes().split_at_mut(MAXPATH);
+    let (pathbuf, mut rest) = page.bytes_mut().split_at_mut(MAXPATH);
     let Ok(path) = argstr(tf, 0, pathbuf) else {
         return -1;
     };
@@ -103,7 +407,8 @@ pub fn sys_exec(tf: &mut TrapFrame) -> i32 {
         rest = tail;
         argc += 1;
     }
-    match exec(path, &argv[..argc]) {
+    let image = program(proc::cwd(), path).and_then(|file| exec_file(file, &argv[..argc]));
+    match image {
         Ok(image) => {
             proc::exec_install(tf, image, path);
             0
@@ -112,33 +417,21 @@ pub fn sys_exec(tf: &mut TrapFrame) -> i32 {
     }
 }
 
-pub fn sys_pipe(_tf: &mut TrapFrame) -> i32 {
-    -1
-}
-pub fn sys_fstat(_tf: &mut TrapFrame) -> i32 {
-    -1
-}
-pub fn sys_chdir(_tf: &mut TrapFrame) -> i32 {
-    -1
-}
-pub fn sys_dup(_tf: &mut TrapFrame) -> i32 {
-    -1
-}
-pub fn sys_open(_tf: &mut TrapFrame) -> i32 {
-    -1
-}
-pub fn sys_mknod(_tf: &mut TrapFrame) -> i32 {
-    -1
-}
-pub fn sys_unlink(_tf: &mut TrapFrame) -> i32 {
-    -1
-}
-pub fn sys_link(_tf: &mut TrapFrame) -> i32 {
-    -1
-}
-pub fn sys_mkdir(_tf: &mut TrapFrame) -> i32 {
-    -1
-}
-pub fn sys_close(_tf: &mut TrapFrame) -> i32 {
-    -1
+/// Boot: fills the file system from the program archive and opens the console for the first
+/// process; returns its descriptors and directory. Panics only if the root or the console
+/// cannot be made (a kernel with no memory at all).
+pub fn fsinit(archive: &'static [u8]) -> (crate::ptable::Ofile, u16) {
+    let files = crate::archive::entries(archive)
+        .map_while(Result::ok)
+        .filter(|e| e.is_file())
+        .map(|e| (e.name, e.data));
+    FS.lock()
+        .init(files, |name, e| {
+            cprintln!(
+                "xv6: fs: {} not added: {:?}",
+                core::str::from_utf8(name).unwrap_or("?"),
+                e
+            );
+        })
+        .unwrap_or_else(|e| panic!("fsinit: {:?}", e))
 }

@@ -8,22 +8,45 @@ use crate::ptable::Chan;
 use crate::sysarg::{argint, argptr};
 use crate::ticks::ticks;
 use crate::trapframe::TrapFrame;
-use crate::{debugport, uaccess};
+use crate::{debugport, file, uaccess};
 
+/// fork(): the child shares the parent's open files and directory (one more reference
+/// each, taken before the child exists).
 pub fn sys_fork(tf: &mut TrapFrame) -> i32 {
-    proc::fork(tf)
+    let (ofile, cwd) = proc::files();
+    file::dup_all(&ofile, cwd);
+    let pid = proc::fork(tf);
+    if pid < 0 {
+        file::close_all(&ofile, cwd);
+    }
+    pid
+}
+
+/// Ends the current process (every way out: exit, a fault, kill): closes its files and
+/// directory, then proc::exit.
+pub fn exit(status: i32) -> ! {
+    let (ofile, cwd) = proc::take_files();
+    file::close_all(&ofile, cwd);
+    proc::exit(status)
+}
+
+/// Exits with the kill status if the current process has been killed.
+pub fn exit_if_killed() {
+    if let Some(status) = proc::killed() {
+        exit(status);
+    }
 }
 
 /// exit(void), xv6-public's: ends the caller with status 0.
 pub fn sys_exit(_tf: &mut TrapFrame) -> i32 {
-    proc::exit(0)
+    exit(0)
 }
 
 /// exit(status) (27): ends the caller with `status & 0xff`.
 pub fn sys_exit_status(tf: &mut TrapFrame) -> i32 {
     // An unreadable status (a wild stack pointer) counts as exit(-1).
     let status = argint(tf, 0).unwrap_or(-1);
-    proc::exit(status)
+    exit(status)
 }
 
 /// wait(void), xv6-public's: the pid of an exited child; stores nothing.

@@ -17,7 +17,7 @@ use crate::ptable::Chan;
 use crate::trapasm::VECTORS;
 use crate::trapframe::TrapFrame;
 use crate::traps::{gate, IRQ_ERROR, IRQ_SPURIOUS, IRQ_TIMER, T_IRQ0, T_PGFLT, T_SYSCALL};
-use crate::{lapic, proc, syscall, ticks, x86};
+use crate::{lapic, proc, syscall, sysproc, ticks, x86};
 
 /// The interrupt descriptor table.
 struct Idt(UnsafeCell<[u64; 256]>);
@@ -69,9 +69,9 @@ extern "C" fn trap(tf: *mut TrapFrame) {
         }
     }
     if tf.trapno == T_SYSCALL {
-        proc::exit_if_killed();
+        sysproc::exit_if_killed();
         syscall::syscall(tf);
-        proc::exit_if_killed();
+        sysproc::exit_if_killed();
         return;
     }
 
@@ -89,14 +89,14 @@ extern "C" fn trap(tf: *mut TrapFrame) {
     }
 
     if tf.from_user() {
-        proc::exit_if_killed();
+        sysproc::exit_if_killed();
     }
     // Give up the CPU on a clock tick (xv6 preempts kernel code too).
     if timer {
         proc::yield_if_running();
     }
     if tf.from_user() {
-        proc::exit_if_killed();
+        sysproc::exit_if_killed();
     }
 }
 
@@ -104,7 +104,7 @@ extern "C" fn trap(tf: *mut TrapFrame) {
 /// the address and cause of a page fault.
 fn user_fault(tf: &TrapFrame, pf: Option<(u32, FaultCause)>) -> ! {
     proc::log_fault(tf.trapno, tf.eip, pf);
-    proc::exit(fault_status(tf.trapno))
+    sysproc::exit(fault_status(tf.trapno))
 }
 
 /// A trap in the kernel (or with no process): panic with the registers.

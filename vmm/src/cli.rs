@@ -157,6 +157,10 @@ pub struct RunArgs {
     /// Extra words for the kernel command line.
     #[arg(long, value_name = "WORDS", allow_hyphen_values = true)]
     pub append: Option<String>,
+    /// Put the host file HOSTPATH into the guest's `/` as NAME (default: its file name); a
+    /// directory adds its regular files. Repeatable; a host file shadows a built-in program.
+    #[arg(long = "add", value_name = "HOSTPATH[:NAME]")]
+    pub add: Vec<String>,
     /// The program to run and its arguments: a built-in program's name, or a host path (with a
     /// '/') to a static ELF32 i386 executable. Default: the built-in `tour`. Options of `vmm`
     /// come before PROGRAM; everything after it goes to the program (`--` also ends them).

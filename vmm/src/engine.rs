@@ -45,10 +45,12 @@ fn try_run(args: &RunArgs) -> Result<i32> {
         .program
         .first()
         .map_or(OsStr::new(programs::DEFAULT_PROGRAM), OsString::as_os_str);
-    let program = match programs::resolve(spec).and_then(|p| {
-        programs::check_argv(&first_argv(args, &p))?;
-        Ok(p)
-    }) {
+    let found = programs::resolve_adds(&args.add).and_then(|added| {
+        let program = programs::resolve_among(spec, &added)?;
+        programs::check_argv(&first_argv(args, &program))?;
+        Ok((added, program))
+    });
+    let (added, program) = match found {
         Ok(p) => p,
         Err(e) => {
             eprintln!("vmm: error: {e}");
@@ -58,6 +60,7 @@ fn try_run(args: &RunArgs) -> Result<i32> {
             });
         }
     };
+
     let (kernel, kernel_name) = match &args.kernel {
         Some(path) => {
             let bytes = programs::read_host_file(path, "kernel", MAX_KERNEL)
@@ -71,8 +74,8 @@ fn try_run(args: &RunArgs) -> Result<i32> {
         .with_context(|| format!("invalid kernel {}", kernel_name.display()))?;
 
     match select(args.engine)? {
-        Engine::Lab => run_in_lab(args, mem, &program),
-        _ => run_on_kvm(args, mem, kernel, kernel_name, &program),
+        Engine::Lab => run_in_lab(args, mem, &program, &added),
+        _ => run_on_kvm(args, mem, kernel, kernel_name, &program, &added),
     }
 }
 
@@ -155,14 +158,21 @@ fn run_on_kvm(
     kernel: Vec<u8>,
     kernel_name: PathBuf,
     program: &Program,
+    added: &[Program],
 ) -> Result<i32> {
+    // Here, not in try_run: a lab run prints them once, from its inner run.
+    for note in programs::shadow_notes(added) {
+        eprintln!("{note}");
+    }
+    let mut extra = added.to_vec();
+    extra.extend(program.host_path.is_some().then(|| program.clone()));
     let cfg = MachineConfig {
         kernel,
         kernel_name,
         mem,
         cmdline: kernel_cmdline(args),
         modules: vec![
-            programs::archive(Some(program)),
+            programs::archive_with(&extra),
             programs::argv_block(&first_argv(args, program)),
         ],
         pgdump: if args.pgdump {
@@ -210,12 +220,13 @@ pub fn status_of(outcome: Outcome, timeout_secs: u64) -> i32 {
 }
 
 /// The inner `vmm run` of a lab run: `--engine kvm` and the same request, with host files
-/// (a `--kernel`, a host program) shipped in and their paths rewritten. Returns the
-/// arguments and the files (host path, lab path).
+/// (a `--kernel`, a host program, the `--add` files) shipped in and their paths rewritten.
+/// Returns the arguments and the files (host path, lab path).
 pub fn lab_invocation(
     args: &RunArgs,
     mem: u64,
     program: &Program,
+    added: &[Program],
 ) -> (Vec<OsString>, Vec<(PathBuf, String)>) {
     let mut inner: Vec<OsString> = vec!["run".into(), "--engine".into(), "kvm".into()];
     inner.extend(["--mem".into(), format!("{}M", mem >> 20).into()]);
@@ -241,6 +252,13 @@ pub fn lab_invocation(
         files.push((k.clone(), lab_path.clone()));
         inner.extend(["--kernel".into(), lab_path.into()]);
     }
+    for (i, a) in added.iter().enumerate() {
+        if let Some(host) = &a.host_path {
+            let lab_path = format!("/lab/files/add/{i}/{}", a.name);
+            files.push((host.clone(), lab_path.clone()));
+            inner.extend(["--add".into(), format!("{lab_path}:{}", a.name).into()]);
+        }
+    }
     inner.push("--".into());
     match &program.host_path {
         Some(host) => {
@@ -264,9 +282,9 @@ pub fn interrupted(sig: i32) -> i32 {
 }
 
 /// Re-runs this binary inside the lab with `--engine kvm` and the same request.
-fn run_in_lab(args: &RunArgs, mem: u64, program: &Program) -> Result<i32> {
+fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) -> Result<i32> {
     let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
-    let (inner, mut files) = lab_invocation(args, mem, program);
+    let (inner, mut files) = lab_invocation(args, mem, program, added);
     // From here on a signal stops the run cleanly (temporary files removed, 128 + N).
     lab::interrupt::install();
     // A serial line cannot carry an end of input: ship stdin whole (unless it is a terminal).
@@ -443,7 +461,7 @@ mod tests {
             image: Vec::new(),
             host_path: Some("/bin/prog".into()),
         };
-        let (inner, files) = lab_invocation(&a, 64 << 20, &program);
+        let (inner, files) = lab_invocation(&a, 64 << 20, &program, &[]);
         let inner: Vec<&str> = inner.iter().map(|s| s.to_str().unwrap()).collect();
         assert_eq!(
             inner,

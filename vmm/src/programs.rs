@@ -128,6 +128,27 @@ pub fn resolve(spec: impl AsRef<OsStr>) -> Result<Program, ProgramError> {
     }
 }
 
+/// Finds `spec` among the `--add` files first (by name, when it has no `/`; it must be an
+/// executable then), else as `resolve` does. A program from `added` has no host path of its
+/// own: it travels with the added files.
+pub fn resolve_among(spec: &OsStr, added: &[Program]) -> Result<Program, ProgramError> {
+    if spec.as_bytes().contains(&b'/') {
+        return resolve(spec);
+    }
+    match added.iter().rev().find(|a| OsStr::new(&a.name) == spec) {
+        Some(a) => {
+            check_executable(&a.image).map_err(|why| {
+                ProgramError::NotExecutable(format!("{} cannot run: {why}", a.name))
+            })?;
+            Ok(Program {
+                host_path: None,
+                ..a.clone()
+            })
+        }
+        None => resolve(spec),
+    }
+}
+
 /// Refuses a first-process argv the kernel's exec cannot take: more than MAXARG strings, or
 /// more than fit, with exec's stack words, on the one stack page. (126, as exec's own refusal.)
 pub fn check_argv(argv: &[OsString]) -> Result<(), ProgramError> {
@@ -200,15 +221,108 @@ pub fn check_executable(image: &[u8]) -> Result<(), String> {
 /// The program archive: every built-in program, and `extra` (which wins over a built-in of the
 /// same name).
 pub fn archive(extra: Option<&Program>) -> Vec<u8> {
+    archive_with(extra.map(std::slice::from_ref).unwrap_or_default())
+}
+
+/// The program archive: every built-in program, and the host files `extra` (each wins over a
+/// built-in of the same name; of two host files with one name, the last).
+pub fn archive_with(extra: &[Program]) -> Vec<u8> {
+    let wins = |i: usize, name: &str| extra[i + 1..].iter().all(|e| e.name != name);
     let mut files: Vec<(&str, &[u8])> = images::USER_PROGRAMS
         .iter()
-        .filter(|(n, _)| extra.is_none_or(|e| e.name != *n))
+        .filter(|(n, _)| extra.iter().all(|e| e.name != *n))
         .map(|(n, b)| (*n, *b))
         .collect();
-    if let Some(e) = extra {
-        files.push((&e.name, &e.image));
+    for (i, e) in extra.iter().enumerate() {
+        if wins(i, &e.name) {
+            files.push((&e.name, &e.image));
+        }
     }
     cpio_newc(&files)
+}
+
+/// Bytes a name in the guest's directories may have (xv6 DIRSIZ).
+pub const DIRSIZ: usize = 14;
+/// The largest host file `--add` takes (the whole archive must fit the 32 MiB module area).
+pub const MAX_ADD_SIZE: u64 = 16 << 20;
+
+/// The files `--add HOSTPATH[:NAME]` puts into the guest's `/`: a regular file (named NAME,
+/// default its file name), or every regular file of a directory (by their names). Missing:
+/// 127; not a regular file or directory, unreadable, too big, or a name that does not fit a
+/// directory entry: 126.
+pub fn resolve_adds(specs: &[String]) -> Result<Vec<Program>, ProgramError> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let (path, name) = match spec.rsplit_once(':') {
+            Some((p, n)) if !p.is_empty() && !n.contains('/') => (p, Some(n)),
+            _ => (spec.as_str(), None),
+        };
+        let path = Path::new(path);
+        let meta = std::fs::metadata(path)
+            .map_err(|e| ProgramError::NotFound(format!("--add {spec}: {e}")))?;
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| ProgramError::NotExecutable(format!("--add {spec}: {e}")))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            entries.sort();
+            for p in entries {
+                out.push(add_file(spec, &p, None)?);
+            }
+        } else {
+            out.push(add_file(spec, path, name)?);
+        }
+    }
+    Ok(out)
+}
+
+/// One `--add` file, checked.
+fn add_file(spec: &str, path: &Path, name: Option<&str>) -> Result<Program, ProgramError> {
+    let bad = |why: String| ProgramError::NotExecutable(format!("--add {spec}: {why}"));
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad(format!("{} is not a regular file", path.display())));
+    }
+    if meta.len() > MAX_ADD_SIZE {
+        return Err(bad(format!(
+            "{} is {} bytes; at most {MAX_ADD_SIZE} fit",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    if name.is_empty() || name.len() > DIRSIZ || name.contains('/') {
+        return Err(bad(format!(
+            "the name '{name}' must have 1 to {DIRSIZ} bytes and no '/' (give HOSTPATH:NAME)"
+        )));
+    }
+    let image = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    Ok(Program {
+        name,
+        image,
+        host_path: Some(path.to_path_buf()),
+    })
+}
+
+/// The notes `vmm run` prints for added files that hide a built-in program.
+pub fn shadow_notes(added: &[Program]) -> Vec<String> {
+    added
+        .iter()
+        .filter(|a| builtin_names().contains(&a.name.as_str()))
+        .map(|a| {
+            format!(
+                "vmm: note: the host file '{}' shadows the built-in program of that name",
+                a.name
+            )
+        })
+        .collect()
 }
 
 /// A cpio newc archive of regular files at the root.
@@ -267,6 +381,24 @@ mod tests {
         ));
     }
 
+    /// The members of a cpio archive: names and contents.
+    fn members(bytes: Vec<u8>) -> Vec<(String, Vec<u8>)> {
+        let mut reader = std::io::Cursor::new(bytes);
+        let mut out = Vec::new();
+        loop {
+            let mut r = cpio::NewcReader::new(reader).unwrap();
+            if r.entry().is_trailer() {
+                return out;
+            }
+            let (name, size) = (r.entry().name().to_string(), r.entry().file_size());
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut r, &mut content).unwrap();
+            assert_eq!(content.len() as u32, size);
+            out.push((name, content));
+            reader = r.finish().unwrap();
+        }
+    }
+
     #[test]
     fn only_what_exec_reads_is_checked() {
         let hello = resolve("hello").unwrap().image;
@@ -312,29 +444,51 @@ mod tests {
             image: b"host hello".to_vec(),
             host_path: None,
         };
-        let bytes = archive(Some(&extra));
-        let mut reader = std::io::Cursor::new(bytes);
-        let mut names = Vec::new();
-        loop {
-            let r = cpio::NewcReader::new(reader).unwrap();
-            if r.entry().is_trailer() {
-                break;
-            }
-            names.push(r.entry().name().to_string());
-            let size = r.entry().file_size();
-            let mut r = r;
-            let mut content = Vec::new();
-            std::io::Read::read_to_end(&mut r, &mut content).unwrap();
-            assert_eq!(content.len() as u32, size);
-            if names.last().unwrap() == "hello" {
-                assert_eq!(content, b"host hello");
-            }
-            reader = r.finish().unwrap();
-        }
+        let files = members(archive(Some(&extra)));
+        let hello: Vec<_> = files.iter().filter(|(n, _)| n == "hello").collect();
+        assert_eq!(hello.len(), 1);
+        assert_eq!(hello[0].1, b"host hello");
+        let mut names: Vec<String> = files.into_iter().map(|(n, _)| n).collect();
         let mut expected: Vec<String> = builtin_names().iter().map(|s| s.to_string()).collect();
         expected.sort();
         names.sort();
         assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn adds_name_files_and_the_last_of_a_name_wins() {
+        let dir = std::env::temp_dir().join(format!("vmm-resolve-adds-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        std::fs::write(dir.join("d/b"), "b").unwrap();
+        std::fs::write(dir.join("d/a"), "a").unwrap();
+        std::fs::write(dir.join("x"), "x").unwrap();
+        let specs = [
+            format!("{}", dir.join("d").display()),
+            format!("{}:a", dir.join("x").display()),
+        ];
+        let added = resolve_adds(&specs).unwrap();
+        let names: Vec<&str> = added.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "a"]);
+        let files = members(archive_with(&added));
+        let a: Vec<_> = files.iter().filter(|(n, _)| n == "a").collect();
+        assert_eq!(a.len(), 1, "one entry named a");
+        assert_eq!(a[0].1, b"x");
+        assert!(matches!(
+            resolve_adds(&[format!("{}", dir.join("nope").display())]),
+            Err(ProgramError::NotFound(_))
+        ));
+        // An added program is found by name before the built-ins; a data file cannot run.
+        assert!(matches!(
+            resolve_among(OsStr::new("a"), &added),
+            Err(ProgramError::NotExecutable(_))
+        ));
+        assert_eq!(
+            resolve_among(OsStr::new("hello"), &added).unwrap().name,
+            "hello"
+        );
+        assert!(shadow_notes(&added).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! usertests: the memory and process tests of xv6's usertests, re-written for this kernel.
+//! usertests: the memory, process and file tests of xv6's usertests, re-written for this
+//! kernel.
 //!
 //! Each test runs in a child process (a test that crashes does not take the others down),
 //! prints `NAME: ok` or `NAME: FAILED why`, and the run ends with `ALL TESTS PASSED` (exit 0)
@@ -21,6 +22,8 @@ mod cow;
 mod exec;
 #[path = "../usertests/fault.rs"]
 mod fault;
+#[path = "../usertests/files.rs"]
+mod files;
 #[path = "../usertests/lazy.rs"]
 mod lazy;
 #[path = "../usertests/mem.rs"]
@@ -65,6 +68,10 @@ const TESTS: &[Test] = &[
     ("exceptions", fault::exceptions),
     ("validatetest", validate::validatetest),
     ("copyinout", validate::copyinout),
+    ("pipes", files::pipes),
+    ("fds", files::fds),
+    ("filesystem", files::filesystem),
+    ("directories", files::directories),
     ("exectest", exec::exectest),
     ("bigargtest", exec::bigargtest),
     ("forktest", proc::forktest),

@@ -1,6 +1,6 @@
-//! File system calls. Only the console exists: `read` on fd 0 (the VMM's stdin), `write` on
-//! fd 1 (stdout) and fd 2 (stderr). The others are xv6's file-system calls, kept for the ABI:
-//! this kernel has no file system and answers them with −1.
+//! File system calls (xv6's): descriptors (fd 0 is the VMM's stdin, 1 its stdout, 2 its
+//! stderr — all three the console), pipes, and the in-memory file system with xv6's
+//! semantics (docs/abi.md).
 
 use super::raw;
 use core::ffi::CStr;
@@ -22,6 +22,29 @@ pub fn write(fd: i32, buf: &[u8]) -> i32 {
     unsafe { raw::sys_write(fd, buf.as_ptr(), len_i32(buf.len())) }
 }
 
+/// open's modes (xv6 fcntl.h).
+pub const O_RDONLY: i32 = 0x000;
+pub const O_WRONLY: i32 = 0x001;
+pub const O_RDWR: i32 = 0x002;
+pub const O_CREATE: i32 = 0x200;
+
+/// Inode types of [`Stat::kind`] (xv6 stat.h).
+pub const T_DIR: i16 = 1;
+pub const T_FILE: i16 = 2;
+pub const T_DEV: i16 = 3;
+
+/// Bytes of a name in a directory entry (xv6 DIRSIZ).
+pub const DIRSIZ: usize = 14;
+
+/// A directory entry as `read` of a directory returns it (xv6's `struct dirent`); inum 0 is
+/// a free slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Dirent {
+    pub inum: u16,
+    pub name: [u8; DIRSIZ],
+}
+
 /// xv6's `struct stat` (stat.h).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -38,19 +61,19 @@ pub struct Stat {
     pub size: u32,
 }
 
-/// Creates a pipe (−1: no pipes here).
+/// Creates a pipe: `fds[0]` reads, `fds[1]` writes; 0 or −1.
 pub fn pipe(fds: &mut [i32; 2]) -> i32 {
     // SAFETY: fds is writable for two ints.
     unsafe { raw::sys_pipe(fds.as_mut_ptr()) }
 }
 
-/// Describes an open file (−1: no files here).
+/// Describes an open file (−1 for a pipe).
 pub fn fstat(fd: i32, st: &mut Stat) -> i32 {
     // SAFETY: st is a writable `struct stat`.
     unsafe { raw::sys_fstat(fd, (st as *mut Stat).cast()) }
 }
 
-/// Opens a file (−1: no file system here).
+/// Opens `path` with `mode` (O_RDONLY, O_WRONLY, O_RDWR, | O_CREATE); a descriptor or −1.
 pub fn open(path: &CStr, mode: i32) -> i32 {
     // SAFETY: path is NUL-terminated.
     unsafe { raw::sys_open(path.as_ptr().cast(), mode) }
@@ -68,31 +91,31 @@ pub fn dup(fd: i32) -> i32 {
     unsafe { raw::sys_dup(fd) }
 }
 
-/// Changes the current directory (−1: no file system here).
+/// Changes the current directory.
 pub fn chdir(path: &CStr) -> i32 {
     // SAFETY: path is NUL-terminated.
     unsafe { raw::sys_chdir(path.as_ptr().cast()) }
 }
 
-/// Creates a directory (−1: no file system here).
+/// Creates a directory.
 pub fn mkdir(path: &CStr) -> i32 {
     // SAFETY: path is NUL-terminated.
     unsafe { raw::sys_mkdir(path.as_ptr().cast()) }
 }
 
-/// Creates a device file (−1: no file system here).
+/// Creates a device file (major 1: the console).
 pub fn mknod(path: &CStr, major: i16, minor: i16) -> i32 {
     // SAFETY: path is NUL-terminated.
     unsafe { raw::sys_mknod(path.as_ptr().cast(), major, minor) }
 }
 
-/// Removes a name (−1: no file system here).
+/// Removes a name.
 pub fn unlink(path: &CStr) -> i32 {
     // SAFETY: path is NUL-terminated.
     unsafe { raw::sys_unlink(path.as_ptr().cast()) }
 }
 
-/// Gives `old` the new name `new` (−1: no file system here).
+/// Gives `old` the additional name `new`.
 pub fn link(old: &CStr, new: &CStr) -> i32 {
     // SAFETY: both paths are NUL-terminated.
     unsafe { raw::sys_link(old.as_ptr().cast(), new.as_ptr().cast()) }

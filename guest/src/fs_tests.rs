@@ -1,0 +1,174 @@
+//! Host tests of fs.rs.
+
+use super::*;
+use crate::vm::testmem;
+
+fn fresh() -> Box<Fs> {
+    let mut fs = Box::new(Fs::new());
+    fs.init().unwrap();
+    fs
+}
+
+#[test]
+fn paths_split_as_skipelem_does() {
+    assert_eq!(skipelem(b"a/bb/c"), Some((&b"a"[..], &b"bb/c"[..])));
+    assert_eq!(skipelem(b"///a//bb"), Some((&b"a"[..], &b"bb"[..])));
+    assert_eq!(skipelem(b"a"), Some((&b"a"[..], &b""[..])));
+    assert_eq!(skipelem(b""), None);
+    assert_eq!(skipelem(b"///"), None);
+    assert_eq!(name_of(b"123456789012345"), *b"12345678901234");
+}
+
+#[test]
+fn stat_has_xv6_layout() {
+    let s = Stat {
+        typ: T_FILE,
+        dev: 1,
+        ino: 7,
+        nlink: 2,
+        size: 0x1234,
+    };
+    let b = s.to_bytes();
+    assert_eq!(&b[0..2], &[2, 0]);
+    assert_eq!(&b[4..8], &[1, 0, 0, 0]);
+    assert_eq!(&b[8..12], &[7, 0, 0, 0]);
+    assert_eq!(&b[12..14], &[2, 0]);
+    assert_eq!(&b[16..20], &[0x34, 0x12, 0, 0]);
+}
+
+#[test]
+fn directories_links_and_dots() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    let mut fs = fresh();
+    let d = fs.create(ROOTINO, b"/dd", T_DIR, 0, 0).unwrap();
+    assert_eq!(fs.inode(ROOTINO).nlink, 2);
+    assert_eq!(fs.namei(ROOTINO, b"dd/."), Ok(d));
+    assert_eq!(fs.namei(ROOTINO, b"dd/.."), Ok(ROOTINO));
+    assert_eq!(fs.namei(d, b"../dd/../.."), Ok(ROOTINO));
+    assert_eq!(fs.namei(d, b""), Ok(d));
+    let f = fs.create(d, b"ff", T_FILE, 0, 0).unwrap();
+    assert_eq!(fs.create(ROOTINO, b"dd/ff", T_FILE, 0, 0), Ok(f));
+    assert_eq!(
+        fs.create(ROOTINO, b"dd/ff", T_DIR, 0, 0),
+        Err(FsError::Exists)
+    );
+    assert_eq!(
+        fs.create(ROOTINO, b"dd/ff/x", T_FILE, 0, 0),
+        Err(FsError::NotDir)
+    );
+    assert_eq!(
+        fs.create(ROOTINO, b"", T_FILE, 0, 0),
+        Err(FsError::NotFound)
+    );
+    fs.link(ROOTINO, b"dd/ff", b"/ln").unwrap();
+    assert_eq!(fs.inode(f).nlink, 2);
+    assert_eq!(fs.link(ROOTINO, b"dd", b"x"), Err(FsError::IsDir));
+    assert_eq!(fs.link(ROOTINO, b"nope", b"x"), Err(FsError::NotFound));
+    // Non-empty directories and dots stay.
+    assert_eq!(fs.unlink(ROOTINO, b"dd"), Err(FsError::IsDir));
+    assert_eq!(fs.unlink(ROOTINO, b"dd/."), Err(FsError::IsDir));
+    assert_eq!(fs.unlink(ROOTINO, b"dd/.."), Err(FsError::IsDir));
+    // Names are cut to DIRSIZ.
+    fs.create(ROOTINO, b"12345678901234", T_DIR, 0, 0).unwrap();
+    let g = fs
+        .create(ROOTINO, b"123456789012345/abcdefghijklmnopq", T_FILE, 0, 0)
+        .unwrap();
+    assert_eq!(fs.namei(ROOTINO, b"12345678901234/abcdefghijklmn"), Ok(g));
+    fs.unlink(ROOTINO, b"12345678901234/abcdefghijklmnxyz")
+        .unwrap();
+    fs.unlink(ROOTINO, b"12345678901234").unwrap();
+    // An open file survives its last unlink until the reference goes.
+    assert_eq!(fs.writei(f, 0, b"hello").unwrap(), 5);
+    fs.idup(f);
+    fs.unlink(ROOTINO, b"dd/ff").unwrap();
+    fs.unlink(ROOTINO, b"ln").unwrap();
+    assert_eq!(fs.inode(f).nlink, 0);
+    let mut b = [0u8; 8];
+    assert_eq!(fs.readi(f, 0, &mut b), 5);
+    assert_eq!(&b[..5], b"hello");
+    let used = fs.used();
+    fs.iput(f);
+    assert_eq!(fs.used(), used - 1);
+    fs.unlink(ROOTINO, b"dd").unwrap();
+    assert_eq!(fs.inode(ROOTINO).nlink, 1);
+    assert_eq!(fs.namei(ROOTINO, b"dd"), Err(FsError::NotFound));
+    // The directory's freed slots read as inum 0 and are reused.
+    let mut de = [0u8; DIRENT_SIZE];
+    fs.readi(ROOTINO, 2 * DIRENT_SIZE as u32, &mut de);
+    assert_eq!(&de[..2], &[0, 0]);
+    drop(fs);
+    assert_eq!(testmem::free(), before);
+}
+
+#[test]
+fn file_data_in_pages_and_archive_files_copied_on_write() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    let mut fs = fresh();
+    let root_pages = before - testmem::free();
+    let f = fs.create(ROOTINO, b"big", T_FILE, 0, 0).unwrap();
+    let chunk: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+    let mut off = 0;
+    for _ in 0..20 {
+        assert_eq!(fs.writei(f, off, &chunk), Ok(chunk.len()));
+        off += chunk.len() as u32;
+    }
+    assert_eq!(fs.inode(f).size, 100_000);
+    // 25 data pages (12 direct + 13 through the indirect page) and the indirect page.
+    assert_eq!(before - testmem::free(), root_pages + 26);
+    let mut back = vec![0u8; 5000];
+    assert_eq!(fs.readi(f, 95_000, &mut back), 5000);
+    assert_eq!(back, chunk);
+    assert_eq!(fs.readi(f, 99_999, &mut back), 1);
+    assert_eq!(fs.readi(f, 100_000, &mut back), 0);
+    assert_eq!(fs.writei(f, 100_001, b"x"), Err(FsError::BadOffset));
+    assert_eq!(fs.writei(f, MAXFILE, b""), Err(FsError::BadOffset));
+    fs.unlink(ROOTINO, b"big").unwrap();
+    assert_eq!(before - testmem::free(), root_pages);
+
+    static PROG: &[u8] = b"\x7fELF and the rest";
+    let a = fs.add_archive_file(b"prog", PROG).unwrap();
+    assert_eq!(fs.add_archive_file(b"prog", PROG), Err(FsError::Exists));
+    assert_eq!(fs.namei(ROOTINO, b"/prog"), Ok(a));
+    assert_eq!(fs.archive_bytes(a), Some(PROG));
+    assert_eq!(before - testmem::free(), root_pages);
+    assert_eq!(fs.writei(a, 4, b"!"), Ok(1));
+    assert_eq!(fs.archive_bytes(a), None);
+    let mut b = [0u8; 32];
+    let n = fs.readi(a, 0, &mut b);
+    assert_eq!(&b[..n], b"\x7fELF!and the rest");
+    assert_eq!(before - testmem::free(), root_pages + 1);
+    drop(fs);
+    assert_eq!(testmem::free(), before);
+}
+
+#[test]
+fn out_of_inodes_and_memory_fail_cleanly() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    let mut fs = fresh();
+    let f = fs.create(ROOTINO, b"f", T_FILE, 0, 0).unwrap();
+    let mut held = Vec::new();
+    while let Some(p) = KPage::new() {
+        held.push(p);
+    }
+    assert_eq!(fs.writei(f, 0, b"x"), Err(FsError::NoSpace));
+    assert_eq!(fs.inode(f).size, 0);
+    drop(held.pop());
+    // One page: the first page of data fits, the next does not: a short write.
+    let two = vec![7u8; 2 * PAGE];
+    assert_eq!(fs.writei(f, 0, &two), Ok(PAGE));
+    drop(held);
+    let mut n = 0;
+    while fs
+        .create(ROOTINO, format!("f{n}").as_bytes(), T_FILE, 0, 0)
+        .is_ok()
+    {
+        n += 1;
+    }
+    assert_eq!(fs.used(), NINODE);
+    assert!(n > 100, "{n}");
+    drop(fs);
+    assert_eq!(testmem::free(), before);
+}

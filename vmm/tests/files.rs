@@ -1,0 +1,123 @@
+//! Files in the guest: `--add` puts host files into `/`, the built-in programs read them
+//! through the file system, and what `vmm` says about bad `--add` arguments.
+
+mod common;
+
+use common::{boot, stderr, stdout, vmm};
+
+/// A fresh private directory under the target directory, for host files to add.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn added_files_are_files_in_the_guest_root() {
+    let dir = scratch("add-files");
+    let a = dir.join("notes.txt");
+    std::fs::write(&a, "first file\n").unwrap();
+    std::fs::write(dir.join("second"), "second file\n").unwrap();
+    let spec = format!("{}:n1", a.display());
+    let sub = dir.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("in-dir"), "from a directory\n").unwrap();
+    let subspec = sub.display().to_string();
+    let Some(out) = boot(&[
+        "--quiet", "--add", &spec, "--add", &subspec, "cat", "n1", "/in-dir", "n1",
+    ]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "first file\nfrom a directory\nfirst file\n");
+    // A missing file in the guest: cat says so and fails.
+    let Some(out) = boot(&["--quiet", "--add", &spec, "cat", "nosuch"]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cat: cannot open nosuch"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_added_file_shadows_a_builtin_with_a_note() {
+    let dir = scratch("add-shadow");
+    let f = dir.join("hello");
+    std::fs::write(&f, "not the built-in hello\n").unwrap();
+    let spec = f.display().to_string();
+    let Some(out) = boot(&["--quiet", "--add", &spec, "cat", "hello"]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "not the built-in hello\n");
+    assert!(
+        stderr(&out).contains("the host file 'hello' shadows the built-in program"),
+        "{}",
+        stderr(&out)
+    );
+    // Run as PROGRAM, the data file is not executable: 126, before any boot.
+    let out = vmm(&["run", "--quiet", "--add", &spec, "hello"]);
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_add_arguments_are_126_or_127() {
+    let out = vmm(&["run", "--add", "/no/such/file", "hello"]);
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--add /no/such/file"),
+        "{}",
+        stderr(&out)
+    );
+    let dir = scratch("add-bad");
+    let f = dir.join("f");
+    std::fs::write(&f, "x").unwrap();
+    let long = format!("{}:a-name-longer-than-14", f.display());
+    let out = vmm(&["run", "--add", &long, "hello"]);
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 to 14 bytes"), "{}", stderr(&out));
+    let out = vmm(&["run", "--add", "/dev/null", "hello"]);
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_c_program_built_on_the_c_header_uses_pipes_and_files() {
+    let c = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-user/c");
+    let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/c/files.c");
+    let exe = scratch("c-files").join("files");
+    // The README's recipe.
+    let built = std::process::Command::new("gcc")
+        .args([
+            "-m32",
+            "-ffreestanding",
+            "-nostdlib",
+            "-fno-pic",
+            "-fno-stack-protector",
+        ])
+        .args(["-static", "-O2", "-I"])
+        .arg(&c)
+        .arg("-Wl,-N,-e,_start,-Ttext,0,--no-warn-rwx-segments")
+        .arg("-o")
+        .arg(&exe)
+        .arg(c.join("crt0.S"))
+        .arg(c.join("usys.S"))
+        .arg(&src)
+        .status()
+        .expect("gcc is needed for the C fixtures");
+    assert!(built.success());
+    let exe = exe.display().to_string();
+    let Some(out) = boot(&["--quiet", &exe, "x", "y"]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(42), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "through a pipe\nfiles\nx\ny\n");
+}
