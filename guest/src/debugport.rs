@@ -39,6 +39,11 @@ pub fn export(pa: u32, len: u32) {
     outl(EXPORT_PORT, pa);
 }
 
+/// Bytes the VMM's export stream can still take (an `in32` of the export-length port).
+pub fn export_room() -> u32 {
+    inl(EXPORT_LEN_PORT)
+}
+
 /// Has the VMM snapshot its VM-exit counters under mark `n`.
 pub fn mark(n: u32) {
     outl(MARK_PORT, n);

@@ -122,11 +122,14 @@ pub fn sys_countfree(_tf: &mut TrapFrame) -> i32 {
 
 /// export(buf, len): hands `[buf, buf + len)` to the VMM's export stream (docs/abi.md),
 /// page by page, by guest-physical address; lazy pages are faulted in first. 0, or −1 for a
-/// bad buffer (nothing exported then).
+/// bad buffer or one the stream has no room left for (nothing exported then).
 pub fn sys_export(tf: &mut TrapFrame) -> i32 {
     let (Ok(buf), Ok(len)) = (argint(tf, 0), argint(tf, 1)) else {
         return -1;
     };
+    if len < 0 || len as u32 > debugport::export_room() {
+        return -1;
+    }
     let ok = proc::with_mem(|m| uaccess::physchunks(m, buf as u32, len as u32, debugport::export));
     if ok.is_ok() {
         0

@@ -394,13 +394,41 @@ pub fn allocuvm(pgdir: &mut PageDir, oldsz: u32, newsz: u32) -> Result<u32, OutO
             })
         });
         if mapped.is_err() {
-            // The pages may have been cached by a speculative walk: flush.
-            deallocuvm(pgdir, newsz, oldsz).flush();
+            // Give back what this growth took: its pages, then the page tables it created
+            // (now empty). The pages may have been cached by a speculative walk: flush.
+            let pages = deallocuvm(pgdir, newsz, oldsz);
+            pages.and(freeemptytables(pgdir, oldsz, newsz)).flush();
             return Err(OutOfMemory);
         }
         a += PGSIZE;
     }
     Ok(newsz)
+}
+
+/// Frees the page tables of the user regions from the one holding `from` up to the one holding
+/// `to` that map nothing at all (every entry zero): what a failed `allocuvm` created. xv6
+/// keeps them until exit; a failed `sbrk` of 2 GiB would then hold ~500 of them.
+fn freeemptytables(pgdir: &mut PageDir, from: u32, to: u32) -> TlbFlush {
+    let last = PDX(UVAddr(to.min(KERNBASE - 1)));
+    let mut flush = TlbFlush::nothing();
+    for i in PDX(UVAddr(from))..=last {
+        let pde = pgdir.pde(i);
+        if !pde.present() {
+            continue;
+        }
+        let table = entries(pde.addr());
+        // SAFETY: j < 1024, inside a user page table of this directory.
+        if (0..NPTENTRIES).any(|j| unsafe { table.add(j).read() } != Pte(0)) {
+            continue;
+        }
+        // SAFETY: i < KPDX indexes the user half of the directory page.
+        unsafe { entries(pgdir.pa).add(i).write(Pte(0)) };
+        // SAFETY: the table belonged to this directory alone and is no longer referenced.
+        unsafe { kfree_pa(pde.addr()) };
+        // Paging-structure caches may hold the freed table: a full flush drops them.
+        flush = TlbFlush::all();
+    }
+    flush
 }
 
 /// Shrinks a process from `oldsz` to `newsz` bytes (xv6 `deallocuvm`): unmaps the user

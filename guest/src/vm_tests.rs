@@ -96,9 +96,19 @@ fn allocuvm_refuses_kernbase() {
         .step_by(1 << 22)
         .filter(|&va| has_pgtab(&d, va));
     assert_eq!(
+        tables.count(),
+        0,
+        "the page tables the failed growth made are freed too"
+    );
+    assert_eq!(testmem::free(), before - 1, "only the directory is held");
+    // A region's table that still maps pages below oldsz stays.
+    assert_eq!(allocuvm(&mut d, 0, 0x1000), Ok(0x1000));
+    assert_eq!(allocuvm(&mut d, 0x1000, KERNBASE - 1), Err(OutOfMemory));
+    assert!(pte(&d, 0).is_some() && has_pgtab(&d, 0));
+    assert_eq!(
         testmem::free(),
-        before - 1 - tables.count(),
-        "only page tables stay"
+        before - 3,
+        "directory, one table, one page"
     );
     done(d, before);
 }

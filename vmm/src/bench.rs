@@ -204,12 +204,15 @@ fn measure_here(args: &BenchArgs, mem: u64) -> Result<Measurement> {
     let mut no_rdtscp = false;
     for run in 0..args.runs {
         for prefault in [true, false] {
-            eprintln!(
-                "bench: run {}/{}: guest, {} RAM, {} pages",
-                run + 1,
-                args.runs,
-                if prefault { "prefaulted" } else { "cold" },
-                args.pages
+            let stage = lab::progress::Stage::start_as(
+                "bench",
+                format!(
+                    "run {}/{}: guest, {} RAM, {} pages",
+                    run + 1,
+                    args.runs,
+                    if prefault { "prefaulted" } else { "cold" },
+                    args.pages
+                ),
             );
             let (rec, exits) = guest_run(args, mem, prefault).with_context(|| {
                 format!(
@@ -218,6 +221,7 @@ fn measure_here(args: &BenchArgs, mem: u64) -> Result<Measurement> {
                     if prefault { "prefaulted" } else { "cold" }
                 )
             })?;
+            stage.done();
             kvm_tsc_khz = rec.tsc_khz;
             no_rdtscp |= rec.no_rdtscp;
             let name = if prefault {
@@ -238,12 +242,12 @@ fn measure_here(args: &BenchArgs, mem: u64) -> Result<Measurement> {
                 *vm_exits.entry(reason.to_string()).or_default() += n;
             }
         }
-        eprintln!(
-            "bench: run {}/{}: Linux anonymous faults",
-            run + 1,
-            args.runs
+        let stage = lab::progress::Stage::start_as(
+            "bench",
+            format!("run {}/{}: Linux anonymous faults", run + 1, args.runs),
         );
         let host = pfbench::host_anon_faults(args.pages).context("host baseline failed")?;
+        stage.done();
         rows.entry(ROW_HOST)
             .or_insert_with(|| Row::new(ROW_HOST, Vec::new()))
             .push_run(&host.cold);

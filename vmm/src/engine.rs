@@ -272,10 +272,13 @@ pub fn lab_invocation(
     (inner, files)
 }
 
-/// The environment of the inner `vmm`: our log filter, and no colour (its stderr is a serial
-/// line, a terminal to it, but what it writes ends up wherever ours goes).
+/// The environment of the inner `vmm`: our log filter, and no colour or spinners (its stderr
+/// is a serial line, a terminal to it, but what it writes ends up wherever ours goes).
 pub fn lab_env() -> Vec<(String, String)> {
-    let mut env = vec![("RUST_LOG_STYLE".to_string(), "never".to_string())];
+    let mut env = vec![
+        ("RUST_LOG_STYLE".to_string(), "never".to_string()),
+        (lab::progress::IN_LAB_ENV.to_string(), "1".to_string()),
+    ];
     if let Ok(v) = std::env::var("RUST_LOG") {
         env.push(("RUST_LOG".to_string(), v));
     }

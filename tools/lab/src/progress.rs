@@ -1,6 +1,8 @@
 //! Progress of the lab's slow stages (fetching its assets): a spinner with the elapsed time on
 //! a terminal (`indicatif`), one line when a stage starts and one when it ends otherwise (a CI
-//! log, a file), so a first run never sits silent for a minute.
+//! log, a file), so a first run never sits silent for a minute. Inside the lab (the inner
+//! `vmm`, whose stderr is a serial line and so a terminal to it) there are only lines: the
+//! outer `vmm` sets [`IN_LAB_ENV`] there.
 
 #![forbid(unsafe_code)]
 
@@ -9,20 +11,35 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Set (to anything) in the environment of a program the lab runs: no spinners there.
+pub const IN_LAB_ENV: &str = "XV6_VMM_IN_LAB";
+
+/// Whether a spinner can be drawn: stderr is a terminal a person watches.
+fn spinner_wanted() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os(IN_LAB_ENV).is_none()
+}
+
 /// One stage under way; [`Stage::done`] ends it (dropping it ends it too, without the line).
 pub struct Stage {
+    prefix: &'static str,
     what: String,
     start: Instant,
     spinner: Option<ProgressBar>,
 }
 
 impl Stage {
-    /// Announces `what` (e.g. "fetching the lab's assets") on stderr.
+    /// Announces `what` (e.g. "fetching the lab's assets") on stderr, prefixed `lab: `.
     pub fn start(what: impl Into<String>) -> Stage {
+        Stage::start_as("lab", what)
+    }
+
+    /// The same with another prefix (`bench: ...`).
+    pub fn start_as(prefix: &'static str, what: impl Into<String>) -> Stage {
         let what = what.into();
-        let spinner = std::io::stderr().is_terminal().then(|| {
+        let spinner = spinner_wanted().then(|| {
             let s = ProgressBar::new_spinner();
-            if let Ok(style) = ProgressStyle::with_template("{spinner} lab: {msg} ({elapsed})") {
+            let template = format!("{{spinner}} {prefix}: {{msg}} ({{elapsed}})");
+            if let Ok(style) = ProgressStyle::with_template(&template) {
                 s.set_style(style);
             }
             s.set_message(what.clone());
@@ -30,9 +47,10 @@ impl Stage {
             s
         });
         if spinner.is_none() {
-            eprintln!("lab: {what} ...");
+            eprintln!("{prefix}: {what} ...");
         }
         Stage {
+            prefix,
             what,
             start: Instant::now(),
             spinner,
@@ -45,7 +63,8 @@ impl Stage {
             s.finish_and_clear();
         }
         eprintln!(
-            "lab: {}: done in {:.1} s",
+            "{}: {}: done in {:.1} s",
+            self.prefix,
             self.what,
             self.start.elapsed().as_secs_f64()
         );
