@@ -24,7 +24,7 @@
 use core::fmt;
 
 use crate::archive;
-use crate::elf::Elf;
+use crate::elf::{Elf, ElfError};
 use crate::memlayout::{UVAddr, KERNBASE};
 use crate::mmu::{PGROUNDDOWN, PGROUNDUP, PGSIZE};
 use crate::vm::{allocuvm, clearpteu, clearptew, copyout, freevm, loaduvm, setupkvm, PageDir};
@@ -53,9 +53,8 @@ pub struct Image {
 pub enum ExecError {
     /// No such program in the archive.
     NotFound,
-    /// The file is not a runnable static ELF32 i386 executable (or leaves no room below
-    /// KERNBASE for its stack).
-    NotExecutable,
+    /// The file is not a runnable static ELF32 i386 executable: why.
+    NotExecutable(NotExec),
     /// More than MAXARG arguments, or more than fit on the stack page.
     TooManyArgs,
     /// Physical memory ran out while building the address space.
@@ -63,6 +62,18 @@ pub enum ExecError {
     /// A user address was bad (sys_exec's argument fetching; exec itself never reports it
     /// unless the stack it built were unwritable).
     BadAddr,
+}
+
+/// Why a file cannot run, for the one line that says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotExec {
+    /// Its ELF header or program headers are wrong (the parser says which).
+    Elf(ElfError),
+    /// Its image leaves no room below KERNBASE for the guard and stack pages.
+    NoStackRoom,
+    /// A file written at run time: only the program archive's files (built-ins, `--add`)
+    /// can be exec'd.
+    NotInArchive,
 }
 
 impl ExecError {
@@ -81,7 +92,15 @@ impl fmt::Display for ExecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ExecError::NotFound => "no such program",
-            ExecError::NotExecutable => "not an ELF32 i386 executable",
+            ExecError::NotExecutable(NotExec::Elf(e)) => {
+                return write!(f, "not a runnable ELF32 i386 executable: {e}");
+            }
+            ExecError::NotExecutable(NotExec::NoStackRoom) => {
+                "not runnable: its image leaves no room below KERNBASE for the stack"
+            }
+            ExecError::NotExecutable(NotExec::NotInArchive) => {
+                "not runnable: only files of the program archive (built-ins, --add) can be exec'd"
+            }
             ExecError::TooManyArgs => "argument list too long",
             ExecError::OutOfMemory => "out of memory",
             ExecError::BadAddr => "bad address",
@@ -121,12 +140,12 @@ pub fn exec_from(archive: &[u8], path: &[u8], argv: &[&[u8]]) -> Result<Image, E
 
 /// exec of the program whose bytes are `file` (sys_exec finds it through the file system).
 pub fn exec_file(file: &[u8], argv: &[&[u8]]) -> Result<Image, ExecError> {
-    let elf = Elf::parse(file).map_err(|_| ExecError::NotExecutable)?;
+    let elf = Elf::parse(file).map_err(|e| ExecError::NotExecutable(NotExec::Elf(e)))?;
     // The stack's two pages above the image must stay below KERNBASE (allocuvm's limit).
     let sz = PGROUNDUP(elf.image_end())
         .and_then(|base| base.checked_add(2 * PGSIZE))
         .filter(|&sz| sz < KERNBASE)
-        .ok_or(ExecError::NotExecutable)?;
+        .ok_or(ExecError::NotExecutable(NotExec::NoStackRoom))?;
     let args = ustack(argv, sz)?;
 
     let mut pgdir = setupkvm().ok_or(ExecError::OutOfMemory)?;
@@ -485,18 +504,31 @@ mod tests {
         let ok = exec_from(&a, b"echo", &[]).unwrap();
         freevm(ok.pgdir);
         assert_eq!(testmem::free(), before);
-        assert_eq!(e(b"bad", &[]), Err(ExecError::NotExecutable));
-        assert_eq!(e(b"short", &[]), Err(ExecError::NotExecutable));
-        assert_eq!(e(b"text", &[]), Err(ExecError::NotExecutable));
+        let why = |p: &[u8]| match e(p, &[]) {
+            Err(ExecError::NotExecutable(w)) => w,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(why(b"bad"), NotExec::Elf(_)));
+        assert!(matches!(why(b"short"), NotExec::Elf(_)));
+        assert!(matches!(why(b"text"), NotExec::Elf(_)));
+        // Each ELF error is named, not one generic line.
+        let (a, b) = (why(b"bad"), why(b"text"));
+        assert_ne!(
+            ExecError::NotExecutable(a).to_string(),
+            ExecError::NotExecutable(b).to_string()
+        );
         // No room for guard and stack pages below KERNBASE.
-        assert_eq!(e(b"top", &[]), Err(ExecError::NotExecutable));
+        assert_eq!(why(b"top"), NotExec::NoStackRoom);
         let many: Vec<&[u8]> = vec![b"x"; MAXARG + 1];
         assert_eq!(e(b"echo", &many), Err(ExecError::TooManyArgs));
         let big = vec![b'a'; 4096];
         assert_eq!(e(b"echo", &[&big]), Err(ExecError::TooManyArgs));
         assert_eq!(testmem::free(), before);
         assert_eq!(ExecError::NotFound.first_exec_status(), 127);
-        assert_eq!(ExecError::NotExecutable.first_exec_status(), 126);
+        assert_eq!(
+            ExecError::NotExecutable(NotExec::NoStackRoom).first_exec_status(),
+            126
+        );
     }
 
     #[test]

@@ -370,7 +370,9 @@ pub fn sys_chdir(tf: &mut TrapFrame) -> i32 {
 pub fn program(cwd: u16, path: &[u8]) -> Result<&'static [u8], ExecError> {
     let fsys = FS.lock();
     let ip = fsys.fs.namei(cwd, path).map_err(|_| ExecError::NotFound)?;
-    fsys.fs.archive_bytes(ip).ok_or(ExecError::NotExecutable)
+    fsys.fs
+        .archive_bytes(ip)
+        .ok_or(ExecError::NotExecutable(crate::exec::NotExec::NotInArchive))
 }
 
 /// exec(path, argv): replaces the process's image with the program file `path` names; argv
