@@ -176,22 +176,7 @@ fn check_options(args: &BenchArgs) -> Result<()> {
         .into());
     }
     for path in [&args.json, &args.svg].into_iter().flatten() {
-        check_writable(path)?;
-    }
-    Ok(())
-}
-
-/// Whether `path` can be written: created (if new) and removed again, so a bad `--json` or
-/// `--svg` is reported now rather than after the whole bench.
-fn check_writable(path: &std::path::Path) -> Result<()> {
-    let existed = path.exists();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(|e| exit::UsageError(format!("cannot write {}: {e}", path.display())))?;
-    if !existed {
-        let _ = std::fs::remove_file(path);
+        engine::check_writable(path)?;
     }
     Ok(())
 }
@@ -321,6 +306,7 @@ fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
         files: Vec::new(),
         env: engine::lab_env(),
         stdin: None,
+        result_file: None,
         guest_mem_mib: mem >> 20,
         timeout: Duration::from_secs(args.timeout * (2 * args.runs as u64 + 1) + 120),
     };

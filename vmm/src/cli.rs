@@ -148,6 +148,10 @@ pub struct RunArgs {
     /// Print the VM exits by reason and the run time to stderr at the end.
     #[arg(long)]
     pub stats: bool,
+    /// Write the run's figures as JSON to FILE at the end: guest time, VM exits by reason,
+    /// host-backed guest pages, console traffic (the same as --stats, for scripts).
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
     /// Back all guest RAM with host memory before boot (default: lazily, on first touch).
     #[arg(long)]
     pub prefault: bool,

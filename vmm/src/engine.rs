@@ -34,13 +34,16 @@ pub fn run(args: &RunArgs) -> i32 {
         }
         Err(e) => {
             eprintln!("vmm: error: {e:#}");
-            exit::FAILURE
+            exit::status_of_error(&e)
         }
     }
 }
 
 fn try_run(args: &RunArgs) -> Result<i32> {
     let mem = args.mem;
+    if let Some(path) = &args.stats_json {
+        check_writable(path)?;
+    }
     let spec = args
         .program
         .first()
@@ -188,6 +191,10 @@ fn run_on_kvm(
     if args.stats {
         eprintln!("{}", report.stats_line());
     }
+    if let Some(path) = &args.stats_json {
+        std::fs::write(path, report.stats_json() + "\n")
+            .with_context(|| format!("cannot write --stats-json {}", path.display()))?;
+    }
     Ok(status_of(report.outcome, args.timeout))
 }
 
@@ -246,6 +253,10 @@ pub fn lab_invocation(
     if let Some(a) = &args.append {
         inner.extend(["--append".into(), a.into()]);
     }
+    // The inner vmm leaves its figures where the lab sends them back (LabRequest::result_file).
+    if args.stats_json.is_some() {
+        inner.extend(["--stats-json".into(), lab::script::RESULT_PATH.into()]);
+    }
     let mut files = Vec::new();
     if let Some(k) = &args.kernel {
         let lab_path = "/lab/files/kernel.elf".to_string();
@@ -285,6 +296,21 @@ pub fn lab_env() -> Vec<(String, String)> {
     env
 }
 
+/// Whether `path` can be written: created (if new) and removed again, so a bad output
+/// file (`--json`, `--svg`, `--stats-json`) is reported before any boot (as a usage error).
+pub fn check_writable(path: &std::path::Path) -> Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| exit::UsageError(format!("cannot write {}: {e}", path.display())))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
 /// Reports a run stopped by signal `sig` and returns the shells' status for it (130, 143, ...).
 pub fn interrupted(sig: i32) -> i32 {
     eprintln!(
@@ -317,6 +343,7 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) ->
         files,
         env,
         stdin,
+        result_file: args.stats_json.clone(),
         guest_mem_mib: mem >> 20,
         timeout,
     };

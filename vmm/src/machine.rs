@@ -58,6 +58,26 @@ pub struct Report {
 }
 
 impl Report {
+    /// `--stats-json`'s document: what `--stats` prints, as one JSON object (one line).
+    pub fn stats_json(&self) -> String {
+        let (out, inp, empty) = self.console;
+        serde_json::json!({
+            "guest_seconds": self.elapsed.as_secs_f64(),
+            "vm_exits": self.stats.by_reason,
+            "vm_exits_total": self.stats.by_reason.values().sum::<u64>(),
+            "tsc_khz": self.tsc_khz,
+            "host_backed_pages": self.backed_pages,
+            "console": {
+                "out_bytes": out.bytes,
+                "out_exits": out.exits,
+                "in_bytes": inp.bytes,
+                "in_exits": inp.exits,
+                "in_empty_asks": empty,
+            },
+        })
+        .to_string()
+    }
+
     /// `vmm: stats: …` for `--stats`.
     pub fn stats_line(&self) -> String {
         let total: u64 = self.stats.by_reason.values().sum();

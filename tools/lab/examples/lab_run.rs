@@ -36,6 +36,7 @@ fn main() {
         files,
         env: vec![],
         stdin: None,
+        result_file: None,
         guest_mem_mib: 256,
         timeout: Duration::from_secs(300),
     };

@@ -12,6 +12,7 @@
 //!     files: vec![],
 //!     env: vec![("RUST_LOG".into(), "info".into())],
 //!     stdin: None,
+//!     result_file: None,
 //!     guest_mem_mib: 256,
 //!     timeout: Duration::from_secs(120),
 //! };
@@ -91,6 +92,9 @@ pub struct LabRequest {
     /// The program's stdin: the lab path of one of `files`; `None` gives `/dev/null`.
     /// (A serial line cannot carry an end of input, so stdin is shipped whole, not streamed.)
     pub stdin: Option<String>,
+    /// Where on the host to write what the program leaves in [`script::RESULT_PATH`] inside
+    /// the lab (text lines), once it has exited; nothing is written if it left nothing.
+    pub result_file: Option<PathBuf>,
     /// Guest RAM the program will want (MiB); the lab VM gets enough on top of it.
     pub guest_mem_mib: u64,
     /// Overall bound for the lab run (boot + program); on expiry QEMU is killed and
@@ -454,6 +458,17 @@ pub fn run_with_options(
     if let Some(sig) = interrupt::pending() {
         return Ok(LabOutcome::Interrupted(sig));
     }
+    let results: Vec<&str> = markers
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Marker::Result(l) => Some(l.as_str()),
+            _ => None,
+        })
+        .collect();
+    if let (Some(path), false) = (&req.result_file, results.is_empty()) {
+        fs::write(path, results.join("\n") + "\n")
+            .map_err(|e| LabError::io_path("writing", path, e))?;
+    }
     for (_, m) in &markers {
         match m {
             Marker::Exit(code) => return Ok(LabOutcome::Exited(*code)),
@@ -463,7 +478,7 @@ pub fn run_with_options(
                     console_tail: tail,
                 })
             }
-            Marker::Stage(_) => {}
+            Marker::Stage(_) | Marker::Result(_) => {}
         }
     }
     match qemu_status {
@@ -509,6 +524,7 @@ mod tests {
             files: vec![],
             env: vec![],
             stdin: None,
+            result_file: None,
             guest_mem_mib: 16,
             timeout: Duration::from_secs(1),
         }

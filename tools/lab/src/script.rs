@@ -29,7 +29,13 @@ pub enum Marker {
     Exit(i32),
     /// The lab could not get ready (kvm_amd did not load, /dev/kvm missing, ...).
     Fail(String),
+    /// One line of what the program left in [`RESULT_PATH`].
+    Result(String),
 }
+
+/// Where a program inside the lab may leave a small text result (e.g. `vmm --stats-json`);
+/// init sends it back line by line after the program exits (see `LabRequest::result_file`).
+pub const RESULT_PATH: &str = "/lab/result";
 
 /// Parses one control-channel line; anything else yields `None`.
 pub fn parse_marker(line: &str) -> Option<Marker> {
@@ -43,6 +49,7 @@ pub fn parse_marker(line: &str) -> Option<Marker> {
         "stage" => Some(Marker::Stage(text.trim().to_string())),
         "exit" => text.trim().parse::<i32>().ok().map(Marker::Exit),
         "fail" => Some(Marker::Fail(text.trim().to_string())),
+        "result" => Some(Marker::Result(text.to_string())),
         _ => None,
     }
 }
@@ -166,6 +173,9 @@ mark stage exec
 status=$?
 # The last close of a serial port waits until its output has been sent.
 exec 5>&- 6>&-
+if [ -s /lab/result ]; then
+  while IFS= read -r l; do mark result "$l"; done < /lab/result
+fi
 mark exit $status
 off
 "#,
@@ -196,6 +206,10 @@ mod tests {
         assert_eq!(parse_marker("XV6LABexit 1"), None);
         assert_eq!(parse_marker("noise XV6LAB exit 1"), None);
         assert_eq!(parse_marker(""), None);
+        assert_eq!(
+            parse_marker("XV6LAB result {\"a\": 1}\r\n"),
+            Some(Marker::Result("{\"a\": 1}".into()))
+        );
     }
 
     #[test]

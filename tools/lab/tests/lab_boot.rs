@@ -53,6 +53,7 @@ fn probe_runs_on_real_kvm() {
             ("LAB_PROBE_FILE".into(), "/lab/files/payload.txt".into()),
         ],
         stdin: None,
+        result_file: None,
         guest_mem_mib: 64,
         timeout: Duration::from_secs(120),
     };
@@ -96,6 +97,7 @@ fn timeout_kills_the_lab() {
         files: vec![],
         env: vec![],
         stdin: None,
+        result_file: None,
         guest_mem_mib: 0,
         timeout: Duration::from_secs(8),
     };
@@ -116,6 +118,7 @@ fn missing_svm_is_a_clear_error() {
         files: vec![],
         env: vec![],
         stdin: None,
+        result_file: None,
         guest_mem_mib: 0,
         timeout: Duration::from_secs(60),
     };
