@@ -22,7 +22,7 @@ pub fn value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
 /// The TSC frequency the command line gives (`tsc_khz=N`, kHz); 0 if none or unreadable.
 #[must_use]
 pub fn parse_tsc_khz(cmdline: &str) -> u32 {
-    value(cmdline, "tsc_khz")
+    value(cmdline, xv6_abi::cmdline::TSC_KHZ)
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }

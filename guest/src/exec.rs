@@ -82,8 +82,8 @@ impl ExecError {
     #[must_use]
     pub fn first_exec_status(self) -> u8 {
         match self {
-            ExecError::NotFound => 127,
-            _ => 126,
+            ExecError::NotFound => xv6_abi::status::NOT_FOUND,
+            _ => xv6_abi::status::NOT_EXECUTABLE,
         }
     }
 }

@@ -49,7 +49,7 @@ pub fn fault_status(trapno: u32) -> i32 {
     match trapno {
         T_DIVIDE => 128 + 8,
         T_ILLOP => 128 + 4,
-        _ => 128 + 11,
+        _ => xv6_abi::status::SEGV as i32,
     }
 }
 

@@ -101,10 +101,13 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     crate::gdt::seginit();
 
     let boot = read_boot_info(start_info_pa).unwrap_or_else(|e| panic!("{}", e));
-    QUIET.store(cmdline::has_word(boot.cmdline, "quiet"), Ordering::Relaxed);
+    QUIET.store(
+        cmdline::has_word(boot.cmdline, xv6_abi::cmdline::QUIET),
+        Ordering::Relaxed,
+    );
     cmdline::set_tsc_khz(cmdline::parse_tsc_khz(boot.cmdline));
-    vm::set_lazy(cmdline::has_word(boot.cmdline, "lazy"));
-    vm::set_cow(cmdline::has_word(boot.cmdline, "cow"));
+    vm::set_lazy(cmdline::has_word(boot.cmdline, xv6_abi::cmdline::LAZY));
+    vm::set_cow(cmdline::has_word(boot.cmdline, xv6_abi::cmdline::COW));
     bootlog!(
         "xv6: PVH boot, start_info {:#010x}, cmdline \"{}\"",
         boot.start_info.0,

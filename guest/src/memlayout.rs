@@ -8,14 +8,14 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-/// Start of extended memory: the kernel is loaded here.
-pub const EXTMEM: u32 = 0x0010_0000;
+/// Start of extended memory: the kernel is loaded here (shared with the VMM: xv6-abi).
+pub const EXTMEM: u32 = xv6_abi::layout::EXTMEM;
 /// First kernel virtual address: `[KERNBASE, KERNBASE + PHYSTOP)` maps `[0, PHYSTOP)`.
-pub const KERNBASE: u32 = 0x8000_0000;
+pub const KERNBASE: u32 = xv6_abi::layout::KERNBASE;
 /// Address where the kernel is linked.
 pub const KERNLINK: u32 = KERNBASE + EXTMEM;
 /// Other devices (LAPIC, IOAPIC, ...) are at high addresses, mapped one to one.
-pub const DEVSPACE: u32 = 0xFE00_0000;
+pub const DEVSPACE: u32 = xv6_abi::layout::DEVSPACE;
 /// The smallest PHYSTOP the kernel accepts: the first 4 MiB hold the kernel and the
 /// page-table pages kinit1 provides, the rest must leave room for processes.
 pub const PHYSTOP_MIN: u32 = 8 << 20;

@@ -9,7 +9,7 @@ pub const KSTACKSIZE: u32 = 4096;
 /// Bytes of a process name (the last component of the program's path, NUL-padded).
 pub const NAMELEN: usize = 16;
 /// Exit status of a process ended by `kill()`: 128 + SIGKILL.
-pub const KILLED_STATUS: i32 = 128 + 9;
+pub const KILLED_STATUS: i32 = xv6_abi::status::KILLED as i32;
 /// Open files per process (xv6 NOFILE).
 pub const NOFILE: usize = 16;
 

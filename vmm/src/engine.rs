@@ -130,15 +130,16 @@ fn require_legacy_paging() -> Result<()> {
 /// The kernel command line: `console=com1`, `quiet` with `--quiet`, then `--append`.
 /// (The program and its arguments travel as boot modules, see `programs.rs`.)
 pub fn kernel_cmdline(args: &RunArgs) -> String {
-    let mut words = vec!["console=com1".to_string()];
+    use xv6_abi::cmdline::{CONSOLE, COW, LAZY, QUIET};
+    let mut words = vec![CONSOLE.to_string()];
     if args.quiet {
-        words.push("quiet".into());
+        words.push(QUIET.into());
     }
     if args.lazy {
-        words.push("lazy".into());
+        words.push(LAZY.into());
     }
     if args.cow {
-        words.push("cow".into());
+        words.push(COW.into());
     }
     words.extend(args.append.iter().cloned());
     words.join(" ")

@@ -32,6 +32,6 @@ pub const TIMEOUT: i32 = 124;
 /// panic, triple fault, unexpected VM exit. One line on stderr says what and what to do.
 pub const FAILURE: i32 = 125;
 /// The program exists but is not a runnable ELF32 i386 executable (issue B).
-pub const NOT_EXECUTABLE: i32 = 126;
+pub const NOT_EXECUTABLE: i32 = xv6_abi::status::NOT_EXECUTABLE as i32;
 /// No such program (issue B).
-pub const NOT_FOUND: i32 = 127;
+pub const NOT_FOUND: i32 = xv6_abi::status::NOT_FOUND as i32;

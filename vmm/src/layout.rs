@@ -1,19 +1,19 @@
 //! Guest-physical memory layout and the I/O ports of the xv6 boot protocol.
 //!
-//! The VMM and the kernel agree on these numbers (the kernel's copy lives in
-//! `guest/src/memlayout.rs` and `guest/src/debugport.rs`). Everything the VMM hands the kernel
+//! The numbers the VMM and the kernel must agree on come from one place, the xv6-abi crate
+//! (`xv6_abi::layout`, `xv6_abi::ports`); the rest here is the VMM's own. Everything the VMM hands the kernel
 //! sits where the kernel's free list never reaches: the boot data in low memory (below `EXTMEM`,
 //! mapped by `kmap` row 1), the program archive in `[PHYSTOP, end of RAM)`.
 
 /// Start of extended memory: the kernel is loaded here (xv6 `EXTMEM`).
-pub const EXTMEM: u64 = 0x10_0000;
+pub const EXTMEM: u64 = xv6_abi::layout::EXTMEM as u64;
 /// Start of the MMIO hole; nothing is backed from here to 4 GiB (xv6 `DEVSPACE`).
-pub const DEVSPACE: u64 = 0xFE00_0000;
+pub const DEVSPACE: u64 = xv6_abi::layout::DEVSPACE as u64;
 /// Virtual base of the kernel half (xv6 `KERNBASE`); the kernel maps RAM at `P2V(pa) = pa + KERNBASE`.
-pub const KERNBASE: u64 = 0x8000_0000;
+pub const KERNBASE: u64 = xv6_abi::layout::KERNBASE as u64;
 /// RAM at the top reserved for boot modules: `PHYSTOP = mem - BOOT_RESERVED`.
 /// With the default 256 MiB this gives xv6's PHYSTOP, 0xE000000.
-pub const BOOT_RESERVED: u64 = 32 << 20;
+pub const BOOT_RESERVED: u64 = xv6_abi::layout::BOOT_RESERVED as u64;
 
 /// Default guest RAM.
 pub const DEFAULT_MEM: u64 = 256 << 20;

@@ -174,7 +174,7 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
     let vcpu_fd = vm.create_vcpu()?;
     // The guest times with the TSC; tell it the frequency rather than let it guess.
     let tsc_khz = vcpu_fd.get_tsc_khz().unwrap_or(0);
-    let cmdline = format!("{} tsc_khz={tsc_khz}", cfg.cmdline);
+    let cmdline = format!("{} {}={tsc_khz}", cfg.cmdline, xv6_abi::cmdline::TSC_KHZ);
     loader::load_kernel(&vm.mem, &cfg.kernel, &image)?;
     regs::write_boot_gdt(&vm.mem)?;
     let start_info = boot::write_boot_params(&vm.mem, cfg.mem, &cmdline, &cfg.modules)?;

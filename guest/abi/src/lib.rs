@@ -49,6 +49,44 @@ pub mod syscall {
     pub const SYS_WAIT_STATUS: u32 = 28;
 }
 
+/// The memory layout both sides build on (docs/abi.md; xv6's memlayout.h).
+pub mod layout {
+    /// Start of extended memory: the kernel is loaded here (xv6 `EXTMEM`).
+    pub const EXTMEM: u32 = 0x0010_0000;
+    /// First kernel virtual address; the kernel maps RAM at `P2V(pa) = pa + KERNBASE`.
+    pub const KERNBASE: u32 = 0x8000_0000;
+    /// Start of the MMIO hole, mapped one to one up to 4 GiB (xv6 `DEVSPACE`).
+    pub const DEVSPACE: u32 = 0xFE00_0000;
+    /// RAM at the top the VMM keeps for boot modules: `PHYSTOP = mem - BOOT_RESERVED`.
+    pub const BOOT_RESERVED: u32 = 32 << 20;
+}
+
+/// The kernel command-line words the VMM writes and the kernel reads (docs/abi.md).
+pub mod cmdline {
+    /// Always there: the console is COM1.
+    pub const CONSOLE: &str = "console=com1";
+    /// No boot summary.
+    pub const QUIET: &str = "quiet";
+    /// Demand-paged sbrk.
+    pub const LAZY: &str = "lazy";
+    /// Copy-on-write fork.
+    pub const COW: &str = "cow";
+    /// The key of `tsc_khz=N`: the TSC frequency from KVM_GET_TSC_KHZ.
+    pub const TSC_KHZ: &str = "tsc_khz";
+}
+
+/// Exit statuses the kernel gives and `vmm` passes on or gives itself (docs/abi.md).
+pub mod status {
+    /// The first program cannot run (not an ELF32 i386 executable, argument list too long).
+    pub const NOT_EXECUTABLE: u8 = 126;
+    /// The first program is not in the archive.
+    pub const NOT_FOUND: u8 = 127;
+    /// Killed by `kill()` (128 + SIGKILL).
+    pub const KILLED: u8 = 137;
+    /// Killed for a bad memory access (128 + SIGSEGV).
+    pub const SEGV: u8 = 139;
+}
+
 /// The record `pfbench` exports (docs/abi.md, "pfbench export record").
 pub mod pfbench {
     /// First word: `"PFB1"`.
