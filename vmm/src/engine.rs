@@ -227,11 +227,53 @@ pub fn status_of(outcome: Outcome, timeout_secs: u64) -> i32 {
     }
 }
 
+/// Options of `vmm run` (clap ids) a lab run rewrites rather than passes on as given: the
+/// engine, sizes normalized, and whatever names a host file.
+const LAB_REWRITES: &[&str] = &[
+    "engine",
+    "mem",
+    "timeout",
+    "kernel",
+    "add",
+    "stats_json",
+    "program",
+];
+
+/// Every option of `vmm run` given on the command line (`run` = its matches), re-emitted as
+/// `--long [value]` — built from clap's one description of the options, so a new option
+/// reaches the lab without a second list — except [`LAB_REWRITES`].
+fn forwarded_options(run: &clap::ArgMatches) -> Vec<OsString> {
+    use clap::parser::ValueSource;
+    use clap::CommandFactory;
+    let cli = crate::cli::Cli::command();
+    let spec = cli
+        .find_subcommand("run")
+        .expect("vmm has a run subcommand");
+    let mut out = Vec::new();
+    for arg in spec.get_arguments() {
+        let id = arg.get_id().as_str();
+        let Some(long) = arg.get_long() else { continue };
+        if LAB_REWRITES.contains(&id) || run.value_source(id) != Some(ValueSource::CommandLine) {
+            continue;
+        }
+        if arg.get_action().takes_values() {
+            for v in run.get_raw(id).into_iter().flatten() {
+                out.extend([format!("--{long}").into(), v.to_owned()]);
+            }
+        } else {
+            out.push(format!("--{long}").into());
+        }
+    }
+    out
+}
+
 /// The inner `vmm run` of a lab run: `--engine kvm` and the same request, with host files
 /// (a `--kernel`, a host program, the `--add` files) shipped in and their paths rewritten.
-/// Returns the arguments and the files (host path, lab path).
+/// `run` holds the matches of this `vmm run`'s command line. Returns the arguments and the
+/// files (host path, lab path).
 pub fn lab_invocation(
     args: &RunArgs,
+    run: &clap::ArgMatches,
     mem: u64,
     program: &Program,
     added: &[Program],
@@ -239,21 +281,7 @@ pub fn lab_invocation(
     let mut inner: Vec<OsString> = vec!["run".into(), "--engine".into(), "kvm".into()];
     inner.extend(["--mem".into(), format!("{}M", mem >> 20).into()]);
     inner.extend(["--timeout".into(), args.timeout.to_string().into()]);
-    for (set, flag) in [
-        (args.pgdump, "--pgdump"),
-        (args.quiet, "--quiet"),
-        (args.stats, "--stats"),
-        (args.prefault, "--prefault"),
-        (args.lazy, "--lazy"),
-        (args.cow, "--cow"),
-    ] {
-        if set {
-            inner.push(flag.into());
-        }
-    }
-    if let Some(a) = &args.append {
-        inner.extend(["--append".into(), a.into()]);
-    }
+    inner.extend(forwarded_options(run));
     // The inner vmm leaves its figures where the lab sends them back (LabRequest::result_file).
     if args.stats_json.is_some() {
         inner.extend(["--stats-json".into(), lab::script::RESULT_PATH.into()]);
@@ -324,7 +352,14 @@ pub fn interrupted(sig: i32) -> i32 {
 /// Re-runs this binary inside the lab with `--engine kvm` and the same request.
 fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) -> Result<i32> {
     let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
-    let (inner, mut files) = lab_invocation(args, mem, program, added);
+    // This process's own command line, parsed again for its matches (what was given how).
+    let matches = <crate::cli::Cli as clap::CommandFactory>::command()
+        .try_get_matches_from(std::env::args_os())
+        .context("cannot re-read this command line for the lab")?;
+    let run = matches
+        .subcommand_matches("run")
+        .context("the lab runs `vmm run` only")?;
+    let (inner, mut files) = lab_invocation(args, run, mem, program, added);
     // From here on a signal stops the run cleanly (temporary files removed, 128 + N).
     lab::interrupt::install();
     // A serial line cannot carry an end of input: ship stdin whole (unless it is a terminal).
@@ -437,6 +472,14 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
 
+    fn run_matches(argv: &[&str]) -> clap::ArgMatches {
+        use clap::CommandFactory;
+        let mut all = vec!["vmm", "run"];
+        all.extend_from_slice(argv);
+        let m = Cli::command().get_matches_from(all);
+        m.subcommand_matches("run").unwrap().clone()
+    }
+
     fn run_args(argv: &[&str]) -> RunArgs {
         let mut all = vec!["vmm", "run"];
         all.extend_from_slice(argv);
@@ -476,9 +519,44 @@ mod tests {
         );
     }
 
+    /// Every option `vmm run` has reaches the inner vmm: passed on as given (found by clap's
+    /// description, not a list), or one of the deliberate rewrites.
+    #[test]
+    fn every_run_option_reaches_the_lab() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let spec = cli.find_subcommand("run").unwrap();
+        let program = Program {
+            name: "hello".into(),
+            image: Vec::new(),
+            host_path: None,
+        };
+        for arg in spec.get_arguments() {
+            let (id, Some(long)) = (arg.get_id().as_str(), arg.get_long()) else {
+                continue;
+            };
+            if LAB_REWRITES.contains(&id) || id == "help" {
+                continue;
+            }
+            let flag = format!("--{long}");
+            let mut argv = vec![flag.as_str()];
+            if arg.get_action().takes_values() {
+                argv.push("w");
+            }
+            argv.push("hello");
+            let a = run_args(&argv);
+            let (inner, _) = lab_invocation(&a, &run_matches(&argv), 256 << 20, &program, &[]);
+            let i = inner.iter().position(|w| w == flag.as_str());
+            assert!(i.is_some(), "{flag} is not passed to the lab: {inner:?}");
+            if arg.get_action().takes_values() {
+                assert_eq!(inner[i.unwrap() + 1], "w", "{flag}'s value");
+            }
+        }
+    }
+
     #[test]
     fn lab_run_passes_every_flag_and_ships_host_files() {
-        let a = run_args(&[
+        let argv = [
             "--pgdump",
             "--quiet",
             "--stats",
@@ -494,13 +572,14 @@ mod tests {
             "/bin/prog",
             "x",
             "-y",
-        ]);
+        ];
+        let a = run_args(&argv);
         let program = Program {
             name: "prog".into(),
             image: Vec::new(),
             host_path: Some("/bin/prog".into()),
         };
-        let (inner, files) = lab_invocation(&a, 64 << 20, &program, &[]);
+        let (inner, files) = lab_invocation(&a, &run_matches(&argv), 64 << 20, &program, &[]);
         let inner: Vec<&str> = inner.iter().map(|s| s.to_str().unwrap()).collect();
         assert_eq!(
             inner,
@@ -513,11 +592,11 @@ mod tests {
                 "--timeout",
                 "9",
                 "--pgdump",
-                "--quiet",
-                "--stats",
-                "--prefault",
                 "--lazy",
                 "--cow",
+                "--stats",
+                "--prefault",
+                "--quiet",
                 "--append",
                 "a b",
                 "--kernel",
