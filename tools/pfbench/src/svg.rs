@@ -182,6 +182,29 @@ fn stroke<CT: CoordTranslate<From = (f64, f64)>>(
     Ok(())
 }
 
+/// One legend entry per row (a box in its colour, its label), in a box at `at`.
+fn legend<'a, 'b: 'a, CT: CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+    all: &[Series],
+    at: SeriesLabelPosition,
+) -> DrawResult {
+    for s in all {
+        let colour = s.colour;
+        chart
+            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())?
+            .label(s.label.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], colour.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    Ok(())
+}
+
 fn latency_desc(tsc_khz: u64) -> &'static str {
     if tsc_khz == 0 {
         "latency (cycles, log scale)"
@@ -255,20 +278,8 @@ fn histogram(
                 s.colour.stroke_width(1),
             ))?;
         }
-        let colour = s.colour;
-        chart
-            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())?
-            .label(s.label.clone())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], colour.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()?;
-    Ok(())
+    legend(&mut chart, all, SeriesLabelPosition::UpperRight)
 }
 
 /// The latency at quantile `q` of sorted `xs` (nearest rank).
@@ -312,20 +323,8 @@ fn percentiles(
                 .collect();
             stroke(&mut chart, s, points)?;
         }
-        let colour = s.colour;
-        chart
-            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())?
-            .label(s.label.clone())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], colour.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()?;
-    Ok(())
+    legend(&mut chart, all, SeriesLabelPosition::UpperLeft)
 }
 
 #[cfg(test)]
