@@ -324,3 +324,29 @@ fn stats_count_exits_and_prefault_boots() {
         "{line}"
     );
 }
+
+/// read() into a bad buffer returns −1 and leaves the input for the next read.
+#[test]
+fn a_failed_read_loses_no_input() {
+    use std::io::Write;
+    if common::engine().is_none() {
+        return;
+    }
+    let exe = build_c("readbad", Layout::XV6);
+    let mut child = std::process::Command::new(common::VMM)
+        .args(["run", "--quiet"])
+        .arg(&exe)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"abc").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "1: the bad read did not fail, 2: the input was lost: {}",
+        stderr(&out)
+    );
+}
