@@ -196,7 +196,12 @@ fn run_on_kvm(
         std::fs::write(path, report.stats_json() + "\n")
             .with_context(|| format!("cannot write --stats-json {}", path.display()))?;
     }
-    Ok(status_of(report.outcome, args.timeout))
+    let status = status_of(report.outcome, args.timeout);
+    // The one-line error first (status_of), then the details.
+    if let Some(crash) = &report.crash {
+        eprintln!("{crash}");
+    }
+    Ok(status)
 }
 
 /// Maps how the guest ended to `vmm`'s exit status, printing the one-line reason on failures.
@@ -216,7 +221,7 @@ pub fn status_of(outcome: Outcome, timeout_secs: u64) -> i32 {
         Outcome::TripleFault => {
             eprintln!(
                 "vmm: error: the guest triple-faulted (CPU shutdown): the kernel crashed before \
-                 it could report; RUST_LOG=debug shows the VM exits"
+                 it could report; what is known of its registers follows"
             );
             exit::FAILURE
         }

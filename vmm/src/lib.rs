@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod boot;
 pub mod cli;
+pub mod crash;
 pub mod devices;
 pub mod engine;
 pub mod exit;

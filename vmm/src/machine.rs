@@ -55,6 +55,8 @@ pub struct Report {
     pub console: (Traffic, Traffic, u64),
     /// Guest RAM pages the host had backed at the end (mincore); None if unknown.
     pub backed_pages: Option<u64>,
+    /// The crash report (registers, code at EIP) when the run ended in a crash.
+    pub crash: Option<String>,
 }
 
 impl Report {
@@ -211,5 +213,6 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
             (c.output, c.input, c.input_empty)
         },
         backed_pages,
+        crash: vcpu.crash.take(),
     })
 }

@@ -53,6 +53,8 @@ pub struct Vcpu<'a> {
     pub measured: BTreeMap<&'static str, u64>,
     /// The counts when the current measured window opened.
     window_start: Option<BTreeMap<&'static str, u64>>,
+    /// The registers and code at the crash, when the run ended in one (see `crash`).
+    pub crash: Option<String>,
 }
 
 impl<'a> Vcpu<'a> {
@@ -66,6 +68,7 @@ impl<'a> Vcpu<'a> {
             expired: Arc::new(AtomicBool::new(false)),
             measured: BTreeMap::new(),
             window_start: None,
+            crash: None,
         }
     }
 
@@ -83,11 +86,16 @@ impl<'a> Vcpu<'a> {
                     }
                     Request::Continue
                 }
-                Err(e) => return Outcome::Failed(format!("KVM_RUN failed: {e}")),
+                Err(e) => Request::End(Outcome::Failed(format!("KVM_RUN failed: {e}"))),
             };
             match request {
                 Request::Continue => {}
-                Request::End(outcome) => return outcome,
+                Request::End(outcome) => {
+                    if matches!(outcome, Outcome::TripleFault | Outcome::Failed(_)) {
+                        self.crash = Some(crate::crash::report(&self.fd, self.mem));
+                    }
+                    return outcome;
+                }
                 Request::Pgdump => self.devices.debug.last_mismatches = self.dump_page_tables(),
                 Request::Mark(n) => self.mark(n),
             }

@@ -178,6 +178,16 @@ fn triple_fault_exits_125() {
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(125), "{log}");
     assert!(log.contains("triple-faulted"), "{log}");
+    // The one-line error first, then the crash report (registers, or why there are none).
+    let error = log.find("vmm: error: the guest triple-faulted").unwrap();
+    let crash = log
+        .find("vmm: crash: ")
+        .unwrap_or_else(|| panic!("no crash report: {log}"));
+    assert!(error < crash, "{log}");
+    assert!(
+        log.contains("vmm: crash: eip=") || log.contains("reset the vCPU"),
+        "{log}"
+    );
 }
 
 #[test]
