@@ -305,10 +305,9 @@ fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
         args: inner,
         files: Vec::new(),
         env: engine::lab_env(),
-        stdin: None,
-        result_file: None,
         guest_mem_mib: mem >> 20,
         timeout: Duration::from_secs(args.timeout * (2 * args.runs as u64 + 1) + 120),
+        ..Default::default()
     };
     let mut out = Vec::new();
     let mut err = std::io::stderr();

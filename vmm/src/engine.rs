@@ -5,7 +5,6 @@
 //! `--engine kvm` inside a QEMU TCG machine whose Linux has kvm_amd (see tools/lab).
 
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -364,15 +363,9 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) ->
     let run = matches
         .subcommand_matches("run")
         .context("the lab runs `vmm run` only")?;
-    let (inner, mut files) = lab_invocation(args, run, mem, program, added);
+    let (inner, files) = lab_invocation(args, run, mem, program, added);
     // From here on a signal stops the run cleanly (temporary files removed, 128 + N).
     lab::interrupt::install();
-    // A serial line cannot carry an end of input: ship stdin whole (unless it is a terminal).
-    let stdin_copy = StdinCopy::take()?;
-    let stdin = stdin_copy.as_ref().map(|c| {
-        files.push((c.path(), "/lab/files/stdin".into()));
-        "/lab/files/stdin".to_string()
-    });
     let env = lab_env();
     let timeout = match args.timeout {
         0 => Duration::from_secs(24 * 3600),
@@ -383,10 +376,12 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) ->
         args: inner,
         files,
         env,
-        stdin,
+        // Streamed as it arrives: the guest boots at once, a terminal works.
+        stdin: lab::LabStdin::Inherit,
         result_file: args.stats_json.clone(),
         guest_mem_mib: mem >> 20,
         timeout,
+        ..Default::default()
     };
     let outcome = match lab::run(&req) {
         Err(e @ lab::LabError::Output { .. }) => {
@@ -402,71 +397,6 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) ->
             Ok(exit::TIMEOUT)
         }
         lab::LabOutcome::Interrupted(sig) => Ok(interrupted(sig)),
-    }
-}
-
-/// The most stdin a lab run carries: the lab ships stdin whole, inside its initramfs.
-pub const LAB_STDIN_LIMIT: u64 = 64 << 20;
-/// Name prefix of the stdin copies, `vmm-stdin-<pid>-<random>` in the temp directory.
-const STDIN_PREFIX: &str = "vmm-stdin-";
-
-/// This process's stdin saved to a private temporary file for the lab (the `tempfile` crate:
-/// mode 0600, a fresh unguessable name created with O_EXCL — a planted symlink or FIFO is
-/// never opened), removed on drop; none when stdin is a terminal (the lab cannot be
-/// interactive). Copies of killed runs are swept by the next run.
-struct StdinCopy {
-    file: tempfile::NamedTempFile,
-}
-
-impl StdinCopy {
-    fn take() -> Result<Option<StdinCopy>> {
-        use std::io::IsTerminal;
-        if std::io::stdin().is_terminal() {
-            return Ok(None);
-        }
-        let dir = std::env::temp_dir();
-        lab::sweep_stale(&dir, STDIN_PREFIX);
-        let mut file = tempfile::Builder::new()
-            .prefix(&format!("{STDIN_PREFIX}{}-", std::process::id()))
-            .tempfile_in(&dir)
-            .with_context(|| format!("cannot save stdin for the lab in {}", dir.display()))?;
-        copy_bounded(
-            &mut std::io::stdin().lock(),
-            file.as_file_mut(),
-            LAB_STDIN_LIMIT,
-        )?;
-        Ok(Some(StdinCopy { file }))
-    }
-
-    fn path(&self) -> PathBuf {
-        self.file.path().to_path_buf()
-    }
-}
-
-/// Copies `src` to `dst`, refusing more than `limit` bytes and stopping at a signal.
-fn copy_bounded(src: &mut impl Read, dst: &mut impl Write, limit: u64) -> Result<()> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    loop {
-        if lab::interrupt::pending().is_some() {
-            bail!("interrupted while reading stdin");
-        }
-        let n = match src.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).context("cannot read stdin"),
-        };
-        total += n as u64;
-        if total > limit {
-            bail!(
-                "stdin is larger than {} MiB, the most a lab run can carry (it ships stdin \
-                 whole); give a smaller input, or run where KVM runs 32-bit paging directly",
-                limit >> 20
-            );
-        }
-        dst.write_all(&buf[..n])
-            .context("cannot save stdin for the lab")?;
     }
 }
 
@@ -492,18 +422,6 @@ mod tests {
             Command::Run(a) => a,
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn stdin_copies_are_bounded() {
-        let mut out = Vec::new();
-        copy_bounded(&mut &[7u8; 1000][..], &mut out, 1000).unwrap();
-        assert_eq!(out.len(), 1000);
-        let err = copy_bounded(&mut &[7u8; 1001][..], &mut Vec::new(), 1000).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("stdin is larger than"),
-            "{err:#}"
-        );
     }
 
     #[test]

@@ -97,12 +97,12 @@ fn lab_temp_files_are_private_unguessable_and_removed() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    // What an attacker plants under the old, guessable names of a dead process's files, and a
+    // What an attacker plants under the guessable names of a dead process's files, and a
     // victim file a symlink points at.
     let victim = tmp.path().join("victim");
     fs::write(&victim, b"precious").unwrap();
     let dead = 4_194_399; // above pid_max: never a live process
-    std::os::unix::fs::symlink(&victim, tmp.path().join(format!("vmm-stdin-{dead}-x"))).unwrap();
+    std::os::unix::fs::symlink(&victim, tmp.path().join(format!("xv6-lab-{dead}-x"))).unwrap();
     fs::create_dir(tmp.path().join(format!("xv6-lab-{dead}-y"))).unwrap();
 
     let input: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();

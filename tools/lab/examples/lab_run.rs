@@ -34,11 +34,10 @@ fn main() {
         program: program.into(),
         args: args.collect(),
         files,
-        env: vec![],
-        stdin: None,
-        result_file: None,
+        stdin: lab::LabStdin::Inherit,
         guest_mem_mib: 256,
         timeout: Duration::from_secs(300),
+        ..Default::default()
     };
     // LAB_RUN_QEMU_ARGS: extra QEMU arguments (whitespace-separated), for experiments.
     let opts = lab::LabOptions {

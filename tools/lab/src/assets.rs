@@ -4,11 +4,12 @@
 //! `linux-image-cloud-amd64` → the real `linux-image-6.1.0-NN-cloud-amd64`, and `busybox-static`),
 //! unpacked with `dpkg-deb -x` (nothing is installed on the host), reduced to what the lab needs
 //! (~55 MB) and cached outside the repository in
-//! `${XV6_LAB_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/xv6-vmm/lab}/assets-v2/`:
+//! `${XV6_LAB_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/xv6-vmm/lab}/assets-v3/`:
 //!
 //! * `vmlinux` — the kernel as a PVH-bootable ELF (see [`crate::kernel`]; ~50 MB, saves ~0.5 s
 //!   per boot), or `vmlinuz` (the bzImage as shipped) if that extraction does not apply,
-//! * `base.cpio` — `/bin/busybox` and `/lib/modules/lab/*.ko`,
+//! * `base.cpio` — `/bin/busybox` and `/lib/modules/lab/*.ko` ([`ROOT_MODULES`] and their
+//!   dependencies),
 //! * `manifest` — `key=value` lines: kernel version, package versions, module load order, and
 //!   the size and SHA-256 of `vmlinux`/`vmlinuz` and `base.cpio` as the fetch wrote them,
 //! * `verified` — each file's inode and modification time when its SHA-256 last matched, so a
@@ -36,15 +37,17 @@ use crate::tmp::TempDir;
 use crate::LabError;
 
 /// Name of the asset directory inside the lab directory; bump when the layout changes.
-pub const ASSETS_SUBDIR: &str = "assets-v2"; // v2: digests in the manifest
+pub const ASSETS_SUBDIR: &str = "assets-v3"; // v2: digests in the manifest; v3: virtio-serial
 /// The kernel metapackage (resolved to the versioned image package).
 pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 /// The package providing a static busybox.
 pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// Where the base archive puts the kernel modules.
 pub const LAB_MODULE_DIR: &str = "/lib/modules/lab";
-/// The module whose load (with its dependencies) yields /dev/kvm.
-const KVM_MODULE: &str = "kvm_amd";
+/// The modules the lab loads (each with its dependencies, in this order): `kvm_amd` yields
+/// `/dev/kvm`; `virtio_pci` and `virtio_console` the virtio-serial ports that carry the
+/// program's stdin, stdout and stderr (see [`crate::script`]).
+pub const ROOT_MODULES: &[&str] = &["kvm_amd", "virtio_pci", "virtio_console"];
 
 /// The cached lab assets, ready to boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -440,7 +443,7 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
         }
     };
 
-    // The modules: index every .ko by canonical name, then walk kvm_amd's dependencies.
+    // The modules: index every .ko by canonical name, then walk the roots' dependencies.
     let moddir = root
         .join("lib/modules")
         .join(&kernel_version)
@@ -453,7 +456,7 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
         .map(|p| (module_name(&p.file_name().unwrap().to_string_lossy()), p))
         .collect();
     let mut deps = BTreeMap::new();
-    let mut todo = vec![KVM_MODULE.to_string()];
+    let mut todo: Vec<String> = ROOT_MODULES.iter().map(|m| m.to_string()).collect();
     while let Some(m) = todo.pop() {
         if deps.contains_key(&m) {
             continue;
@@ -467,7 +470,7 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
         todo.extend(ds.iter().map(|d| module_name(d)));
         deps.insert(m, ds);
     }
-    let order = module_load_order(KVM_MODULE, &deps)
+    let order = module_load_order(ROOT_MODULES, &deps)
         .map_err(|e| LabError::BadPackage(format!("{image}: {e}")))?;
 
     let busybox = root.join("bin/busybox");

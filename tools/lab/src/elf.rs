@@ -223,10 +223,10 @@ pub fn module_name(name: &str) -> String {
     name.trim_end_matches(".ko").replace('-', "_")
 }
 
-/// The `insmod` order for `target`, dependencies first. `deps` maps each module name
-/// (canonical, see [`module_name`]) to the names it depends on.
+/// The `insmod` order for `targets` (in their order), dependencies first, each module once.
+/// `deps` maps each module name (canonical, see [`module_name`]) to the names it depends on.
 pub fn module_load_order(
-    target: &str,
+    targets: &[&str],
     deps: &BTreeMap<String, Vec<String>>,
 ) -> Result<Vec<String>, String> {
     fn visit(
@@ -253,7 +253,9 @@ pub fn module_load_order(
         Ok(())
     }
     let mut out = Vec::new();
-    visit(&module_name(target), deps, &mut Vec::new(), &mut out)?;
+    for target in targets {
+        visit(&module_name(target), deps, &mut Vec::new(), &mut out)?;
+    }
     Ok(out)
 }
 
@@ -279,12 +281,28 @@ mod tests {
         deps.insert("ccp".to_string(), vec!["irqbypass".to_string()]);
         deps.insert("irqbypass".to_string(), vec![]);
         assert_eq!(
-            module_load_order("kvm-amd", &deps).unwrap(),
+            module_load_order(&["kvm-amd"], &deps).unwrap(),
             ["irqbypass", "kvm", "ccp", "kvm_amd"]
         );
+        // Several roots: shared dependencies load once, before their first user.
+        deps.insert("virtio_console".to_string(), vec!["virtio".to_string()]);
+        deps.insert("virtio".to_string(), vec![]);
+        deps.insert("vhost".to_string(), vec!["irqbypass".to_string()]);
+        assert_eq!(
+            module_load_order(&["kvm_amd", "virtio_console", "vhost"], &deps).unwrap(),
+            [
+                "irqbypass",
+                "kvm",
+                "ccp",
+                "kvm_amd",
+                "virtio",
+                "virtio_console",
+                "vhost"
+            ]
+        );
         deps.insert("irqbypass".to_string(), vec!["kvm_amd".to_string()]);
-        assert!(module_load_order("kvm-amd", &deps).is_err());
-        assert!(module_load_order("nope", &deps).is_err());
+        assert!(module_load_order(&["kvm-amd"], &deps).is_err());
+        assert!(module_load_order(&["nope"], &deps).is_err());
     }
 
     #[test]

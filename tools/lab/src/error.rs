@@ -67,6 +67,15 @@ pub enum LabError {
         /// The error.
         source: io::Error,
     },
+    /// The program's output ports sent more than arrived here.
+    OutputLost {
+        /// "stdout" or "stderr".
+        stream: &'static str,
+        /// Bytes that arrived.
+        received: u64,
+        /// Bytes the lab reported sent.
+        sent: u64,
+    },
     /// An I/O error, with what we were doing.
     Io {
         /// What we were doing.
@@ -169,6 +178,15 @@ impl fmt::Display for LabError {
             LabError::Output { stream, source } => {
                 write!(f, "cannot write the program's {stream}: {source}")
             }
+            LabError::OutputLost {
+                stream,
+                received,
+                sent,
+            } => write!(
+                f,
+                "the lab lost part of the program's {stream}: {received} of the {sent} bytes it \
+                 wrote arrived (RUST_LOG=lab=debug shows the lab's console)"
+            ),
             LabError::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }

@@ -11,10 +11,10 @@
 //!     args: vec!["--engine".into(), "kvm".into()],
 //!     files: vec![],
 //!     env: vec![("RUST_LOG".into(), "info".into())],
-//!     stdin: None,
-//!     result_file: None,
+//!     stdin: lab::LabStdin::Inherit,
 //!     guest_mem_mib: 256,
 //!     timeout: Duration::from_secs(120),
+//!     ..Default::default()
 //! };
 //! match lab::run(&req) {
 //!     Ok(lab::LabOutcome::Exited(code)) => std::process::exit(code),
@@ -30,11 +30,13 @@
 //!    ([`script::init_script`]), the program at `/lab/bin/NAME`, its ELF interpreter at its own
 //!    path and its shared libraries in `/lab/lib` ([`elf::program_deps`]), the request's files;
 //! 3. QEMU (`-accel tcg -cpu qemu64,+svm,+npt`, RAM = `guest_mem_mib` + 512 MiB + the
-//!    initramfs) with four serial ports on pipes: console, program stdout, program stderr,
-//!    control markers (see [`script`]);
-//! 4. init loads the KVM modules, checks `/dev/kvm`, runs the program (stdin `/dev/null` or a shipped file), reports
-//!    its exit status and powers off. Output is streamed to our stdout/stderr as it arrives,
-//!    byte for byte.
+//!    initramfs) with two serial ports on pipes (console, control markers) and virtio-serial
+//!    ports for the program's stdout, stderr and stdin and the request's TCP bridges (see
+//!    [`script`] and [`qemu`]);
+//! 4. init loads the KVM and virtio modules, checks `/dev/kvm`, runs the program, reports what
+//!    its output ports sent and its exit status; we stop QEMU once that output has arrived.
+//!    Output is streamed to our stdout/stderr as it arrives, byte for byte, and stdin is fed
+//!    in as it arrives (the program starts at once, whether or not any input has come).
 //!
 //! `RUST_LOG=debug` shows the QEMU command line and the lab's console; `info` shows timings.
 
@@ -47,15 +49,16 @@ pub mod kernel;
 pub mod progress;
 pub mod qemu;
 pub mod script;
+mod streams;
 mod tmp;
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, BufWriter, Write};
-use std::os::fd::AsRawFd;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,6 +71,7 @@ use elf::LAB_LIB_DIR;
 use initramfs::Cpio;
 use qemu::{pump, LineSplitter, QemuGuard};
 use script::{parse_marker, InitSpec, Marker};
+use streams::{Counter, HostEnds, StdinSource, Wiring};
 
 /// RAM the lab's own Linux gets on top of the program's guest.
 pub const LAB_OVERHEAD_MIB: u64 = 512;
@@ -75,9 +79,26 @@ pub const LAB_OVERHEAD_MIB: u64 = 512;
 const CONSOLE_TAIL: usize = 60;
 /// How long readers wait for a pipe's EOF after QEMU has exited.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
+/// After the program's exit, how long output may not advance (while we are not busy writing
+/// it out) before the run fails as having lost output.
+const OUTPUT_STALL: Duration = Duration::from_secs(15);
+
+/// The program's stdin inside the lab.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LabStdin {
+    /// `/dev/null`.
+    #[default]
+    Null,
+    /// This process's stdin, streamed as it arrives (a pipe, a file, or a terminal: what is
+    /// typed, as the terminal hands it over, line by line); its end is the program's end of
+    /// input. The program starts without waiting for any.
+    Inherit,
+    /// A host file, streamed the same way.
+    File(PathBuf),
+}
 
 /// One program run in the lab.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LabRequest {
     /// Host path of the static-or-dynamic x86_64 Linux binary to run inside the lab (normally
     /// `std::env::current_exe()` of vmm).
@@ -89,9 +110,21 @@ pub struct LabRequest {
     pub files: Vec<(PathBuf, String)>,
     /// Environment variables to set inside (e.g. RUST_LOG).
     pub env: Vec<(String, String)>,
-    /// The program's stdin: the lab path of one of `files`; `None` gives `/dev/null`.
-    /// (A serial line cannot carry an end of input, so stdin is shipped whole, not streamed.)
-    pub stdin: Option<String>,
+    /// The program's stdin (a virtio-serial port fed as input arrives, or `/dev/null`).
+    pub stdin: LabStdin,
+    /// Extra virtio-serial ports, each bridged to a TCP address on the host. For each
+    /// `(NAME, ADDR)`, QEMU listens on ADDR from its start (not waiting for a client; one
+    /// client at a time, later ones once it has gone; an address in use fails the run before
+    /// boot with QEMU's message), and the program finds the port as `/dev/virtio-ports/NAME`,
+    /// a character device to open read-write; bytes pass unchanged both ways. NAME: 1–64 of
+    /// `[A-Za-z0-9._-]`, not starting with `.`, `-` or `lab.` (the lab's own ports).
+    ///
+    /// While no client is connected, a read returns 0 (end of file) at once, `poll` reports
+    /// `POLLHUP` (without waking when one connects: poll again every few ms), and writes are
+    /// dropped; `host_connected: 1` in `/sys/kernel/debug/virtio-ports/<device>` (the device
+    /// `/dev/virtio-ports/NAME` links to) says one is there. After the client leaves, reads
+    /// return what it sent, then 0 again.
+    pub tcp_ports: Vec<(String, SocketAddr)>,
     /// Where on the host to write what the program leaves in [`script::RESULT_PATH`] inside
     /// the lab (text lines), once it has exited; nothing is written if it left nothing.
     pub result_file: Option<PathBuf>,
@@ -136,14 +169,34 @@ const RESERVED: &[&str] = &[
     "init", "bin", "sbin", "dev", "proc", "sys", "lab/bin", "lab/lib",
 ];
 
+fn check_ports(req: &LabRequest) -> Result<(), LabError> {
+    for (i, (name, _)) in req.tcp_ports.iter().enumerate() {
+        let why = if !qemu::valid_port_name(name) {
+            "must be 1-64 of A-Z a-z 0-9 . _ - and not start with . or -"
+        } else if name.starts_with(script::RESERVED_PORT_PREFIX) {
+            "names starting with lab. are the lab's own"
+        } else if req.tcp_ports[..i].iter().any(|(n, _)| n == name) {
+            "is given twice"
+        } else {
+            continue;
+        };
+        return Err(LabError::InvalidRequest(format!(
+            "port name {name:?} {why}"
+        )));
+    }
+    Ok(())
+}
+
 fn check_request(req: &LabRequest) -> Result<(), LabError> {
-    if let Some(stdin) = &req.stdin {
-        if !req.files.iter().any(|(_, lab)| lab == stdin) {
+    if let LabStdin::File(path) = &req.stdin {
+        if !path.is_file() {
             return Err(LabError::InvalidRequest(format!(
-                "stdin {stdin} is not one of the request's files"
+                "stdin {} is not a readable file",
+                path.display()
             )));
         }
     }
+    check_ports(req)?;
     for (k, v) in &req.env {
         if !script::valid_env_name(k) {
             return Err(LabError::InvalidRequest(format!(
@@ -211,7 +264,12 @@ fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, L
         program: &lab_program,
         args: &args,
         env: &env,
-        stdin: req.stdin.as_deref(),
+        stdin_port: req.stdin != LabStdin::Null,
+        extra_ports: &req
+            .tcp_ports
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect::<Vec<_>>(),
     });
 
     let werr = |e| LabError::io_path("writing", path, e);
@@ -293,6 +351,7 @@ pub fn run_with_options(
     let start = Instant::now();
     let deadline = start + req.timeout;
     check_request(req)?;
+    let stdin = StdinSource::open(&req.stdin)?;
     let qemu_bin = assets::find_qemu()?;
     let assets = ensure_assets()?;
 
@@ -302,11 +361,7 @@ pub fn run_with_options(
     let initrd_size = build_initrd(&assets, req, &initrd)?;
     let mem = req.guest_mem_mib + LAB_OVERHEAD_MIB + 2 * initrd_size.div_ceil(1 << 20);
 
-    let mut pipes = Vec::new();
-    for _ in 0..4 {
-        pipes.push(qemu::pipe().map_err(|e| LabError::io("creating a pipe", e))?);
-    }
-    let write_fds: Vec<_> = pipes.iter().map(|(_, w)| w.as_raw_fd()).collect();
+    let wiring = Wiring::new(stdin.is_some(), &req.tcp_ports)?;
     let mut cmd = Command::new(&qemu_bin);
     cmd.args(qemu::qemu_args(
         &assets.kernel,
@@ -314,151 +369,288 @@ pub fn run_with_options(
         qemu::fast_bios(),
         &opts.cpu,
         mem,
-        &write_fds,
+        &wiring.serial_fds(),
+        &wiring.ports(),
     ))
     .args(&opts.extra_qemu_args)
     .stderr(Stdio::piped());
     log::debug!("lab: {cmd:?}");
     let prepared = start.elapsed();
     let spawned_at = Instant::now();
-    let mut guard = QemuGuard::spawn(cmd, &write_fds)
+    let mut guard = QemuGuard::spawn(cmd, &wiring.qemu_fds())
         .map_err(|e| LabError::io_path("starting", &qemu_bin, e))?;
+    let host = wiring.into_host_ends();
+    let watched = supervise(&mut guard, host, stdin.as_ref(), stdout, stderr, deadline);
+    log_timings(&watched, spawned_at, prepared);
+    drop(tmp);
+    conclude(req, watched)
+}
+
+/// How the watch over QEMU ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// QEMU exited by itself (with this status, if known).
+    QemuExited(Option<ExitStatus>),
+    /// The program exited and all the output it sent has arrived; we stopped QEMU.
+    Delivered,
+    /// The run's deadline passed.
+    TimedOut,
+    /// A signal came, or writing our output failed.
+    Stopped,
+    /// After the program's exit, output stopped arriving short of what it sent.
+    Stalled,
+}
+
+/// What the threads of one run share.
+#[derive(Default)]
+struct Shared {
+    /// QEMU is gone: readers stop at the next quiet moment, the stdin feeder stops.
+    done: AtomicBool,
+    output_failed: Mutex<Option<LabError>>,
+    console_tail: Mutex<VecDeque<String>>,
+    qemu_err: Mutex<String>,
+    out: Counter,
+    err: Counter,
+}
+
+/// What watching one QEMU run gathered.
+struct Watched {
+    ending: Ending,
+    markers: Vec<(Instant, Marker)>,
+    console_tail: Vec<String>,
+    qemu_err: String,
+    output_failed: Option<LabError>,
+    received: (u64, u64),
+}
+
+/// Runs the readers, the stdin feeder and the watch until QEMU is gone (every thread joined).
+fn supervise(
+    guard: &mut QemuGuard,
+    host: HostEnds,
+    stdin: Option<&StdinSource>,
+    stdout: &mut (dyn Write + Send),
+    stderr: &mut (dyn Write + Send),
+    deadline: Instant,
+) -> Watched {
     let qemu_stderr = guard.take_stderr();
-    // Our copies of the write ends must go, or the readers never see EOF.
-    let mut readers = Vec::new();
-    for (r, w) in pipes {
-        drop(w);
-        readers.push(r);
-    }
-    let [console_r, out_r, err_r, ctl_r]: [_; 4] = readers.try_into().expect("four pipes");
-
-    let done = AtomicBool::new(false);
-    let output_failed = Mutex::new(None::<LabError>);
-    let console_tail = Mutex::new(VecDeque::<String>::new());
-    let qemu_err = Mutex::new(String::new());
+    let shared = Shared::default();
     let (tx, rx) = mpsc::channel::<(Instant, Marker)>();
-    let mut markers: Vec<(Duration, Marker)> = Vec::new();
-
-    let (timed_out, qemu_status) = std::thread::scope(|s| {
-        let done = &done;
-        s.spawn(|| {
-            let mut split = LineSplitter::default();
-            let mut on_line = |l: &str| {
-                log::debug!("lab console: {l}");
-                let mut t = console_tail.lock().unwrap();
-                if t.len() == CONSOLE_TAIL {
-                    t.pop_front();
-                }
-                t.push_back(l.to_string());
-            };
-            pump(console_r, done, PIPE_GRACE, |d| split.feed(d, &mut on_line));
-            split.finish(on_line);
-        });
-        s.spawn(move || {
-            let mut split = LineSplitter::default();
-            let on_line = |l: &str| {
-                log::debug!("lab control: {l}");
-                if let Some(m) = parse_marker(l) {
-                    let _ = tx.send((Instant::now(), m));
-                }
-            };
-            pump(ctl_r, done, PIPE_GRACE, |d| split.feed(d, on_line));
-            split.finish(on_line);
-        });
-        let output_failed = &output_failed;
-        s.spawn(move || forward(out_r, done, stdout, "stdout", output_failed));
-        s.spawn(move || forward(err_r, done, stderr, "stderr", output_failed));
-        if let Some(mut e) = qemu_stderr {
-            let qemu_err = &qemu_err;
-            s.spawn(move || {
-                use std::io::Read;
-                let mut buf = [0u8; 4096];
-                // QEMU's stderr closes when QEMU exits (or is killed).
-                while let Ok(n) = e.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let text = String::from_utf8_lossy(&buf[..n]);
-                    log::debug!("lab qemu stderr: {}", text.trim_end());
-                    let mut q = qemu_err.lock().unwrap();
-                    if q.len() < 64 * 1024 {
-                        q.push_str(&text);
-                    }
-                }
-            });
+    let mut markers = Vec::new();
+    let HostEnds {
+        console,
+        control,
+        stdout: out_r,
+        stderr: err_r,
+        stdin: stdin_sock,
+    } = host;
+    let ending = std::thread::scope(|s| {
+        let sh = &shared;
+        s.spawn(move || read_console(console, sh));
+        s.spawn(move || read_control(control, sh, tx));
+        s.spawn(move || forward(out_r, stdout, "stdout", &sh.out, sh));
+        s.spawn(move || forward(err_r, stderr, "stderr", &sh.err, sh));
+        if let Some(e) = qemu_stderr {
+            s.spawn(move || read_qemu_stderr(e, sh));
         }
-
-        let mut record = |t: Instant, m: Marker| {
-            log::debug!("lab: {m:?} at {:?} after QEMU start", t - spawned_at);
-            markers.push((t - spawned_at, m));
-        };
-        let result = loop {
-            match rx.recv_timeout(Duration::from_millis(10)) {
-                Ok((t, m)) => record(t, m),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-            }
-            match guard.try_wait() {
-                Ok(Some(st)) => break (false, Some(st)),
-                Ok(None) => {}
-                Err(e) => {
-                    log::warn!("lab: waiting for QEMU: {e}");
-                    guard.kill();
-                    break (false, None);
-                }
-            }
-            if Instant::now() >= deadline {
-                guard.kill();
-                break (true, None);
-            }
-            if interrupt::pending().is_some() || output_failed.lock().unwrap().is_some() {
-                guard.kill();
-                break (false, None);
-            }
-        };
+        if let (Some(src), Some(sock)) = (stdin, stdin_sock.as_ref()) {
+            s.spawn(move || streams::feed_stdin(src, sock, &sh.done));
+        }
+        let ending = watch(guard, &rx, &mut markers, deadline, sh);
         guard.kill(); // reaps (it has exited, or is killed now)
-        done.store(true, Ordering::Release);
-        result
+        sh.done.store(true, Ordering::Release);
+        ending
     });
     // All threads are joined: every marker sent is in the channel.
-    while let Ok((t, m)) = rx.try_recv() {
-        markers.push((t - spawned_at, m));
+    markers.extend(rx.try_iter());
+    // Only now: closing the stdin socket while QEMU ran could lose what it had not read.
+    drop(stdin_sock);
+    Watched {
+        ending,
+        markers,
+        console_tail: shared.console_tail.into_inner().unwrap().into(),
+        qemu_err: shared.qemu_err.into_inner().unwrap(),
+        output_failed: shared.output_failed.into_inner().unwrap(),
+        received: (shared.out.bytes(), shared.err.bytes()),
     }
-    let total = spawned_at.elapsed();
-    let tail: Vec<String> = console_tail.into_inner().unwrap().into();
+}
+
+/// Waits (in 10 ms steps) until QEMU exits, the program's output has all arrived, the
+/// deadline passes, a signal comes or our output fails; collects the markers meanwhile.
+fn watch(
+    guard: &mut QemuGuard,
+    rx: &mpsc::Receiver<(Instant, Marker)>,
+    markers: &mut Vec<(Instant, Marker)>,
+    deadline: Instant,
+    sh: &Shared,
+) -> Ending {
+    let mut draining = None;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(10)) {
+            Ok(m) => markers.push(m),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+        }
+        if let Some(sent) = sent_at_exit(markers) {
+            if let Some(ending) = drained(sent, sh, &mut draining) {
+                return ending;
+            }
+        }
+        match guard.try_wait() {
+            Ok(Some(st)) => return Ending::QemuExited(Some(st)),
+            Ok(None) => {}
+            Err(e) => {
+                log::warn!("lab: waiting for QEMU: {e}");
+                return Ending::QemuExited(None);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Ending::TimedOut;
+        }
+        if interrupt::pending().is_some() || sh.output_failed.lock().unwrap().is_some() {
+            return Ending::Stopped;
+        }
+    }
+}
+
+/// What the program's output ports sent, once its exit has been reported too.
+fn sent_at_exit(markers: &[(Instant, Marker)]) -> Option<(u64, u64)> {
+    let exited = markers.iter().any(|(_, m)| matches!(m, Marker::Exit(_)));
+    markers.iter().find_map(|(_, m)| match m {
+        Marker::Sent { stdout, stderr } if exited => Some((*stdout, *stderr)),
+        _ => None,
+    })
+}
+
+/// After the program's exit: `Delivered` once all it `sent` has arrived, `Stalled` when
+/// nothing more has come for [`OUTPUT_STALL`] while we were not busy writing it out.
+/// `since` remembers when the received total last changed.
+fn drained(sent: (u64, u64), sh: &Shared, since: &mut Option<(Instant, u64)>) -> Option<Ending> {
+    let got = (sh.out.bytes(), sh.err.bytes());
+    if got.0 >= sent.0 && got.1 >= sent.1 {
+        return Some(Ending::Delivered);
+    }
+    let total = got.0 + got.1;
+    let busy = sh.out.writing() || sh.err.writing();
+    match since {
+        Some((t, seen)) if *seen == total && !busy => {
+            (t.elapsed() >= OUTPUT_STALL).then_some(Ending::Stalled)
+        }
+        _ => {
+            *since = Some((Instant::now(), total));
+            None
+        }
+    }
+}
+
+/// The lab's console: logged at debug level, the tail kept for error messages.
+fn read_console(fd: std::os::fd::OwnedFd, sh: &Shared) {
+    let mut split = LineSplitter::default();
+    let mut on_line = |l: &str| {
+        log::debug!("lab console: {l}");
+        let mut t = sh.console_tail.lock().unwrap();
+        if t.len() == CONSOLE_TAIL {
+            t.pop_front();
+        }
+        t.push_back(l.to_string());
+    };
+    pump(fd, &sh.done, PIPE_GRACE, |d| split.feed(d, &mut on_line));
+    split.finish(on_line);
+}
+
+/// The control channel: markers, each sent to `tx` with the time it arrived.
+fn read_control(fd: std::os::fd::OwnedFd, sh: &Shared, tx: mpsc::Sender<(Instant, Marker)>) {
+    let mut split = LineSplitter::default();
+    let on_line = |l: &str| {
+        log::debug!("lab control: {l}");
+        if let Some(m) = parse_marker(l) {
+            let _ = tx.send((Instant::now(), m));
+        }
+    };
+    pump(fd, &sh.done, PIPE_GRACE, |d| split.feed(d, on_line));
+    split.finish(on_line);
+}
+
+/// QEMU's own stderr (it closes when QEMU exits or is killed), kept for error messages.
+fn read_qemu_stderr(mut e: std::process::ChildStderr, sh: &Shared) {
+    use std::io::Read;
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = e.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let text = String::from_utf8_lossy(&buf[..n]);
+        log::debug!("lab qemu stderr: {}", text.trim_end());
+        let mut q = sh.qemu_err.lock().unwrap();
+        if q.len() < 64 * 1024 {
+            q.push_str(&text);
+        }
+    }
+}
+
+/// The stage timings at info level.
+fn log_timings(w: &Watched, spawned_at: Instant, prepared: Duration) {
     let stage = |name: &str| {
-        markers.iter().find_map(|(t, m)| match m {
-            Marker::Stage(s) if s == name => Some(format!("{:.2}s", t.as_secs_f64())),
+        w.markers.iter().find_map(|(t, m)| match m {
+            Marker::Stage(s) if s == name => {
+                Some(format!("{:.2}s", (*t - spawned_at).as_secs_f64()))
+            }
             _ => None,
         })
     };
     log::info!(
-        "lab: prepared in {:.2}s; after QEMU start: init {}, kvm ready {}, program started {}, QEMU gone {:.2}s",
+        "lab: prepared in {:.2}s; after QEMU start: init {}, kvm ready {}, program started {}, QEMU gone {:.2}s ({:?})",
         prepared.as_secs_f64(),
         stage("init").unwrap_or_else(|| "-".into()),
         stage("kvm").unwrap_or_else(|| "-".into()),
         stage("exec").unwrap_or_else(|| "-".into()),
-        total.as_secs_f64()
+        spawned_at.elapsed().as_secs_f64(),
+        w.ending
     );
-    drop(tmp);
+}
 
-    if let Some(e) = output_failed.into_inner().unwrap() {
+/// Every byte the program's ports sent must have arrived (after a normal end).
+fn check_delivered(w: &Watched) -> Result<(), LabError> {
+    let sent = w.markers.iter().find_map(|(_, m)| match m {
+        Marker::Sent { stdout, stderr } => Some((*stdout, *stderr)),
+        _ => None,
+    });
+    let Some(sent) = sent else { return Ok(()) };
+    for (stream, got, want) in [
+        ("stdout", w.received.0, sent.0),
+        ("stderr", w.received.1, sent.1),
+    ] {
+        if got < want {
+            return Err(LabError::OutputLost {
+                stream,
+                received: got,
+                sent: want,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The run's result from what was watched.
+fn conclude(req: &LabRequest, w: Watched) -> Result<LabOutcome, LabError> {
+    if let Some(e) = w.output_failed {
         return Err(e);
     }
-    if timed_out {
+    if w.ending == Ending::TimedOut {
         log::warn!(
             "lab: timed out after {:?}; console tail: {}",
             req.timeout,
-            error::quote_tail(&tail)
+            error::quote_tail(&w.console_tail)
         );
         return Ok(LabOutcome::TimedOut);
     }
     if let Some(sig) = interrupt::pending() {
         return Ok(LabOutcome::Interrupted(sig));
     }
-    let results: Vec<&str> = markers
+    check_delivered(&w)?;
+    let results: Vec<&str> = w
+        .markers
         .iter()
         .filter_map(|(_, m)| match m {
             Marker::Result(l) => Some(l.as_str()),
@@ -469,47 +661,54 @@ pub fn run_with_options(
         fs::write(path, results.join("\n") + "\n")
             .map_err(|e| LabError::io_path("writing", path, e))?;
     }
-    for (_, m) in &markers {
+    for (_, m) in &w.markers {
         match m {
             Marker::Exit(code) => return Ok(LabOutcome::Exited(*code)),
             Marker::Fail(reason) => {
                 return Err(LabError::KvmUnavailable {
                     reason: reason.clone(),
-                    console_tail: tail,
+                    console_tail: w.console_tail,
                 })
             }
-            Marker::Stage(_) | Marker::Result(_) => {}
+            Marker::Stage(_) | Marker::Result(_) | Marker::Sent { .. } => {}
         }
     }
-    match qemu_status {
-        Some(st) if !st.success() && markers.is_empty() => Err(LabError::QemuFailed {
-            status: st.to_string(),
-            stderr: qemu_err.into_inner().unwrap(),
+    match w.ending {
+        Ending::QemuExited(Some(st)) if !st.success() && w.markers.is_empty() => {
+            Err(LabError::QemuFailed {
+                status: st.to_string(),
+                stderr: w.qemu_err,
+            })
+        }
+        _ => Err(LabError::NoExitStatus {
+            console_tail: w.console_tail,
         }),
-        _ => Err(LabError::NoExitStatus { console_tail: tail }),
     }
 }
 
-/// Forwards a program output pipe to `sink`, flushing after each chunk. A failing sink (a
-/// closed pipe, a full disk) is recorded in `failed`, which stops the run.
+/// Forwards a program output pipe to `sink`, flushing after each chunk and counting what
+/// arrived in `count`. A failing sink (a closed pipe, a full disk) is recorded in
+/// `sh.output_failed`, which stops the run.
 fn forward(
     fd: std::os::fd::OwnedFd,
-    done: &AtomicBool,
     sink: &mut (dyn Write + Send),
     stream: &'static str,
-    failed: &Mutex<Option<LabError>>,
+    count: &Counter,
+    sh: &Shared,
 ) {
     let mut broken = false;
-    pump(fd, done, PIPE_GRACE, |d| {
+    pump(fd, &sh.done, PIPE_GRACE, |d| {
+        count.received(d.len());
         if !broken {
             if let Err(source) = sink.write_all(d).and_then(|()| sink.flush()) {
                 broken = true;
-                failed
+                sh.output_failed
                     .lock()
                     .unwrap()
                     .get_or_insert(LabError::Output { stream, source });
             }
         }
+        count.written();
     });
 }
 
@@ -522,11 +721,9 @@ mod tests {
             program: std::env::current_exe().unwrap(),
             args: vec![],
             files: vec![],
-            env: vec![],
-            stdin: None,
-            result_file: None,
             guest_mem_mib: 16,
             timeout: Duration::from_secs(1),
+            ..Default::default()
         }
     }
 
@@ -555,5 +752,26 @@ mod tests {
         let mut r = req();
         r.program = "/nonexistent".into();
         assert!(check_request(&r).is_err());
+        let mut r = req();
+        r.stdin = LabStdin::File("/nonexistent".into());
+        assert!(check_request(&r).is_err());
+        r.stdin = LabStdin::File(r.program.clone());
+        assert!(check_request(&r).is_ok());
+    }
+
+    #[test]
+    fn tcp_port_names_are_checked() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let with = |names: &[&str]| {
+            let mut r = req();
+            r.tcp_ports = names.iter().map(|n| (n.to_string(), addr)).collect();
+            check_request(&r).map_err(|e| e.to_string())
+        };
+        assert!(with(&["gdb", "x.y-z_1"]).is_ok());
+        let err = with(&["lab.stdin"]).unwrap_err();
+        assert!(err.contains("lab's own"), "{err}");
+        assert!(with(&["gdb", "gdb"]).unwrap_err().contains("twice"));
+        assert!(with(&["a,b"]).unwrap_err().contains("must be"));
+        assert!(with(&[""]).is_err());
     }
 }

@@ -1,12 +1,18 @@
-//! Running QEMU: the command line, the pipes its serial ports write to, and a guard that kills it.
+//! Running QEMU: the command line, the pipes and sockets its character devices use, and a guard
+//! that kills it.
 //!
-//! Each of the lab VM's four UARTs is a QEMU `file:` serial backend opened on `/dev/fd/N`, the
-//! write end of a pipe we create (close-on-exec everywhere except in QEMU). Reader threads poll
-//! the read ends, so every wait is bounded, and QEMU is killed and reaped by [`QemuGuard`]'s
-//! `Drop` on every path (including a panic); `PR_SET_PDEATHSIG` kills it if we die.
+//! The lab VM has two UARTs (console, control markers), each a QEMU `file:` serial backend
+//! opened on `/dev/fd/N`, the write end of a pipe we create, and one `virtio-serial-pci`
+//! controller whose named ports ([`VirtPort`]) carry the program's streams and any TCP bridges:
+//! a port's backend is the write end of a pipe (output), one end of a socket pair (input, or
+//! both ways) or a TCP listen address. Every descriptor is close-on-exec everywhere except in
+//! QEMU. Reader threads poll, so every wait is bounded, and QEMU is killed and reaped by
+//! [`QemuGuard`]'s `Drop` on every path (including a panic); `PR_SET_PDEATHSIG` kills it if we
+//! die.
 
 use std::ffi::OsString;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -41,8 +47,76 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// A connected `AF_UNIX` stream socket pair, both ends close-on-exec.
+pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    let kind = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair returned two fresh descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// What a virtio-serial port is connected to on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortBackend {
+    /// An inherited descriptor QEMU writes the guest's bytes to (a pipe's write end).
+    Output(RawFd),
+    /// An inherited connected stream socket, both ways; when we shut down our sending side,
+    /// the guest reads end of input once it has read what was sent.
+    Socket(RawFd),
+    /// A TCP address QEMU listens on (one client at a time, not waiting for one to start).
+    TcpListen(SocketAddr),
+}
+
+/// One named port of the lab's virtio-serial controller, `/dev/virtio-ports/NAME` inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtPort {
+    /// The port's name (checked by the caller: no commas, see [`valid_port_name`]).
+    pub name: String,
+    /// Its host side.
+    pub backend: PortBackend,
+}
+
+/// Whether `name` can name a virtio-serial port: 1–64 of `[A-Za-z0-9._-]`, not starting
+/// with a dot or dash (safe in QEMU's option syntax, a file name and a shell word).
+pub fn valid_port_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// The `-chardev` and `-device` arguments of `ports` (chardev ids `port0`, `port1`, ...).
+fn port_args(ports: &[VirtPort]) -> Vec<OsString> {
+    if ports.is_empty() {
+        return Vec::new();
+    }
+    let mut a: Vec<String> = vec!["-device".into(), "virtio-serial-pci,id=vser0".into()];
+    for (i, p) in ports.iter().enumerate() {
+        let chardev = match &p.backend {
+            PortBackend::Output(fd) => format!("file,id=port{i},path=/dev/fd/{fd}"),
+            PortBackend::Socket(fd) => format!("socket,id=port{i},fd={fd},server=off"),
+            PortBackend::TcpListen(addr) => format!(
+                "socket,id=port{i},host={},port={},server=on,wait=off,nodelay=on",
+                addr.ip(),
+                addr.port()
+            ),
+        };
+        a.extend(["-chardev".into(), chardev, "-device".into()]);
+        a.push(format!(
+            "virtserialport,bus=vser0.0,chardev=port{i},name={}",
+            p.name
+        ));
+    }
+    a.into_iter().map(OsString::from).collect()
+}
+
 /// QEMU's arguments (without the binary). `serial_fds` are the descriptor numbers QEMU
-/// inherits for ttyS0..ttyS3.
+/// inherits for ttyS0, ttyS1, ...; `ports` the virtio-serial ports.
 pub fn qemu_args(
     kernel: &Path,
     initrd: &Path,
@@ -50,6 +124,7 @@ pub fn qemu_args(
     cpu: &str,
     mem_mib: u64,
     serial_fds: &[RawFd],
+    ports: &[VirtPort],
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = ["-accel", "tcg", "-cpu", cpu, "-m"]
         .iter()
@@ -91,6 +166,7 @@ pub fn qemu_args(
         a.push("-serial".into());
         a.push(format!("file:/dev/fd/{fd}").into());
     }
+    a.extend(port_args(ports));
     a
 }
 
@@ -252,22 +328,75 @@ mod tests {
     }
 
     #[test]
-    fn args_name_the_serial_fds() {
+    fn args_name_the_serial_fds_and_ports() {
+        let ports = [
+            VirtPort {
+                name: "lab.stdout".into(),
+                backend: PortBackend::Output(11),
+            },
+            VirtPort {
+                name: "lab.stdin".into(),
+                backend: PortBackend::Socket(12),
+            },
+            VirtPort {
+                name: "gdb".into(),
+                backend: PortBackend::TcpListen("127.0.0.1:1234".parse().unwrap()),
+            },
+        ];
         let a = qemu_args(
             Path::new("/k"),
             Path::new("/i"),
             None,
             DEFAULT_CPU,
             768,
-            &[7, 8, 9, 10],
+            &[7, 8],
+            &ports,
         );
         let s: Vec<String> = a.iter().map(|x| x.to_string_lossy().into_owned()).collect();
         let joined = s.join(" ");
         assert!(joined.contains("-m 768M"));
         assert!(joined.contains("-accel tcg -cpu qemu64,+svm,+npt"));
-        assert!(joined.ends_with(
-            "-serial file:/dev/fd/7 -serial file:/dev/fd/8 -serial file:/dev/fd/9 -serial file:/dev/fd/10"
+        assert!(joined.contains(
+            "-serial file:/dev/fd/7 -serial file:/dev/fd/8 -device virtio-serial-pci,id=vser0 "
         ));
+        assert!(joined.contains(
+            "-chardev file,id=port0,path=/dev/fd/11 \
+             -device virtserialport,bus=vser0.0,chardev=port0,name=lab.stdout"
+        ));
+        assert!(joined.contains("-chardev socket,id=port1,fd=12,server=off "));
+        assert!(joined.ends_with(
+            "-chardev socket,id=port2,host=127.0.0.1,port=1234,server=on,wait=off,nodelay=on \
+             -device virtserialport,bus=vser0.0,chardev=port2,name=gdb"
+        ));
+        let none = qemu_args(Path::new("/k"), Path::new("/i"), None, "c", 1, &[7], &[]);
+        assert!(!none.iter().any(|x| x == "virtio-serial-pci,id=vser0"));
+    }
+
+    #[test]
+    fn port_names_are_checked() {
+        for ok in ["gdb", "lab.stdin", "a-b_c.9", &"x".repeat(64)] {
+            assert!(valid_port_name(ok), "{ok}");
+        }
+        for bad in ["", ".x", "-x", "a,b", "a b", "a/b", "ä", &"x".repeat(65)] {
+            assert!(!valid_port_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_socket_pair_carries_bytes_and_a_half_close() {
+        use std::io::{Read, Write};
+        let (a, b) = socketpair().unwrap();
+        let (mut a, mut b) = (std::fs::File::from(a), std::fs::File::from(b));
+        a.write_all(b"xyz").unwrap();
+        // SAFETY: shutdown on a descriptor we own; no memory is involved.
+        assert_eq!(unsafe { libc::shutdown(a.as_raw_fd(), libc::SHUT_WR) }, 0);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"xyz");
+        b.write_all(b"back").unwrap();
+        let mut back = [0u8; 4];
+        a.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"back");
     }
 
     #[test]

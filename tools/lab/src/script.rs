@@ -1,18 +1,30 @@
 //! The lab's `/init` (a busybox `sh` script generated per run) and the marker protocol it speaks.
 //!
-//! Channels (16550 UARTs of the lab VM, each a pipe on the host):
+//! Channels of the lab VM (see [`crate::qemu`] for the host side):
 //!
 //! | lab device | host side | carries |
 //! |---|---|---|
-//! | ttyS0 | console log (`log::debug!`, tail quoted in errors) | kernel console, init's own messages |
-//! | ttyS1 | our stdout | the program's stdout, raw (no `\n` → `\r\n`) |
-//! | ttyS2 | our stderr | the program's stderr, raw |
-//! | ttyS3 | marker parser | lines `XV6LAB <word> <text>`, see [`Marker`] |
+//! | ttyS0 (16550) | console log (`log::debug!`, tail quoted in errors) | kernel console, init's own messages |
+//! | ttyS1 (16550) | marker parser | lines `XV6LAB <word> <text>`, see [`Marker`] |
+//! | `/dev/virtio-ports/lab.stdout` | our stdout | the program's stdout, raw |
+//! | `/dev/virtio-ports/lab.stderr` | our stderr | the program's stderr, raw |
+//! | `/dev/virtio-ports/lab.stdin` | a socket we feed | the program's stdin as it arrives (when streamed) |
+//! | `/dev/virtio-ports/NAME` | a TCP listen address | a request's own bridges (`LabRequest::tcp_ports`) |
 //!
-//! The program runs with stdin `/dev/null` (or a file the request ships), cwd `/`, the kernel's initial environment plus the
-//! request's variables, and `LD_LIBRARY_PATH` pointing at the copied libraries when it is
-//! dynamically linked. Its exit status (`$?` of the shell: 128+N if killed by signal N) is
-//! reported on ttyS3 after its output ports have drained; then init powers the machine off.
+//! init links `/dev/virtio-ports/NAME` to the port devices (as udev would) and waits, bounded,
+//! for every port the run needs. The program runs with stdin `lab.stdin` (or `/dev/null`), cwd
+//! `/`, the kernel's initial environment plus the request's variables, and `LD_LIBRARY_PATH`
+//! pointing at the copied libraries when it is dynamically linked.
+//!
+//! End of input: when the host shuts down its side of the stdin socket, QEMU reads the rest,
+//! then end of file, and tells the guest the host side closed; the guest's `read` returns what
+//! is left, then 0.
+//!
+//! The end of a run: writes to a virtio port complete before the data has left QEMU (it holds
+//! them while our pipe is full), so init cannot know when output has arrived. Instead it
+//! reports what the ports sent (`sent`, from the guest driver's `bytes_sent` in debugfs),
+//! then the exit status (`$?` of the shell: 128+N if killed by signal N), and waits; the host
+//! stops the machine once it has received that many bytes of each stream.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -31,7 +43,23 @@ pub enum Marker {
     Fail(String),
     /// One line of what the program left in [`RESULT_PATH`].
     Result(String),
+    /// The bytes the program's stdout and stderr ports sent, as the guest counted them.
+    Sent {
+        /// Bytes of stdout.
+        stdout: u64,
+        /// Bytes of stderr.
+        stderr: u64,
+    },
 }
+
+/// The port carrying the program's stdin (when streamed).
+pub const STDIN_PORT: &str = "lab.stdin";
+/// The port carrying the program's stdout.
+pub const STDOUT_PORT: &str = "lab.stdout";
+/// The port carrying the program's stderr.
+pub const STDERR_PORT: &str = "lab.stderr";
+/// Port names starting with this are the lab's own.
+pub const RESERVED_PORT_PREFIX: &str = "lab.";
 
 /// Where a program inside the lab may leave a small text result (e.g. `vmm --stats-json`);
 /// init sends it back line by line after the program exits (see `LabRequest::result_file`).
@@ -50,6 +78,15 @@ pub fn parse_marker(line: &str) -> Option<Marker> {
         "exit" => text.trim().parse::<i32>().ok().map(Marker::Exit),
         "fail" => Some(Marker::Fail(text.trim().to_string())),
         "result" => Some(Marker::Result(text.to_string())),
+        "sent" => parse_sent(text),
+        _ => None,
+    }
+}
+
+fn parse_sent(text: &str) -> Option<Marker> {
+    let mut nums = text.split_whitespace().map(str::parse::<u64>);
+    match (nums.next(), nums.next(), nums.next()) {
+        (Some(Ok(stdout)), Some(Ok(stderr)), None) => Some(Marker::Sent { stdout, stderr }),
         _ => None,
     }
 }
@@ -88,8 +125,10 @@ pub struct InitSpec<'a> {
     pub args: &'a [&'a OsStr],
     /// Variables to export (names already validated).
     pub env: &'a [(String, String)],
-    /// The program's stdin inside the lab (a file shipped with the request), else `/dev/null`.
-    pub stdin: Option<&'a str>,
+    /// Whether the program's stdin is the [`STDIN_PORT`] (else `/dev/null`).
+    pub stdin_port: bool,
+    /// The request's own ports (TCP bridges), waited for like the lab's.
+    pub extra_ports: &'a [String],
 }
 
 /// Generates `/init`. Arguments and values are quoted with [`shell_quote`]; `spec.env` names
@@ -97,62 +136,60 @@ pub struct InitSpec<'a> {
 /// kernel's argv cannot carry one either).
 pub fn init_script(spec: &InitSpec) -> Vec<u8> {
     let mut s: Vec<u8> = Vec::new();
-    s.extend_from_slice(
-        br#"#!/bin/busybox sh
-# Generated by the lab crate (tools/lab/src/script.rs): one run of a program on a real /dev/kvm.
-/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
-/bin/busybox --install -s
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mkdir -p /proc /sys /dev /tmp
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-ctl=/dev/ttyS3
-[ -c $ctl ] || mknod $ctl c 4 67
-stty -F $ctl raw -echo 2>/dev/null
-mark() { echo "XV6LAB $*" > $ctl; }
-off() { poweroff -f; reboot -f; sleep 5; echo o > /proc/sysrq-trigger; }
-fail() {
-  echo "lab: $*"
-  dmesg | tail -n 15
-  mark fail "$*"
-  off
-}
-mark stage init
-"#,
-    );
+    s.extend_from_slice(INIT_HEAD);
     for m in spec.modules {
-        let q = shell_quote(m.as_bytes());
-        s.extend_from_slice(b"insmod ");
-        s.extend_from_slice(&q);
-        s.extend_from_slice(b" || fail ");
-        s.extend_from_slice(&shell_quote(
-            format!(
-                "{} did not load",
-                m.rsplit('/')
-                    .next()
-                    .unwrap_or(m)
-                    .trim_end_matches(".ko")
-                    .replace('-', "_")
-            )
-            .as_bytes(),
-        ));
-        s.push(b'\n');
+        push_insmod(&mut s, m);
+    }
+    s.extend_from_slice(INIT_KVM_AND_PORTS);
+    s.extend_from_slice(b"wait_ports");
+    let mut ports = vec![STDOUT_PORT, STDERR_PORT];
+    ports.extend(spec.stdin_port.then_some(STDIN_PORT));
+    ports.extend(spec.extra_ports.iter().map(String::as_str));
+    for p in ports {
+        s.push(b' ');
+        s.extend_from_slice(&shell_quote(p.as_bytes()));
+    }
+    s.push(b'\n');
+    if spec.stdin_port {
+        s.extend_from_slice(format!("wait_connected {STDIN_PORT}\n").as_bytes());
     }
     s.extend_from_slice(
-        br#"[ -c /dev/kvm ] || mknod /dev/kvm c 10 232 || fail "/dev/kvm missing"
-[ -e /sys/module/kvm_amd ] || fail "kvm_amd did not load"
-( : < /dev/kvm ) 2>/dev/null || fail "/dev/kvm cannot be opened"
-mark stage kvm
-for n in 1 2; do [ -c /dev/ttyS$n ] || mknod /dev/ttyS$n c 4 $((64 + n)); done
-exec 5>/dev/ttyS1 6>/dev/ttyS2
-stty -F /dev/ttyS1 raw -echo
-stty -F /dev/ttyS2 raw -echo
-cd /
-mark stage exec
-(
-"#,
+        format!(
+            "exec 5>/dev/virtio-ports/{STDOUT_PORT} 6>/dev/virtio-ports/{STDERR_PORT}\n\
+             cd /\nmark stage exec\n(\n"
+        )
+        .as_bytes(),
     );
+    push_program(&mut s, spec);
+    s.extend_from_slice(b"\n) <");
+    let stdin = if spec.stdin_port {
+        format!("/dev/virtio-ports/{STDIN_PORT}")
+    } else {
+        "/dev/null".to_string()
+    };
+    s.extend_from_slice(&shell_quote(stdin.as_bytes()));
+    s.extend_from_slice(b" >&5 2>&6 5>&- 6>&-\n");
+    s.extend_from_slice(INIT_TAIL);
+    s
+}
+
+/// `insmod M || fail 'N did not load'`.
+fn push_insmod(s: &mut Vec<u8>, m: &str) {
+    let name = m
+        .rsplit('/')
+        .next()
+        .unwrap_or(m)
+        .trim_end_matches(".ko")
+        .replace('-', "_");
+    s.extend_from_slice(b"insmod ");
+    s.extend_from_slice(&shell_quote(m.as_bytes()));
+    s.extend_from_slice(b" || fail ");
+    s.extend_from_slice(&shell_quote(format!("{name} did not load").as_bytes()));
+    s.push(b'\n');
+}
+
+/// The program's environment and `exec` line, quoted.
+fn push_program(s: &mut Vec<u8>, spec: &InitSpec) {
     for (k, v) in spec.env {
         s.extend_from_slice(b"  export ");
         s.extend_from_slice(k.as_bytes());
@@ -166,22 +203,97 @@ mark stage exec
         s.extend_from_slice(b" \\\n    ");
         s.extend_from_slice(&shell_quote(a.as_bytes()));
     }
-    s.extend_from_slice(b"\n) <");
-    s.extend_from_slice(&shell_quote(spec.stdin.unwrap_or("/dev/null").as_bytes()));
-    s.extend_from_slice(
-        br#" >&5 2>&6 5>&- 6>&-
-status=$?
-# The last close of a serial port waits until its output has been sent.
+}
+
+/// Mounts, the control channel and its helpers.
+const INIT_HEAD: &[u8] = br#"#!/bin/busybox sh
+# Generated by the lab crate (tools/lab/src/script.rs): one run of a program on a real /dev/kvm.
+/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mkdir -p /proc /sys /dev /tmp
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t debugfs debugfs /sys/kernel/debug
+ctl=/dev/ttyS1
+[ -c $ctl ] || mknod $ctl c 4 65
+stty -F $ctl raw -echo 2>/dev/null
+mark() { echo "XV6LAB $*" > $ctl; }
+off() { poweroff -f; reboot -f; sleep 5; echo o > /proc/sysrq-trigger; }
+fail() {
+  echo "lab: $*"
+  dmesg | tail -n 15
+  mark fail "$*"
+  off
+}
+mark stage init
+"#;
+
+/// KVM's checks, and the virtio-serial ports by name.
+const INIT_KVM_AND_PORTS: &[u8] =
+    br#"[ -c /dev/kvm ] || mknod /dev/kvm c 10 232 || fail "/dev/kvm missing"
+[ -e /sys/module/kvm_amd ] || fail "kvm_amd did not load"
+( : < /dev/kvm ) 2>/dev/null || fail "/dev/kvm cannot be opened"
+mark stage kvm
+# /dev/virtio-ports/NAME -> the port's device, as udev links them.
+link_ports() {
+  mkdir -p /dev/virtio-ports
+  for d in /sys/class/virtio-ports/vport*; do
+    [ -r "$d/name" ] || continue
+    read -r name < "$d/name"
+    [ -n "$name" ] && ln -sfn "../${d##*/}" "/dev/virtio-ports/$name"
+  done
+}
+# The port's debugfs file (host_connected, bytes_sent, ...).
+port_info() {
+  d=$(readlink "/dev/virtio-ports/$1")
+  echo "/sys/kernel/debug/virtio-ports/${d##*/}"
+}
+# Waits (at most 10 s) until every named port is there.
+wait_ports() {
+  n=0
+  while :; do
+    link_ports
+    missing=
+    for p in "$@"; do [ -e "/dev/virtio-ports/$p" ] || missing="$missing $p"; done
+    [ -z "$missing" ] && return 0
+    n=$((n + 1))
+    [ $n -ge 200 ] && fail "virtio-serial ports did not appear:$missing"
+    sleep 0.05
+  done
+}
+# Waits (at most 10 s) until the host side of a port is connected: a read before that
+# would see end of input.
+wait_connected() {
+  n=0
+  until grep -q '^host_connected: 1' "$(port_info "$1")"; do
+    n=$((n + 1))
+    [ $n -ge 200 ] && fail "the host side of port $1 never connected"
+    sleep 0.05
+  done
+}
+"#;
+
+/// After the program: what the ports sent, results, the exit status; then the host stops us.
+const INIT_TAIL: &[u8] = br#"status=$?
 exec 5>&- 6>&-
+sent() { sed -n 's/^bytes_sent: //p' "$(port_info "$1")"; }
+out=$(sent lab.stdout)
+err=$(sent lab.stderr)
 if [ -s /lab/result ]; then
   while IFS= read -r l; do mark result "$l"; done < /lab/result
 fi
-mark exit $status
+if [ -n "$out" ] && [ -n "$err" ]; then
+  mark sent "$out" "$err"
+  mark exit $status
+  # The host stops the machine once the output has arrived (QEMU may still hold some).
+  sleep 86400
+else
+  mark exit $status
+fi
 off
-"#,
-    );
-    s
-}
+"#;
 
 #[cfg(test)]
 mod tests {
@@ -206,6 +318,16 @@ mod tests {
         assert_eq!(parse_marker("XV6LABexit 1"), None);
         assert_eq!(parse_marker("noise XV6LAB exit 1"), None);
         assert_eq!(parse_marker(""), None);
+        assert_eq!(
+            parse_marker("XV6LAB sent 1048576 0\r"),
+            Some(Marker::Sent {
+                stdout: 1 << 20,
+                stderr: 0
+            })
+        );
+        assert_eq!(parse_marker("XV6LAB sent 1"), None);
+        assert_eq!(parse_marker("XV6LAB sent 1 2 3"), None);
+        assert_eq!(parse_marker("XV6LAB sent -1 2"), None);
         assert_eq!(
             parse_marker("XV6LAB result {\"a\": 1}\r\n"),
             Some(Marker::Result("{\"a\": 1}".into()))
@@ -262,7 +384,8 @@ mod tests {
             program: "/lab/bin/vmm",
             args: &args,
             env: &env,
-            stdin: None,
+            stdin_port: true,
+            extra_ports: &["gdb".to_string()],
         });
         let text = String::from_utf8(script).unwrap();
         assert!(text.starts_with("#!/bin/busybox sh\n"));
@@ -270,6 +393,9 @@ mod tests {
         assert!(text.contains("  export RUST_LOG='debug'\n"));
         assert!(text.contains("exec '/lab/bin/vmm' \\\n    '--flag' \\\n    'a b'\\''c'\n"));
         assert!(text.contains("mark exit $status\n"));
+        assert!(text.contains("wait_ports 'lab.stdout' 'lab.stderr' 'lab.stdin' 'gdb'\n"));
+        assert!(text.contains("wait_connected lab.stdin\n"));
+        assert!(text.contains("\n) <'/dev/virtio-ports/lab.stdin' >&5 2>&6 5>&- 6>&-\n"));
         let sh = Command::new("sh").arg("-n").arg("-c").arg(&text).status();
         assert!(sh.unwrap().success(), "generated init must parse");
     }

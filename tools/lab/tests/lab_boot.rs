@@ -52,10 +52,9 @@ fn probe_runs_on_real_kvm() {
             ("LAB_PROBE_VAR".into(), "v a'l".into()),
             ("LAB_PROBE_FILE".into(), "/lab/files/payload.txt".into()),
         ],
-        stdin: None,
-        result_file: None,
         guest_mem_mib: 64,
         timeout: Duration::from_secs(120),
+        ..Default::default()
     };
     let mut out = Vec::new();
     let mut err = Vec::new();
@@ -96,10 +95,9 @@ fn timeout_kills_the_lab() {
         args: vec!["600".into()],
         files: vec![],
         env: vec![],
-        stdin: None,
-        result_file: None,
         guest_mem_mib: 0,
         timeout: Duration::from_secs(8),
+        ..Default::default()
     };
     let t = Instant::now();
     let outcome = lab::run_with(&req, &mut Vec::new(), &mut Vec::new()).unwrap();
@@ -117,10 +115,9 @@ fn missing_svm_is_a_clear_error() {
         args: vec![],
         files: vec![],
         env: vec![],
-        stdin: None,
-        result_file: None,
         guest_mem_mib: 0,
         timeout: Duration::from_secs(60),
+        ..Default::default()
     };
     let opts = lab::LabOptions {
         cpu: "qemu64,-svm".into(),
@@ -135,4 +132,65 @@ fn missing_svm_is_a_clear_error() {
         "{msg}"
     );
     assert!(!msg.contains('\n'));
+}
+
+/// `LabRequest::tcp_ports`: a program inside the lab echoes 256 bytes (every value) from its
+/// port back to the TCP client that sent them on the host.
+#[test]
+fn a_tcp_port_carries_bytes_both_ways() {
+    use std::io::{Read, Write};
+    let _ = env_logger::builder().is_test(true).try_init();
+    if !lab_ready() {
+        return;
+    }
+    // A free port (the listener is dropped before QEMU binds it).
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let script = r#"
+p=/dev/virtio-ports/test.echo
+d=$(readlink $p)
+n=0
+until grep -q '^host_connected: 1' /sys/kernel/debug/virtio-ports/${d##*/}; do
+  n=$((n + 1)); [ $n -gt 1200 ] && exit 3; sleep 0.05
+done
+exec 3<>$p
+head -c 256 <&3 >&3
+"#;
+    let req = lab::LabRequest {
+        program: PathBuf::from("/bin/sh"),
+        args: vec!["-c".into(), script.into()],
+        tcp_ports: vec![("test.echo".into(), addr)],
+        timeout: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let sent: Vec<u8> = (0..=255u8).collect();
+    let client = std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut conn = loop {
+            match std::net::TcpStream::connect(addr) {
+                Ok(c) => break c,
+                Err(_) if start.elapsed() < Duration::from_secs(60) => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => panic!("QEMU never listened on {addr}: {e}"),
+            }
+        };
+        conn.set_read_timeout(Some(Duration::from_secs(90)))
+            .unwrap();
+        conn.write_all(&(0..=255u8).collect::<Vec<_>>()).unwrap();
+        let mut back = vec![0u8; 256];
+        conn.read_exact(&mut back).map(|()| back)
+    });
+    let mut err = Vec::new();
+    let outcome = lab::run_with(&req, &mut Vec::new(), &mut err).unwrap();
+    let back = client.join().unwrap();
+    assert_eq!(
+        outcome,
+        lab::LabOutcome::Exited(0),
+        "{}",
+        String::from_utf8_lossy(&err)
+    );
+    assert_eq!(back.unwrap(), sent, "the bytes must come back unchanged");
 }
