@@ -168,3 +168,81 @@ fn a_broken_stdout_pipe_fails_the_run_with_one_line() {
         "{line}"
     );
 }
+
+/// 5 MB of every byte value in through stdin and out through stdout, ending without a
+/// newline: byte-exact (in the lab, both directions are its virtio-serial streams).
+#[test]
+fn five_megabytes_through_cat_are_byte_exact() {
+    if common::engine().is_none() {
+        return;
+    }
+    let input = noise(5_000_000);
+    let data = input.clone();
+    let out = run_fed(&["--quiet", "cat"], move |w| w.write_all(&data).unwrap());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        out.stdout == input,
+        "cat returned {} of {} bytes (or other bytes)",
+        out.stdout.len(),
+        input.len()
+    );
+}
+
+/// As `(sleep N; echo x) | vmm run cat`: the guest boots — its kernel says `boot ok` on
+/// stderr — before the producer has written anything, then reads the input when it comes.
+#[test]
+fn the_guest_boots_before_a_slow_producer_writes() {
+    use std::io::BufRead;
+    if common::engine().is_none() {
+        return;
+    }
+    let mut child = spawn(&["cat"]);
+    let mut stdin = child.stdin.take().unwrap();
+    let err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lines = std::thread::spawn(move || {
+        let mut all = String::new();
+        for l in err.lines().map_while(Result::ok) {
+            if l.contains("xv6: boot ok") {
+                let _ = tx.send(());
+            }
+            all.push_str(&l);
+            all.push('\n');
+        }
+        all
+    });
+    // Nothing written yet, stdin still open: the guest must boot regardless.
+    let booted = rx.recv_timeout(Duration::from_secs(120));
+    stdin.write_all(b"x\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let err = lines.join().unwrap();
+    assert!(booted.is_ok(), "no `boot ok` before any input: {err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(out.stdout, b"x\n");
+}
+
+/// A stdin that stays open and silent does not hold up a program that never reads it.
+#[test]
+fn an_endless_stdin_does_not_hold_up_a_program_that_does_not_read() {
+    if common::engine().is_none() {
+        return;
+    }
+    let mut child = spawn(&["--quiet", "hello"]);
+    let stdin = child.stdin.take().unwrap(); // held open, never written, until the end
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            panic!("vmm run hello waited for a stdin it never reads");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"hello, world\n");
+}

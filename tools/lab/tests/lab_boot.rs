@@ -194,3 +194,43 @@ head -c 256 <&3 >&3
     );
     assert_eq!(back.unwrap(), sent, "the bytes must come back unchanged");
 }
+
+/// 5 MB through the host's `cat` inside the lab: stdin streamed in from a file (its end is
+/// the program's end of input), stdout back byte-exact, stderr separate.
+#[test]
+fn five_megabytes_through_cat_in_the_lab_are_byte_exact() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    if !lab_ready() {
+        return;
+    }
+    let mut x: u32 = 0x9E37_79B9;
+    let input: Vec<u8> = (0..5_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect();
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut file, &input).unwrap();
+    let req = lab::LabRequest {
+        program: PathBuf::from("/bin/sh"),
+        args: vec!["-c".into(), "cat; echo done >&2".into()],
+        stdin: lab::LabStdin::File(file.path().to_path_buf()),
+        timeout: Duration::from_secs(180),
+        ..Default::default()
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let t = Instant::now();
+    let outcome = lab::run_with(&req, &mut out, &mut err).unwrap();
+    eprintln!("5 MB through the lab in {:.2}s", t.elapsed().as_secs_f64());
+    assert_eq!(outcome, lab::LabOutcome::Exited(0));
+    assert_eq!(err, b"done\n");
+    assert!(
+        out == input,
+        "{} of {} bytes came back (or other bytes)",
+        out.len(),
+        input.len()
+    );
+}
