@@ -33,6 +33,8 @@ const _: () = assert!(MIN_MEM - BOOT_RESERVED > 4 << 20);
 
 /// The boot GDT (null, code 0x08, data 0x10, TSS 0x18), as the PVH ABI asks for.
 pub const BOOT_GDT: u64 = 0x500;
+/// The kernel's boot timestamps (two u64, written by the kernel, read after the run).
+pub const BOOT_TIMES: u64 = xv6_abi::layout::BOOT_TIMES as u64;
 /// `hvm_start_info`, handed to the kernel in EBX.
 pub const START_INFO: u64 = 0x6000;
 /// The `hvm_modlist_entry` array.
@@ -72,9 +74,16 @@ mod tests {
     }
 
     #[test]
+    fn boot_times_overlap_no_boot_data() {
+        // The GDT's four descriptors end before the stamps; start_info starts after them.
+        assert!(BOOT_GDT + 32 <= BOOT_TIMES && BOOT_TIMES + 16 <= START_INFO);
+    }
+
+    #[test]
     fn boot_data_sits_in_low_memory() {
         for a in [
             BOOT_GDT,
+            BOOT_TIMES,
             START_INFO,
             MODLIST,
             MEMMAP,

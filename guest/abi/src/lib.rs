@@ -59,6 +59,11 @@ pub mod layout {
     pub const DEVSPACE: u32 = 0xFE00_0000;
     /// RAM at the top the VMM keeps for boot modules: `PHYSTOP = mem - BOOT_RESERVED`.
     pub const BOOT_RESERVED: u32 = 32 << 20;
+    /// Physical address of the boot timestamps (two little-endian u64, docs/abi.md): the
+    /// TSC at the kernel's first instruction, and the TSC when the first process is about
+    /// to run its first user instruction (0 until then). The kernel writes them; the VMM
+    /// reads them after the run (`--stats`, `vmm bench boot`).
+    pub const BOOT_TIMES: u32 = 0x5000;
 }
 
 /// The kernel command-line words the VMM writes and the kernel reads (docs/abi.md).
