@@ -101,6 +101,14 @@ pub mod pfbench {
     pub const FLAG_NO_RDTSCP: u32 = 1;
 }
 
+/// forkbench's export record (docs/abi.md, "forkbench export record").
+pub mod forkbench {
+    /// "FKB1" as a little-endian u32: the record's first word.
+    pub const MAGIC: u32 = 0x3142_4B46;
+    /// u64 words before the samples: magic | tsc_khz << 32, then the three sample counts.
+    pub const HEADER_WORDS: usize = 4;
+}
+
 /// What exec takes: the VMM refuses a first process's argv the kernel would refuse.
 pub mod exec {
     /// The most argument strings (argv[0] included), xv6's MAXARG.
