@@ -59,7 +59,7 @@ pub struct ForkRecord {
 /// Parses the record: u64 `MAGIC | tsc_khz << 32`, three counts, then the samples.
 pub fn parse_record(bytes: &[u8]) -> Result<ForkRecord> {
     ensure!(
-        bytes.len() >= 8 * HEADER_WORDS && bytes.len() % 8 == 0,
+        bytes.len() >= 8 * HEADER_WORDS && bytes.len().is_multiple_of(8),
         "forkbench exported {} bytes, not a record",
         bytes.len()
     );

@@ -35,6 +35,8 @@ const _: () = assert!(MIN_MEM - BOOT_RESERVED > 4 << 20);
 pub const BOOT_GDT: u64 = 0x500;
 /// The kernel's boot timestamps (two u64, written by the kernel, read after the run).
 pub const BOOT_TIMES: u64 = xv6_abi::layout::BOOT_TIMES as u64;
+// The GDT's four descriptors end before the stamps; start_info starts after them.
+const _: () = assert!(BOOT_GDT + 32 <= BOOT_TIMES && BOOT_TIMES + 16 <= START_INFO);
 /// `hvm_start_info`, handed to the kernel in EBX.
 pub const START_INFO: u64 = 0x6000;
 /// The `hvm_modlist_entry` array.
@@ -71,12 +73,6 @@ mod tests {
     #[test]
     fn default_ram_gives_xv6_phystop() {
         assert_eq!(phystop(DEFAULT_MEM), 0xE00_0000);
-    }
-
-    #[test]
-    fn boot_times_overlap_no_boot_data() {
-        // The GDT's four descriptors end before the stamps; start_info starts after them.
-        assert!(BOOT_GDT + 32 <= BOOT_TIMES && BOOT_TIMES + 16 <= START_INFO);
     }
 
     #[test]
