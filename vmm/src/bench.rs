@@ -323,6 +323,14 @@ fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
 /// Runs `vmm ARGS` (a bench with `--engine kvm --raw`) inside the lab and parses the
 /// [`Measurement`] it prints as its last line.
 pub fn lab_measurement(args: Vec<OsString>, mem: u64, timeout: Duration) -> Result<Measurement> {
+    let text = lab_output(args, mem, timeout)?;
+    let json = text.lines().last().unwrap_or_default();
+    serde_json::from_str(json)
+        .with_context(|| format!("the lab's bench output is not a result: {text}"))
+}
+
+/// Runs `vmm ARGS` inside the lab with `mem` bytes for its guests; returns its stdout.
+pub fn lab_output(args: Vec<OsString>, mem: u64, timeout: Duration) -> Result<String> {
     lab::interrupt::install();
     let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
     let req = lab::LabRequest {
@@ -343,10 +351,7 @@ pub fn lab_measurement(args: Vec<OsString>, mem: u64, timeout: Duration) -> Resu
         lab::LabOutcome::TimedOut => bail!("the bench inside the lab timed out"),
         lab::LabOutcome::Interrupted(sig) => bail!("interrupted ({})", lab::interrupt::name(sig)),
     }
-    let text = String::from_utf8_lossy(&out);
-    let json = text.lines().last().unwrap_or_default();
-    serde_json::from_str(json)
-        .with_context(|| format!("the lab's bench output is not a result: {text}"))
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]

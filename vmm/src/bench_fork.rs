@@ -170,6 +170,19 @@ fn measure_here(args: &ForkArgs) -> Result<Measurement> {
 
 /// The Linux round trips, exec'ing `exit0` from a private temporary file.
 fn linux_baseline(args: &ForkArgs) -> Result<pfbench::ForkSamples> {
+    let path = linux_exit0()?;
+    pfbench::host_fork_round_trips(args.iterations, heap_forks(args), args.heap_mib, &path)
+        .context("the Linux fork baseline failed")
+}
+
+/// `n` Linux fork+execve(exit0)+waitpid round trips, in cycles (`vmm bench boot`'s baseline).
+pub fn linux_exec_round_trips(n: usize) -> Result<Vec<u64>> {
+    let path = linux_exit0()?;
+    pfbench::host_exec_round_trips(n, &path).context("the Linux exec baseline failed")
+}
+
+/// The static `exit0` in a private temporary file (mode 0700), removed when dropped.
+fn linux_exit0() -> Result<tempfile::TempPath> {
     let mut exe = tempfile::Builder::new()
         .prefix("vmm-exit0-")
         .tempfile()
@@ -178,9 +191,7 @@ fn linux_baseline(args: &ForkArgs) -> Result<pfbench::ForkSamples> {
     exe.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o700))?;
     // Closed for writing before it is exec'd (ETXTBSY otherwise); removed when dropped.
-    let path = exe.into_temp_path();
-    pfbench::host_fork_round_trips(args.iterations, heap_forks(args), args.heap_mib, &path)
-        .context("the Linux fork baseline failed")
+    Ok(exe.into_temp_path())
 }
 
 /// One boot running `forkbench N HEAP_MIB`, eager or with `--cow`.

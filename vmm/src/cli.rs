@@ -75,6 +75,35 @@ pub enum BenchWhat {
     /// fork+exit+wait, fork+exec+exit+wait and the fork of a big heap, eager and --cow, next
     /// to the same on Linux.
     Fork(ForkArgs),
+    /// Boot time to the first user instruction, the whole run of hello, its VM exits and the
+    /// guest pages the host backed, at several RAM sizes; Linux starting a program beside.
+    Boot(BootArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BootArgs {
+    /// Guest RAM sizes to boot (repeatable).
+    #[arg(long, value_name = "SIZE", default_values = ["64M", "256M", "2016M"], value_parser = parse_mem)]
+    pub mem: Vec<u64>,
+    /// Boots per size (sizes interleaved).
+    #[arg(long, default_value_t = 3, value_parser = positive_usize)]
+    pub runs: usize,
+    /// Linux fork+execve+waitpid round trips for the baseline.
+    #[arg(long, default_value_t = 100, value_parser = positive_usize)]
+    pub linux_iterations: usize,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Where to run the VMs.
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    pub engine: Engine,
+    /// Bound on each boot, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
+    pub timeout: u64,
+    /// Print the raw figures as JSON instead of a report (what the lab run sends back).
+    #[arg(long, hide = true)]
+    pub raw: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -35,8 +35,7 @@ pub fn host_fork_round_trips(
     heap_mib: usize,
     exit0: &Path,
 ) -> io::Result<ForkSamples> {
-    let path = CString::new(exit0.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))?;
+    let path = c_path(exit0)?;
     let mut s = ForkSamples {
         fork_exit: times(n, Child::Exit)?,
         fork_exec: times(n, Child::Exec(&path))?,
@@ -51,6 +50,16 @@ pub fn host_fork_round_trips(
     s.fork_heap = times(heap_n, Child::Exit)?;
     drop(heap);
     Ok(s)
+}
+
+/// `n` timed fork + execve of `exit0` + waitpid round trips.
+pub fn host_exec_round_trips(n: usize, exit0: &Path) -> io::Result<Vec<u64>> {
+    times(n, Child::Exec(&c_path(exit0)?))
+}
+
+fn c_path(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the path"))
 }
 
 /// `n` timed round trips of `child`.

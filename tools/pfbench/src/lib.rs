@@ -47,7 +47,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 #[cfg(target_arch = "x86_64")]
-pub use fork::{host_fork_round_trips, ForkSamples};
+pub use fork::{host_exec_round_trips, host_fork_round_trips, ForkSamples};
 pub use host::{calibrate_tsc_khz, host_anon_faults, tsc_khz, HostSamples, TscSource};
 pub use svg::render_svg;
 
