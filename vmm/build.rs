@@ -62,6 +62,30 @@ fn main() {
     }
     table += "];\n";
     fs::write(out_dir.join("user_programs.rs"), table).unwrap();
+
+    build_linux_exit0(&manifest, &out_dir);
+}
+
+/// `vmm bench fork`'s Linux baseline program: linux/exit0.S, assembled and linked static by
+/// the system C compiler (the one that links this crate). Only on x86-64 Linux.
+fn build_linux_exit0(manifest: &Path, out_dir: &Path) {
+    let src = manifest.join("linux/exit0.S");
+    println!("cargo:rerun-if-changed={}", src.display());
+    let out = out_dir.join("linux-exit0");
+    if env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("x86_64") {
+        fs::write(&out, b"").unwrap();
+        return;
+    }
+    let cc = env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-nostdlib", "-static", "-Wl,--build-id=none", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc} for linux/exit0.S: {e}"));
+    if !status.success() {
+        panic!("{cc} could not build linux/exit0.S (needs gcc or clang and binutils)");
+    }
 }
 
 fn check_target_installed() {

@@ -59,6 +59,11 @@ stack:
 
     .globl entry
 entry:
+    # The boot timestamp (docs/abi.md): the TSC at our first instruction, at physical
+    # BOOT_TIMES (paging is off), for the VMM to read after the run.
+    rdtsc
+    mov [{boot_times}], eax
+    mov [{boot_times} + 4], edx
     # Turn on page size extension for 4 MiB pages.
     mov eax, cr4
     or eax, CR4_PSE
@@ -85,6 +90,7 @@ entry:
     .popsection
     "#,
     kstacksize = const KSTACKSIZE,
+    boot_times = const xv6_abi::layout::BOOT_TIMES,
     kmain = sym crate::kmain::kmain,
 );
 

@@ -42,6 +42,8 @@ pub mod uaccess;
 pub mod vm;
 
 #[cfg(all(target_arch = "x86", not(test)))]
+pub mod boottimes;
+#[cfg(all(target_arch = "x86", not(test)))]
 pub mod console;
 #[cfg(all(target_arch = "x86", not(test)))]
 pub mod debugport;

@@ -115,6 +115,7 @@ extern "C" fn forkret() {
     // thread takes over that hold, as in xv6, and releases it. Interrupts stay off until
     // trapret's iret.
     unsafe { PTABLE.force_unlock() };
+    crate::boottimes::first_user();
 }
 
 /// The trap frame of process `i` (at the top of its kernel stack).

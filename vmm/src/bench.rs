@@ -86,7 +86,12 @@ pub fn parse_record(bytes: &[u8]) -> Result<PfRecord> {
 
 /// Runs the bench and prints/writes the report; returns the exit status.
 pub fn run(args: &BenchArgs) -> i32 {
-    match try_run(args) {
+    exit_status(try_run(args))
+}
+
+/// A bench's exit status: 0, the interrupting signal's status, or the error's (one line).
+pub fn exit_status(result: Result<()>) -> i32 {
+    match result {
         Ok(()) => 0,
         Err(_) if lab::interrupt::pending().is_some() => {
             engine::interrupted(lab::interrupt::pending().unwrap_or(libc::SIGINT))
@@ -111,32 +116,12 @@ fn try_run(args: &BenchArgs) -> Result<()> {
         return Ok(());
     }
     let emulated = engine_name == "lab";
-    let meta = pfbench::ReportMeta {
-        engine: engine_name.into(),
-        cpu_model: m.cpu_model.clone(),
-        tsc_khz: m.tsc_khz,
-        pages: args.pages,
-        runs: args.runs,
-        vm_exits: m.vm_exits.clone(),
-        emulated_time: emulated,
-        vmm_version: env!("CARGO_PKG_VERSION").into(),
-        measured_kernel: m.kernel.clone(),
-        host_kernel: pfbench::kernel_release(),
-        date: pfbench::now_utc(),
-        closing_timestamp: if m.no_rdtscp {
-            "lfence; rdtsc; lfence (no rdtscp on this CPU)"
-        } else {
-            "rdtscp; lfence"
-        }
-        .into(),
-    };
+    let mut meta = report_meta(engine_name, &m);
+    meta.pages = args.pages;
+    meta.runs = args.runs;
     let report = pfbench::report(meta, &m.rows);
     print!("{}", pfbench::render_table(&report));
-    if let Some(path) = &args.json {
-        std::fs::write(path, pfbench::to_json(&report))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("bench: wrote {}", path.display());
-    }
+    write_json(args.json.as_deref(), &report)?;
     if let Some(path) = &args.svg {
         let clock = if emulated {
             "lab, emulated time"
@@ -153,6 +138,39 @@ fn try_run(args: &BenchArgs) -> Result<()> {
             "bench: wrote {} (latency histogram and percentile plot)",
             path.display()
         );
+    }
+    Ok(())
+}
+
+/// The report's metadata for measurement `m` made on `engine_name` (pages and runs 0: the
+/// caller sets what applies).
+pub fn report_meta(engine_name: &str, m: &Measurement) -> pfbench::ReportMeta {
+    pfbench::ReportMeta {
+        engine: engine_name.into(),
+        cpu_model: m.cpu_model.clone(),
+        tsc_khz: m.tsc_khz,
+        vm_exits: m.vm_exits.clone(),
+        emulated_time: engine_name == "lab",
+        vmm_version: env!("CARGO_PKG_VERSION").into(),
+        measured_kernel: m.kernel.clone(),
+        host_kernel: pfbench::kernel_release(),
+        date: pfbench::now_utc(),
+        closing_timestamp: if m.no_rdtscp {
+            "lfence; rdtsc; lfence (no rdtscp on this CPU)"
+        } else {
+            "rdtscp; lfence"
+        }
+        .into(),
+        ..Default::default()
+    }
+}
+
+/// Writes `report` as JSON to `path`, if given, and says so on stderr.
+pub fn write_json(path: Option<&std::path::Path>, report: &pfbench::Report) -> Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, pfbench::to_json(report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("bench: wrote {}", path.display());
     }
     Ok(())
 }
@@ -287,8 +305,6 @@ fn guest_run(
 
 /// The whole measurement inside the lab; its JSON comes back on stdout.
 fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
-    lab::interrupt::install();
-    let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
     let mut inner: Vec<OsString> = ["bench", "pagefault", "--engine", "kvm", "--raw"]
         .map(OsString::from)
         .to_vec();
@@ -300,13 +316,30 @@ fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
     ] {
         inner.extend([flag.into(), value.into()]);
     }
+    let timeout = Duration::from_secs(args.timeout * (2 * args.runs as u64 + 1) + 120);
+    lab_measurement(inner, mem, timeout)
+}
+
+/// Runs `vmm ARGS` (a bench with `--engine kvm --raw`) inside the lab and parses the
+/// [`Measurement`] it prints as its last line.
+pub fn lab_measurement(args: Vec<OsString>, mem: u64, timeout: Duration) -> Result<Measurement> {
+    let text = lab_output(args, mem, timeout)?;
+    let json = text.lines().last().unwrap_or_default();
+    serde_json::from_str(json)
+        .with_context(|| format!("the lab's bench output is not a result: {text}"))
+}
+
+/// Runs `vmm ARGS` inside the lab with `mem` bytes for its guests; returns its stdout.
+pub fn lab_output(args: Vec<OsString>, mem: u64, timeout: Duration) -> Result<String> {
+    lab::interrupt::install();
+    let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
     let req = lab::LabRequest {
         program: exe,
-        args: inner,
+        args,
         files: Vec::new(),
         env: engine::lab_env(),
         guest_mem_mib: mem >> 20,
-        timeout: Duration::from_secs(args.timeout * (2 * args.runs as u64 + 1) + 120),
+        timeout,
         ..Default::default()
     };
     let mut out = Vec::new();
@@ -317,10 +350,7 @@ fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
         lab::LabOutcome::TimedOut => bail!("the bench inside the lab timed out"),
         lab::LabOutcome::Interrupted(sig) => bail!("interrupted ({})", lab::interrupt::name(sig)),
     }
-    let text = String::from_utf8_lossy(&out);
-    let json = text.lines().last().unwrap_or_default();
-    serde_json::from_str(json)
-        .with_context(|| format!("the lab's bench output is not a result: {text}"))
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]

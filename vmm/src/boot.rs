@@ -115,6 +115,18 @@ pub fn write_boot_params(
     Ok(layout::START_INFO as u32)
 }
 
+/// The kernel's boot timestamps (docs/abi.md): cycles from its first instruction to the
+/// first user instruction, or None when either stamp is missing (RAM reads zero until the
+/// kernel writes them) or they are out of order.
+pub fn first_user_cycles(mem: &GuestMemoryMmap) -> Option<u64> {
+    let at = GuestAddress(u64::from(xv6_abi::layout::BOOT_TIMES));
+    let mut words = [0u8; 16];
+    mem.read_slice(&mut words, at).ok()?;
+    let entry = u64::from_le_bytes(words[..8].try_into().unwrap());
+    let user = u64::from_le_bytes(words[8..].try_into().unwrap());
+    (entry != 0 && user > entry).then(|| user - entry)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

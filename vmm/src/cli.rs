@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Boots an xv6-style 32-bit kernel on KVM (chapter 2 of the xv6 book: page tables) and runs a
@@ -71,6 +72,64 @@ pub enum Command {
 pub enum BenchWhat {
     /// Demand page-fault latency in the guest next to the host Linux's anonymous page fault.
     Pagefault(BenchArgs),
+    /// fork+exit+wait, fork+exec+exit+wait and the fork of a big heap, eager and --cow, next
+    /// to the same on Linux.
+    Fork(ForkArgs),
+    /// Boot time to the first user instruction, the whole run of hello, its VM exits and the
+    /// guest pages the host backed, at several RAM sizes; Linux starting a program beside.
+    Boot(BootArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BootArgs {
+    /// Guest RAM sizes to boot (repeatable).
+    #[arg(long, value_name = "SIZE", default_values = ["64M", "256M", "2016M"], value_parser = parse_mem)]
+    pub mem: Vec<u64>,
+    /// Boots per size (sizes interleaved).
+    #[arg(long, default_value_t = 3, value_parser = positive_usize)]
+    pub runs: usize,
+    /// Linux fork+execve+waitpid round trips for the baseline.
+    #[arg(long, default_value_t = 100, value_parser = positive_usize)]
+    pub linux_iterations: usize,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Where to run the VMs.
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    pub engine: Engine,
+    /// Bound on each boot, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
+    pub timeout: u64,
+    /// Print the raw figures as JSON instead of a report (what the lab run sends back).
+    #[arg(long, hide = true)]
+    pub raw: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ForkArgs {
+    /// Round trips of each kind per mode (the big-heap fork: at most 8).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000).map(|n| n as usize))]
+    pub iterations: usize,
+    /// Heap of the big process, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024).map(|n| n as usize))]
+    pub heap_mib: usize,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Where to run the VMs.
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    pub engine: Engine,
+    /// Guest RAM (the eager fork of the big heap needs twice the heap).
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_mem)]
+    pub mem: u64,
+    /// Bound on each guest run, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
+    pub timeout: u64,
+    /// Print the raw samples as JSON instead of a report (what the lab run sends back).
+    #[arg(long, hide = true)]
+    pub raw: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

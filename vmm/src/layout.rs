@@ -33,6 +33,10 @@ const _: () = assert!(MIN_MEM - BOOT_RESERVED > 4 << 20);
 
 /// The boot GDT (null, code 0x08, data 0x10, TSS 0x18), as the PVH ABI asks for.
 pub const BOOT_GDT: u64 = 0x500;
+/// The kernel's boot timestamps (two u64, written by the kernel, read after the run).
+pub const BOOT_TIMES: u64 = xv6_abi::layout::BOOT_TIMES as u64;
+// The GDT's four descriptors end before the stamps; start_info starts after them.
+const _: () = assert!(BOOT_GDT + 32 <= BOOT_TIMES && BOOT_TIMES + 16 <= START_INFO);
 /// `hvm_start_info`, handed to the kernel in EBX.
 pub const START_INFO: u64 = 0x6000;
 /// The `hvm_modlist_entry` array.
@@ -75,6 +79,7 @@ mod tests {
     fn boot_data_sits_in_low_memory() {
         for a in [
             BOOT_GDT,
+            BOOT_TIMES,
             START_INFO,
             MODLIST,
             MEMMAP,

@@ -7,6 +7,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod bench;
+pub mod bench_boot;
+pub mod bench_fork;
 pub mod boot;
 pub mod cli;
 pub mod crash;

@@ -57,6 +57,9 @@ pub struct Report {
     pub backed_pages: Option<u64>,
     /// The crash report (registers, code at EIP) when the run ended in a crash.
     pub crash: Option<String>,
+    /// TSC cycles from the kernel's first instruction to the first user instruction (the
+    /// kernel's boot timestamps, docs/abi.md); None if the kernel did not get that far.
+    pub first_user_cycles: Option<u64>,
 }
 
 impl Report {
@@ -65,6 +68,7 @@ impl Report {
         let (out, inp, empty) = self.console;
         serde_json::json!({
             "guest_seconds": self.elapsed.as_secs_f64(),
+            "first_user_seconds": self.first_user_seconds(),
             "vm_exits": self.stats.by_reason,
             "vm_exits_total": self.stats.by_reason.values().sum::<u64>(),
             "tsc_khz": self.tsc_khz,
@@ -80,6 +84,12 @@ impl Report {
         .to_string()
     }
 
+    /// [`Report::first_user_cycles`] in seconds at the vCPU's TSC rate (None if unknown).
+    pub fn first_user_seconds(&self) -> Option<f64> {
+        let cycles = self.first_user_cycles?;
+        (self.tsc_khz > 0).then(|| cycles as f64 / (f64::from(self.tsc_khz) * 1e3))
+    }
+
     /// `vmm: stats: …` for `--stats`.
     pub fn stats_line(&self) -> String {
         let total: u64 = self.stats.by_reason.values().sum();
@@ -93,9 +103,12 @@ impl Report {
         let backed = self
             .backed_pages
             .map_or("unknown".to_string(), |n| n.to_string());
+        let first_user = self
+            .first_user_seconds()
+            .map_or("unknown".to_string(), |s| format!("{:.1} ms", s * 1e3));
         format!(
-            "vmm: stats: {:.3} s in the guest, {total} VM exits ({}), TSC {} kHz, \
-             {backed} guest pages host-backed\n\
+            "vmm: stats: {:.3} s in the guest ({first_user} to the first user instruction), \
+             {total} VM exits ({}), TSC {} kHz, {backed} guest pages host-backed\n\
              vmm: console: out {} bytes in {} exits, in {} bytes in {} exits \
              ({empty} more found nothing yet)",
             self.elapsed.as_secs_f64(),
@@ -201,6 +214,7 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
     let backed_pages = memory::host_backed_pages(&vm.mem)
         .inspect_err(|e| log::debug!("{e:#}"))
         .ok();
+    let first_user_cycles = boot::first_user_cycles(&vm.mem);
     Ok(Report {
         outcome,
         stats: std::mem::take(&mut vcpu.stats),
@@ -214,5 +228,6 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
         },
         backed_pages,
         crash: vcpu.crash.take(),
+        first_user_cycles,
     })
 }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use vmm::cli::{BenchWhat, Cli, Command, LabAction};
-use vmm::{bench, engine, exit, probe};
+use vmm::{bench, bench_boot, bench_fork, engine, exit, probe};
 
 fn main() {
     init_logging();
@@ -13,6 +13,12 @@ fn main() {
         Command::Bench {
             what: BenchWhat::Pagefault(args),
         } => bench::run(&args),
+        Command::Bench {
+            what: BenchWhat::Fork(args),
+        } => bench_fork::run(&args),
+        Command::Bench {
+            what: BenchWhat::Boot(args),
+        } => bench_boot::run(&args),
         Command::Lab { action } => lab(action),
     };
     std::process::exit(status);

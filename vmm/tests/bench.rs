@@ -70,3 +70,117 @@ fn pagefault_bench_writes_a_sane_table_json_and_svg() {
     }
     assert!(svg.matches("<polyline").count() >= 4, "a series per row");
 }
+
+#[test]
+fn fork_bench_measures_every_kind_in_both_modes_and_on_linux() {
+    if engine().is_none() {
+        return;
+    }
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("fork.json");
+    let out = vmm(&[
+        "bench",
+        "fork",
+        "--iterations",
+        "5",
+        "--heap-mib",
+        "8",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    for kind in ["fork+exit+wait", "fork+exec+exit+wait", "fork of big heap"] {
+        for mode in ["(eager)", "(--cow)"] {
+            let name = format!("guest {kind} {mode}");
+            assert!(names.contains(&name.as_str()), "{name} missing: {names:?}");
+        }
+    }
+    assert_eq!(rows.len(), 9, "{names:?}");
+    for row in rows {
+        // 5 round trips of each kind (the big-heap fork is bounded by 8, so 5 too).
+        assert_eq!(row["count"], 5, "{row}");
+        assert!(row["min_cycles"].as_u64().unwrap() > 0, "{row}");
+    }
+    // Six ratios (each guest row over its Linux row), all measured.
+    let ratios = report["ratios"].as_array().unwrap();
+    assert_eq!(ratios.len(), 6, "{report}");
+    for r in ratios {
+        assert!(r["p50"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // The eager fork copies an 8 MiB heap; the copy-on-write one shares it: cheaper.
+    let p50 = |name: &str| {
+        rows.iter().find(|r| r["name"] == name).unwrap()["p50_cycles"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(
+        p50("guest fork of big heap (--cow)") < p50("guest fork of big heap (eager)"),
+        "{text}"
+    );
+    assert_eq!(report["engine"], engine().unwrap());
+}
+
+#[test]
+fn boot_bench_reports_boot_time_exits_and_backed_pages_per_size() {
+    if engine().is_none() {
+        return;
+    }
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("boot.json");
+    let out = vmm(&[
+        "bench",
+        "boot",
+        "--mem",
+        "64M",
+        "--mem",
+        "128M",
+        "--runs",
+        "2",
+        "--linux-iterations",
+        "5",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = doc["report"]["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "guest boot to first user instruction (64M)",
+            "whole run of hello (64M)",
+            "guest boot to first user instruction (128M)",
+            "whole run of hello (128M)",
+            "Linux fork+execve+waitpid (static)",
+        ]
+    );
+    for row in &rows[..4] {
+        assert_eq!(row["count"], 2, "{row}");
+        assert!(row["min_cycles"].as_u64().unwrap() > 0, "{row}");
+    }
+    // Booting is part of the whole run.
+    assert!(
+        rows[0]["p50_cycles"].as_u64() < rows[1]["p50_cycles"].as_u64(),
+        "{text}"
+    );
+    assert_eq!(rows[4]["count"], 5);
+    let counts = doc["counts"].as_array().unwrap();
+    assert_eq!(counts.len(), 2, "{doc}");
+    for c in counts {
+        // hello: the exit port, its one console write, the boot's few port accesses.
+        let exits = c["vm_exits"].as_u64().unwrap();
+        assert!((2..100).contains(&exits), "{c}");
+        // Boot is O(1) in RAM: far fewer backed pages than RAM has (64M = 16384 pages).
+        let backed = c["host_backed_pages"].as_u64().unwrap();
+        assert!(backed > 0 && backed <= 2048, "{c}");
+    }
+    assert_eq!(doc["report"]["ratios"].as_array().unwrap().len(), 4);
+}

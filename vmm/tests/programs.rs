@@ -320,7 +320,12 @@ fn stats_count_exits_and_prefault_boots() {
         "{err}"
     );
     assert!(
-        line.contains(" s in the guest, ") && line.contains(" kHz"),
+        line.contains(" s in the guest (") && line.contains(" kHz"),
+        "{line}"
+    );
+    // The kernel's boot timestamps were read: a time, not "unknown".
+    assert!(
+        line.contains(" ms to the first user instruction), "),
         "{line}"
     );
 }

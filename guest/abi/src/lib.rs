@@ -59,6 +59,11 @@ pub mod layout {
     pub const DEVSPACE: u32 = 0xFE00_0000;
     /// RAM at the top the VMM keeps for boot modules: `PHYSTOP = mem - BOOT_RESERVED`.
     pub const BOOT_RESERVED: u32 = 32 << 20;
+    /// Physical address of the boot timestamps (two little-endian u64, docs/abi.md): the
+    /// TSC at the kernel's first instruction, and the TSC when the first process is about
+    /// to run its first user instruction (0 until then). The kernel writes them; the VMM
+    /// reads them after the run (`--stats`, `vmm bench boot`).
+    pub const BOOT_TIMES: u32 = 0x5000;
 }
 
 /// The kernel command-line words the VMM writes and the kernel reads (docs/abi.md).
@@ -94,6 +99,14 @@ pub mod pfbench {
     /// Bit of the flags word: the closing timestamps were `lfence; rdtsc; lfence` (the CPU has
     /// no `rdtscp`).
     pub const FLAG_NO_RDTSCP: u32 = 1;
+}
+
+/// forkbench's export record (docs/abi.md, "forkbench export record").
+pub mod forkbench {
+    /// "FKB1" as a little-endian u32: the record's first word.
+    pub const MAGIC: u32 = 0x3142_4B46;
+    /// u64 words before the samples: magic | tsc_khz << 32, then the three sample counts.
+    pub const HEADER_WORDS: usize = 4;
 }
 
 /// What exec takes: the VMM refuses a first process's argv the kernel would refuse.

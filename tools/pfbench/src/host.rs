@@ -34,7 +34,7 @@ pub fn tsc_khz(kvm_tsc_khz: Option<u64>) -> (u64, TscSource) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod tsc {
+pub(crate) mod tsc {
     use std::arch::asm;
 
     /// `lfence; rdtsc`: the lfence keeps rdtsc from starting before earlier instructions finish.
@@ -149,13 +149,13 @@ pub fn calibrate_tsc_khz() -> u64 {
 }
 
 /// An anonymous private mapping, unmapped on drop.
-struct Mapping {
-    addr: *mut u8,
+pub(crate) struct Mapping {
+    pub(crate) addr: *mut u8,
     len: usize,
 }
 
 impl Mapping {
-    fn anonymous(len: usize) -> io::Result<Mapping> {
+    pub(crate) fn anonymous(len: usize) -> io::Result<Mapping> {
         // SAFETY: a fresh private anonymous mapping at an address of the kernel's choosing;
         // it aliases nothing. No MAP_POPULATE: the pages must fault on first touch.
         let addr = unsafe {

@@ -35,6 +35,8 @@
 //! std::fs::write("pf.svg", render_svg(&rows, khz, "page faults")).unwrap();
 //! ```
 
+#[cfg(target_arch = "x86_64")]
+mod fork;
 mod host;
 mod svg;
 
@@ -44,6 +46,8 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+#[cfg(target_arch = "x86_64")]
+pub use fork::{host_exec_round_trips, host_fork_round_trips, ForkSamples};
 pub use host::{calibrate_tsc_khz, host_anon_faults, tsc_khz, HostSamples, TscSource};
 pub use svg::render_svg;
 
@@ -225,6 +229,19 @@ pub struct ReportMeta {
     pub date: String,
     /// How the closing timestamp was taken: `rdtscp; lfence`, or `lfence; rdtsc; lfence`.
     pub closing_timestamp: String,
+    /// The ratios to report, as (numerator row, denominator row); empty: the page-fault
+    /// bench's one pair, [`ROW_GUEST_PREFAULTED`] / [`ROW_HOST`].
+    pub ratios: Vec<(String, String)>,
+}
+
+/// One row's p50 and p99 over another's (in cycles); NaN when either row is missing or
+/// empty.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ratio {
+    pub numerator: String,
+    pub denominator: String,
+    pub p50: f64,
+    pub p99: f64,
 }
 
 /// A row's figures in one run, to see how much runs differ.
@@ -256,6 +273,8 @@ pub struct Report {
     /// The same at p99.
     pub ratio_p99: f64,
     pub vm_exits: BTreeMap<String, u64>,
+    /// Every ratio asked for ([`ReportMeta::ratios`]; the first is `ratio_p50`/`ratio_p99`).
+    pub ratios: Vec<Ratio>,
     /// Each row's p50 and p99 in each run.
     pub per_run: Vec<RunFigures>,
     pub vmm_version: String,
@@ -265,16 +284,20 @@ pub struct Report {
     pub closing_timestamp: String,
 }
 
-/// Summarizes every row (in the given order) at `meta.tsc_khz` and computes the ratios
-/// guest demand fault (prefaulted RAM) / host Linux anonymous fault at p50 and p99.
+/// Summarizes every row (in the given order) at `meta.tsc_khz` and computes the ratios of
+/// `meta.ratios` (by default guest demand fault (prefaulted RAM) / host Linux anonymous
+/// fault) at p50 and p99.
 pub fn report(meta: ReportMeta, rows: &[Row]) -> Report {
     let summaries: Vec<Summary> = rows.iter().map(|r| summarize(r, meta.tsc_khz)).collect();
-    let find = |name: &str| summaries.iter().find(|s| s.name == name && s.count > 0);
-    let ratio = |f: fn(&Summary) -> u64| match (find(ROW_GUEST_PREFAULTED), find(ROW_HOST)) {
-        // Cycles, not ns: the same ratio (one tsc_khz), and defined when tsc_khz is unknown.
-        (Some(g), Some(h)) if f(h) > 0 => f(g) as f64 / f(h) as f64,
-        _ => f64::NAN,
+    let pairs = if meta.ratios.is_empty() {
+        vec![(ROW_GUEST_PREFAULTED.to_string(), ROW_HOST.to_string())]
+    } else {
+        meta.ratios.clone()
     };
+    let ratios: Vec<Ratio> = pairs
+        .into_iter()
+        .map(|(n, d)| ratio_of(&summaries, n, d))
+        .collect();
     let per_run = rows
         .iter()
         .flat_map(|r| {
@@ -299,8 +322,9 @@ pub fn report(meta: ReportMeta, rows: &[Row]) -> Report {
         host_kernel: meta.host_kernel,
         date: meta.date,
         closing_timestamp: meta.closing_timestamp,
-        ratio_p50: ratio(|s| s.p50_cycles),
-        ratio_p99: ratio(|s| s.p99_cycles),
+        ratio_p50: ratios[0].p50,
+        ratio_p99: ratios[0].p99,
+        ratios,
         engine: meta.engine,
         tsc_khz: meta.tsc_khz,
         pages: meta.pages,
@@ -309,6 +333,23 @@ pub fn report(meta: ReportMeta, rows: &[Row]) -> Report {
         emulated_time: meta.emulated_time,
         rows: summaries,
         vm_exits: meta.vm_exits,
+    }
+}
+
+/// `numerator` / `denominator` at p50 and p99, from the summaries of those names.
+fn ratio_of(summaries: &[Summary], numerator: String, denominator: String) -> Ratio {
+    let find = |name: &str| summaries.iter().find(|s| s.name == name && s.count > 0);
+    let (n, d) = (find(&numerator), find(&denominator));
+    // Cycles, not ns: the same ratio (one tsc_khz), and defined when tsc_khz is unknown.
+    let at = |f: fn(&Summary) -> u64| match (n, d) {
+        (Some(n), Some(d)) if f(d) > 0 => f(n) as f64 / f(d) as f64,
+        _ => f64::NAN,
+    };
+    Ratio {
+        p50: at(|s| s.p50_cycles),
+        p99: at(|s| s.p99_cycles),
+        numerator,
+        denominator,
     }
 }
 
@@ -407,16 +448,16 @@ pub fn render_table(r: &Report) -> String {
             out.push('\n');
         }
     }
+    render_ratios(&mut out, r);
+    let pages = if r.pages > 0 {
+        format!("   pages: {}", r.pages)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "ratio guest/host at p50: {}   ({ROW_GUEST_PREFAULTED} / {ROW_HOST})",
-        fmt_ratio(r.ratio_p50)
-    );
-    let _ = writeln!(out, "ratio guest/host at p99: {}", fmt_ratio(r.ratio_p99));
-    let _ = writeln!(
-        out,
-        "engine: {}   CPU: {}   TSC: {} kHz   pages: {}   runs: {}",
-        r.engine, r.cpu_model, r.tsc_khz, r.pages, r.runs
+        "engine: {}   CPU: {}   TSC: {} kHz{pages}   runs: {}",
+        r.engine, r.cpu_model, r.tsc_khz, r.runs
     );
     let _ = writeln!(
         out,
@@ -431,6 +472,33 @@ pub fn render_table(r: &Report) -> String {
         let _ = writeln!(out, "note: emulated time: compare ratios only");
     }
     out
+}
+
+/// The ratio lines: the page-fault bench's two (guest/host at p50, at p99) when it is the
+/// default pair, else one line per ratio with both percentiles.
+fn render_ratios(out: &mut String, r: &Report) {
+    let default = r.ratios.len() == 1
+        && r.ratios[0].numerator == ROW_GUEST_PREFAULTED
+        && r.ratios[0].denominator == ROW_HOST;
+    if default {
+        let _ = writeln!(
+            out,
+            "ratio guest/host at p50: {}   ({ROW_GUEST_PREFAULTED} / {ROW_HOST})",
+            fmt_ratio(r.ratio_p50)
+        );
+        let _ = writeln!(out, "ratio guest/host at p99: {}", fmt_ratio(r.ratio_p99));
+        return;
+    }
+    for q in &r.ratios {
+        let _ = writeln!(
+            out,
+            "ratio at p50 {}, at p99 {}   ({} / {})",
+            fmt_ratio(q.p50),
+            fmt_ratio(q.p99),
+            q.numerator,
+            q.denominator
+        );
+    }
 }
 
 /// The report as pretty-printed JSON: `engine`, `tsc_khz`, `pages`, `runs`, `cpu_model`,

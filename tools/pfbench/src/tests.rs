@@ -123,6 +123,7 @@ fn sample_report(emulated: bool) -> Report {
             host_kernel: "6.12-host".into(),
             date: "2026-12-02T08:00:00Z".into(),
             closing_timestamp: "lfence; rdtsc; lfence".into(),
+            ratios: Vec::new(),
         },
         &sample_rows(),
     )
@@ -142,6 +143,33 @@ fn report_ratios_and_order() {
 
     let no_host = report(ReportMeta::default(), &sample_rows()[..2]);
     assert!(no_host.ratio_p50.is_nan() && no_host.ratio_p99.is_nan());
+}
+
+#[test]
+fn chosen_ratios_are_computed_and_printed_one_line_each() {
+    let meta = ReportMeta {
+        ratios: vec![
+            (ROW_HOST.to_string(), ROW_GUEST_PREFAULTED.to_string()),
+            (ROW_WARM.to_string(), "no such row".to_string()),
+        ],
+        ..ReportMeta::default()
+    };
+    let r = report(meta, &sample_rows());
+    assert_eq!(r.ratios.len(), 2);
+    // The sample host row is twice the guest row: the inverse of the default pair.
+    assert!((r.ratios[0].p50 - 2.0).abs() < 1e-2, "{:?}", r.ratios[0]);
+    assert_eq!(r.ratio_p50, r.ratios[0].p50);
+    assert!(r.ratios[1].p50.is_nan() && r.ratios[1].p99.is_nan());
+    let table = render_table(&r);
+    assert!(
+        table.contains(&format!(
+            "ratio at p50 2.00, at p99 2.00   ({ROW_HOST} / {ROW_GUEST_PREFAULTED})"
+        )),
+        "{table}"
+    );
+    assert!(table.contains("ratio at p50 n/a, at p99 n/a"), "{table}");
+    assert!(!table.contains("ratio guest/host"), "{table}");
+    assert!(!table.contains("pages:"), "{table}");
 }
 
 const ROW_KEYS: [&str; 20] = [
@@ -183,6 +211,7 @@ fn json_round_trips_with_every_field() {
         "ratio_p50",
         "ratio_p99",
         "vm_exits",
+        "ratios",
         "per_run",
         "vmm_version",
         "measured_kernel",
@@ -192,7 +221,7 @@ fn json_round_trips_with_every_field() {
     ] {
         assert!(obj.contains_key(k), "missing {k}");
     }
-    assert_eq!(obj.len(), 16);
+    assert_eq!(obj.len(), 17);
     assert_eq!(v["vmm_version"], "9.9.9");
     assert_eq!(v["closing_timestamp"], "lfence; rdtsc; lfence");
     assert_eq!(v["engine"], "lab");
