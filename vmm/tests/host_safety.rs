@@ -106,8 +106,12 @@ fn lab_temp_files_are_private_unguessable_and_removed() {
     fs::create_dir(tmp.path().join(format!("xv6-lab-{dead}-y"))).unwrap();
 
     let input: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let planted: Vec<PathBuf> = entries(tmp.path()).into_iter().map(|(p, _)| p).collect();
     let mut child = spawn_in(tmp.path(), &["run", "--quiet", "cat"]);
-    child.stdin.take().unwrap().write_all(&input).unwrap();
+    // Stdin is streamed: written while the run goes on.
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.clone();
+    let writer = std::thread::spawn(move || stdin.write_all(&data).unwrap());
     let mut stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut v = Vec::new();
@@ -115,7 +119,6 @@ fn lab_temp_files_are_private_unguessable_and_removed() {
         v
     });
     // Watch the directory while the run lasts: nothing it creates may be readable by others.
-    let planted: Vec<PathBuf> = entries(tmp.path()).into_iter().map(|(p, _)| p).collect();
     let mut seen = Vec::new();
     while child.try_wait().unwrap().is_none() {
         for (p, mode) in entries(tmp.path()) {
@@ -127,6 +130,7 @@ fn lab_temp_files_are_private_unguessable_and_removed() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),
