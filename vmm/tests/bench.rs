@@ -29,7 +29,10 @@ fn pagefault_bench_writes_a_sane_table_json_and_svg() {
     for row in [
         "guest demand fault (prefaulted RAM)",
         "guest demand fault (cold RAM)",
+        "guest demand fault (recycled page)",
         "host Linux anonymous fault",
+        "guest COW-break fault",
+        "host Linux COW-break fault",
         "warm-touch overhead",
     ] {
         assert!(text.contains(row), "{row} missing:\n{text}");
@@ -40,7 +43,7 @@ fn pagefault_bench_writes_a_sane_table_json_and_svg() {
     assert_eq!(report["runs"], 1);
     assert!(report["tsc_khz"].as_u64().unwrap() > 0);
     let rows = report["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 7);
     for row in rows {
         assert_eq!(row["count"], 512, "{row}");
         let p: Vec<f64> = ["min_ns", "p50_ns", "p90_ns", "p99_ns", "max_ns"]
@@ -56,6 +59,22 @@ fn pagefault_bench_writes_a_sane_table_json_and_svg() {
     for k in ["ratio_p50", "ratio_p99"] {
         assert!(report[k].as_f64().unwrap() > 0.0, "{k}: {report}");
     }
+    // Each guest fault over the Linux fault of its kind: demand (fresh, recycled) and COW.
+    let ratios = report["ratios"].as_array().unwrap();
+    assert_eq!(ratios.len(), 3, "{report}");
+    for r in ratios {
+        assert!(r["p50"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // A recycled page must be zeroed by the fault; a pristine one need not be.
+    let p50 = |name: &str| {
+        rows.iter().find(|r| r["name"] == name).unwrap()["p50_cycles"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(
+        p50("guest demand fault (recycled page)") > p50("guest demand fault (prefaulted RAM)"),
+        "{text}"
+    );
     assert!(report["vm_exits"].is_object());
     assert_eq!(report["engine"], engine().unwrap());
 
@@ -68,7 +87,7 @@ fn pagefault_bench_writes_a_sane_table_json_and_svg() {
         let name = row["name"].as_str().unwrap();
         assert!(svg.contains(name), "the legend names {name}");
     }
-    assert!(svg.matches("<polyline").count() >= 4, "a series per row");
+    assert!(svg.matches("<polyline").count() >= 7, "a series per row");
 }
 
 #[test]
