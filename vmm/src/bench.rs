@@ -332,30 +332,17 @@ fn guest_run(
     mem: u64,
     case: &GuestCase,
 ) -> Result<(PfRecord, BTreeMap<&'static str, u64>)> {
-    let program = programs::resolve("pfbench").map_err(|e| anyhow::anyhow!("{e}"))?;
     let argv = vec![
         "pfbench".into(),
         args.pages.to_string().into(),
         case.mode.into(),
     ];
-    let mut cmdline = "console=com1 quiet lazy".to_string();
-    if case.cow {
-        cmdline += " cow";
-    }
-    let cfg = MachineConfig {
-        kernel: images::KERNEL.to_vec(),
-        kernel_name: PathBuf::from("(built-in kernel)"),
-        mem,
-        cmdline,
-        modules: vec![
-            programs::archive(Some(&program)),
-            programs::argv_block(&argv),
-        ],
-        pgdump: PgdumpMode::Off,
-        timeout: Some(Duration::from_secs(args.timeout)),
-        prefault: case.prefault,
-        discard_stdout: true,
+    let words: &[&str] = if case.cow {
+        &["lazy", "cow"]
+    } else {
+        &["lazy"]
     };
+    let cfg = builtin_boot(argv, mem, words, args.timeout, case.prefault)?;
     let report = machine::run(cfg)?;
     match report.outcome {
         Outcome::Exited(0) => {}
@@ -365,6 +352,39 @@ fn guest_run(
         }
     }
     Ok((parse_record(&report.exported)?, report.measured_exits))
+}
+
+/// A boot of the built-in kernel running the built-in `argv[0]` with `argv`, its output
+/// discarded (a bench reads its results from the export stream), RAM `mem` bytes, the
+/// kernel command line `console=com1 quiet` plus `words`.
+pub fn builtin_boot(
+    argv: Vec<OsString>,
+    mem: u64,
+    words: &[&str],
+    timeout: u64,
+    prefault: bool,
+) -> Result<MachineConfig> {
+    let name = argv.first().context("a boot needs a program")?;
+    let program = programs::resolve(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut cmdline = "console=com1 quiet".to_string();
+    for w in words {
+        cmdline += " ";
+        cmdline += w;
+    }
+    Ok(MachineConfig {
+        kernel: images::KERNEL.to_vec(),
+        kernel_name: PathBuf::from("(built-in kernel)"),
+        mem,
+        cmdline,
+        modules: vec![
+            programs::archive(Some(&program)),
+            programs::argv_block(&argv),
+        ],
+        pgdump: PgdumpMode::Off,
+        timeout: Some(Duration::from_secs(timeout)),
+        prefault,
+        discard_stdout: true,
+    })
 }
 
 /// The whole measurement inside the lab; its JSON comes back on stdout.
