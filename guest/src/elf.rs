@@ -69,6 +69,9 @@ pub enum ElfError {
     TooManyPhdrs(u16),
     /// The program-header table does not lie inside the file.
     PhdrsOutOfFile,
+    /// The program-header table of a file written at run time ends beyond its first page
+    /// (exec reads only that page to parse the headers).
+    PhdrsBeyondFirstPage,
     /// Segment `i`'s file bytes `[p_offset, p_offset + p_filesz)` leave the file or wrap.
     SegmentOutOfFile(usize),
     /// Segment `i`'s memory `[p_vaddr, p_vaddr + p_memsz)` wraps around 4 GiB.
@@ -96,6 +99,9 @@ impl fmt::Display for ElfError {
             ElfError::BadPhentsize(n) => write!(f, "program header size {n}, not 32"),
             ElfError::TooManyPhdrs(n) => write!(f, "{n} program headers (max {MAXPHNUM})"),
             ElfError::PhdrsOutOfFile => f.write_str("program headers outside the file"),
+            ElfError::PhdrsBeyondFirstPage => {
+                f.write_str("program headers beyond the file's first page")
+            }
             ElfError::SegmentOutOfFile(i) => write!(f, "segment {i} outside the file"),
             ElfError::SegmentWraps(i) => write!(f, "segment {i} wraps around"),
             ElfError::FileszAboveMemsz(i) => write!(f, "segment {i}: filesz > memsz"),
@@ -226,26 +232,42 @@ impl ProgHdr {
     }
 }
 
-/// A checked executable: its header and file bytes. Every loadable segment is known to be
-/// valid (see the module docs); `segments` yields them in ascending address order.
+/// A checked executable: its header and the file's first bytes (all of them, or the head
+/// holding the program-header table). Every loadable segment is known to be valid (see the
+/// module docs); `segments` yields them in ascending address order.
 #[derive(Clone, Copy, Debug)]
 pub struct Elf<'a> {
     file: &'a [u8],
+    file_len: usize,
     hdr: ElfHdr,
 }
 
 impl<'a> Elf<'a> {
     /// Checks `file` completely (see the module docs).
     pub fn parse(file: &'a [u8]) -> Result<Elf<'a>, ElfError> {
-        let hdr = ElfHdr::parse(file)?;
-        let elf = Elf { file, hdr };
+        Elf::parse_head(file, file.len())
+    }
+
+    /// Checks a file of `file_len` bytes from its first bytes `head` (which must hold the
+    /// header and the program-header table; segments are checked against `file_len`).
+    pub fn parse_head(head: &'a [u8], file_len: usize) -> Result<Elf<'a>, ElfError> {
+        let hdr = ElfHdr::parse(&head[..head.len().min(file_len)]).map_err(|e| match e {
+            ElfError::PhdrsOutOfFile if head.len() < file_len => ElfError::PhdrsBeyondFirstPage,
+            e => e,
+        })?;
+        let elf = Elf {
+            file: head,
+            file_len,
+            hdr,
+        };
+        let file = elf;
         let mut prev_end = 0u32;
         let mut entry_ok = false;
         for (i, ph) in elf.proghdrs().enumerate() {
             if ph.ty != ELF_PROG_LOAD {
                 continue;
             }
-            ph.check(i, file.len())?;
+            ph.check(i, file.file_len)?;
             if !ph.loads() {
                 continue; // nothing in memory (checked all the same)
             }
@@ -280,12 +302,6 @@ impl<'a> Elf<'a> {
     /// The loadable segments (PT_LOAD, p_memsz > 0), in ascending address order.
     pub fn segments(&self) -> impl Iterator<Item = ProgHdr> + 'a {
         self.proghdrs().filter(ProgHdr::loads)
-    }
-
-    /// The file bytes of segment `ph` (its first p_filesz bytes in memory).
-    #[must_use]
-    pub fn contents(&self, ph: &ProgHdr) -> &'a [u8] {
-        &self.file[ph.off as usize..(ph.off + ph.filesz) as usize]
     }
 
     /// One past the highest byte of any segment (0 if there are none).
@@ -396,6 +412,25 @@ mod tests {
     }
 
     #[test]
+    fn a_head_parses_like_the_whole_file_and_segments_check_against_its_length() {
+        let f = default_layout();
+        let whole = Elf::parse(&f).unwrap();
+        let head = Elf::parse_head(&f[..0x100], f.len()).unwrap();
+        assert!(whole.segments().eq(head.segments()));
+        assert_eq!(whole.entry(), head.entry());
+        // Segments must lie in the file, not merely in the head...
+        assert_eq!(
+            Elf::parse_head(&f[..0x100], 0x100).unwrap_err(),
+            ElfError::SegmentOutOfFile(0)
+        );
+        // ...and a head that cuts the header table says so.
+        assert_eq!(
+            Elf::parse_head(&f[..0x60], f.len()).unwrap_err(),
+            ElfError::PhdrsBeyondFirstPage
+        );
+    }
+
+    #[test]
     fn accepts_omagic_and_default_layouts() {
         let f = omagic();
         let e = Elf::parse(&f).unwrap();
@@ -403,7 +438,7 @@ mod tests {
         let segs: Vec<ProgHdr> = e.segments().collect();
         assert_eq!(segs.len(), 1);
         assert!(segs[0].writable());
-        assert_eq!(e.contents(&segs[0])[0], 0x74);
+        assert_eq!(f[segs[0].off as usize], 0x74);
         assert_eq!(e.image_end(), 0x1400);
 
         let f = default_layout();
@@ -412,8 +447,7 @@ mod tests {
         let segs: Vec<ProgHdr> = e.segments().collect();
         assert_eq!(segs.len(), 3);
         assert!(!segs[0].writable() && segs[1].writable());
-        assert_eq!(e.contents(&segs[1]).len(), 0x100);
-        assert_eq!(e.contents(&segs[2]), &[] as &[u8]);
+        assert_eq!((segs[1].filesz, segs[2].filesz), (0x100, 0));
         assert_eq!(e.image_end(), 0x8010);
     }
 

@@ -27,7 +27,7 @@ use crate::archive;
 use crate::elf::{Elf, ElfError};
 use crate::memlayout::{UVAddr, KERNBASE};
 use crate::mmu::{PGROUNDDOWN, PGROUNDUP, PGSIZE};
-use crate::vm::{allocuvm, clearpteu, clearptew, copyout, freevm, loaduvm, setupkvm, PageDir};
+use crate::vm::{allocuvm, clearpteu, clearptew, copyout, freevm, loaduvm_from, setupkvm, PageDir};
 
 /// The most arguments exec passes (xv6 param.h).
 pub const MAXARG: usize = 32;
@@ -71,9 +71,33 @@ pub enum NotExec {
     Elf(ElfError),
     /// Its image leaves no room below KERNBASE for the guard and stack pages.
     NoStackRoom,
-    /// A file written at run time: only the program archive's files (built-ins, `--add`)
-    /// can be exec'd.
-    NotInArchive,
+    /// A directory or a device.
+    NotRegular,
+}
+
+/// What exec reads a program from: the archive's bytes, or a file of the file system
+/// (sysfile's `FileProgram`).
+pub trait ProgramFile {
+    /// The file's size in bytes.
+    fn size(&self) -> usize;
+    /// The file's first bytes: all of it, or at least its first page.
+    fn head(&self) -> &[u8];
+    /// Fills `dst` with the file's bytes `[off, off + dst.len())`, which lie in the file.
+    fn read_at(&self, off: usize, dst: &mut [u8]);
+}
+
+impl ProgramFile for [u8] {
+    fn size(&self) -> usize {
+        self.len()
+    }
+
+    fn head(&self) -> &[u8] {
+        self
+    }
+
+    fn read_at(&self, off: usize, dst: &mut [u8]) {
+        dst.copy_from_slice(&self[off..off + dst.len()]);
+    }
 }
 
 impl ExecError {
@@ -98,9 +122,7 @@ impl fmt::Display for ExecError {
             ExecError::NotExecutable(NotExec::NoStackRoom) => {
                 "not runnable: its image leaves no room below KERNBASE for the stack"
             }
-            ExecError::NotExecutable(NotExec::NotInArchive) => {
-                "not runnable: only files of the program archive (built-ins, --add) can be exec'd"
-            }
+            ExecError::NotExecutable(NotExec::NotRegular) => "not runnable: not a regular file",
             ExecError::TooManyArgs => "argument list too long",
             ExecError::OutOfMemory => "out of memory",
             ExecError::BadAddr => "bad address",
@@ -138,9 +160,10 @@ pub fn exec_from(archive: &[u8], path: &[u8], argv: &[&[u8]]) -> Result<Image, E
     exec_file(file, argv)
 }
 
-/// exec of the program whose bytes are `file` (sys_exec finds it through the file system).
-pub fn exec_file(file: &[u8], argv: &[&[u8]]) -> Result<Image, ExecError> {
-    let elf = Elf::parse(file).map_err(|e| ExecError::NotExecutable(NotExec::Elf(e)))?;
+/// exec of the program in `file` (sys_exec finds it through the file system).
+pub fn exec_file(file: &(impl ProgramFile + ?Sized), argv: &[&[u8]]) -> Result<Image, ExecError> {
+    let elf = Elf::parse_head(file.head(), file.size())
+        .map_err(|e| ExecError::NotExecutable(NotExec::Elf(e)))?;
     // The stack's two pages above the image must stay below KERNBASE (allocuvm's limit).
     let sz = PGROUNDUP(elf.image_end())
         .and_then(|base| base.checked_add(2 * PGSIZE))
@@ -149,7 +172,7 @@ pub fn exec_file(file: &[u8], argv: &[&[u8]]) -> Result<Image, ExecError> {
     let args = ustack(argv, sz)?;
 
     let mut pgdir = setupkvm().ok_or(ExecError::OutOfMemory)?;
-    match build(&mut pgdir, &elf, sz, argv, &args) {
+    match build(&mut pgdir, &elf, file, sz, argv, &args) {
         Ok(()) => Ok(Image {
             pgdir,
             sz,
@@ -167,11 +190,12 @@ pub fn exec_file(file: &[u8], argv: &[&[u8]]) -> Result<Image, ExecError> {
 fn build(
     pgdir: &mut PageDir,
     elf: &Elf<'_>,
+    file: &(impl ProgramFile + ?Sized),
     sz: u32,
     argv: &[&[u8]],
     args: &UStack,
 ) -> Result<(), ExecError> {
-    let end = loadsegs(pgdir, elf)?;
+    let end = loadsegs(pgdir, elf, file)?;
     protect_text(pgdir, elf);
     let base = PGROUNDUP(end).expect("checked by exec_from");
     allocuvm(pgdir, base, sz)?;
@@ -191,14 +215,21 @@ fn build(
 /// Maps and loads every segment, in ascending order, growing the image segment by segment
 /// (only the pages each segment covers are mapped; two segments may share a page). Returns
 /// the end of the last segment.
-fn loadsegs(pgdir: &mut PageDir, elf: &Elf<'_>) -> Result<u32, ExecError> {
+fn loadsegs(
+    pgdir: &mut PageDir,
+    elf: &Elf<'_>,
+    file: &(impl ProgramFile + ?Sized),
+) -> Result<u32, ExecError> {
     let mut sz = 0;
     for ph in elf.segments() {
         // Continue from sz inside the page where the previous segment ended; else start at
         // the segment's own page, leaving the gap unmapped.
         let from = sz.max(PGROUNDDOWN(ph.vaddr));
         sz = allocuvm(pgdir, from, ph.end())?;
-        loaduvm(pgdir, UVAddr(ph.vaddr), elf.contents(&ph));
+        let off = ph.off as usize;
+        loaduvm_from(pgdir, UVAddr(ph.vaddr), ph.filesz as usize, |at, dst| {
+            file.read_at(off + at, dst);
+        });
     }
     Ok(sz)
 }

@@ -233,7 +233,7 @@ fn start_first_process(nr_modules: u32) -> ! {
     let argv = bootmods::first_argv(&mut buf).unwrap_or(&[]);
     let path = argv.first().copied().unwrap_or(b"");
     let (ofile, cwd) = sysfile::fsinit(bootmods::archive());
-    match sysfile::program(cwd, path).and_then(|file| exec_file(file, argv)) {
+    match sysfile::program(cwd, path).and_then(|file| exec_file(&file, argv)) {
         Ok(image) => proc::userinit(image, path, ofile, cwd),
         Err(e) => {
             cprintln!(

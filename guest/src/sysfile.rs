@@ -8,10 +8,11 @@
 //! process is killed meanwhile.
 
 use crate::console::{self, Stream};
-use crate::exec::{exec_file, ExecError, MAXARG};
+use crate::exec::{exec_file, ExecError, NotExec, ProgramFile, MAXARG};
 use crate::file::{FileKind, FS};
-use crate::fs::{FsError, Stat, T_DEV, T_DIR};
+use crate::fs::{FsError, Stat, T_DEV, T_DIR, T_FILE};
 use crate::kpage::KPage;
+use crate::mmu::PGSIZE;
 use crate::pipe::PIPESIZE;
 use crate::proc::{self, PTABLE};
 use crate::ptable::Chan;
@@ -366,19 +367,82 @@ pub fn sys_chdir(tf: &mut TrapFrame) -> i32 {
     0
 }
 
-/// The bytes of the program `path` names, from directory `cwd`.
-pub fn program(cwd: u16, path: &[u8]) -> Result<&'static [u8], ExecError> {
-    let fsys = FS.lock();
+/// A program for exec: an archive file never written (its bytes, no copy), or any other
+/// regular file, read through the file system as exec goes.
+pub enum Program {
+    Archive(&'static [u8]),
+    File(FileProgram),
+}
+
+/// A regular file to exec: held open (a reference on its inode) while exec reads it, with
+/// its first page read up front for the ELF headers.
+pub struct FileProgram {
+    inum: u16,
+    size: usize,
+    head: KPage,
+}
+
+impl Drop for FileProgram {
+    fn drop(&mut self) {
+        FS.lock().fs.iput(self.inum);
+    }
+}
+
+impl ProgramFile for Program {
+    fn size(&self) -> usize {
+        match self {
+            Program::Archive(b) => b.len(),
+            Program::File(f) => f.size,
+        }
+    }
+
+    fn head(&self) -> &[u8] {
+        match self {
+            Program::Archive(b) => b,
+            Program::File(f) => &f.head.bytes()[..f.size.min(PGSIZE as usize)],
+        }
+    }
+
+    fn read_at(&self, off: usize, dst: &mut [u8]) {
+        match self {
+            Program::Archive(b) => b.read_at(off, dst),
+            Program::File(f) => {
+                // The inode is held (FileProgram) and regular; exec reads within its size.
+                let n = FS.lock().fs.readi(f.inum, off as u32, dst);
+                dst[n..].fill(0);
+            }
+        }
+    }
+}
+
+/// The program `path` names, from directory `cwd`: NotFound if nothing has that name,
+/// NotExecutable if it is not a regular file, OutOfMemory if its first page cannot be read.
+pub fn program(cwd: u16, path: &[u8]) -> Result<Program, ExecError> {
+    let mut fsys = FS.lock();
     let ip = fsys.fs.namei(cwd, path).map_err(|_| ExecError::NotFound)?;
-    fsys.fs
-        .archive_bytes(ip)
-        .ok_or(ExecError::NotExecutable(crate::exec::NotExec::NotInArchive))
+    if let Some(bytes) = fsys.fs.archive_bytes(ip) {
+        return Ok(Program::Archive(bytes));
+    }
+    let ino = fsys.fs.inode(ip);
+    if ino.typ != T_FILE {
+        return Err(ExecError::NotExecutable(NotExec::NotRegular));
+    }
+    let size = ino.size as usize;
+    let mut head = KPage::new().ok_or(ExecError::OutOfMemory)?;
+    let n = size.min(PGSIZE as usize);
+    fsys.fs.readi(ip, 0, &mut head.bytes_mut()[..n]);
+    fsys.fs.idup(ip);
+    Ok(Program::File(FileProgram {
+        inum: ip,
+        size,
+        head,
+    }))
 }
 
 /// exec(path, argv): replaces the process's image with the program file `path` names; argv
 /// is a user array of string pointers ending with 0 (at most MAXARG). Does not return to
-/// the old image on success; −1 (the caller untouched) on failure. Runs the files the
-/// program archive put in the file system (written files are not executable).
+/// the old image on success; −1 (the caller untouched) on failure. Any regular file that
+/// holds a static ELF32 i386 executable runs: the archive's, and files written at run time.
 pub fn sys_exec(tf: &mut TrapFrame) -> i32 {
     let Ok(uargv) = argint(tf, 1) else { return -1 };
     let Some(mut page) = KPage::new() else {
@@ -409,7 +473,7 @@ pub fn sys_exec(tf: &mut TrapFrame) -> i32 {
         rest = tail;
         argc += 1;
     }
-    let image = program(proc::cwd(), path).and_then(|file| exec_file(file, &argv[..argc]));
+    let image = program(proc::cwd(), path).and_then(|file| exec_file(&file, &argv[..argc]));
     match image {
         Ok(image) => {
             proc::exec_install(tf, image, path);

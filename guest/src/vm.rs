@@ -351,16 +351,34 @@ pub fn inituvm(pgdir: &mut PageDir, init: &[u8]) -> Result<(), OutOfMemory> {
 /// segment's file bytes straight from the archive, whatever their file offset). The pages
 /// must already be mapped (allocuvm); panics if one is not.
 pub fn loaduvm(pgdir: &mut PageDir, va: UVAddr, src: &[u8]) {
-    let mut va = va;
-    for chunk in page_chunks(va, src) {
-        let pte = getpte(pgdir, va)
+    loaduvm_from(pgdir, va, src.len(), |off, dst| {
+        dst.copy_from_slice(&src[off..off + dst.len()]);
+    });
+}
+
+/// loaduvm with the bytes coming from `read(offset, dst)`, which fills `dst` with the
+/// source's bytes `[offset, offset + dst.len())` (xv6's loaduvm reads an inode this way):
+/// `n` bytes in all, a page-sized piece at a time, straight into the user pages.
+pub fn loaduvm_from(
+    pgdir: &mut PageDir,
+    va: UVAddr,
+    n: usize,
+    mut read: impl FnMut(usize, &mut [u8]),
+) {
+    let mut done = 0;
+    while done < n {
+        let at = UVAddr(va.0.wrapping_add(done as u32));
+        let len = ((PGSIZE - at.offset()) as usize).min(n - done);
+        let pte = getpte(pgdir, at)
             .filter(|p| p.present())
-            .unwrap_or_else(|| panic!("loaduvm: address {:#010x} should exist", va.0));
-        let dst = KVAddr(P2V(pte.addr()).0 + va.offset());
-        // SAFETY: dst..dst + chunk.len() stays inside one mapped user page (page_chunks),
-        // reached through P2V; the source is kernel memory, distinct from that page.
-        unsafe { ptr::copy(chunk.as_ptr(), dst.as_ptr(), chunk.len()) };
-        va = UVAddr(va.0.wrapping_add(chunk.len() as u32));
+            .unwrap_or_else(|| panic!("loaduvm: address {:#010x} should exist", at.0));
+        let dst = KVAddr(P2V(pte.addr()).0 + at.offset());
+        // SAFETY: dst..dst + len stays inside one mapped user page (len ends at its page
+        // boundary at most), reached through P2V; no other reference to it exists while exec
+        // builds the image.
+        let page = unsafe { core::slice::from_raw_parts_mut(dst.as_ptr::<u8>(), len) };
+        read(done, page);
+        done += len;
     }
 }
 

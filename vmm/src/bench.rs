@@ -1,11 +1,14 @@
-//! `vmm bench pagefault`: the guest's demand page fault next to the host Linux's anonymous
-//! page fault, measured in one run.
+//! `vmm bench pagefault`: the guest's page faults next to the host Linux's, measured in one
+//! run; and what every bench shares (the lab round trip, the report's metadata, JSON).
 //!
-//! Each run boots the kernel with lazy sbrk and runs `pfbench PAGES`, twice: once with guest
-//! RAM backed up front (`--prefault`: the fault is the guest kernel's alone) and once with RAM
-//! backed lazily by the host (each first touch of a guest-physical page also takes an NPT/EPT
-//! fault and a host page fault). pfbench hands its TSC samples out through the export port;
-//! the host's own anonymous fault is measured the same way in this process (`pfbench` crate).
+//! Each run boots the kernel with lazy sbrk and runs `pfbench PAGES MODE` four times
+//! ([`GUEST_CASES`]): a demand fault on never-used pages with guest RAM backed up front
+//! (`--prefault`: the fault is the guest kernel's alone) and backed lazily by the host (each
+//! first touch of a guest-physical page also takes an NPT/EPT fault and a host page fault);
+//! a demand fault on recycled pages (freed before, so zeroed by the fault); and a
+//! copy-on-write break (`cow`: a write to a page a forked child still shares). pfbench hands
+//! its TSC samples out through the export port; the host's own anonymous fault and COW
+//! break (a write after fork) are measured the same way in this process (`pfbench` crate).
 //! In the lab, this whole procedure runs inside the lab (`--raw`), so the baseline is the lab
 //! Linux's own fault, and the outer `vmm` renders the result, labelled as emulated time.
 
@@ -15,7 +18,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use pfbench::{Row, ROW_GUEST_COLD, ROW_GUEST_PREFAULTED, ROW_HOST, ROW_WARM};
+use pfbench::{
+    Row, ROW_GUEST_COLD, ROW_GUEST_COW, ROW_GUEST_PREFAULTED, ROW_GUEST_RECYCLED, ROW_HOST,
+    ROW_HOST_COW, ROW_WARM,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{BenchArgs, Engine};
@@ -119,6 +125,7 @@ fn try_run(args: &BenchArgs) -> Result<()> {
     let mut meta = report_meta(engine_name, &m);
     meta.pages = args.pages;
     meta.runs = args.runs;
+    meta.ratios = pagefault_ratios();
     let report = pfbench::report(meta, &m.rows);
     print!("{}", pfbench::render_table(&report));
     write_json(args.json.as_deref(), &report)?;
@@ -182,8 +189,8 @@ const PFBENCH_SLACK: u64 = 16 << 20;
 /// guest's RAM holds, an output file that cannot be written.
 fn check_options(args: &BenchArgs) -> Result<()> {
     let usable = crate::layout::phystop(args.mem).saturating_sub(PFBENCH_SLACK);
-    // Each page touched, plus its 16 bytes of samples.
-    let max_pages = usable / (4096 + 16);
+    // Each page touched and its copy (the COW case), plus its 16 bytes of samples.
+    let max_pages = usable / (2 * 4096 + 16);
     if args.pages as u64 > max_pages {
         return Err(exit::UsageError(format!(
             "--pages {} does not fit in --mem {}M (at most {max_pages} pages): lower --pages or \
@@ -199,47 +206,93 @@ fn check_options(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Guest runs on this host's KVM, and the host baseline.
+/// One kind of guest boot of the bench: pfbench's mode, and how RAM and fork behave.
+struct GuestCase {
+    row: &'static str,
+    /// pfbench's second argument.
+    mode: &'static str,
+    prefault: bool,
+    cow: bool,
+    /// Whether its warm pass is the overhead row (once is enough).
+    warm_row: bool,
+}
+
+/// The guest boots of each run, in order.
+const GUEST_CASES: [GuestCase; 4] = [
+    GuestCase {
+        row: ROW_GUEST_PREFAULTED,
+        mode: "fresh",
+        prefault: true,
+        cow: false,
+        warm_row: true,
+    },
+    GuestCase {
+        row: ROW_GUEST_COLD,
+        mode: "fresh",
+        prefault: false,
+        cow: false,
+        warm_row: false,
+    },
+    GuestCase {
+        row: ROW_GUEST_RECYCLED,
+        mode: "recycled",
+        prefault: true,
+        cow: false,
+        warm_row: false,
+    },
+    GuestCase {
+        row: ROW_GUEST_COW,
+        mode: "cow",
+        prefault: true,
+        cow: true,
+        warm_row: false,
+    },
+];
+
+/// The rows in the order they are reported.
+const ROW_ORDER: [&str; 7] = [
+    ROW_GUEST_PREFAULTED,
+    ROW_GUEST_COLD,
+    ROW_GUEST_RECYCLED,
+    ROW_HOST,
+    ROW_GUEST_COW,
+    ROW_HOST_COW,
+    ROW_WARM,
+];
+
+/// The ratios reported: each guest fault over the Linux fault of its kind.
+pub fn pagefault_ratios() -> Vec<(String, String)> {
+    [
+        (ROW_GUEST_PREFAULTED, ROW_HOST),
+        (ROW_GUEST_RECYCLED, ROW_HOST),
+        (ROW_GUEST_COW, ROW_HOST_COW),
+    ]
+    .map(|(n, d)| (n.to_string(), d.to_string()))
+    .to_vec()
+}
+
+/// Guest runs on this host's KVM, and the host baselines.
 fn measure_here(args: &BenchArgs, mem: u64) -> Result<Measurement> {
     let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
     let mut vm_exits = BTreeMap::new();
     let mut kvm_tsc_khz = 0;
     let mut no_rdtscp = false;
+    let mut push = |name: &'static str, samples: &[u64]| {
+        rows.entry(name)
+            .or_insert_with(|| Row::new(name, Vec::new()))
+            .push_run(samples)
+    };
     for run in 0..args.runs {
-        for prefault in [true, false] {
-            let stage = lab::progress::Stage::start_as(
-                "bench",
-                format!(
-                    "run {}/{}: guest, {} RAM, {} pages",
-                    run + 1,
-                    args.runs,
-                    if prefault { "prefaulted" } else { "cold" },
-                    args.pages
-                ),
-            );
-            let (rec, exits) = guest_run(args, mem, prefault).with_context(|| {
-                format!(
-                    "guest run {} ({})",
-                    run + 1,
-                    if prefault { "prefaulted" } else { "cold" }
-                )
-            })?;
+        for case in &GUEST_CASES {
+            let what = format!("run {}/{}: {}", run + 1, args.runs, case.row);
+            let stage = lab::progress::Stage::start_as("bench", what.clone());
+            let (rec, exits) = guest_run(args, mem, case).with_context(|| what.clone())?;
             stage.done();
             kvm_tsc_khz = rec.tsc_khz;
             no_rdtscp |= rec.no_rdtscp;
-            let name = if prefault {
-                ROW_GUEST_PREFAULTED
-            } else {
-                ROW_GUEST_COLD
-            };
-            let row = |n: &str| Row::new(n, Vec::new());
-            rows.entry(name)
-                .or_insert_with(|| row(name))
-                .push_run(&rec.cold);
-            if prefault {
-                rows.entry(ROW_WARM)
-                    .or_insert_with(|| row(ROW_WARM))
-                    .push_run(&rec.warm);
+            push(case.row, &rec.cold);
+            if case.warm_row {
+                push(ROW_WARM, &rec.warm);
             }
             for (reason, n) in exits {
                 *vm_exits.entry(reason.to_string()).or_default() += n;
@@ -247,22 +300,25 @@ fn measure_here(args: &BenchArgs, mem: u64) -> Result<Measurement> {
         }
         let stage = lab::progress::Stage::start_as(
             "bench",
-            format!("run {}/{}: Linux anonymous faults", run + 1, args.runs),
+            format!(
+                "run {}/{}: Linux anonymous and COW faults",
+                run + 1,
+                args.runs
+            ),
         );
         let host = pfbench::host_anon_faults(args.pages).context("host baseline failed")?;
+        let cow = pfbench::host_cow_faults(args.pages).context("host COW baseline failed")?;
         stage.done();
-        rows.entry(ROW_HOST)
-            .or_insert_with(|| Row::new(ROW_HOST, Vec::new()))
-            .push_run(&host.cold);
+        push(ROW_HOST, &host.cold);
+        push(ROW_HOST_COW, &cow.cold);
     }
     let (tsc_khz, _) = pfbench::tsc_khz((kvm_tsc_khz > 0).then_some(u64::from(kvm_tsc_khz)));
-    let order = [ROW_GUEST_PREFAULTED, ROW_GUEST_COLD, ROW_HOST, ROW_WARM];
     Ok(Measurement {
         cpu_model: pfbench::cpu_model(),
         kernel: pfbench::kernel_release(),
         no_rdtscp,
         tsc_khz,
-        rows: order
+        rows: ROW_ORDER
             .iter()
             .map(|n| rows.remove(n).unwrap_or_else(|| Row::new(*n, Vec::new())))
             .collect(),
@@ -270,28 +326,23 @@ fn measure_here(args: &BenchArgs, mem: u64) -> Result<Measurement> {
     })
 }
 
-/// One boot running `pfbench PAGES` with lazy sbrk.
+/// One boot running `pfbench PAGES MODE` with lazy sbrk (and `cow` if the case says so).
 fn guest_run(
     args: &BenchArgs,
     mem: u64,
-    prefault: bool,
+    case: &GuestCase,
 ) -> Result<(PfRecord, BTreeMap<&'static str, u64>)> {
-    let program = programs::resolve("pfbench").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let argv = vec!["pfbench".into(), args.pages.to_string().into()];
-    let cfg = MachineConfig {
-        kernel: images::KERNEL.to_vec(),
-        kernel_name: PathBuf::from("(built-in kernel)"),
-        mem,
-        cmdline: "console=com1 quiet lazy".into(),
-        modules: vec![
-            programs::archive(Some(&program)),
-            programs::argv_block(&argv),
-        ],
-        pgdump: PgdumpMode::Off,
-        timeout: Some(Duration::from_secs(args.timeout)),
-        prefault,
-        discard_stdout: true,
+    let argv = vec![
+        "pfbench".into(),
+        args.pages.to_string().into(),
+        case.mode.into(),
+    ];
+    let words: &[&str] = if case.cow {
+        &["lazy", "cow"]
+    } else {
+        &["lazy"]
     };
+    let cfg = builtin_boot(argv, mem, words, args.timeout, case.prefault)?;
     let report = machine::run(cfg)?;
     match report.outcome {
         Outcome::Exited(0) => {}
@@ -301,6 +352,39 @@ fn guest_run(
         }
     }
     Ok((parse_record(&report.exported)?, report.measured_exits))
+}
+
+/// A boot of the built-in kernel running the built-in `argv[0]` with `argv`, its output
+/// discarded (a bench reads its results from the export stream), RAM `mem` bytes, the
+/// kernel command line `console=com1 quiet` plus `words`.
+pub fn builtin_boot(
+    argv: Vec<OsString>,
+    mem: u64,
+    words: &[&str],
+    timeout: u64,
+    prefault: bool,
+) -> Result<MachineConfig> {
+    let name = argv.first().context("a boot needs a program")?;
+    let program = programs::resolve(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut cmdline = "console=com1 quiet".to_string();
+    for w in words {
+        cmdline += " ";
+        cmdline += w;
+    }
+    Ok(MachineConfig {
+        kernel: images::KERNEL.to_vec(),
+        kernel_name: PathBuf::from("(built-in kernel)"),
+        mem,
+        cmdline,
+        modules: vec![
+            programs::archive(Some(&program)),
+            programs::argv_block(&argv),
+        ],
+        pgdump: PgdumpMode::Off,
+        timeout: Some(Duration::from_secs(timeout)),
+        prefault,
+        discard_stdout: true,
+    })
 }
 
 /// The whole measurement inside the lab; its JSON comes back on stdout.
@@ -316,7 +400,8 @@ fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
     ] {
         inner.extend([flag.into(), value.into()]);
     }
-    let timeout = Duration::from_secs(args.timeout * (2 * args.runs as u64 + 1) + 120);
+    let boots = (GUEST_CASES.len() * args.runs) as u64;
+    let timeout = Duration::from_secs(args.timeout * (boots + 1) + 120);
     lab_measurement(inner, mem, timeout)
 }
 

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -18,9 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::bench::{self, Measurement};
 use crate::cli::{BootArgs, Engine};
-use crate::machine::{self, MachineConfig};
-use crate::vcpu::{Outcome, PgdumpMode};
-use crate::{bench_fork, engine, images, programs};
+use crate::machine;
+use crate::vcpu::Outcome;
+use crate::{bench_fork, engine};
 
 /// The Linux row: starting a static program and waiting for it.
 const ROW_LINUX: &str = "Linux fork+execve+waitpid (static)";
@@ -180,21 +179,7 @@ struct Boot {
 
 /// One `hello` at `mem` bytes of RAM, as `vmm run --quiet hello` boots it.
 fn boot_once(mem: u64, timeout: u64) -> Result<Boot> {
-    let program = programs::resolve("hello").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let cfg = MachineConfig {
-        kernel: images::KERNEL.to_vec(),
-        kernel_name: PathBuf::from("(built-in kernel)"),
-        mem,
-        cmdline: "console=com1 quiet".into(),
-        modules: vec![
-            programs::archive(Some(&program)),
-            programs::argv_block(&["hello".into()]),
-        ],
-        pgdump: PgdumpMode::Off,
-        timeout: Some(Duration::from_secs(timeout)),
-        prefault: false,
-        discard_stdout: true,
-    };
+    let cfg = bench::builtin_boot(vec!["hello".into()], mem, &[], timeout, false)?;
     let start = Instant::now();
     let report = machine::run(cfg)?;
     let whole = start.elapsed();

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -22,9 +21,9 @@ use pfbench::Row;
 
 use crate::bench::{self, Measurement};
 use crate::cli::{Engine, ForkArgs};
-use crate::machine::{self, MachineConfig};
-use crate::vcpu::{Outcome, PgdumpMode};
-use crate::{engine, images, programs};
+use crate::engine;
+use crate::machine;
+use crate::vcpu::Outcome;
 use xv6_abi::forkbench::{HEADER_WORDS, MAGIC};
 
 /// The static Linux program the baseline exec's (vmm/linux/exit0.S).
@@ -196,30 +195,13 @@ fn linux_exit0() -> Result<tempfile::TempPath> {
 
 /// One boot running `forkbench N HEAP_MIB`, eager or with `--cow`.
 fn guest_run(args: &ForkArgs, cow: bool) -> Result<ForkRecord> {
-    let program = programs::resolve("forkbench").map_err(|e| anyhow::anyhow!("{e}"))?;
     let argv = vec![
         "forkbench".into(),
         args.iterations.to_string().into(),
         args.heap_mib.to_string().into(),
     ];
-    let mut cmdline = "console=com1 quiet".to_string();
-    if cow {
-        cmdline += " cow";
-    }
-    let cfg = MachineConfig {
-        kernel: images::KERNEL.to_vec(),
-        kernel_name: PathBuf::from("(built-in kernel)"),
-        mem: args.mem,
-        cmdline,
-        modules: vec![
-            programs::archive(Some(&program)),
-            programs::argv_block(&argv),
-        ],
-        pgdump: PgdumpMode::Off,
-        timeout: Some(Duration::from_secs(args.timeout)),
-        prefault: false,
-        discard_stdout: true,
-    };
+    let words: &[&str] = if cow { &["cow"] } else { &[] };
+    let cfg = bench::builtin_boot(argv, args.mem, words, args.timeout, false)?;
     let report = machine::run(cfg)?;
     match report.outcome {
         Outcome::Exited(0) => parse_record(&report.exported),

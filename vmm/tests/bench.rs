@@ -1,46 +1,80 @@
-//! `vmm bench pagefault`: the report's structure and sanity (not its speed).
+//! `vmm bench pagefault`, `fork` and `boot`: the reports' structure and sanity (not their
+//! speed).
 
 mod common;
 
+use std::path::PathBuf;
+
 use common::{engine, stderr, stdout, vmm};
+
+/// Where the benches' files go.
+fn out_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `vmm bench ARGS --json FILE`, which must succeed; returns its stdout and the JSON.
+fn bench(args: &[&str], json: &std::path::Path) -> (String, serde_json::Value) {
+    let mut all = vec!["bench"];
+    all.extend(args);
+    all.extend(["--json", json.to_str().unwrap()]);
+    let out = vmm(&all);
+    let text = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}
+{}",
+        stderr(&out)
+    );
+    let doc = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    (text, doc)
+}
+
+/// The p50 in cycles of the row `name` of `rows`.
+fn p50(rows: &[serde_json::Value], name: &str) -> u64 {
+    let row = rows.iter().find(|r| r["name"] == name);
+    row.unwrap_or_else(|| panic!("no row {name}"))["p50_cycles"]
+        .as_u64()
+        .unwrap()
+}
 
 #[test]
 fn pagefault_bench_writes_a_sane_table_json_and_svg() {
     if engine().is_none() {
         return;
     }
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = out_dir();
     let (json, svg) = (dir.join("pf.json"), dir.join("pf.svg"));
-    let out = vmm(&[
-        "bench",
+    let svg_arg = svg.to_str().unwrap();
+    let args = [
         "pagefault",
         "--pages",
         "512",
         "--runs",
         "1",
-        "--json",
-        json.to_str().unwrap(),
         "--svg",
-        svg.to_str().unwrap(),
-    ]);
-    let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
+        svg_arg,
+    ];
+    let (text, report) = bench(&args, &json);
     for row in [
         "guest demand fault (prefaulted RAM)",
         "guest demand fault (cold RAM)",
+        "guest demand fault (recycled page)",
         "host Linux anonymous fault",
+        "guest COW-break fault",
+        "host Linux COW-break fault",
         "warm-touch overhead",
     ] {
         assert!(text.contains(row), "{row} missing:\n{text}");
     }
 
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["pages"], 512);
     assert_eq!(report["runs"], 1);
     assert!(report["tsc_khz"].as_u64().unwrap() > 0);
     let rows = report["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 7);
     for row in rows {
         assert_eq!(row["count"], 512, "{row}");
         let p: Vec<f64> = ["min_ns", "p50_ns", "p90_ns", "p99_ns", "max_ns"]
@@ -56,6 +90,18 @@ fn pagefault_bench_writes_a_sane_table_json_and_svg() {
     for k in ["ratio_p50", "ratio_p99"] {
         assert!(report[k].as_f64().unwrap() > 0.0, "{k}: {report}");
     }
+    // Each guest fault over the Linux fault of its kind: demand (fresh, recycled) and COW.
+    let ratios = report["ratios"].as_array().unwrap();
+    assert_eq!(ratios.len(), 3, "{report}");
+    for r in ratios {
+        assert!(r["p50"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // A recycled page must be zeroed by the fault; a pristine one need not be.
+    assert!(
+        p50(rows, "guest demand fault (recycled page)")
+            > p50(rows, "guest demand fault (prefaulted RAM)"),
+        "{text}"
+    );
     assert!(report["vm_exits"].is_object());
     assert_eq!(report["engine"], engine().unwrap());
 
@@ -68,7 +114,7 @@ fn pagefault_bench_writes_a_sane_table_json_and_svg() {
         let name = row["name"].as_str().unwrap();
         assert!(svg.contains(name), "the legend names {name}");
     }
-    assert!(svg.matches("<polyline").count() >= 4, "a series per row");
+    assert!(svg.matches("<polyline").count() >= 7, "a series per row");
 }
 
 #[test]
@@ -76,22 +122,8 @@ fn fork_bench_measures_every_kind_in_both_modes_and_on_linux() {
     if engine().is_none() {
         return;
     }
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("fork.json");
-    let out = vmm(&[
-        "bench",
-        "fork",
-        "--iterations",
-        "5",
-        "--heap-mib",
-        "8",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let args = ["fork", "--iterations", "5", "--heap-mib", "8"];
+    let (text, report) = bench(&args, &out_dir().join("fork.json"));
     let rows = report["rows"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     for kind in ["fork+exit+wait", "fork+exec+exit+wait", "fork of big heap"] {
@@ -113,13 +145,8 @@ fn fork_bench_measures_every_kind_in_both_modes_and_on_linux() {
         assert!(r["p50"].as_f64().unwrap() > 0.0, "{r}");
     }
     // The eager fork copies an 8 MiB heap; the copy-on-write one shares it: cheaper.
-    let p50 = |name: &str| {
-        rows.iter().find(|r| r["name"] == name).unwrap()["p50_cycles"]
-            .as_u64()
-            .unwrap()
-    };
     assert!(
-        p50("guest fork of big heap (--cow)") < p50("guest fork of big heap (eager)"),
+        p50(rows, "guest fork of big heap (--cow)") < p50(rows, "guest fork of big heap (eager)"),
         "{text}"
     );
     assert_eq!(report["engine"], engine().unwrap());
@@ -130,11 +157,7 @@ fn boot_bench_reports_boot_time_exits_and_backed_pages_per_size() {
     if engine().is_none() {
         return;
     }
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("boot.json");
-    let out = vmm(&[
-        "bench",
+    let args = [
         "boot",
         "--mem",
         "64M",
@@ -144,12 +167,8 @@ fn boot_bench_reports_boot_time_exits_and_backed_pages_per_size() {
         "2",
         "--linux-iterations",
         "5",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}\n{}", stderr(&out));
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    ];
+    let (text, doc) = bench(&args, &out_dir().join("boot.json"));
     let rows = doc["report"]["rows"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(

@@ -1,4 +1,5 @@
-//! pfbench [PAGES]: page-fault latency of the kernel's demand paging (`vmm run --lazy`).
+//! pfbench [PAGES [fresh|recycled|cow]]: page-fault latency of the kernel's demand paging
+//! (`vmm run --lazy`) and of its copy-on-write fork (`vmm run --lazy --cow`).
 //!
 //! Grows the process by PAGES pages (default 16384 = 64 MiB) with one lazy sbrk, then writes
 //! one byte to each page, timing each first touch — one demand fault: #PF, kalloc, zeroing,
@@ -6,6 +7,13 @@
 //! touches the same pages again the same way: the warm figures are the measurement's own
 //! overhead. `mark(1)`/`mark(2)` around the cold pass let the VMM count the VM exits the
 //! faults caused (none, if the fault path is right).
+//!
+//! The mode says which fault is timed: `fresh` (the default) a demand fault on pages never
+//! used since boot (pristine: no zeroing needed); `recycled` a demand fault on pages used and
+//! freed before (the heap is touched, given back with a negative sbrk, and grown again, so
+//! the faults get freed pages, which must be zeroed); `cow` a copy-on-write break: the heap
+//! is touched, then the process forks a child that waits on a pipe, and the parent's timed
+//! writes each copy a page the child still shares.
 //!
 //! The samples go to the VMM in one record through `export` (docs/abi.md, "pfbench export
 //! record"): u32 magic "PFB1", u32 pages, u32 tsc_khz, u32 0, the cold cycle counts, the warm
@@ -16,8 +24,8 @@
 //! Without `rdtscp` (CPUID says so: the nested-KVM lab's CPU), the closing timestamp is
 //! `lfence; rdtsc; lfence` instead, and a note says so on stderr.
 //!
-//! Exit status: 0; 2 when sbrk is not lazy (countfree drops as soon as sbrk returns) or the
-//! argument is not a page count; 1 if memory or the export fails.
+//! Exit status: 0; 2 when sbrk is not lazy (countfree drops as soon as sbrk returns), when
+//! `cow` finds fork eager, or for bad arguments; 1 if memory, a fork or the export fails.
 
 #![no_std]
 #![no_main]
@@ -100,6 +108,40 @@ fn touch_all<const RDTSCP: bool>(base: usize, out: &mut [u64]) {
     }
 }
 
+/// Which fault the cold pass times.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Fresh,
+    Recycled,
+    Cow,
+}
+
+/// Writes one byte in each of `pages` pages from `base`, untimed.
+fn touch_untimed(base: usize, pages: usize) {
+    for i in 0..pages {
+        // SAFETY: the pages are this program's measurement heap (see touch_all).
+        unsafe { ((base + i * PGSIZE) as *mut u8).write_volatile(1) };
+    }
+}
+
+/// A child that holds a reference to every page until the parent closes the pipe: it
+/// blocks in read until end of file, then exits. Returns (child pid, the write end).
+fn sharing_child() -> Option<(i32, i32)> {
+    let mut fds = [0i32; 2];
+    if ulib::pipe(&mut fds) != 0 {
+        return None;
+    }
+    let pid = ulib::fork();
+    if pid == 0 {
+        ulib::close(fds[1]);
+        let mut b = [0u8; 1];
+        while ulib::read(fds[0], &mut b) > 0 {}
+        ulib::exit(0);
+    }
+    ulib::close(fds[0]);
+    (pid > 0).then_some((pid, fds[1]))
+}
+
 /// Touches the pages, first cold (between marks 1 and 2: the demand faults), then warm.
 fn measure<const RDTSCP: bool>(base: usize, cold: &mut [u64], warm: &mut [u64]) {
     mark(1);
@@ -147,16 +189,26 @@ fn heapsort(v: &mut [u64]) {
 /// The program.
 #[no_mangle]
 pub extern "C" fn main(argc: i32, _argv: *const *const u8) -> i32 {
+    const USAGE: &str = "usage: pfbench [PAGES (1 to 524288) [fresh|recycled|cow]]";
     let pages = if argc > 1 {
         match ulib::arg_str(1).parse::<usize>().ok() {
             Some(n) if n > 0 && n <= (1 << 19) => n,
             _ => {
-                eprintln!("usage: pfbench [PAGES] (1 to 524288)");
+                eprintln!("{USAGE}");
                 return 2;
             }
         }
     } else {
         DEFAULT_PAGES
+    };
+    let mode = match (argc > 2).then(|| ulib::arg_str(2)) {
+        None | Some("fresh") => Mode::Fresh,
+        Some("recycled") => Mode::Recycled,
+        Some("cow") => Mode::Cow,
+        Some(_) => {
+            eprintln!("{USAGE}");
+            return 2;
+        }
     };
     if !sbrk_is_lazy() {
         println!("pfbench: needs vmm run --lazy");
@@ -182,6 +234,34 @@ pub extern "C" fn main(argc: i32, _argv: *const *const u8) -> i32 {
         eprintln!("pfbench: sbrk({grow}) failed");
         return 1;
     }
+    let mut child = None;
+    match mode {
+        Mode::Fresh => {}
+        Mode::Recycled => {
+            // Use the pages, give them back, grow again: the faults now get freed pages.
+            touch_untimed(base, pages);
+            if sbrk(-(grow as i32)) == -1 || sbrk(grow as i32) == -1 {
+                eprintln!("pfbench: sbrk to recycle the pages failed");
+                return 1;
+            }
+        }
+        Mode::Cow => {
+            touch_untimed(base, pages);
+            let before = ulib::countfree();
+            let Some(c) = sharing_child() else {
+                eprintln!("pfbench: fork failed");
+                return 1;
+            };
+            // An eager fork copies every page at once: then there is nothing to time.
+            if before - ulib::countfree() >= pages as i32 {
+                println!("pfbench: cow needs vmm run --cow");
+                ulib::close(c.1);
+                ulib::wait(None);
+                return 2;
+            }
+            child = Some(c);
+        }
+    }
 
     let rdtscp = has_rdtscp();
     if !rdtscp {
@@ -195,6 +275,10 @@ pub extern "C" fn main(argc: i32, _argv: *const *const u8) -> i32 {
         measure::<false>(base, cold, warm);
     }
 
+    if let Some((_, pipe)) = child {
+        ulib::close(pipe);
+        ulib::wait(None);
+    }
     let (cold_p50, warm_p50) = (p50(cold), p50(warm));
     // SAFETY: a u64 slice viewed as its bytes (u8 has no alignment or validity needs).
     let bytes = unsafe { core::slice::from_raw_parts(rec.as_ptr().cast::<u8>(), rec.len() * 8) };

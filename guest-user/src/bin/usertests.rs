@@ -79,6 +79,7 @@ const TESTS: &[Test] = &[
     ("kill", proc::killtest),
     ("sbrkfail", sbrk::sbrkfail),
     ("execout", exec::execout),
+    ("execwritten", exec::execwritten),
 ];
 
 /// Runs one test in a child; true if it passed.

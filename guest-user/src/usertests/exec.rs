@@ -123,3 +123,62 @@ pub fn execout() -> Outcome {
     }
     Ok(())
 }
+
+/// Copies the file `from` to a new file `to` (read/write through the file system).
+fn copy_file(from: &CStr, to: &CStr) -> Result<(), crate::check::Why> {
+    use ulib::{close, open, read, write, O_CREATE, O_RDONLY, O_WRONLY};
+    let src = open(from, O_RDONLY);
+    let dst = open(to, O_CREATE | O_WRONLY);
+    ensure!(
+        src >= 0 && dst >= 0,
+        "open for the copy failed ({src}, {dst})"
+    );
+    let mut buf = [0u8; 512];
+    loop {
+        let n = read(src, &mut buf);
+        ensure!(n >= 0, "read failed");
+        if n == 0 {
+            break;
+        }
+        ensure!(write(dst, &buf[..n as usize]) == n, "write failed");
+    }
+    close(src);
+    close(dst);
+    Ok(())
+}
+
+/// execwritten: a file written at run time runs like an archive file (a copy of
+/// `exitcode`, read page by page from the file system); once unlinked it is gone (and its
+/// pages come back: usertests' closing countfree); a directory, a device and a written
+/// non-ELF file fail with −1.
+pub fn execwritten() -> Outcome {
+    use ulib::{close, open, unlink, write, O_CREATE, O_WRONLY};
+    copy_file(c"exitcode", c"exitcode.copy")?;
+    let st = run(c"exitcode.copy", &[c"exitcode.copy", c"45"])?;
+    ensure!(st == 45, "the written copy exited with {st}");
+    // Unlinked by the child just before exec: the open-for-exec reference keeps it alive.
+    expect_status("exec of an unlinked file", 46, || {
+        let fd = open(c"exitcode.copy", ulib::O_RDONLY);
+        unlink(c"exitcode.copy");
+        // The descriptor holds the inode; exec finds it by name no more.
+        let gone = exec(c"exitcode.copy", &[c"exitcode.copy"]);
+        close(fd);
+        if gone == -1 {
+            46
+        } else {
+            1
+        }
+    })?;
+    for path in [c".", c"console"] {
+        let st = run(path, &[path])?;
+        ensure!(st == EXEC_FAILED, "exec of {path:?}: status {st}");
+    }
+    let fd = open(c"notelf", O_CREATE | O_WRONLY);
+    ensure!(fd >= 0, "cannot create notelf");
+    write(fd, b"#!/bin/sh\necho this is not an ELF file\n");
+    close(fd);
+    let st = run(c"notelf", &[c"notelf"])?;
+    unlink(c"notelf");
+    ensure!(st == EXEC_FAILED, "exec of a text file: status {st}");
+    Ok(())
+}

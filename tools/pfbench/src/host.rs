@@ -201,12 +201,7 @@ impl Drop for Mapping {
 pub fn host_anon_faults(pages: usize) -> io::Result<HostSamples> {
     #[cfg(target_arch = "x86_64")]
     {
-        let end: fn() -> u64 = if tsc::has_rdtscp() {
-            tsc::end
-        } else {
-            log::info!("no RDTSCP on this CPU: ending each timing with lfence; rdtsc; lfence");
-            tsc::end_without_rdtscp
-        };
+        let end = closing_stamp();
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
             .map_err(|_| io::Error::last_os_error())?;
@@ -221,18 +216,7 @@ pub fn host_anon_faults(pages: usize) -> io::Result<HostSamples> {
             return Ok(HostSamples { cold, warm });
         }
         let map = Mapping::anonymous(len)?;
-        for pass in [&mut cold, &mut warm] {
-            for (i, slot) in pass.iter_mut().enumerate() {
-                // SAFETY: i < pages, so the byte is inside the live mapping; it is written only
-                // through this raw pointer (volatile, so the touch is neither elided nor merged).
-                let p = unsafe { map.addr.add(i * page) };
-                let t0 = tsc::start();
-                // SAFETY: see above.
-                unsafe { p.write_volatile(1) };
-                let t1 = end();
-                *slot = t1.wrapping_sub(t0);
-            }
-        }
+        timed_passes(&map, page, end, &mut cold, &mut warm);
         drop(map);
         Ok(HostSamples { cold, warm })
     }
@@ -243,5 +227,137 @@ pub fn host_anon_faults(pages: usize) -> io::Result<HostSamples> {
             io::ErrorKind::Unsupported,
             "needs an x86_64 TSC",
         ))
+    }
+}
+
+/// The closing timestamp this CPU allows: `rdtscp; lfence`, or `lfence; rdtsc; lfence`.
+#[cfg(target_arch = "x86_64")]
+fn closing_stamp() -> fn() -> u64 {
+    if tsc::has_rdtscp() {
+        tsc::end
+    } else {
+        log::info!("no RDTSCP on this CPU: ending each timing with lfence; rdtsc; lfence");
+        tsc::end_without_rdtscp
+    }
+}
+
+/// Writes one byte per page of `map`, timing each write, into `cold` and then `warm`.
+#[cfg(target_arch = "x86_64")]
+fn timed_passes(map: &Mapping, page: usize, end: fn() -> u64, cold: &mut [u64], warm: &mut [u64]) {
+    assert!(
+        cold.len().max(warm.len()) * page <= map.len,
+        "more samples than pages"
+    );
+    for pass in [cold, warm] {
+        for (i, slot) in pass.iter_mut().enumerate() {
+            // SAFETY: i < pages, so the byte is inside the live mapping; it is written only
+            // through this raw pointer (volatile, so the touch is neither elided nor merged).
+            let p = unsafe { map.addr.add(i * page) };
+            let t0 = tsc::start();
+            // SAFETY: see above.
+            unsafe { p.write_volatile(1) };
+            let t1 = end();
+            *slot = t1.wrapping_sub(t0);
+        }
+    }
+}
+
+/// Measures the host's copy-on-write break: mmaps and writes `pages` anonymous pages, forks
+/// a child that keeps them shared (it blocks reading a pipe until the parent closes it, then
+/// `_exit`s), and times the parent's first write to each page — each copies the page — then
+/// the same pages again warm, as [`host_anon_faults`] does.
+pub fn host_cow_faults(pages: usize) -> io::Result<HostSamples> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let end = closing_stamp();
+        let page = 4096;
+        let mut cold = vec![u64::MAX; pages];
+        let mut warm = vec![u64::MAX; pages];
+        let map = Mapping::anonymous(pages * page)?;
+        for i in 0..pages {
+            // SAFETY: inside the live mapping; written only through this pointer.
+            unsafe { map.addr.add(i * page).write_volatile(1) };
+        }
+        let child = SharingChild::fork()?;
+        timed_passes(&map, page, end, &mut cold, &mut warm);
+        child.finish()?;
+        drop(map);
+        Ok(HostSamples { cold, warm })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = pages;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "needs an x86_64 TSC",
+        ))
+    }
+}
+
+/// A forked child that shares our memory until [`SharingChild::finish`] (or drop).
+struct SharingChild {
+    pid: libc::pid_t,
+    /// The pipe's write end; closing it lets the child exit.
+    fd: libc::c_int,
+}
+
+impl SharingChild {
+    fn fork() -> io::Result<SharingChild> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: fds is a valid array of two ints.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the child only calls close, read and _exit (async-signal-safe) on its own
+        // stack buffer; the parent continues normally.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut b = 0u8;
+            // SAFETY: (all three) plain syscalls on descriptors this child owns and a
+            // one-byte buffer on its stack; _exit ends it without running our code.
+            unsafe {
+                libc::close(fds[1]);
+                while libc::read(fds[0], (&mut b as *mut u8).cast(), 1) > 0 {}
+                libc::_exit(0);
+            }
+        }
+        // SAFETY: the read end is the child's now; we close our copy.
+        unsafe { libc::close(fds[0]) };
+        if pid < 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: our write end, not used again.
+            unsafe { libc::close(fds[1]) };
+            return Err(e);
+        }
+        Ok(SharingChild { pid, fd: fds[1] })
+    }
+
+    /// Lets the child exit and reaps it.
+    fn finish(mut self) -> io::Result<()> {
+        self.release()
+    }
+
+    fn release(&mut self) -> io::Result<()> {
+        if self.pid <= 0 {
+            return Ok(());
+        }
+        let mut status = 0;
+        // SAFETY: closes our write end (the child then reads EOF) and waits for the child
+        // we forked; status is a valid int.
+        let reaped = unsafe {
+            libc::close(self.fd);
+            libc::waitpid(self.pid, &mut status, 0)
+        };
+        self.pid = 0;
+        if reaped < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SharingChild {
+    fn drop(&mut self) {
+        let _ = self.release();
     }
 }

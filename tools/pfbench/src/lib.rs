@@ -48,7 +48,9 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(target_arch = "x86_64")]
 pub use fork::{host_exec_round_trips, host_fork_round_trips, ForkSamples};
-pub use host::{calibrate_tsc_khz, host_anon_faults, tsc_khz, HostSamples, TscSource};
+pub use host::{
+    calibrate_tsc_khz, host_anon_faults, host_cow_faults, tsc_khz, HostSamples, TscSource,
+};
 pub use svg::render_svg;
 
 /// Row name: the guest's demand fault with guest RAM backed up front (`--prefault`).
@@ -59,6 +61,12 @@ pub const ROW_GUEST_COLD: &str = "guest demand fault (cold RAM)";
 pub const ROW_HOST: &str = "host Linux anonymous fault";
 /// Row name: touching an already mapped page: the measurement's own overhead.
 pub const ROW_WARM: &str = "warm-touch overhead";
+/// The guest's demand fault on a page used and freed before (it must be zeroed).
+pub const ROW_GUEST_RECYCLED: &str = "guest demand fault (recycled page)";
+/// The guest's copy-on-write break (`--cow`): a write to a page a child still shares.
+pub const ROW_GUEST_COW: &str = "guest COW-break fault";
+/// The host Linux's copy-on-write break: a write after fork.
+pub const ROW_HOST_COW: &str = "host Linux COW-break fault";
 
 /// One row of the table: a name and samples in cycles (all runs concatenated, `run_lens`
 /// saying how many came from each run, in order; empty if not recorded by run).
