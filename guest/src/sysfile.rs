@@ -87,17 +87,19 @@ fn rw_args(tf: &TrapFrame) -> Option<RwArgs> {
 
 /// read(fd, buf, n): from a file at its offset, a pipe or the console; 0 at end of file.
 pub fn sys_read(tf: &mut TrapFrame) -> i32 {
-    let Some(a) = rw_args(tf) else { return -1 };
-    if argptr(tf, 1, a.n as u32).is_err() || !a.file.readable {
-        return -1;
-    }
-    let RwArgs {
+    let Some(RwArgs {
         f,
         file,
         console,
         buf,
         n,
-    } = a;
+    }) = rw_args(tf)
+    else {
+        return -1;
+    };
+    if argptr(tf, 1, n as u32).is_err() || !file.readable {
+        return -1;
+    }
     if n == 0 {
         return 0;
     }
@@ -111,17 +113,10 @@ pub fn sys_read(tf: &mut TrapFrame) -> i32 {
 /// write(fd, buf, n): to a file at its offset (growing it), a pipe or the console. Returns
 /// the bytes written — fewer if the buffer runs into memory the process cannot read — or −1.
 pub fn sys_write(tf: &mut TrapFrame) -> i32 {
-    let Some(a) = rw_args(tf) else { return -1 };
-    if !a.file.writable {
+    let Some(a) = rw_args(tf).filter(|a| a.file.writable) else {
         return -1;
-    }
-    let RwArgs {
-        f,
-        file,
-        console,
-        buf,
-        n,
-    } = a;
+    };
+    let (f, file, console, buf, n) = (a.f, a.file, a.console, a.buf, a.n);
     if let Some(stderr) = console {
         let stream = if stderr {
             Stream::Stderr
