@@ -384,6 +384,7 @@ pub fn builtin_boot(
         timeout: Some(Duration::from_secs(timeout)),
         prefault,
         discard_stdout: true,
+        gdb: None,
     })
 }
 

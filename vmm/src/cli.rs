@@ -198,6 +198,11 @@ pub struct RunArgs {
     /// stderr whenever the guest asks for a dump.
     #[arg(long)]
     pub pgdump: bool,
+    /// Serve the GDB remote protocol on [ADDR:]PORT (default address 127.0.0.1) and wait for
+    /// gdb before the guest's first instruction; --timeout does not apply. An absolute path
+    /// names a character device to serve on instead (used by the lab).
+    #[arg(long, value_name = "[ADDR:]PORT", value_parser = crate::gdb_conn::parse_endpoint)]
+    pub gdb: Option<crate::gdb_conn::GdbEndpoint>,
     /// Demand paging: sbrk only moves the break; each page is allocated on its first touch.
     #[arg(long)]
     pub lazy: bool,

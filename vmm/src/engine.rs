@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cli::{Engine, RunArgs};
 use crate::exit;
+use crate::gdb_conn::GdbEndpoint;
 use crate::machine::{self, MachineConfig};
 use crate::programs::{self, Program, ProgramError};
 use crate::vcpu::{Outcome, PgdumpMode};
@@ -183,9 +184,11 @@ fn run_on_kvm(
         } else {
             PgdumpMode::Off
         },
-        timeout: timeout_of(args),
+        // A debugging session takes as long as it takes.
+        timeout: timeout_of(args).filter(|_| args.gdb.is_none()),
         prefault: args.prefault,
         discard_stdout: false,
+        gdb: args.gdb.clone(),
     };
     let report = machine::run(cfg)?;
     if args.stats {
@@ -242,6 +245,7 @@ pub fn status_of(outcome: Outcome, timeout_secs: u64) -> i32 {
 /// engine, sizes normalized, and whatever names a host file.
 const LAB_REWRITES: &[&str] = &[
     "engine",
+    "gdb",
     "mem",
     "timeout",
     "kernel",
@@ -293,6 +297,13 @@ pub fn lab_invocation(
     inner.extend(["--mem".into(), format!("{}M", mem >> 20).into()]);
     inner.extend(["--timeout".into(), args.timeout.to_string().into()]);
     inner.extend(forwarded_options(run));
+    // gdb reaches the inner vmm through a virtio-serial port the lab bridges to its TCP port.
+    if args.gdb.is_some() {
+        inner.extend([
+            "--gdb".into(),
+            format!("/dev/virtio-ports/{GDB_PORT_NAME}").into(),
+        ]);
+    }
     // The inner vmm leaves its figures where the lab sends them back (LabRequest::result_file).
     if args.stats_json.is_some() {
         inner.extend(["--stats-json".into(), lab::script::RESULT_PATH.into()]);
@@ -360,6 +371,9 @@ pub fn interrupted(sig: i32) -> i32 {
     lab::interrupt::exit_status(sig)
 }
 
+/// The lab's virtio-serial port that carries `--gdb`.
+const GDB_PORT_NAME: &str = "gdb";
+
 /// Re-runs this binary inside the lab with `--engine kvm` and the same request.
 fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) -> Result<i32> {
     let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
@@ -374,7 +388,19 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) ->
     // From here on a signal stops the run cleanly (temporary files removed, 128 + N).
     lab::interrupt::install();
     let env = lab_env();
+    let tcp_ports = match &args.gdb {
+        Some(GdbEndpoint::Tcp(addr)) => {
+            eprintln!("vmm: gdb: the lab listens on {addr} for gdb (target remote {addr})");
+            vec![(GDB_PORT_NAME.to_string(), *addr)]
+        }
+        Some(GdbEndpoint::Device(p)) => anyhow::bail!(exit::UsageError(format!(
+            "--gdb {}: a device path works only with --engine kvm",
+            p.display()
+        ))),
+        None => Vec::new(),
+    };
     let timeout = match args.timeout {
+        _ if args.gdb.is_some() => Duration::from_secs(24 * 3600),
         0 => Duration::from_secs(24 * 3600),
         t => Duration::from_secs(t + LAB_MARGIN_SECS),
     };
@@ -386,9 +412,9 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) ->
         // Streamed as it arrives: the guest boots at once, a terminal works.
         stdin: lab::LabStdin::Inherit,
         result_file: args.stats_json.clone(),
+        tcp_ports,
         guest_mem_mib: mem >> 20,
         timeout,
-        ..Default::default()
     };
     let outcome = match lab::run(&req) {
         Err(e @ lab::LabError::Output { .. }) => {

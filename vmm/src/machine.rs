@@ -37,6 +37,8 @@ pub struct MachineConfig {
     /// Where the program's stdout goes: the host's stdout, or nowhere (a benchmark
     /// reads its results from the export stream instead).
     pub discard_stdout: bool,
+    /// Serve gdb here and run the guest under its control (`--gdb`).
+    pub gdb: Option<crate::gdb_conn::GdbEndpoint>,
 }
 
 /// The end of a run with what was counted on the way.
@@ -212,7 +214,10 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
         cfg.mem >> 20
     );
     let start = std::time::Instant::now();
-    let outcome = vcpu.run();
+    let outcome = match &cfg.gdb {
+        Some(ep) => crate::gdb::serve(&mut vcpu, ep)?,
+        None => vcpu.run(),
+    };
     let elapsed = start.elapsed();
     let backed_pages = memory::host_backed_pages(&vm.mem)
         .inspect_err(|e| log::debug!("{e:#}"))

@@ -72,6 +72,20 @@ pub fn walk(cr3: u32, pse: bool, read: impl Fn(u32) -> Option<u32>) -> (Vec<Mapp
     (maps, bad_tables)
 }
 
+/// The guest-physical address `va` maps to through the page directory at `cr3` (as the MMU
+/// would translate it, without access checks), or None if it is not mapped.
+pub fn translate(cr3: u32, pse: bool, va: u32, read: impl Fn(u32) -> Option<u32>) -> Option<u32> {
+    let pde = read((cr3 & !0xfff) + 4 * (va >> 22))?;
+    if pde & PTE_P == 0 {
+        return None;
+    }
+    if pse && pde & PTE_PS != 0 {
+        return Some((pde & 0xffc0_0000) | (va & 0x3f_ffff));
+    }
+    let pte = read((pde & !0xfff) + 4 * ((va >> 12) & 0x3ff))?;
+    (pte & PTE_P != 0).then_some((pte & !0xfff) | (va & 0xfff))
+}
+
 fn mapping(va: u32, pa: u32, pde: u32, pte: u32) -> Mapping {
     Mapping {
         va,
@@ -146,6 +160,25 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!(format_run(&r[0]), "0x80000000-0x80001fff -> 0x00000000 rwk");
         assert_eq!(format_run(&r[1]), "0x80002000-0x80002fff -> 0x00005000 r-k");
+    }
+
+    #[test]
+    fn translate_follows_both_levels_and_big_pages() {
+        let pd = 0x1000;
+        let m = mem(&[
+            (pd + 4 * 0x200, 0x2000 | PTE_P | PTE_W),
+            (0x2000 + 4 * 3, 0x7000 | PTE_P),
+            (pd + 4 * 0x201, 0x0040_0000 | PTE_P | PTE_PS),
+        ]);
+        assert_eq!(translate(pd, true, 0x8000_3abc, &m), Some(0x7abc));
+        assert_eq!(
+            translate(pd, true, 0x8000_4000, &m),
+            None,
+            "PTE not present"
+        );
+        assert_eq!(translate(pd, true, 0x8040_1234, &m), Some(0x0040_1234));
+        assert_eq!(translate(pd, true, 0x1000, &m), None, "PDE not present");
+        assert_eq!(translate(pd, true, 0x8000_3abc, |_| None), None, "not RAM");
     }
 
     #[test]
