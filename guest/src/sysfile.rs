@@ -59,20 +59,45 @@ fn moved(done: usize, failed: bool) -> i32 {
     }
 }
 
+/// read's and write's arguments (fd, buf, n) and the open file fd refers to.
+struct RwArgs {
+    f: u16,
+    file: file::File,
+    /// Some(is stderr) when the file is the console.
+    console: Option<bool>,
+    buf: u32,
+    n: usize,
+}
+
+/// Fetches (fd, buf, n) for read and write: None for a bad descriptor or a negative n.
+fn rw_args(tf: &TrapFrame) -> Option<RwArgs> {
+    let (Some(f), Ok(buf), Ok(n)) = (argfd(tf, 0), argint(tf, 1), argint(tf, 2)) else {
+        return None;
+    };
+    let n = usize::try_from(n).ok()?;
+    let fsys = FS.lock();
+    Some(RwArgs {
+        f,
+        file: *fsys.file(f),
+        console: fsys.console(f),
+        buf: buf as u32,
+        n,
+    })
+}
+
 /// read(fd, buf, n): from a file at its offset, a pipe or the console; 0 at end of file.
 pub fn sys_read(tf: &mut TrapFrame) -> i32 {
-    let (Some(f), Ok(buf), Ok(n)) = (argfd(tf, 0), argint(tf, 1), argint(tf, 2)) else {
+    let Some(RwArgs {
+        f,
+        file,
+        console,
+        buf,
+        n,
+    }) = rw_args(tf)
+    else {
         return -1;
     };
-    if n < 0 || argptr(tf, 1, n as u32).is_err() {
-        return -1;
-    }
-    let (buf, n) = (buf as u32, n as usize);
-    let fsys = FS.lock();
-    let file = *fsys.file(f);
-    let console = fsys.console(f);
-    drop(fsys);
-    if !file.readable {
+    if argptr(tf, 1, n as u32).is_err() || !file.readable {
         return -1;
     }
     if n == 0 {
@@ -88,20 +113,10 @@ pub fn sys_read(tf: &mut TrapFrame) -> i32 {
 /// write(fd, buf, n): to a file at its offset (growing it), a pipe or the console. Returns
 /// the bytes written — fewer if the buffer runs into memory the process cannot read — or −1.
 pub fn sys_write(tf: &mut TrapFrame) -> i32 {
-    let (Some(f), Ok(buf), Ok(n)) = (argfd(tf, 0), argint(tf, 1), argint(tf, 2)) else {
+    let Some(a) = rw_args(tf).filter(|a| a.file.writable) else {
         return -1;
     };
-    if n < 0 {
-        return -1;
-    }
-    let (buf, n) = (buf as u32, n as usize);
-    let fsys = FS.lock();
-    let file = *fsys.file(f);
-    let console = fsys.console(f);
-    drop(fsys);
-    if !file.writable {
-        return -1;
-    }
+    let (f, file, console, buf, n) = (a.f, a.file, a.console, a.buf, a.n);
     if let Some(stderr) = console {
         let stream = if stderr {
             Stream::Stderr
