@@ -184,6 +184,8 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
     let guest = memory::create_guest_memory(cfg.mem)?;
     if cfg.prefault {
         memory::prefault(&guest)?;
+    } else {
+        memory::populate_boot_working_set(&guest);
     }
     let vm = vm::Vm::new(kvm, guest, true)?;
     let vcpu_fd = vm.create_vcpu()?;
