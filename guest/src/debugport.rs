@@ -2,7 +2,7 @@
 //! ask the VMM to cross-check the current page tables from outside (pgdump), hand it bulk
 //! data (export) and have it snapshot its VM-exit counters (mark). docs/abi.md.
 
-use crate::x86::{halt_forever, inl, outb, outl};
+use crate::x86::{halt_forever, inl, outl};
 
 pub use xv6_abi::ports::{
     EXIT as EXIT_PORT, EXPORT as EXPORT_PORT, EXPORT_LEN as EXPORT_LEN_PORT, MARK as MARK_PORT,
@@ -17,9 +17,10 @@ pub fn exit(status: u8) -> ! {
     halt_forever()
 }
 
-/// Tells the VMM the kernel panicked.
-pub fn panic_notify() {
-    outb(PANIC_PORT, 1);
+/// Tells the VMM the kernel panicked; `report_pa` is the guest-physical address of the
+/// panic report (xv6-abi `panic`).
+pub fn panic_notify(report_pa: u32) {
+    outl(PANIC_PORT, report_pa);
 }
 
 /// Asks the VMM to walk the current page tables; returns the number of translate

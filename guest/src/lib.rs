@@ -11,6 +11,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod archive;
+pub mod backtrace;
 pub mod bootmods;
 pub mod cmdline;
 pub mod elf;

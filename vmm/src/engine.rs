@@ -211,7 +211,14 @@ pub fn status_of(outcome: Outcome, timeout_secs: u64) -> i32 {
             eprintln!("vmm: timed out after {timeout_secs} s (raise --timeout, or 0 for none)");
             exit::TIMEOUT
         }
-        Outcome::Panicked => {
+        Outcome::Panicked(Some(report)) => {
+            eprintln!(
+                "vmm: error: the guest kernel panicked: {} (backtrace below)",
+                report.message
+            );
+            exit::FAILURE
+        }
+        Outcome::Panicked(None) => {
             eprintln!(
                 "vmm: error: the guest kernel panicked (its message is on the console above)"
             );
@@ -557,7 +564,7 @@ mod tests {
     fn outcomes_map_to_documented_statuses() {
         assert_eq!(status_of(Outcome::Exited(0x1_2a), 0), 42);
         assert_eq!(status_of(Outcome::TimedOut, 5), exit::TIMEOUT);
-        assert_eq!(status_of(Outcome::Panicked, 0), exit::FAILURE);
+        assert_eq!(status_of(Outcome::Panicked(None), 0), exit::FAILURE);
         assert_eq!(status_of(Outcome::TripleFault, 0), exit::FAILURE);
         assert_eq!(status_of(Outcome::Failed("x".into()), 0), exit::FAILURE);
     }

@@ -204,6 +204,7 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
     let devices = Devices::new(Some(&vm.fd), stdout, Box::new(FdInput(std::io::stdin())))?;
     let mut vcpu = Vcpu::new(vcpu_fd, &vm.mem, devices, cfg.pgdump);
     vcpu.expired = expired;
+    vcpu.symbols = Arc::new(crate::symbols::Symbols::from_elf(&cfg.kernel));
     log::debug!(
         "booting {} at entry {:#x}, {} MiB RAM, PHYSTOP {phystop:#x}",
         cfg.kernel_name.display(),

@@ -12,6 +12,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::devices::{Devices, Request};
 use crate::pgdump;
+use crate::symbols::Symbols;
 pub use crate::vmexit::ExitStats;
 
 /// How a run ended.
@@ -19,8 +20,8 @@ pub use crate::vmexit::ExitStats;
 pub enum Outcome {
     /// The guest wrote its exit status to the exit port.
     Exited(u32),
-    /// The guest kernel reported a panic on the panic port.
-    Panicked,
+    /// The guest kernel reported a panic on the panic port (with its report, if it gave one).
+    Panicked(Option<crate::panic_report::PanicReport>),
     /// The CPU shut down: a triple fault.
     TripleFault,
     /// `--timeout` expired.
@@ -29,6 +30,17 @@ pub enum Outcome {
     OutputFailed(String),
     /// An exit the VMM cannot handle, or a KVM error.
     Failed(String),
+}
+
+/// Why [`Vcpu::run_until_stop`] returned.
+#[derive(Debug)]
+pub enum Stop {
+    /// The run is over (a crash report, if any, is in [`Vcpu::crash`]).
+    End(Outcome),
+    /// A breakpoint, watchpoint or single step (only with KVM_SET_GUEST_DEBUG).
+    Debug(kvm_bindings::kvm_debug_exit_arch),
+    /// [`Vcpu::interrupt`] was set (a debugger's Ctrl-C).
+    Interrupted,
 }
 
 /// What `--pgdump` asks of a page-table dump request.
@@ -55,6 +67,10 @@ pub struct Vcpu<'a> {
     window_start: Option<BTreeMap<&'static str, u64>>,
     /// The registers and code at the crash, when the run ended in one (see `crash`).
     pub crash: Option<String>,
+    /// The kernel's symbols, for crash reports.
+    pub symbols: Arc<Symbols>,
+    /// Set (then the thread kicked) to stop KVM_RUN for a debugger.
+    pub interrupt: Arc<AtomicBool>,
 }
 
 impl<'a> Vcpu<'a> {
@@ -69,11 +85,31 @@ impl<'a> Vcpu<'a> {
             measured: BTreeMap::new(),
             window_start: None,
             crash: None,
+            symbols: Arc::new(Symbols::default()),
+            interrupt: Arc::new(AtomicBool::new(false)),
         }
     }
 
     /// Runs the guest until it ends.
     pub fn run(&mut self) -> Outcome {
+        loop {
+            match self.run_until_stop() {
+                Stop::End(outcome) => return outcome,
+                Stop::Debug(d) => {
+                    let why = format!(
+                        "unexpected debug exit (exception {}, pc {:#x}) without a debugger",
+                        d.exception, d.pc
+                    );
+                    return self.finish(Outcome::Failed(why));
+                }
+                Stop::Interrupted => {}
+            }
+        }
+    }
+
+    /// Runs the guest until it ends, hits a debug event, or [`Vcpu::interrupt`] is set and
+    /// the thread kicked out of KVM_RUN.
+    pub fn run_until_stop(&mut self) -> Stop {
         loop {
             let request = match self.fd.run() {
                 Ok(exit) => {
@@ -82,24 +118,48 @@ impl<'a> Vcpu<'a> {
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.fd.set_kvm_immediate_exit(0);
                     if self.expired.load(Ordering::SeqCst) {
-                        return Outcome::TimedOut;
+                        return Stop::End(Outcome::TimedOut);
+                    }
+                    if self.interrupt.swap(false, Ordering::SeqCst) {
+                        return Stop::Interrupted;
                     }
                     Request::Continue
                 }
                 Err(e) => Request::End(Outcome::Failed(format!("KVM_RUN failed: {e}"))),
             };
+            self.note_eip();
             match request {
                 Request::Continue => {}
-                Request::End(outcome) => {
-                    if matches!(outcome, Outcome::TripleFault | Outcome::Failed(_)) {
-                        self.crash = Some(crate::crash::report(&self.fd, self.mem));
-                    }
-                    return outcome;
-                }
+                Request::End(outcome) => return Stop::End(self.finish(outcome)),
+                Request::Debug(d) => return Stop::Debug(d),
                 Request::Pgdump => self.devices.debug.last_mismatches = self.dump_page_tables(),
                 Request::Mark(n) => self.mark(n),
             }
         }
+    }
+
+    /// Records the EIP of the exit just counted (not of a shutdown: KVM may have reset it).
+    fn note_eip(&mut self) {
+        let Some(last) = self.stats.recent.back_mut() else {
+            return;
+        };
+        if last.eip.is_none() && last.reason != "shutdown" {
+            last.eip = self.fd.get_regs().ok().map(|r| r.rip as u32);
+        }
+    }
+
+    /// Takes the crash report a run's end calls for.
+    pub fn finish(&mut self, outcome: Outcome) -> Outcome {
+        let recent = crate::crash::recent_exits(&self.stats.recent, &self.symbols);
+        match &outcome {
+            Outcome::TripleFault | Outcome::Failed(_) => {
+                let regs = crate::crash::report(&self.fd, self.mem, &self.symbols);
+                self.crash = Some(format!("{regs}\n{recent}"));
+            }
+            Outcome::Panicked(Some(r)) => self.crash = Some(r.backtrace(&self.symbols)),
+            _ => {}
+        }
+        outcome
     }
 
     /// Opens (1) or closes (2) a measured window.
@@ -122,21 +182,46 @@ impl<'a> Vcpu<'a> {
         if self.pgdump == PgdumpMode::Off {
             return u32::MAX;
         }
-        let sregs = match self.fd.get_sregs() {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("pgdump: KVM_GET_SREGS failed: {e}");
-                return u32::MAX;
+        match self.page_table_dump() {
+            Some((text, mismatches)) => {
+                let _ = std::io::stderr().lock().write_all(text.as_bytes());
+                mismatches
             }
-        };
+            None => u32::MAX,
+        }
+    }
+
+    /// The `--pgdump` text of the current page tables (lines ending in `\n`) and its number
+    /// of KVM_TRANSLATE mismatches; None if the registers cannot be read.
+    pub fn page_table_dump(&self) -> Option<(String, u32)> {
+        let sregs = self
+            .fd
+            .get_sregs()
+            .inspect_err(|e| log::warn!("pgdump: KVM_GET_SREGS failed: {e}"))
+            .ok()?;
         let cr3 = sregs.cr3 as u32;
         let pse = sregs.cr4 & (1 << 4) != 0;
         let mem = self.mem;
         let (maps, bad_tables) = pgdump::walk(cr3, pse, |pa| {
             mem.read_obj::<u32>(GuestAddress(u64::from(pa))).ok()
         });
-        let mut mismatches = bad_tables as u32;
-        for m in &maps {
+        let mismatches = bad_tables as u32 + self.translate_mismatches(&maps);
+        let mut text = format!("pgdump cr3=0x{cr3:08x}\n");
+        for r in pgdump::runs(&maps) {
+            text.push_str(&pgdump::format_run(&r));
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "pgdump end: {} pages, {mismatches} translate mismatches\n",
+            maps.len()
+        ));
+        Some((text, mismatches))
+    }
+
+    /// How many of `maps` KVM_TRANSLATE (the MMU) does not agree with.
+    fn translate_mismatches(&self, maps: &[pgdump::Mapping]) -> u32 {
+        let mut mismatches = 0;
+        for m in maps {
             match self.fd.translate_gva(u64::from(m.va)) {
                 Ok(t) if t.valid != 0 && t.physical_address == u64::from(m.pa) => {}
                 Ok(t) => {
@@ -155,16 +240,6 @@ impl<'a> Vcpu<'a> {
                 }
             }
         }
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "pgdump cr3=0x{cr3:08x}");
-        for r in pgdump::runs(&maps) {
-            let _ = writeln!(err, "{}", pgdump::format_run(&r));
-        }
-        let _ = writeln!(
-            err,
-            "pgdump end: {} pages, {mismatches} translate mismatches",
-            maps.len()
-        );
         mismatches
     }
 }

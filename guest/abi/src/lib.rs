@@ -126,7 +126,8 @@ pub mod ports {
     pub const COM2: u16 = 0x2F8;
     /// `out` a 32-bit status: the VM ends and `vmm` exits with it.
     pub const EXIT: u16 = 0x501;
-    /// Any `out`: the kernel panicked (its message is on the log); `vmm` exits 125.
+    /// The kernel panicked; `vmm` exits 125. `out32` the guest-physical address of a panic
+    /// report ([`crate::panic`]); any other `out` (no report) works too.
     pub const PANIC: u16 = 0x502;
     /// `out`: walk the page tables of the current CR3 and check them with KVM_TRANSLATE;
     /// `in` (32-bit): that walk's mismatches, or `u32::MAX` if none was made.
@@ -145,6 +146,29 @@ pub mod ports {
     pub const CONS_STDERR: u16 = 0x509;
     /// The same for stdin: read at most `len` available bytes into `[pa, pa + len)`.
     pub const CONS_STDIN: u16 = 0x50A;
+}
+
+/// The kernel's panic report, at the guest-physical address it `out32`s to `ports::PANIC`:
+/// little-endian u32s `magic`, `msg_len`, `nframes`, then `MAX_FRAMES` return addresses
+/// (kernel virtual, innermost first, from the frame-pointer chain), then `msg_len` bytes of
+/// UTF-8: the panic message and its location (`MESSAGE at FILE:LINE`).
+pub mod panic {
+    /// `"PNC1"`.
+    pub const MAGIC: u32 = 0x3143_4e50;
+    /// Offset of `msg_len`.
+    pub const OFF_MSG_LEN: usize = 4;
+    /// Offset of `nframes` (at most `MAX_FRAMES`).
+    pub const OFF_NFRAMES: usize = 8;
+    /// Offset of the return addresses.
+    pub const OFF_FRAMES: usize = 12;
+    /// How many return addresses the report holds.
+    pub const MAX_FRAMES: usize = 16;
+    /// Offset of the message.
+    pub const OFF_MSG: usize = OFF_FRAMES + 4 * MAX_FRAMES;
+    /// The longest message kept (longer ones are cut).
+    pub const MAX_MSG: usize = 256;
+    /// The report's size in bytes.
+    pub const SIZE: usize = OFF_MSG + MAX_MSG;
 }
 
 /// The paravirtual console's request block: three little-endian u32s `{pa, len, ret}` at a

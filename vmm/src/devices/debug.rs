@@ -7,6 +7,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::devices::{fill_le, le_value, PortDevice, Request};
 use crate::layout::ports;
+use crate::panic_report::PanicReport;
 use crate::vcpu::Outcome;
 
 /// The most a run may export (a bound on what a guest can make the VMM hold).
@@ -80,7 +81,13 @@ impl PortDevice for DebugPorts {
         let value = le_value(data);
         match port {
             ports::EXIT => return Request::End(Outcome::Exited(value)),
-            ports::PANIC => return Request::End(Outcome::Panicked),
+            ports::PANIC => {
+                // A 32-bit `out` carries the report's address; any other is a bare panic.
+                let report = (data.len() == 4)
+                    .then(|| PanicReport::read(mem, value))
+                    .flatten();
+                return Request::End(Outcome::Panicked(report));
+            }
             ports::PGDUMP => return Request::Pgdump,
             ports::MARK => return Request::Mark(value),
             ports::EXPORT_LEN => self.export_len = value,

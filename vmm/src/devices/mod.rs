@@ -36,6 +36,8 @@ pub enum Request {
     Pgdump,
     /// Open (1) or close (2) a measured window of VM-exit counts (port MARK).
     Mark(u32),
+    /// A debug exit (breakpoint, watchpoint, single step): only with a debugger attached.
+    Debug(kvm_bindings::kvm_debug_exit_arch),
 }
 
 /// A device on the I/O-port bus.
