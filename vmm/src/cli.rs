@@ -78,6 +78,53 @@ pub enum BenchWhat {
     /// Boot time to the first user instruction, the whole run of hello, its VM exits and the
     /// guest pages the host backed, at several RAM sizes; Linux starting a program beside.
     Boot(BootArgs),
+    /// MB/s and VM exits per KiB through the paravirtual console (`cat` of a file and of
+    /// stdin), next to the same pipes through Linux `cat`.
+    Console(ConsoleArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConsoleArgs {
+    /// Bytes each transfer moves (at most 16M, what `--add` takes).
+    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_bytes)]
+    pub bytes: u64,
+    /// Runs of each transfer (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = positive_usize)]
+    pub runs: usize,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Where to run the VMs.
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    pub engine: Engine,
+    /// Guest RAM.
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_mem)]
+    pub mem: u64,
+    /// Bound on each transfer, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
+    pub timeout: u64,
+    /// Print the raw figures as JSON instead of a report (what the lab run sends back).
+    #[arg(long, hide = true)]
+    pub raw: bool,
+}
+
+/// A byte count for `bench console --bytes`: N, NK or NM, from 1 byte to 16 MiB.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let (num, unit) = match text.strip_suffix(['K', 'k']) {
+        Some(n) => (n, 1u64 << 10),
+        None => match text.strip_suffix(['M', 'm']) {
+            Some(n) => (n, 1 << 20),
+            None => (text, 1),
+        },
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 4096, 512K, 8M)"))?;
+    match n.checked_mul(unit) {
+        Some(b) if (1..=16 << 20).contains(&b) => Ok(b),
+        _ => Err(format!("{text} is outside 1 byte .. 16M")),
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod bench_boot;
+pub mod bench_console;
 pub mod bench_fork;
 pub mod boot;
 pub mod cli;

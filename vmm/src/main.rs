@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use vmm::cli::{BenchWhat, Cli, Command, LabAction};
-use vmm::{bench, bench_boot, bench_fork, engine, exit, probe};
+use vmm::{bench, bench_boot, bench_console, bench_fork, engine, exit, probe};
 
 fn main() {
     init_logging();
@@ -19,6 +19,9 @@ fn main() {
         Command::Bench {
             what: BenchWhat::Boot(args),
         } => bench_boot::run(&args),
+        Command::Bench {
+            what: BenchWhat::Console(args),
+        } => bench_console::run(&args),
         Command::Lab { action } => lab(action),
     };
     std::process::exit(status);

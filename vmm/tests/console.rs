@@ -246,3 +246,45 @@ fn an_endless_stdin_does_not_hold_up_a_program_that_does_not_read() {
     assert_eq!(status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(out.stdout, b"hello, world\n");
 }
+
+/// `vmm bench console`: the four transfers, each with a rate, the guest's within the
+/// console's exit bar, in the table and the JSON.
+#[test]
+fn bench_console_reports_rates_and_exits_per_kib() {
+    if common::engine().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("console.json");
+    let out = common::vmm(&[
+        "bench",
+        "console",
+        "--bytes",
+        "256K",
+        "--runs",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let text = common::stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("guest cat < pipe > pipe (stdin+stdout)"),
+        "{text}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let figures = doc["console"].as_array().unwrap();
+    assert_eq!(figures.len(), 4, "{doc}");
+    for f in figures {
+        let name = f["name"].as_str().unwrap();
+        assert!(f["mb_per_s"].as_f64().unwrap() > 0.0, "{name}: {f}");
+        assert_eq!(f["bytes"], 256 * 1024);
+        if name.starts_with("guest") {
+            let all = f["all_exits_per_kib"].as_f64().unwrap();
+            assert!(all > 0.0 && all <= 2.0, "{name}: {all} exits per KiB");
+        } else {
+            assert!(f["all_exits_per_kib"].is_null(), "{name}: {f}");
+        }
+    }
+    assert_eq!(doc["report"]["ratios"].as_array().unwrap().len(), 2);
+}

@@ -24,8 +24,10 @@ use std::time::Duration;
 pub const DEFAULT_CPU: &str = "qemu64,+svm,+npt";
 
 /// Kernel command line of the lab (`$XV6_LAB_KERNEL_ARGS` is appended, for debugging, e.g.
-/// `loglevel=7` to see the whole boot on the console log).
-pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet rdinit=/init";
+/// `loglevel=7` to see the whole boot on the console log). `no_timer_check`: on a loaded host
+/// TCG can miss the kernel's IO-APIC timer check, which then panics the boot
+/// (`clear_IO_APIC_pin` … `x86_late_time_init` on the console); the timer works regardless.
+pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet no_timer_check rdinit=/init";
 
 /// qboot, QEMU's minimal firmware (package qemu-system-data): boots ~0.1 s faster than SeaBIOS.
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
