@@ -5,8 +5,9 @@
 //! - memory by guest virtual address, through the vCPU's current CR3 with the VMM's walker
 //!   ([`pgdump::translate`]); with paging still off, addresses at or above KERNBASE are read
 //!   at `va − KERNBASE` (what entrypgdir maps), the others as physical; unmapped → an error;
-//! - software breakpoints (an ICEBP written into guest memory; see [`BREAK_INSN`]), hardware
-//!   breakpoints and watchpoints in DR0–DR3 (KVM_GUESTDBG_USE_HW_BP), single step
+//! - software breakpoints: an int3 written into guest memory (KVM_GUESTDBG_USE_SW_BP) at
+//!   kernel addresses where an int3 reaches KVM, else a debug register (see [`SwBreak`]);
+//!   hardware breakpoints and watchpoints in DR0–DR3 (KVM_GUESTDBG_USE_HW_BP), single step
 //!   (KVM_GUESTDBG_SINGLESTEP with interrupts blocked), Ctrl-C (a watcher thread kicks the
 //!   vCPU out of KVM_RUN when gdb sends a byte);
 //! - `monitor pgdump`, `monitor regs`; the guest's exit ends the session with its status.
@@ -37,18 +38,32 @@ use crate::vcpu::{Outcome, Stop, Vcpu};
 const KERNBASE: u32 = xv6_abi::layout::KERNBASE;
 const CR0_PG: u64 = 1 << 31;
 const CR4_PSE: u64 = 1 << 4;
-/// The breakpoint instruction: ICEBP (`int1`, 0xF1), whose #DB KVM reports as a debug exit
-/// with guest debugging on. Not int3: QEMU TCG's emulated SVM (the lab) checks an int3
-/// against the INTn intercept, not the #BP one KVM sets, so the guest would take the #BP.
-const BREAK_INSN: u8 = 0xf1;
+/// The breakpoint instruction: int3, whose #BP KVM reports as a debug exit under
+/// KVM_GUESTDBG_USE_SW_BP.
+const BREAK_INSN: u8 = 0xcc;
 /// EFAULT, gdb's "cannot access memory".
 const EFAULT: u8 = 14;
+
+/// How one of gdb's software breakpoints (`break`) is set.
+#[derive(Debug, Clone, Copy)]
+enum SwBreak {
+    /// An int3 at this guest-physical address, over the byte it replaced.
+    Int3 { pa: u32, orig: u8 },
+    /// An execute breakpoint in a debug register: for user addresses (an int3 in a user page
+    /// would outlive the process in a freed page, or be overwritten by exec; a debug register
+    /// needs no mapping, so `break main` works before the process exists), and everywhere
+    /// where an int3 does not reach KVM (the lab; [`crate::probe::int3_reaches_kvm`]). Shares
+    /// DR0–DR3 with `hbreak` and `watch`.
+    DebugReg,
+}
 
 /// The vCPU under gdb's control.
 pub struct GdbTarget<'v, 'm> {
     vcpu: &'v mut Vcpu<'m>,
-    /// Software breakpoints: virtual address → (physical address, the byte int3 replaced).
-    sw: BTreeMap<u32, (u32, u8)>,
+    /// Whether `break` writes an int3 at kernel addresses (else it takes a debug register).
+    int3: bool,
+    /// Software breakpoints by virtual address.
+    sw: BTreeMap<u32, SwBreak>,
     hw: [Option<HwSlot>; 4],
     stepping: bool,
     /// How the guest ended, once it has.
@@ -58,9 +73,20 @@ pub struct GdbTarget<'v, 'm> {
 /// Serves gdb at `ep` until the guest ends; returns how it ended. If gdb detaches, the
 /// guest runs on to its end without it.
 pub fn serve(vcpu: &mut Vcpu<'_>, ep: &GdbEndpoint) -> anyhow::Result<Outcome> {
+    let int3 = crate::probe::int3_reaches_kvm().unwrap_or_else(|e| {
+        log::debug!("breakpoint probe: {e:#}");
+        false
+    });
+    if !int3 {
+        eprintln!(
+            "vmm: gdb: an int3 does not reach this KVM as a debug exit (nested under QEMU TCG?): \
+             `break` takes one of the 4 debug registers, shared with `hbreak` and `watch`"
+        );
+    }
     let conn = GdbConn::wait(ep)?;
     let mut target = GdbTarget {
         vcpu,
+        int3,
         sw: BTreeMap::new(),
         hw: [None; 4],
         stepping: false,
@@ -82,8 +108,10 @@ pub fn serve(vcpu: &mut Vcpu<'_>, ep: &GdbEndpoint) -> anyhow::Result<Outcome> {
 impl GdbTarget<'_, '_> {
     /// Removes every breakpoint and turns guest debugging off.
     fn detach(&mut self) {
-        for (_, (pa, orig)) in std::mem::take(&mut self.sw) {
-            let _ = self.vcpu.mem.write_obj(orig, GuestAddress(pa.into()));
+        for (_, b) in std::mem::take(&mut self.sw) {
+            if let SwBreak::Int3 { pa, orig } = b {
+                let _ = self.vcpu.mem.write_obj(orig, GuestAddress(pa.into()));
+            }
         }
         self.hw = [None; 4];
         self.stepping = false;
@@ -141,12 +169,19 @@ impl GdbTarget<'_, '_> {
 
     /// What a KVM_EXIT_DEBUG means: #BP at one of ours, DR0–3 hits by DR6, or a step.
     fn debug_stop(&mut self, d: &kvm_debug_exit_arch) -> SingleThreadStopReason<u32> {
-        if d.exception == 3 || (d.dr6 & 0x400f == 0 && self.at_sw_breakpoint()) {
+        if d.exception == 3 {
             self.rewind_past_break();
             return SingleThreadStopReason::SwBreak(());
         }
         let hit = (0..4).find(|i| d.dr6 & (1 << i) != 0);
         match hit.and_then(|i| self.hw[i]) {
+            Some(HwSlot {
+                use_: HwUse::Exec,
+                addr,
+                ..
+            }) if matches!(self.sw.get(&addr), Some(SwBreak::DebugReg)) => {
+                SingleThreadStopReason::SwBreak(())
+            }
             Some(HwSlot {
                 use_: HwUse::Exec, ..
             }) => SingleThreadStopReason::HwBreak(()),
@@ -163,16 +198,7 @@ impl GdbTarget<'_, '_> {
         }
     }
 
-    /// Whether EIP is at (or just after) one of our breakpoint instructions.
-    fn at_sw_breakpoint(&self) -> bool {
-        self.vcpu.fd.get_regs().is_ok_and(|r| {
-            let eip = r.rip as u32;
-            self.sw.contains_key(&eip) || self.sw.contains_key(&eip.wrapping_sub(1))
-        })
-    }
-
-    /// gdb wants EIP at the breakpoint: if the trap left EIP after our breakpoint
-    /// instruction (hardware does; QEMU TCG does not), step it back.
+    /// gdb wants EIP at the breakpoint: if the trap left EIP after our int3, step it back.
     fn rewind_past_break(&mut self) {
         let Ok(mut r) = self.vcpu.fd.get_regs() else {
             return;
@@ -342,6 +368,13 @@ impl Breakpoints for GdbTarget<'_, '_> {
 
 impl SwBreakpoint for GdbTarget<'_, '_> {
     fn add_sw_breakpoint(&mut self, addr: u32, _kind: usize) -> TargetResult<bool, Self> {
+        if !self.int3 || addr < KERNBASE {
+            let added = self.add_hw(addr, 1, HwUse::Exec)?;
+            if added {
+                self.sw.insert(addr, SwBreak::DebugReg);
+            }
+            return Ok(added);
+        }
         let Some(pa) = self.translate(addr) else {
             return Ok(false);
         };
@@ -352,19 +385,20 @@ impl SwBreakpoint for GdbTarget<'_, '_> {
         if mem.write_obj(BREAK_INSN, GuestAddress(pa.into())).is_err() {
             return Ok(false);
         }
-        self.sw.insert(addr, (pa, orig));
+        self.sw.insert(addr, SwBreak::Int3 { pa, orig });
         Ok(true)
     }
 
     fn remove_sw_breakpoint(&mut self, addr: u32, _kind: usize) -> TargetResult<bool, Self> {
-        let Some((pa, orig)) = self.sw.remove(&addr) else {
-            return Ok(false);
-        };
-        Ok(self
-            .vcpu
-            .mem
-            .write_obj(orig, GuestAddress(pa.into()))
-            .is_ok())
+        match self.sw.remove(&addr) {
+            None => Ok(false),
+            Some(SwBreak::DebugReg) => self.remove_hw(addr, HwUse::Exec),
+            Some(SwBreak::Int3 { pa, orig }) => Ok(self
+                .vcpu
+                .mem
+                .write_obj(orig, GuestAddress(pa.into()))
+                .is_ok()),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::devices::{Devices, NoInput};
-use crate::vcpu::{Outcome, PgdumpMode, Vcpu};
+use crate::vcpu::{Outcome, PgdumpMode, Stop, Vcpu};
 use crate::{memory, regs, vm};
 
 const CODE: u64 = 0x1000;
@@ -62,10 +62,16 @@ pub fn probe_legacy_paging() -> Result<ProbeResult> {
     crate::machine::run_on_vcpu_thread(timeout, expired, move || run_probe(flag))
 }
 
-fn run_probe(expired: Arc<AtomicBool>) -> Result<ProbeResult> {
+/// Builds the probe guest (4 MiB; `code` at [`CODE`], the page directory and the magic word
+/// of the paging probe), enters it in 32-bit protected mode and hands its vCPU to `f`.
+fn with_probe_vcpu<T>(
+    code: &[u8],
+    expired: Arc<AtomicBool>,
+    f: impl FnOnce(&mut Vcpu<'_>) -> Result<T>,
+) -> Result<T> {
     let kvm = vm::open_kvm()?;
     let mem = memory::create_guest_memory(4 << 20).context("probe memory")?;
-    mem.write_slice(PROBE_CODE, GuestAddress(CODE))?;
+    mem.write_slice(code, GuestAddress(CODE))?;
     // PDE[0] and PDE[1] both map PA 0 as a 4 MiB page: P | W | PS.
     mem.write_obj(0x83u32, GuestAddress(PGDIR))?;
     mem.write_obj(0x83u32, GuestAddress(PGDIR + 4))?;
@@ -77,7 +83,41 @@ fn run_probe(expired: Arc<AtomicBool>) -> Result<ProbeResult> {
     let devices = Devices::new(None, Box::new(std::io::sink()), Box::new(NoInput))?;
     let mut vcpu = Vcpu::new(fd, &vm.mem, devices, PgdumpMode::Off);
     vcpu.expired = expired;
-    let result = match vcpu.run() {
+    f(&mut vcpu)
+}
+
+/// The breakpoint probe's code: an int3, then a hlt.
+const INT3_CODE: &[u8] = &[0xcc, 0xf4];
+
+/// Whether an int3 in a guest reaches this KVM as a debug exit when guest debugging uses
+/// software breakpoints (KVM_GUESTDBG_USE_SW_BP). Hardware KVM: yes. The lab: no — QEMU's
+/// TCG checks an int3 of its nested guest against the INTn intercept only, never against the
+/// #BP intercept KVM sets, so the probe guest takes the #BP itself (and, with no IDT, shuts
+/// down). Decides how `vmm run --gdb` carries out gdb's `break` (see [`crate::gdb`]).
+pub fn int3_reaches_kvm() -> Result<bool> {
+    let expired = Arc::new(AtomicBool::new(false));
+    let flag = expired.clone();
+    crate::machine::run_on_vcpu_thread(Some(probe_bound()), expired, move || {
+        with_probe_vcpu(INT3_CODE, flag, |vcpu| {
+            let dbg = kvm_bindings::kvm_guest_debug {
+                control: kvm_bindings::KVM_GUESTDBG_ENABLE | kvm_bindings::KVM_GUESTDBG_USE_SW_BP,
+                ..Default::default()
+            };
+            vcpu.fd
+                .set_guest_debug(&dbg)
+                .context("KVM_SET_GUEST_DEBUG on the probe guest")?;
+            Ok(matches!(vcpu.run_until_stop(), Stop::Debug(d) if d.exception == 3))
+        })
+    })
+}
+
+fn run_probe(expired: Arc<AtomicBool>) -> Result<ProbeResult> {
+    with_probe_vcpu(PROBE_CODE, expired, |vcpu| Ok(paging_verdict(vcpu)))
+}
+
+/// What the paging probe's run says.
+fn paging_verdict(vcpu: &mut Vcpu<'_>) -> ProbeResult {
+    match vcpu.run() {
         Outcome::Exited(MAGIC) => {
             let cr0 = vcpu.fd.get_sregs().map(|s| s.cr0).unwrap_or(0);
             let paging = cr0 & 0x8000_0000 != 0;
@@ -110,8 +150,7 @@ fn run_probe(expired: Arc<AtomicBool>) -> Result<ProbeResult> {
             legacy_paging: false,
             detail: format!("the probe guest failed: {other:?}"),
         },
-    };
-    Ok(result)
+    }
 }
 
 /// The KVM module that serves /dev/kvm here, from /sys/module.

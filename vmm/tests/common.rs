@@ -94,3 +94,29 @@ pub fn lines_with<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
         .filter_map(|l| l.strip_prefix(prefix))
         .collect()
 }
+
+/// Builds `tests/fixtures/c/NAME.c` with the README's recipe for C programs (the host's gcc,
+/// guest-user/c's crt0.S, usys.S and user.h; xv6's `-N -Ttext 0` layout), plus `-g` when
+/// `debug`, into a fresh file under the target directory; returns its path.
+pub fn build_c_program(name: &str, debug: bool) -> std::path::PathBuf {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let c = root.join("../guest-user/c");
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c-programs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join(name);
+    let built = Command::new("gcc")
+        .args(["-m32", "-ffreestanding", "-nostdlib", "-fno-pic"])
+        .args(["-fno-stack-protector", "-static", "-O2", "-I"])
+        .arg(&c)
+        .args(debug.then_some("-g"))
+        .arg("-Wl,-N,-e,_start,-Ttext,0,--no-warn-rwx-segments")
+        .arg("-o")
+        .arg(&exe)
+        .arg(c.join("crt0.S"))
+        .arg(c.join("usys.S"))
+        .arg(root.join(format!("tests/fixtures/c/{name}.c")))
+        .status()
+        .expect("gcc is needed for the C fixtures");
+    assert!(built.success(), "gcc could not build {name}.c");
+    exe
+}

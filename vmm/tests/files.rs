@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{boot, stderr, stdout, vmm};
+use common::{boot, build_c_program, stderr, stdout, vmm};
 
 /// A fresh private directory under the target directory, for host files to add.
 fn scratch(name: &str) -> std::path::PathBuf {
@@ -91,29 +91,8 @@ fn bad_add_arguments_are_126_or_127() {
 
 #[test]
 fn a_c_program_built_on_the_c_header_uses_pipes_and_files() {
-    let c = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-user/c");
-    let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/c/files.c");
-    let exe = scratch("c-files").join("files");
     // The README's recipe.
-    let built = std::process::Command::new("gcc")
-        .args([
-            "-m32",
-            "-ffreestanding",
-            "-nostdlib",
-            "-fno-pic",
-            "-fno-stack-protector",
-        ])
-        .args(["-static", "-O2", "-I"])
-        .arg(&c)
-        .arg("-Wl,-N,-e,_start,-Ttext,0,--no-warn-rwx-segments")
-        .arg("-o")
-        .arg(&exe)
-        .arg(c.join("crt0.S"))
-        .arg(c.join("usys.S"))
-        .arg(&src)
-        .status()
-        .expect("gcc is needed for the C fixtures");
-    assert!(built.success());
+    let exe = build_c_program("files", false);
     let exe = exe.display().to_string();
     let Some(out) = boot(&["--quiet", &exe, "x", "y"]) else {
         return;

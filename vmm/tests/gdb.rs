@@ -1,8 +1,10 @@
 //! `vmm run --gdb` with a real gdb (Debian's), on the engine `auto` picks (here the lab: the
 //! outer `vmm` listens, the lab bridges the port to the inner `vmm`'s virtio-serial device).
 //! The session is the README's: stopped before the first instruction, registers with the
-//! selectors, kernel memory by its link address, a kernel variable, a single step, and the
-//! guest's exit status. (Breakpoints and watchpoints do not fire in the lab: see README.)
+//! selectors, kernel memory by its link address; `break` at kinit2 and a backtrace through
+//! kmain; a kernel variable; a host-built C program's symbols, `break main` in it, its
+//! memory below KERNBASE through its own page tables, a write watchpoint on its global seen
+//! to hit; a single step; and the guest's exit status.
 
 mod common;
 use common::*;
@@ -37,19 +39,16 @@ fn gdb_session_breaks_walks_reads_watches_steps_and_sees_the_exit() {
     }
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let port = free_port();
-    let script = SCRIPT.replace("PORT", &port.to_string());
+    let program = build_c_program("watched", true);
+    let script = SCRIPT
+        .replace("PORT", &port.to_string())
+        .replace("PROGRAM", &program.display().to_string());
     let script_path = std::env::temp_dir().join(format!("vmm-gdb-{port}.gdb"));
     std::fs::write(&script_path, script).unwrap();
 
     let mut vmm = Command::new(VMM)
-        .args([
-            "run",
-            "--quiet",
-            "--gdb",
-            &format!("127.0.0.1:{port}"),
-            "exitcode",
-            "7",
-        ])
+        .args(["run", "--quiet", "--gdb", &format!("127.0.0.1:{port}")])
+        .arg(&program)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -95,8 +94,19 @@ fn gdb_session_breaks_walks_reads_watches_steps_and_sees_the_exit() {
     expect("cs=0x8 ds=0x10 eflags=0x2");
     // Kernel text read at its link address (paging off: at va - KERNBASE).
     expect("0x80100000 <entry>:");
-    expect("{v = {value = 0}}");
+    // break at kinit2 (an int3, or in the lab a debug register), the stack through kmain.
+    expect("Breakpoint 1, xv6::kalloc::Kmem::kinit2");
+    expect(" in xv6::kmain::kmain (");
+    // A kernel variable: PHYSTOP of the default 256 MiB machine (224 MiB, below the modules).
+    expect("{value: 234881024}");
+    // The user program: stopped at its main, its global read through its page tables.
+    expect("Breakpoint 2, main (");
+    expect("<counter>:	0x00000000");
+    // The write watchpoint on it hits at the first increment.
+    expect("Hardware watchpoint 3: counter");
+    expect("Old value = 0\nNew value = 1");
     expect("eip after stepi: 0x");
+    // main returns 4 + 3.
     expect("exited with code 07");
     assert_eq!(status.code(), Some(7), "{log}");
 }
