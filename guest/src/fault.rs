@@ -103,22 +103,31 @@ pub fn pagefault_cause(va: u32, sz: u32, pte: Option<PteFlags>, err: u32) -> Fau
 }
 
 /// The one log line for a process killed by a trap, e.g.
-/// `pid 3 (sbrktest): page fault at 0x00003ff0 (guard page) eip 0x000012a4 — killed`.
-/// `pf` is the faulting address and its cause, for page faults.
-pub fn write_fault_line(
-    w: &mut impl fmt::Write,
-    pid: i32,
-    name: &str,
-    trapno: u32,
-    eip: u32,
-    pf: Option<(u32, FaultCause)>,
-) -> fmt::Result {
-    write!(w, "pid {pid} ({name}): ")?;
-    match pf {
-        Some((va, cause)) => write!(w, "page fault at {va:#010x} ({cause})")?,
-        None => w.write_str(exception_name(trapno))?,
+/// `pid 3 (sbrktest): page fault at 0x00003ff0 (guard page) eip 0x000012a4 (main+0x24) — killed`.
+pub struct FaultLine<'a> {
+    pub pid: i32,
+    pub name: &'a str,
+    pub trapno: u32,
+    pub eip: u32,
+    /// The faulting address and its cause, for page faults.
+    pub pf: Option<(u32, FaultCause)>,
+    /// The symbol at `eip` in the program's own symbols (the VMM's answer), or "".
+    pub sym: &'a str,
+}
+
+impl fmt::Display for FaultLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pid {} ({}): ", self.pid, self.name)?;
+        match self.pf {
+            Some((va, cause)) => write!(f, "page fault at {va:#010x} ({cause})")?,
+            None => f.write_str(exception_name(self.trapno))?,
+        }
+        write!(f, " eip {:#010x}", self.eip)?;
+        if !self.sym.is_empty() {
+            write!(f, " ({})", self.sym)?;
+        }
+        f.write_str(" \u{2014} killed")
     }
-    write!(w, " eip {eip:#010x} \u{2014} killed")
 }
 
 #[cfg(test)]
@@ -184,31 +193,29 @@ mod tests {
 
     #[test]
     fn fault_lines() {
-        let mut s = String::new();
-        write_fault_line(
-            &mut s,
-            3,
-            "sbrktest",
-            T_PGFLT,
-            0x12a4,
-            Some((0x3ff0, FaultCause::GuardPage)),
-        )
-        .unwrap();
+        let line = |pid, name, trapno, eip, pf, sym| {
+            FaultLine {
+                pid,
+                name,
+                trapno,
+                eip,
+                pf,
+                sym,
+            }
+            .to_string()
+        };
+        let guard = Some((0x3ff0, FaultCause::GuardPage));
         assert_eq!(
-            s,
-            "pid 3 (sbrktest): page fault at 0x00003ff0 (guard page) eip 0x000012a4 \u{2014} killed"
+            line(3, "sbrktest", T_PGFLT, 0x12a4, guard, "main+0x24"),
+            "pid 3 (sbrktest): page fault at 0x00003ff0 (guard page) eip 0x000012a4 (main+0x24) \u{2014} killed"
         );
-        s.clear();
         let oom = Some((0x0100_0000, FaultCause::OutOfMemory));
-        write_fault_line(&mut s, 5, "pfbench", T_PGFLT, 0x42, oom).unwrap();
         assert_eq!(
-            s,
+            line(5, "pfbench", T_PGFLT, 0x42, oom, ""),
             "pid 5 (pfbench): page fault at 0x01000000 (out of memory) eip 0x00000042 \u{2014} killed"
         );
-        s.clear();
-        write_fault_line(&mut s, 4, "t", T_ILLOP, 0x10, None).unwrap();
         assert_eq!(
-            s,
+            line(4, "t", T_ILLOP, 0x10, None, ""),
             "pid 4 (t): invalid opcode eip 0x00000010 \u{2014} killed"
         );
     }

@@ -11,7 +11,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::exec::Image;
-use crate::fault::{pagefault_cause, write_fault_line, FaultCause};
+use crate::fault::{pagefault_cause, FaultCause, FaultLine};
 use crate::gdt::switchuvm;
 use crate::kalloc::{kalloc, kfree};
 use crate::memlayout::{KVAddr, UVAddr, KERNBASE};
@@ -477,13 +477,17 @@ pub fn log_fault(trapno: u32, eip: u32, pf: Option<(u32, FaultCause)>) {
         let p = &pt.procs[current()];
         (p.pid, p.name)
     };
-    struct Line<'a>(i32, &'a str, u32, u32, Option<(u32, FaultCause)>);
-    impl core::fmt::Display for Line<'_> {
-        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-            write_fault_line(f, self.0, self.1, self.2, self.3, self.4)
-        }
-    }
-    crate::cprintln!("{}", Line(pid, name_str(&name), trapno, eip, pf));
+    crate::debugport::with_user_symbol(&name, eip, |sym| {
+        let line = FaultLine {
+            pid,
+            name: name_str(&name),
+            trapno,
+            eip,
+            pf,
+            sym,
+        };
+        crate::cprintln!("{line}");
+    });
 }
 
 /// The current process's open file behind descriptor `fd`, if any.

@@ -380,6 +380,8 @@ pub fn builtin_boot(
             programs::archive(Some(&program)),
             programs::argv_block(&argv),
         ],
+        // Benchmarks do not fault: no user-fault symbols.
+        user_programs: Vec::new(),
         pgdump: PgdumpMode::Off,
         timeout: Some(Duration::from_secs(timeout)),
         prefault,

@@ -179,6 +179,10 @@ fn run_on_kvm(
             programs::archive_with(&extra),
             programs::argv_block(&first_argv(args, program)),
         ],
+        user_programs: programs::archive_files(&extra)
+            .into_iter()
+            .map(|(n, b)| (n.to_string(), b.to_vec()))
+            .collect(),
         pgdump: if args.pgdump {
             PgdumpMode::Print
         } else {

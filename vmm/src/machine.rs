@@ -29,6 +29,8 @@ pub struct MachineConfig {
     pub cmdline: String,
     /// Boot modules (the program archive).
     pub modules: Vec<Vec<u8>>,
+    /// The archive's programs (name, image): user-fault lines name the symbol at EIP.
+    pub user_programs: Vec<(String, Vec<u8>)>,
     pub pgdump: PgdumpMode,
     /// None: no bound.
     pub timeout: Option<Duration>,
@@ -207,6 +209,7 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
     let mut vcpu = Vcpu::new(vcpu_fd, &vm.mem, devices, cfg.pgdump);
     vcpu.expired = expired;
     vcpu.symbols = Arc::new(crate::symbols::Symbols::from_elf(&cfg.kernel));
+    vcpu.devices.debug.user_symbols = crate::symbols::UserSymbols::new(cfg.user_programs.clone());
     log::debug!(
         "booting {} at entry {:#x}, {} MiB RAM, PHYSTOP {phystop:#x}",
         cfg.kernel_name.display(),

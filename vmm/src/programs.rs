@@ -227,6 +227,11 @@ pub fn archive(extra: Option<&Program>) -> Vec<u8> {
 /// The program archive: every built-in program, and the host files `extra` (each wins over a
 /// built-in of the same name; of two host files with one name, the last).
 pub fn archive_with(extra: &[Program]) -> Vec<u8> {
+    cpio_newc(&archive_files(extra))
+}
+
+/// The files of [`archive_with`]'s archive, by name.
+pub fn archive_files(extra: &[Program]) -> Vec<(&str, &[u8])> {
     let wins = |i: usize, name: &str| extra[i + 1..].iter().all(|e| e.name != name);
     let mut files: Vec<(&str, &[u8])> = images::USER_PROGRAMS
         .iter()
@@ -238,7 +243,7 @@ pub fn archive_with(extra: &[Program]) -> Vec<u8> {
             files.push((&e.name, &e.image));
         }
     }
-    cpio_newc(&files)
+    files
 }
 
 /// Bytes a name in the guest's directories may have (xv6 DIRSIZ).

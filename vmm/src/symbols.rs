@@ -3,6 +3,8 @@
 //! without Rust's hash suffix. Crash reports use it for EIP, the panic backtrace and the last
 //! VM exits.
 
+use std::collections::HashMap;
+
 use goblin::elf::{sym, Elf};
 
 /// One symbol: `[addr, addr + size)`; size 0 means "up to the next symbol".
@@ -83,6 +85,39 @@ impl Symbols {
     /// or a plain `kmain`).
     pub fn address_of(&self, name: &str) -> Option<u32> {
         self.syms.iter().find(|s| s.name == name).map(|s| s.addr)
+    }
+}
+
+/// The symbols of the run's user programs by archive name, each ELF parsed when first asked
+/// about: the kernel asks for a user fault's EIP (`xv6_abi::usersym`), now and then.
+#[derive(Debug, Default)]
+pub struct UserSymbols {
+    images: Vec<(String, Vec<u8>)>,
+    parsed: HashMap<String, Symbols>,
+}
+
+impl UserSymbols {
+    /// The programs (name, ELF image) the run's archive holds.
+    pub fn new(images: Vec<(String, Vec<u8>)>) -> UserSymbols {
+        UserSymbols {
+            images,
+            parsed: HashMap::new(),
+        }
+    }
+
+    /// `symbol+0xOFF` (or `symbol`) at `eip` in the program called `name`; None if there is
+    /// no such program, it has no symbols, or none covers `eip`.
+    pub fn describe(&mut self, name: &str, eip: u32) -> Option<String> {
+        if !self.parsed.contains_key(name) {
+            let (_, image) = self.images.iter().find(|(n, _)| n == name)?;
+            self.parsed
+                .insert(name.to_string(), Symbols::from_elf(image));
+        }
+        let (sym, off) = self.parsed[name].lookup(eip)?;
+        Some(match off {
+            0 => sym.to_string(),
+            off => format!("{sym}+{off:#x}"),
+        })
     }
 }
 

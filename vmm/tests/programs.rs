@@ -182,6 +182,11 @@ fn a_faulting_first_process_is_killed_with_139_and_a_reason() {
         line.starts_with("pid 1 (fault): page fault at 0x80001000 (kernel address)"),
         "{line}"
     );
+    // The store is in main, the program's own symbol (the VMM names EIP from its ELF).
+    assert!(
+        line.contains(" (main) ") || line.contains(" (main+0x"),
+        "{line}"
+    );
     assert!(line.ends_with("killed"), "{line}");
 }
 

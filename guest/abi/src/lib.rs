@@ -146,6 +146,27 @@ pub mod ports {
     pub const CONS_STDERR: u16 = 0x509;
     /// The same for stdin: read at most `len` available bytes into `[pa, pa + len)`.
     pub const CONS_STDIN: u16 = 0x50A;
+    /// `out` (32-bit) the guest-physical address of a user-symbol request
+    /// ([`crate::usersym`]): the VMM names a user address for a fault line.
+    pub const USER_SYMBOL: u16 = 0x50B;
+}
+
+/// The user-symbol request, at the guest-physical address the kernel `out32`s to
+/// `ports::USER_SYMBOL`: the kernel fills `eip` (little-endian u32) and `name` (the process's
+/// name, NUL-padded); the VMM looks `eip` up in the symbols of the program of that name in
+/// the run's archive and writes `text`: `symbol+0xOFF` (or `symbol`), NUL-terminated, or an
+/// empty string when the program is unknown, stripped, or no symbol covers `eip`.
+pub mod usersym {
+    /// Offset of `eip`.
+    pub const OFF_EIP: usize = 0;
+    /// Offset of `name`.
+    pub const OFF_NAME: usize = 4;
+    /// Bytes of `name` (xv6's `proc.name`).
+    pub const NAME_LEN: usize = 16;
+    /// Offset of `text`.
+    pub const OFF_TEXT: usize = OFF_NAME + NAME_LEN;
+    /// Bytes of `text`, its NUL included.
+    pub const TEXT_LEN: usize = 64;
 }
 
 /// The kernel's panic report, at the guest-physical address it `out32`s to `ports::PANIC`:

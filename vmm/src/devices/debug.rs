@@ -8,6 +8,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use crate::devices::{fill_le, le_value, PortDevice, Request};
 use crate::layout::ports;
 use crate::panic_report::PanicReport;
+use crate::symbols::UserSymbols;
 use crate::vcpu::Outcome;
 
 /// The most a run may export (a bound on what a guest can make the VMM hold).
@@ -23,6 +24,8 @@ pub struct DebugPorts {
     export_len: u32,
     /// An export was refused (over EXPORT_MAX): warned once.
     refused: bool,
+    /// The run's user programs' symbols (port USER_SYMBOL).
+    pub user_symbols: UserSymbols,
 }
 
 impl Default for DebugPorts {
@@ -32,6 +35,7 @@ impl Default for DebugPorts {
             exported: Vec::new(),
             export_len: 0,
             refused: false,
+            user_symbols: UserSymbols::default(),
         }
     }
 }
@@ -56,6 +60,34 @@ impl DebugPorts {
     }
 }
 
+/// Answers a user-symbol request at guest-physical `pa` (`xv6_abi::usersym`): reads the EIP
+/// and process name, writes the symbol text (empty if none). A request outside RAM is
+/// ignored: the kernel then prints the line without a symbol.
+fn answer_user_symbol(symbols: &mut UserSymbols, pa: u32, mem: &GuestMemoryMmap) {
+    use xv6_abi::usersym::{NAME_LEN, OFF_EIP, OFF_NAME, OFF_TEXT, TEXT_LEN};
+    let base = u64::from(pa);
+    let mut name = [0u8; NAME_LEN];
+    let (Ok(eip), Ok(())) = (
+        mem.read_obj::<u32>(GuestAddress(base + OFF_EIP as u64)),
+        mem.read_slice(&mut name, GuestAddress(base + OFF_NAME as u64)),
+    ) else {
+        return;
+    };
+    let len = name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+    let text = std::str::from_utf8(&name[..len])
+        .ok()
+        .and_then(|n| symbols.describe(n, eip))
+        .unwrap_or_default();
+    let mut out = [0u8; TEXT_LEN];
+    // Cut to the room (on a character boundary), the NUL after it.
+    let mut n = text.len().min(TEXT_LEN - 1);
+    while !text.is_char_boundary(n) {
+        n -= 1;
+    }
+    out[..n].copy_from_slice(&text.as_bytes()[..n]);
+    let _ = mem.write_slice(&out, GuestAddress(base + OFF_TEXT as u64));
+}
+
 impl PortDevice for DebugPorts {
     fn owns(&self, port: u16) -> bool {
         matches!(
@@ -66,6 +98,7 @@ impl PortDevice for DebugPorts {
                 | ports::EXPORT
                 | ports::EXPORT_LEN
                 | ports::MARK
+                | ports::USER_SYMBOL
         )
     }
 
@@ -92,6 +125,7 @@ impl PortDevice for DebugPorts {
             ports::MARK => return Request::Mark(value),
             ports::EXPORT_LEN => self.export_len = value,
             ports::EXPORT => self.export(value, mem),
+            ports::USER_SYMBOL => answer_user_symbol(&mut self.user_symbols, value, mem),
             _ => {}
         }
         Request::Continue
@@ -101,6 +135,41 @@ impl PortDevice for DebugPorts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_symbol_request_names_eip_in_the_programs_own_symbols() {
+        let (_, image) = crate::images::USER_PROGRAMS
+            .iter()
+            .find(|(n, _)| *n == "exitcode")
+            .unwrap();
+        let main = crate::symbols::Symbols::from_elf(image)
+            .address_of("main")
+            .expect("the built-in programs keep their symbols");
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap();
+        let mut d = DebugPorts {
+            user_symbols: UserSymbols::new(vec![("exitcode".into(), image.to_vec())]),
+            ..DebugPorts::default()
+        };
+        let ask = |d: &mut DebugPorts, name: &[u8], eip: u32| {
+            mem.write_obj(eip, GuestAddress(0x1000)).unwrap();
+            let mut n = [0u8; xv6_abi::usersym::NAME_LEN];
+            n[..name.len()].copy_from_slice(name);
+            mem.write_slice(&n, GuestAddress(0x1004)).unwrap();
+            mem.write_slice(&[0xaa; 64], GuestAddress(0x1014)).unwrap();
+            d.write(ports::USER_SYMBOL, &0x1000u32.to_le_bytes(), &mem);
+            let mut text = [0u8; xv6_abi::usersym::TEXT_LEN];
+            mem.read_slice(&mut text, GuestAddress(0x1014)).unwrap();
+            let len = text.iter().position(|&b| b == 0).expect("NUL-terminated");
+            String::from_utf8(text[..len].to_vec()).unwrap()
+        };
+        assert_eq!(ask(&mut d, b"exitcode", main + 2), "main+0x2");
+        assert_eq!(ask(&mut d, b"exitcode", main), "main");
+        // Not a program of the archive, or an address no symbol covers: empty.
+        assert_eq!(ask(&mut d, b"nosuch", main), "");
+        assert_eq!(ask(&mut d, b"exitcode", 0x7fff_0000), "");
+        // Outside RAM: ignored, no panic.
+        d.write(ports::USER_SYMBOL, &0xfff_0000u32.to_le_bytes(), &mem);
+    }
 
     #[test]
     fn the_export_stream_reports_its_room_and_refuses_past_it() {
