@@ -1,20 +1,20 @@
 //! `vmm run --gdb` with a real gdb (Debian's), on the engine `auto` picks (here the lab: the
 //! outer `vmm` listens, the lab bridges the port to the inner `vmm`'s virtio-serial device).
-//! The session is the README's: stopped before the first instruction, registers with the
-//! selectors, kernel memory by its link address; `break` at kinit2 and a backtrace through
-//! kmain; a kernel variable; a host-built C program's symbols, `break main` in it, its
-//! memory below KERNBASE through its own page tables, a write watchpoint on its global seen
-//! to hit; a single step; and the guest's exit status.
+//!
+//! The first session is the README's: stopped before the first instruction, registers with
+//! the selectors, kernel memory by its link address; `break` at kinit2 and a backtrace through
+//! kmain; a kernel variable; a host-built C program's symbols, `break main` in it, its memory
+//! below KERNBASE through its own page tables, a write watchpoint on its global seen to hit;
+//! a single step; and the guest's exit status. The second interrupts a running guest with
+//! Ctrl-C (SIGINT to gdb, which sends its interrupt byte), asks the monitor commands, and
+//! kills the guest.
 
 mod common;
 use common::*;
 
 use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
-
-/// The gdb commands, with PORT filled in.
-const SCRIPT: &str = include_str!("fixtures/gdb/session.gdb");
 
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -32,63 +32,121 @@ fn gdb_available() -> bool {
     ok
 }
 
+/// A `vmm run --gdb` waiting for gdb, and the gdb script for it.
+struct Session {
+    vmm: Child,
+    /// vmm's stderr, collected to the end.
+    log: std::thread::JoinHandle<String>,
+    /// vmm's stderr lines as they come.
+    lines: std::sync::mpsc::Receiver<String>,
+    script: std::path::PathBuf,
+}
+
+impl Session {
+    /// Starts `vmm run --quiet --gdb 127.0.0.1:PORT PROGRAM…` (stdin: `stdin`) and waits
+    /// (bounded) until it waits for gdb; writes `script` with PORT and `subst` filled in.
+    fn start(program: &[&str], stdin: Stdio, script: &str, subst: &[(&str, &str)]) -> Session {
+        let port = free_port();
+        let mut text = script.replace("PORT", &port.to_string());
+        for (k, v) in subst {
+            text = text.replace(k, v);
+        }
+        let path = std::env::temp_dir().join(format!("vmm-gdb-{port}.gdb"));
+        std::fs::write(&path, text).unwrap();
+        let mut vmm = Command::new(VMM)
+            .args(["run", "--quiet", "--gdb", &format!("127.0.0.1:{port}")])
+            .args(program)
+            .stdin(stdin)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = std::io::BufReader::new(vmm.stderr.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::thread::spawn(move || {
+            let mut all = String::new();
+            for l in err.lines().map_while(Result::ok) {
+                let _ = tx.send(l.clone());
+                all.push_str(&l);
+                all.push('\n');
+            }
+            all
+        });
+        let s = Session {
+            vmm,
+            log,
+            lines: rx,
+            script: path,
+        };
+        assert!(
+            s.wait_for("waiting for a debugger on"),
+            "vmm never waited for gdb"
+        );
+        s
+    }
+
+    /// Waits (up to 120 s) for a line of vmm's stderr holding `what`.
+    fn wait_for(&self, what: &str) -> bool {
+        let end = std::time::Instant::now() + Duration::from_secs(120);
+        while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(what) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// gdb on the script, from the repository (kernel.elf's path is relative).
+    fn gdb(&self) -> Command {
+        let mut c = Command::new("gdb");
+        c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args(["-nx", "-batch", "-x"])
+            .arg(&self.script)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Waits for vmm; its exit code and stderr.
+    fn finish(mut self) -> (Option<i32>, String) {
+        let status = self.vmm.wait().unwrap();
+        let _ = std::fs::remove_file(&self.script);
+        (status.code(), self.log.join().unwrap())
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn expect(out: &str, log: &str, what: &str) {
+    assert!(
+        out.contains(what),
+        "no {what:?} in gdb's output:\n{out}\nvmm:\n{log}"
+    );
+}
+
 #[test]
 fn gdb_session_breaks_walks_reads_watches_steps_and_sees_the_exit() {
     if engine().is_none() || !gdb_available() {
         return;
     }
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let port = free_port();
     let program = build_c_program("watched", true);
-    let script = SCRIPT
-        .replace("PORT", &port.to_string())
-        .replace("PROGRAM", &program.display().to_string());
-    let script_path = std::env::temp_dir().join(format!("vmm-gdb-{port}.gdb"));
-    std::fs::write(&script_path, script).unwrap();
-
-    let mut vmm = Command::new(VMM)
-        .args(["run", "--quiet", "--gdb", &format!("127.0.0.1:{port}")])
-        .arg(&program)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = std::io::BufReader::new(vmm.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let lines = std::thread::spawn(move || {
-        let mut all = String::new();
-        for l in err.lines().map_while(Result::ok) {
-            if l.contains("waiting for a debugger on") {
-                let _ = tx.send(());
-            }
-            all.push_str(&l);
-            all.push('\n');
-        }
-        all
-    });
-    let waiting = rx.recv_timeout(Duration::from_secs(120));
-    let gdb = Command::new("gdb")
-        .current_dir(root)
-        .args(["-nx", "-batch", "-x"])
-        .arg(&script_path)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let status = vmm.wait().unwrap();
-    let log = lines.join().unwrap();
-    let _ = std::fs::remove_file(&script_path);
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&gdb.stdout),
-        String::from_utf8_lossy(&gdb.stderr)
+    let p = program.display().to_string();
+    let session = Session::start(
+        &[&p],
+        Stdio::null(),
+        include_str!("fixtures/gdb/session.gdb"),
+        &[("PROGRAM", &p)],
     );
-    assert!(waiting.is_ok(), "vmm never waited for gdb: {log}");
-    let expect = |what: &str| {
-        assert!(
-            out.contains(what),
-            "no {what:?} in gdb's output:\n{out}\nvmm:\n{log}"
-        )
-    };
+    let gdb = session.gdb().output().unwrap();
+    let (status, log) = session.finish();
+    let out = text(&gdb);
+    let expect = |what: &str| expect(&out, &log, what);
     // Stopped before the first instruction: the PVH entry (paging off), flat selectors.
     expect("eip at entry: 0x100000");
     expect("cs=0x8 ds=0x10 eflags=0x2");
@@ -101,12 +159,55 @@ fn gdb_session_breaks_walks_reads_watches_steps_and_sees_the_exit() {
     expect("{value: 234881024}");
     // The user program: stopped at its main, its global read through its page tables.
     expect("Breakpoint 2, main (");
-    expect("<counter>:	0x00000000");
+    expect("<counter>:\t0x00000000");
     // The write watchpoint on it hits at the first increment.
     expect("Hardware watchpoint 3: counter");
     expect("Old value = 0\nNew value = 1");
     expect("eip after stepi: 0x");
     // main returns 4 + 3.
     expect("exited with code 07");
-    assert_eq!(status.code(), Some(7), "{log}");
+    assert_eq!(status, Some(7), "{log}");
+}
+
+#[test]
+fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
+    if engine().is_none() || !gdb_available() {
+        return;
+    }
+    // cat blocks reading a stdin that stays open: the guest idles, running, until stopped.
+    let session = Session::start(
+        &["cat"],
+        Stdio::piped(),
+        include_str!("fixtures/gdb/interrupt.gdb"),
+        &[],
+    );
+    let gdb = session
+        .gdb()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once gdb is connected, give it time to continue; then Ctrl-C it as a terminal would.
+    assert!(
+        session.wait_for("debugger connected"),
+        "gdb never connected"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: kill on our own child's pid; no memory involved.
+    unsafe { libc::kill(gdb.id() as i32, libc::SIGINT) };
+    let gdb = gdb.wait_with_output().unwrap();
+    let (status, log) = session.finish();
+    let out = text(&gdb);
+    let expect = |what: &str| expect(&out, &log, what);
+    expect("Program received signal SIGINT");
+    expect("interrupted at 0x80");
+    // monitor pgdump: the current page directory, kmap's mappings, no mismatch.
+    expect("0x80100000-0x80112fff -> 0x00100000 r-k");
+    expect(", 0 translate mismatches");
+    // monitor regs: the crash report's registers; an unknown command lists the known ones.
+    expect("cr0=0x80010011");
+    expect("monitor commands: pgdump");
+    // kill ends the guest: vmm's one-line error and its status.
+    assert!(log.contains("vmm: error: gdb killed the guest"), "{log}");
+    assert_eq!(status, Some(125), "{log}");
 }
