@@ -112,15 +112,12 @@ pub fn exit_status(result: Result<()>) -> i32 {
 fn try_run(args: &BenchArgs) -> Result<()> {
     let mem = args.mem;
     check_options(args)?;
-    let engine = engine::select(args.engine)?;
-    let (m, engine_name) = match engine {
-        Engine::Lab => (measure_in_lab(args, mem)?, "lab"),
-        _ => (measure_here(args, mem)?, "kvm"),
-    };
-    if args.raw {
-        println!("{}", serde_json::to_string(&m)?);
+    let here = || measure_here(args, mem);
+    let Some((m, engine_name)) =
+        measure(args.engine, args.raw, here, || measure_in_lab(args, mem))?
+    else {
         return Ok(());
-    }
+    };
     let emulated = engine_name == "lab";
     let mut meta = report_meta(engine_name, &m);
     meta.pages = args.pages;
@@ -174,12 +171,41 @@ pub fn report_meta(engine_name: &str, m: &Measurement) -> pfbench::ReportMeta {
 
 /// Writes `report` as JSON to `path`, if given, and says so on stderr.
 pub fn write_json(path: Option<&std::path::Path>, report: &pfbench::Report) -> Result<()> {
+    write_text(path, pfbench::to_json(report))
+}
+
+/// Writes `doc` (a report with a bench's own figures beside it) as JSON to `path`, if given.
+pub fn write_doc(path: Option<&std::path::Path>, doc: &serde_json::Value) -> Result<()> {
+    write_text(path, serde_json::to_string_pretty(doc)? + "\n")
+}
+
+fn write_text(path: Option<&std::path::Path>, text: String) -> Result<()> {
     if let Some(path) = path {
-        std::fs::write(path, pfbench::to_json(report))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("bench: wrote {}", path.display());
     }
     Ok(())
+}
+
+/// What every bench does first: measures on the engine `engine` picks — `here` on this
+/// host's KVM, or `in_lab`, which re-runs the bench inside the lab with `--raw` — and, with
+/// `raw`, prints the measurement as JSON (what the outer run reads back) and returns None.
+/// Otherwise returns it with the engine's name, for the report.
+pub fn measure<M: Serialize>(
+    engine: Engine,
+    raw: bool,
+    here: impl FnOnce() -> Result<M>,
+    in_lab: impl FnOnce() -> Result<M>,
+) -> Result<Option<(M, &'static str)>> {
+    let (m, name) = match engine::select(engine)? {
+        Engine::Lab => (in_lab()?, "lab"),
+        _ => (here()?, "kvm"),
+    };
+    if raw {
+        println!("{}", serde_json::to_string(&m)?);
+        return Ok(None);
+    }
+    Ok(Some((m, name)))
 }
 
 /// Guest heap pfbench needs besides its samples: its image, stack and page tables, with room.

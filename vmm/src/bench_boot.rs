@@ -16,7 +16,7 @@ use pfbench::Row;
 use serde::{Deserialize, Serialize};
 
 use crate::bench::{self, Measurement};
-use crate::cli::{BootArgs, Engine};
+use crate::cli::BootArgs;
 use crate::machine;
 use crate::vcpu::Outcome;
 use crate::{bench_fork, engine};
@@ -58,14 +58,12 @@ fn try_run(args: &BootArgs) -> Result<()> {
     if let Some(path) = &args.json {
         engine::check_writable(path)?;
     }
-    let (bm, engine_name) = match engine::select(args.engine)? {
-        Engine::Lab => (measure_in_lab(args)?, "lab"),
-        _ => (measure_here(args)?, "kvm"),
-    };
-    if args.raw {
-        println!("{}", serde_json::to_string(&bm)?);
+    let here = || measure_here(args);
+    let Some((bm, engine_name)) =
+        bench::measure(args.engine, args.raw, here, || measure_in_lab(args))?
+    else {
         return Ok(());
-    }
+    };
     let mut meta = bench::report_meta(engine_name, &bm.m);
     meta.runs = args.runs;
     meta.closing_timestamp = "rdtsc (kernel stamps); CLOCK_MONOTONIC (whole run)".into();
@@ -76,13 +74,8 @@ fn try_run(args: &BootArgs) -> Result<()> {
     let report = pfbench::report(meta, &bm.m.rows);
     print!("{}", pfbench::render_table(&report));
     print!("{}", render_counts(&bm.counts));
-    if let Some(path) = &args.json {
-        let doc = serde_json::json!({ "report": report, "counts": bm.counts });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("bench: wrote {}", path.display());
-    }
-    Ok(())
+    let doc = serde_json::json!({ "report": report, "counts": bm.counts });
+    bench::write_doc(args.json.as_deref(), &doc)
 }
 
 /// The RAM sizes, in MiB.

@@ -27,7 +27,7 @@ use pfbench::Row;
 use serde::{Deserialize, Serialize};
 
 use crate::bench::{self, Measurement};
-use crate::cli::{ConsoleArgs, Engine};
+use crate::cli::ConsoleArgs;
 use crate::engine;
 
 /// The four transfers: (row name, through the guest, reads stdin).
@@ -68,14 +68,12 @@ fn try_run(args: &ConsoleArgs) -> Result<()> {
     if let Some(path) = &args.json {
         engine::check_writable(path)?;
     }
-    let (cm, engine_name) = match engine::select(args.engine)? {
-        Engine::Lab => (measure_in_lab(args)?, "lab"),
-        _ => (measure_here(args)?, "kvm"),
-    };
-    if args.raw {
-        println!("{}", serde_json::to_string(&cm)?);
+    let here = || measure_here(args);
+    let Some((cm, engine_name)) =
+        bench::measure(args.engine, args.raw, here, || measure_in_lab(args))?
+    else {
         return Ok(());
-    }
+    };
     let mut meta = bench::report_meta(engine_name, &cm.m);
     meta.runs = args.runs;
     meta.closing_timestamp = "CLOCK_MONOTONIC (first to last output chunk)".into();
@@ -87,13 +85,8 @@ fn try_run(args: &ConsoleArgs) -> Result<()> {
     println!("time per KiB moved:");
     print!("{}", pfbench::render_table(&report));
     print!("{}", render_figures(&cm.figures, engine_name == "lab"));
-    if let Some(path) = &args.json {
-        let doc = serde_json::json!({ "report": report, "console": cm.figures });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        eprintln!("bench: wrote {}", path.display());
-    }
-    Ok(())
+    let doc = serde_json::json!({ "report": report, "console": cm.figures });
+    bench::write_doc(args.json.as_deref(), &doc)
 }
 
 /// The throughput table: one line per transfer.

@@ -20,7 +20,7 @@ use anyhow::{bail, ensure, Context, Result};
 use pfbench::Row;
 
 use crate::bench::{self, Measurement};
-use crate::cli::{Engine, ForkArgs};
+use crate::cli::ForkArgs;
 use crate::engine;
 use crate::machine;
 use crate::vcpu::Outcome;
@@ -98,14 +98,12 @@ fn try_run(args: &ForkArgs) -> Result<()> {
     if let Some(path) = &args.json {
         engine::check_writable(path)?;
     }
-    let (m, engine_name) = match engine::select(args.engine)? {
-        Engine::Lab => (measure_in_lab(args)?, "lab"),
-        _ => (measure_here(args)?, "kvm"),
-    };
-    if args.raw {
-        println!("{}", serde_json::to_string(&m)?);
+    let here = || measure_here(args);
+    let Some((m, engine_name)) =
+        bench::measure(args.engine, args.raw, here, || measure_in_lab(args))?
+    else {
         return Ok(());
-    }
+    };
     let mut meta = bench::report_meta(engine_name, &m);
     meta.runs = 1;
     meta.closing_timestamp = "lfence; rdtsc".into();
