@@ -113,8 +113,9 @@ fn try_run(args: &BenchArgs) -> Result<()> {
     let mem = args.mem;
     check_options(args)?;
     let here = || measure_here(args, mem);
-    let Some((m, engine_name)) =
-        measure(args.engine, args.raw, here, || measure_in_lab(args, mem))?
+    let Some((m, engine_name)) = measure(None, args.engine, args.raw, here, || {
+        measure_in_lab(args, mem)
+    })?
     else {
         return Ok(());
     };
@@ -187,16 +188,21 @@ fn write_text(path: Option<&std::path::Path>, text: String) -> Result<()> {
     Ok(())
 }
 
-/// What every bench does first: measures on the engine `engine` picks — `here` on this
-/// host's KVM, or `in_lab`, which re-runs the bench inside the lab with `--raw` — and, with
+/// What every bench does first: checks that `json` (its --json file) can be written, then
+/// measures on the engine `engine` picks — `here` on this host's KVM, or `in_lab`, which
+/// re-runs the bench inside the lab with `--raw` — and, with
 /// `raw`, prints the measurement as JSON (what the outer run reads back) and returns None.
 /// Otherwise returns it with the engine's name, for the report.
 pub fn measure<M: Serialize>(
+    json: Option<&std::path::Path>,
     engine: Engine,
     raw: bool,
     here: impl FnOnce() -> Result<M>,
     in_lab: impl FnOnce() -> Result<M>,
 ) -> Result<Option<(M, &'static str)>> {
+    if let Some(path) = json {
+        engine::check_writable(path)?;
+    }
     let (m, name) = match engine::select(engine)? {
         Engine::Lab => (in_lab()?, "lab"),
         _ => (here()?, "kvm"),

@@ -55,12 +55,11 @@ pub fn run(args: &BootArgs) -> i32 {
 }
 
 fn try_run(args: &BootArgs) -> Result<()> {
-    if let Some(path) = &args.json {
-        engine::check_writable(path)?;
-    }
     let here = || measure_here(args);
     let Some((bm, engine_name)) =
-        bench::measure(args.engine, args.raw, here, || measure_in_lab(args))?
+        bench::measure(args.json.as_deref(), args.engine, args.raw, here, || {
+            measure_in_lab(args)
+        })?
     else {
         return Ok(());
     };

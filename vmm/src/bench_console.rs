@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::bench::{self, Measurement};
 use crate::cli::ConsoleArgs;
-use crate::engine;
 
 /// The four transfers: (row name, through the guest, reads stdin).
 const KINDS: [(&str, bool, bool); 4] = [
@@ -65,12 +64,11 @@ pub fn run(args: &ConsoleArgs) -> i32 {
 }
 
 fn try_run(args: &ConsoleArgs) -> Result<()> {
-    if let Some(path) = &args.json {
-        engine::check_writable(path)?;
-    }
     let here = || measure_here(args);
     let Some((cm, engine_name)) =
-        bench::measure(args.engine, args.raw, here, || measure_in_lab(args))?
+        bench::measure(args.json.as_deref(), args.engine, args.raw, here, || {
+            measure_in_lab(args)
+        })?
     else {
         return Ok(());
     };
