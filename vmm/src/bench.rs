@@ -24,7 +24,7 @@ use pfbench::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{BenchArgs, Engine};
+use crate::cli::{BenchArgs, BenchCommon, Engine};
 use crate::machine::{self, MachineConfig};
 use crate::vcpu::{Outcome, PgdumpMode};
 use crate::{engine, exit, images, programs};
@@ -113,10 +113,7 @@ fn try_run(args: &BenchArgs) -> Result<()> {
     let mem = args.mem;
     check_options(args)?;
     let here = || measure_here(args, mem);
-    let Some((m, engine_name)) = measure(None, args.engine, args.raw, here, || {
-        measure_in_lab(args, mem)
-    })?
-    else {
+    let Some((m, engine_name)) = measure(&args.common, here, || measure_in_lab(args, mem))? else {
         return Ok(());
     };
     let emulated = engine_name == "lab";
@@ -126,7 +123,7 @@ fn try_run(args: &BenchArgs) -> Result<()> {
     meta.ratios = pagefault_ratios();
     let report = pfbench::report(meta, &m.rows);
     print!("{}", pfbench::render_table(&report));
-    write_json(args.json.as_deref(), &report)?;
+    write_json(args.common.json.as_deref(), &report)?;
     if let Some(path) = &args.svg {
         let clock = if emulated {
             "lab, emulated time"
@@ -194,20 +191,18 @@ fn write_text(path: Option<&std::path::Path>, text: String) -> Result<()> {
 /// `raw`, prints the measurement as JSON (what the outer run reads back) and returns None.
 /// Otherwise returns it with the engine's name, for the report.
 pub fn measure<M: Serialize>(
-    json: Option<&std::path::Path>,
-    engine: Engine,
-    raw: bool,
+    common: &BenchCommon,
     here: impl FnOnce() -> Result<M>,
     in_lab: impl FnOnce() -> Result<M>,
 ) -> Result<Option<(M, &'static str)>> {
-    if let Some(path) = json {
+    if let Some(path) = &common.json {
         engine::check_writable(path)?;
     }
-    let (m, name) = match engine::select(engine)? {
+    let (m, name) = match engine::select(common.engine)? {
         Engine::Lab => (in_lab()?, "lab"),
         _ => (here()?, "kvm"),
     };
-    if raw {
+    if common.raw {
         println!("{}", serde_json::to_string(&m)?);
         return Ok(None);
     }
@@ -232,7 +227,7 @@ fn check_options(args: &BenchArgs) -> Result<()> {
         ))
         .into());
     }
-    for path in [&args.json, &args.svg].into_iter().flatten() {
+    for path in [&args.common.json, &args.svg].into_iter().flatten() {
         engine::check_writable(path)?;
     }
     Ok(())

@@ -56,10 +56,7 @@ pub fn run(args: &BootArgs) -> i32 {
 
 fn try_run(args: &BootArgs) -> Result<()> {
     let here = || measure_here(args);
-    let Some((bm, engine_name)) =
-        bench::measure(args.json.as_deref(), args.engine, args.raw, here, || {
-            measure_in_lab(args)
-        })?
+    let Some((bm, engine_name)) = bench::measure(&args.common, here, || measure_in_lab(args))?
     else {
         return Ok(());
     };
@@ -74,7 +71,7 @@ fn try_run(args: &BootArgs) -> Result<()> {
     print!("{}", pfbench::render_table(&report));
     print!("{}", render_counts(&bm.counts));
     let doc = serde_json::json!({ "report": report, "counts": bm.counts });
-    bench::write_doc(args.json.as_deref(), &doc)
+    bench::write_doc(args.common.json.as_deref(), &doc)
 }
 
 /// The RAM sizes, in MiB.

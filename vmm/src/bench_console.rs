@@ -65,10 +65,7 @@ pub fn run(args: &ConsoleArgs) -> i32 {
 
 fn try_run(args: &ConsoleArgs) -> Result<()> {
     let here = || measure_here(args);
-    let Some((cm, engine_name)) =
-        bench::measure(args.json.as_deref(), args.engine, args.raw, here, || {
-            measure_in_lab(args)
-        })?
+    let Some((cm, engine_name)) = bench::measure(&args.common, here, || measure_in_lab(args))?
     else {
         return Ok(());
     };
@@ -84,7 +81,7 @@ fn try_run(args: &ConsoleArgs) -> Result<()> {
     print!("{}", pfbench::render_table(&report));
     print!("{}", render_figures(&cm.figures, engine_name == "lab"));
     let doc = serde_json::json!({ "report": report, "console": cm.figures });
-    bench::write_doc(args.json.as_deref(), &doc)
+    bench::write_doc(args.common.json.as_deref(), &doc)
 }
 
 /// The throughput table: one line per transfer.

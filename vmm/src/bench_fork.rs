@@ -96,10 +96,7 @@ pub fn run(args: &ForkArgs) -> i32 {
 
 fn try_run(args: &ForkArgs) -> Result<()> {
     let here = || measure_here(args);
-    let Some((m, engine_name)) =
-        bench::measure(args.json.as_deref(), args.engine, args.raw, here, || {
-            measure_in_lab(args)
-        })?
+    let Some((m, engine_name)) = bench::measure(&args.common, here, || measure_in_lab(args))?
     else {
         return Ok(());
     };
@@ -120,7 +117,7 @@ fn try_run(args: &ForkArgs) -> Result<()> {
         heap_forks(args),
         args.mem >> 20
     );
-    bench::write_json(args.json.as_deref(), &report)
+    bench::write_json(args.common.json.as_deref(), &report)
 }
 
 /// Forks of the big process per mode (forkbench's own bound).

@@ -83,6 +83,20 @@ pub enum BenchWhat {
     Console(ConsoleArgs),
 }
 
+/// The options every bench has.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchCommon {
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Where to run the VMs.
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    pub engine: Engine,
+    /// Print the raw measurement as JSON instead of a report (what the lab run sends back).
+    #[arg(long, hide = true)]
+    pub raw: bool,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConsoleArgs {
     /// Bytes each transfer moves (at most 16M, what `--add` takes).
@@ -91,12 +105,6 @@ pub struct ConsoleArgs {
     /// Runs of each transfer (the median is reported).
     #[arg(long, default_value_t = 3, value_parser = positive_usize)]
     pub runs: usize,
-    /// Write the report as JSON here.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Where to run the VMs.
-    #[arg(long, value_enum, default_value_t = Engine::Auto)]
-    pub engine: Engine,
     /// Guest RAM.
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_mem)]
     pub mem: u64,
@@ -104,9 +112,8 @@ pub struct ConsoleArgs {
     #[arg(long, value_name = "SECS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,
-    /// Print the raw figures as JSON instead of a report (what the lab run sends back).
-    #[arg(long, hide = true)]
-    pub raw: bool,
+    #[command(flatten)]
+    pub common: BenchCommon,
 }
 
 /// A byte count for `bench console --bytes`: N, NK or NM, from 1 byte to 16 MiB.
@@ -138,19 +145,12 @@ pub struct BootArgs {
     /// Linux fork+execve+waitpid round trips for the baseline.
     #[arg(long, default_value_t = 100, value_parser = positive_usize)]
     pub linux_iterations: usize,
-    /// Write the report as JSON here.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Where to run the VMs.
-    #[arg(long, value_enum, default_value_t = Engine::Auto)]
-    pub engine: Engine,
     /// Bound on each boot, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,
-    /// Print the raw figures as JSON instead of a report (what the lab run sends back).
-    #[arg(long, hide = true)]
-    pub raw: bool,
+    #[command(flatten)]
+    pub common: BenchCommon,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -161,12 +161,6 @@ pub struct ForkArgs {
     /// Heap of the big process, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024).map(|n| n as usize))]
     pub heap_mib: usize,
-    /// Write the report as JSON here.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-    /// Where to run the VMs.
-    #[arg(long, value_enum, default_value_t = Engine::Auto)]
-    pub engine: Engine,
     /// Guest RAM (the eager fork of the big heap needs twice the heap).
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_mem)]
     pub mem: u64,
@@ -174,9 +168,8 @@ pub struct ForkArgs {
     #[arg(long, value_name = "SECS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,
-    /// Print the raw samples as JSON instead of a report (what the lab run sends back).
-    #[arg(long, hide = true)]
-    pub raw: bool,
+    #[command(flatten)]
+    pub common: BenchCommon,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -187,15 +180,9 @@ pub struct BenchArgs {
     /// Runs (each: a prefaulted-RAM boot, a cold-RAM boot, a host measurement); samples pool.
     #[arg(long, default_value_t = 3, value_parser = positive_usize)]
     pub runs: usize,
-    /// Write the report as JSON here.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
     /// Write a latency histogram (SVG, log scale) here.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
-    /// Where to run the VMs.
-    #[arg(long, value_enum, default_value_t = Engine::Auto)]
-    pub engine: Engine,
     /// Guest RAM.
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_mem)]
     pub mem: u64,
@@ -203,9 +190,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SECS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,
-    /// Print the raw samples as JSON instead of a report (what the lab run sends back).
-    #[arg(long, hide = true)]
-    pub raw: bool,
+    #[command(flatten)]
+    pub common: BenchCommon,
 }
 
 #[derive(Debug, Subcommand)]
