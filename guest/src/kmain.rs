@@ -211,6 +211,10 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
                 v, user.0
             );
         }
+        SelfTest::Emulation => {
+            x86::fld_from(crate::memlayout::DEVSPACE);
+            panic!("selftest=emulation: an x87 load from MMIO was emulated");
+        }
     }
     // The IDT is loaded only now, so that selftest=pagefault above still triple-faults.
     start_first_process(boot.nr_modules)

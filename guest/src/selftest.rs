@@ -1,5 +1,5 @@
-//! Command-line test hooks: `selftest=panic`, `selftest=exit:N`, `selftest=pagefault` and
-//! `selftest=spin` make the kernel fail (or never finish) on purpose after `boot ok`, so the integration tests can exercise the
+//! Command-line test hooks: `selftest=panic`, `selftest=exit:N`, `selftest=pagefault`,
+//! `selftest=emulation` and `selftest=spin` make the kernel fail (or never finish) on purpose after `boot ok`, so the integration tests can exercise the
 //! VMM's failure paths on a real VM.
 
 /// What to do after `boot ok`.
@@ -13,6 +13,9 @@ pub enum SelfTest {
     Exit(u8),
     /// Read an address the kernel page directory does not map (no IDT: triple fault).
     PageFault,
+    /// Load an x87 float from the MMIO hole: KVM's instruction emulator cannot do that MMIO
+    /// access, so KVM_RUN ends with an internal error (an unexpected exit for the VMM).
+    Emulation,
     /// Spin forever (for the VMM's `--timeout`).
     Spin,
 }
@@ -27,6 +30,7 @@ pub fn parse(cmdline: &str) -> SelfTest {
             Some("panic") => t = SelfTest::Panic,
             Some("pagefault") => t = SelfTest::PageFault,
             Some("spin") => t = SelfTest::Spin,
+            Some("emulation") => t = SelfTest::Emulation,
             Some(v) => {
                 if let Some(n) = v.strip_prefix("exit:").and_then(|n| n.parse().ok()) {
                     t = SelfTest::Exit(n);
@@ -51,6 +55,7 @@ mod tests {
         assert_eq!(parse("selftest=exit:256"), SelfTest::None);
         assert_eq!(parse("selftest=pagefault"), SelfTest::PageFault);
         assert_eq!(parse("selftest=spin"), SelfTest::Spin);
+        assert_eq!(parse("selftest=emulation"), SelfTest::Emulation);
         assert_eq!(parse("xselftest=panic selftest=panicky"), SelfTest::None);
         assert_eq!(parse(""), SelfTest::None);
     }

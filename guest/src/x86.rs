@@ -42,6 +42,17 @@ pub fn outl(port: u16, v: u32) {
     unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nostack, preserves_flags)) };
 }
 
+/// Loads the 32-bit float at kernel address `va` onto the x87 stack and drops it again
+/// (`fld`, `fstp st(0)`): the selftest that makes KVM's instruction emulator give up on an
+/// MMIO access it cannot emulate.
+pub fn fld_from(va: u32) {
+    // SAFETY: reads 4 bytes at `va` (the caller's mapped address) and leaves the x87 stack
+    // as it was; no Rust-visible memory is written.
+    unsafe {
+        asm!("fld dword ptr [{0}]", "fstp st(0)", in(reg) va, options(nostack, readonly));
+    }
+}
+
 /// Reads EFLAGS.
 #[must_use]
 pub fn readeflags() -> u32 {

@@ -110,7 +110,9 @@ pub fn handle(
             "KVM could not enter the guest (hardware entry failure {reason:#x} on cpu {cpu})"
         ))),
         VcpuExit::InternalError => Request::End(Outcome::Failed(
-            "KVM internal error (emulation failure?) in the guest".into(),
+            "KVM internal error in the guest: most likely an instruction KVM cannot emulate \
+             (an MMIO access by an x87 or SSE instruction); the code at EIP is below"
+                .into(),
         )),
         other => Request::End(Outcome::Failed(format!("unexpected VM exit: {other:?}"))),
     }

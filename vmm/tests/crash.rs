@@ -1,7 +1,8 @@
 //! Crash reports, asserted field by field on real boots (the engine `auto` picks): a kernel
 //! panic names its message and location in the one-line error and is followed by a
 //! symbolized frame-pointer backtrace; a triple fault is followed by the registers (or, where
-//! KVM reset the vCPU, a line saying so) and the last VM exits with their kernel symbols.
+//! KVM reset the vCPU, a line saying so) and the last VM exits with their kernel symbols; an
+//! unexpected exit (KVM's emulator giving up on an MMIO access) by the same fields.
 
 mod common;
 use common::*;
@@ -76,5 +77,39 @@ fn triple_fault_report_has_registers_or_says_why_and_the_last_exits() {
             .iter()
             .any(|l| l.contains("eip=0x801") && l.contains("(kmain+0x")),
         "{log}"
+    );
+}
+
+#[test]
+fn unexpected_exit_report_has_registers_code_and_the_last_exits() {
+    // selftest=emulation: an x87 load from the MMIO hole, which KVM cannot emulate.
+    let Some(out) = boot(&["--quiet", "--append", "selftest=emulation"]) else {
+        return;
+    };
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{log}");
+    let error = log
+        .find("vmm: error: KVM internal error in the guest")
+        .expect(&log);
+    let rest = &log[error..];
+    for field in [
+        "vmm: crash: eip=0x801",
+        "esp=",
+        "eflags=",
+        "eax=0xfe000000",
+        "cr0=0x8001",
+        "cr3=",
+        "efer=",
+        "cs=0x0008",
+        "(cpl 0)",
+        // fld dword [eax]: d9 00.
+        "code at eip: d9 00 ",
+        "vmm: crash: last VM exits (oldest first):",
+    ] {
+        assert!(rest.contains(field), "no {field}: {log}");
+    }
+    assert!(
+        rest.contains("(kmain+0x") || rest.contains("(xv6::x86::fld_from"),
+        "EIP not symbolized: {log}"
     );
 }
