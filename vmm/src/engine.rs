@@ -395,6 +395,13 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) ->
     let tcp_ports = match &args.gdb {
         Some(GdbEndpoint::Tcp(addr)) => {
             eprintln!("vmm: gdb: the lab listens on {addr} for gdb (target remote {addr})");
+            if let Some(v) = lab::qemu_too_old_for_debugging() {
+                let (major, minor) = lab::QEMU_NESTED_DEBUG_MIN;
+                eprintln!(
+                    "vmm: gdb: the lab's QEMU ({v}) is older than {major}.{minor}: breakpoints and \
+                     watchpoints will not fire in it (tools/dev setup installs a newer one)"
+                );
+            }
             vec![(GDB_PORT_NAME.to_string(), *addr)]
         }
         Some(GdbEndpoint::Device(p)) => anyhow::bail!(exit::UsageError(format!(

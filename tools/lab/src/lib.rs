@@ -63,7 +63,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use assets::{ensure_assets, lab_dir, status, Assets, LabStatus};
+pub use assets::{
+    ensure_assets, lab_dir, parse_qemu_version, qemu_too_old_for_debugging, status, Assets,
+    LabStatus, QEMU_NESTED_DEBUG_MIN,
+};
 pub use error::LabError;
 pub use tmp::sweep_stale;
 
