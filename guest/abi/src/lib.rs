@@ -109,6 +109,17 @@ pub mod forkbench {
     pub const HEADER_WORDS: usize = 4;
 }
 
+/// open's mode bits (xv6 fcntl.h), and O_TRUNC, an extension from xv6-riscv.
+pub mod fcntl {
+    pub const O_RDONLY: i32 = 0x000;
+    pub const O_WRONLY: i32 = 0x001;
+    pub const O_RDWR: i32 = 0x002;
+    pub const O_CREATE: i32 = 0x200;
+    /// Opening a regular file with it empties the file (xv6-riscv's value; xv6-public's
+    /// programs never pass it).
+    pub const O_TRUNC: i32 = 0x400;
+}
+
 /// What exec takes: the VMM refuses a first process's argv the kernel would refuse.
 pub mod exec {
     /// The most argument strings (argv[0] included), xv6's MAXARG.
