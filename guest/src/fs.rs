@@ -14,11 +14,12 @@ use crate::kpage::{KPage, PageVec};
 use crate::mmu::PGSIZE;
 
 /// Bytes of a name in a directory entry (xv6 DIRSIZ).
-pub const DIRSIZ: usize = 14;
+pub const DIRSIZ: usize = xv6_abi::fs::DIRSIZ;
 /// Bytes of a directory entry: inum (u16) and the name.
 pub const DIRENT_SIZE: usize = 2 + DIRSIZ;
-/// Inodes in the file system (xv6 mkfs's NINODES).
-pub const NINODE: usize = 200;
+/// Inodes in the file system (xv6 mkfs's NINODES; sized with the VMM for what `--add`
+/// allows, xv6-abi `fs`).
+pub const NINODE: usize = xv6_abi::fs::NINODE;
 /// The root directory's inode number (xv6 ROOTINO).
 pub const ROOTINO: u16 = 1;
 /// Direct data pages of an inode (xv6 NDIRECT, in pages here).
