@@ -60,8 +60,9 @@ fn expect_byte(fd: i32, want: u8, what: &str) -> Outcome {
 }
 
 /// unlinkedcwd: mkdir /a, mkdir /a/b, chdir /a/b, unlink /a/b, unlink /a: `..` is gone (−1
-/// for open("../"), chdir(".."), as xv6), nothing can be created in the removed directory
-/// (file, directory, device, link), and nothing leaks; the kernel survives it all.
+/// for open("../"), as xv6, and for every other call that turns a path into an inode:
+/// chdir, exec, link, unlink), nothing can be created in the removed directory (file,
+/// directory, device, link), and nothing leaks; the kernel survives it all.
 pub fn unlinkedcwd() -> Outcome {
     let free = countfree();
     for round in 0..3 {
@@ -77,7 +78,13 @@ pub fn unlinkedcwd() -> Outcome {
                 // The old kernel's stale descriptor: the next file reuses its inode.
                 return 12;
             }
-            if open(c"..", O_RDONLY) >= 0 || chdir(c"..") == 0 || open(c"../x", O_RDONLY) >= 0 {
+            if open(c"..", O_RDONLY) >= 0
+                || chdir(c"..") == 0
+                || open(c"../x", O_RDONLY) >= 0
+                || ulib::exec(c"../../hello", &[c"hello"]) != -1
+                || link(c"..", c"/ucwd-dd") == 0
+                || unlink(c"..") == 0
+            {
                 return 13;
             }
             // "." and "" are still the directory itself, now with no links.
