@@ -370,8 +370,9 @@ fn unfill(fd: i32, start: usize) {
 
 /// readoom: with memory exhausted, read() from a pipe into a page that needs a page first — a
 /// lazy page never touched (`--lazy`), a page shared copy-on-write with a child (`--cow`) —
-/// is −1 and the bytes stay in the pipe; once memory is back the same read works. (In the
-/// other modes the pages are the process's own already and the reads simply work.)
+/// is −1 and the bytes stay in the pipe (a file's offset stays); once memory is back the
+/// same read works. (In the other modes the pages are the process's own already and the
+/// reads simply work.)
 pub fn readoom() -> Outcome {
     let lazy = lazy_mode();
     let st = in_child(|| match readoom_child(lazy) {
@@ -413,12 +414,35 @@ fn readoom_child(lazy: bool) -> Outcome {
     // A lazy page never touched (with --lazy; else an ordinary one).
     let untouched = brk();
     ensure!(sbrk(PGSIZE as i32) as usize == untouched, "sbrk failed");
+    // A file to read from too: its offset must not move for a read that fails.
+    let src = must_open(c"/oomsrc", O_CREATE | O_RDWR)?;
+    ensure!(write(src, b"xy") == 2, "write failed");
+    close(src);
+    let src = must_open(c"/oomsrc", O_RDONLY)?;
     let before_hog = brk();
     let fill = exhaust()?;
     ensure!(countfree() == 0, "{} pages still free", countfree());
     let r_lazy = read_at(p[0], untouched, 1);
     let r_cow = read_at(p[0], shared, 1);
+    // (The byte after the pipe's: the same page, still lazy or shared if that read failed.)
+    let f_lazy = read_at(src, untouched + 1, 1);
+    let f_cow = read_at(src, shared + 1, 1);
     unfill(fill, before_hog);
+    // The file: -1 where the page needed memory, else the next byte.
+    let mut next = b'x';
+    for (what, r, needs) in [("lazy", f_lazy, lazy), ("shared", f_cow, cow)] {
+        if needs {
+            ensure!(r == -1, "file read into a {what} page with no memory: {r}");
+        } else {
+            ensure!(r == 1, "file read into a {what} page: {r}");
+            next += 1;
+        }
+    }
+    if next <= b'y' {
+        expect_byte(src, next, "the file after memory came back")?;
+    }
+    close(src);
+    ensure!(unlink(c"/oomsrc") == 0, "unlink /oomsrc");
     let mut want = b'a';
     if lazy {
         ensure!(
