@@ -393,6 +393,55 @@ mod tests {
     }
 
     #[test]
+    fn o_trunc_devices_and_an_archive_file_named_console() {
+        let _g = testmem::lock();
+        let before = testmem::free();
+        let mut fsys = Box::new(FileSys::new());
+        static DATA: &[u8] = b"not a console";
+        let mut skipped = Vec::new();
+        let (ofile, cwd) = fsys
+            .init([(&b"console"[..], DATA)].into_iter(), |n, e| {
+                skipped.push((n.to_vec(), e));
+            })
+            .unwrap();
+        // The console is made first: an archive file of that name is skipped, not a panic.
+        assert_eq!(skipped, [(b"console".to_vec(), FsError::Exists)]);
+        let c = fsys.open(ROOTINO, b"console", O_RDWR).unwrap();
+        assert_eq!(fsys.target(c), Target::Console { stderr: false });
+        // A device of another major reaches no driver.
+        fsys.fs.create(ROOTINO, b"dev5", T_DEV, 5, 0).unwrap();
+        let d = fsys.open(ROOTINO, b"dev5", O_RDWR).unwrap();
+        assert_eq!(fsys.target(d), Target::NoDevice);
+        // O_TRUNC empties a regular file and frees its pages; without it the data stays.
+        let w = fsys.open(ROOTINO, b"f", O_CREATE | O_RDWR).unwrap();
+        let FileKind::Inode { inum } = fsys.file(w).kind else {
+            panic!("not an inode")
+        };
+        assert_eq!(fsys.target(w), Target::Inode(inum));
+        let used = before - testmem::free();
+        assert_eq!(fsys.fs.writei(inum, 0, &[1; 5000]), Ok(5000));
+        assert_eq!(before - testmem::free(), used + 2);
+        let r = fsys.open(ROOTINO, b"f", O_RDONLY).unwrap();
+        assert_eq!(fsys.fs.inode(inum).size, 5000);
+        let t = fsys.open(ROOTINO, b"f", O_WRONLY | O_TRUNC).unwrap();
+        assert_eq!(fsys.fs.inode(inum).size, 0);
+        assert_eq!(before - testmem::free(), used);
+        assert_eq!(
+            fsys.open(ROOTINO, b"/", O_RDONLY | O_TRUNC),
+            Err(OpenError::IsDir)
+        );
+        for f in [c, d, w, r, t]
+            .into_iter()
+            .chain(ofile.into_iter().flatten())
+        {
+            fsys.fileclose(f);
+        }
+        fsys.fs.iput(cwd);
+        drop(fsys);
+        assert_eq!(testmem::free(), before);
+    }
+
+    #[test]
     fn pipes_and_a_full_table() {
         let mut fsys = Box::new(FileSys::new());
         let (r, w) = fsys.pipealloc().unwrap();

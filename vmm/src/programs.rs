@@ -312,8 +312,8 @@ fn check_module_space(added: &[Program], program: Option<&Program>) -> Result<()
     let room = xv6_abi::layout::BOOT_RESERVED as usize - 2 * 4096;
     if archive > room {
         return Err(ProgramError::NotExecutable(format!(
-            "--add: the added files and the built-in programs come to {} KiB, more than the \
-             {} KiB of boot-module space; add fewer or smaller files",
+            "--add: the added files, a host program and the built-in programs come to {} KiB, \
+             more than the {} KiB of boot-module space; add fewer or smaller files",
             archive.div_ceil(1024),
             room / 1024
         )));
