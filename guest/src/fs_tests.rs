@@ -249,3 +249,24 @@ fn link_counts_stop_at_maxlink() {
     );
     assert!(fs.create(ROOTINO, b"d/file", T_FILE, 0, 0).is_ok());
 }
+
+#[test]
+fn an_archive_file_beyond_maxfile_reads_but_takes_no_write() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    static BIG: [u8; 5 << 20] = [7; 5 << 20];
+    let mut fs = fresh();
+    let used = before - testmem::free();
+    let a = fs.add_archive_file(b"big", &BIG).unwrap();
+    let mut b = [0u8; 4];
+    assert_eq!(fs.readi(a, (5 << 20) - 4, &mut b), 4);
+    assert_eq!(b, [7; 4]);
+    assert_eq!(fs.writei(a, 0, b"x"), Err(FsError::NoSpace));
+    // Nothing kept of the pages the failed copy took; the bytes are as they were.
+    assert_eq!(before - testmem::free(), used);
+    assert_eq!(fs.archive_bytes(a), Some(&BIG[..]));
+    fs.itrunc(a);
+    assert_eq!(fs.inode(a).size, 0);
+    drop(fs);
+    assert_eq!(testmem::free(), before);
+}
