@@ -331,7 +331,12 @@ pub fn pump(fd: OwnedFd, done: &AtomicBool, grace: Duration, mut sink: impl FnMu
             ) {
                 continue;
             }
-            log::warn!("lab: read failed: {e}");
+            // A socket whose peer (QEMU) is gone reads as reset: the end, as EOF is.
+            if e.kind() == io::ErrorKind::ConnectionReset {
+                log::debug!("lab: read: {e}");
+            } else {
+                log::warn!("lab: read failed: {e}");
+            }
             return;
         }
         if n == 0 {

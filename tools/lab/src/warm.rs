@@ -174,6 +174,19 @@ pub(crate) fn ensure(
     Ok(snap)
 }
 
+/// The snapshot a run of `program` with a guest of `guest_mem_mib` restores, built now if
+/// need be (`vmm lab setup`: so that no run has to).
+pub fn prepare(program: &Path, guest_mem_mib: u64) -> Result<Snapshot, LabError> {
+    let qemu_bin = crate::assets::find_qemu()?;
+    let assets = crate::ensure_assets()?;
+    let req = LabRequest {
+        program: program.to_path_buf(),
+        guest_mem_mib,
+        ..Default::default()
+    };
+    ensure(&qemu_bin, &assets, &req)
+}
+
 /// Removes a snapshot that failed to restore (`why`), so the next run builds it again.
 pub(crate) fn discard(snap: &Snapshot, why: &str) {
     log::info!(
@@ -409,6 +422,11 @@ impl Plan {
         );
         let meta_path = work.path().join("meta");
         fs::write(&meta_path, meta).map_err(|e| LabError::io_path("writing", &meta_path, e))?;
+        for f in [&meta_path, &kernel, &state, &initrd] {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(f, fs::Permissions::from_mode(0o600))
+                .map_err(|e| LabError::io_path("protecting", f, e))?;
+        }
         if self.dir.exists() {
             remove_dir(&self.dir);
         }
