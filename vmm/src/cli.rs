@@ -81,6 +81,22 @@ pub enum BenchWhat {
     /// MB/s and VM exits per KiB through the paravirtual console (`cat` of a file and of
     /// stdin), next to the same pipes through Linux `cat`.
     Console(ConsoleArgs),
+    /// What a lab run costs: the lab booted cold next to it restored from its warm snapshot
+    /// (wall time of whole `vmm run`s, medians).
+    Lab(LabBenchArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LabBenchArgs {
+    /// Runs of each start (interleaved; the median is reported).
+    #[arg(long, default_value_t = 5, value_parser = positive_usize)]
+    pub runs: usize,
+    /// The built-in program each run runs.
+    #[arg(long, default_value = "hello")]
+    pub program: String,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// The options every bench has.

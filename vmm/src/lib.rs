@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bench_boot;
 pub mod bench_console;
 pub mod bench_fork;
+pub mod bench_lab;
 pub mod boot;
 pub mod cli;
 pub mod crash;
