@@ -252,6 +252,10 @@ pub struct RunArgs {
     /// Back all guest RAM with host memory before boot (default: lazily, on first touch).
     #[arg(long)]
     pub prefault: bool,
+    /// Run without the seccomp filters the VMM's threads install once the VM is set up
+    /// (for debugging the VMM itself, e.g. under strace).
+    #[arg(long)]
+    pub no_seccomp: bool,
     /// Hide the kernel's boot summary (stderr); panics and fault reports still show.
     #[arg(short, long)]
     pub quiet: bool,

@@ -193,6 +193,11 @@ fn run_on_kvm(
         prefault: args.prefault,
         discard_stdout: false,
         gdb: args.gdb.clone(),
+        confine: if args.no_seccomp {
+            machine::Confine::Off
+        } else {
+            machine::Confine::AllThreads
+        },
     };
     let report = machine::run(cfg)?;
     if args.stats {
@@ -347,6 +352,10 @@ pub fn lab_env() -> Vec<(String, String)> {
     ];
     if let Ok(v) = std::env::var("RUST_LOG") {
         env.push(("RUST_LOG".to_string(), v));
+    }
+    // The seccomp test hook must reach the vmm that runs the VM.
+    if let Ok(v) = std::env::var(crate::seccomp::SELFTEST_ENV) {
+        env.push((crate::seccomp::SELFTEST_ENV.to_string(), v));
     }
     env
 }
