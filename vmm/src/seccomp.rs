@@ -5,7 +5,10 @@
 //! thread makes. No thread keeps `clone`, `execve`, `socket` or `open` of a new path for
 //! writing. `mmap` and `mprotect` are allowed only without PROT_EXEC. Anything else raises
 //! SIGSYS. The handler here prints one line that names the call and the thread, then ends
-//! the process with status 125.
+//! the process with status 125. One call is refused rather than trapped: `openat` on the vCPU
+//! and gdb threads fails with EACCES (a second, stacked filter). glibc's malloc opens
+//! /proc/sys/vm/overcommit_memory the first time it shrinks a thread's heap, and it copes
+//! with the refusal.
 //!
 //! - [`Role::Main`]: the thread that started the VM. It waits for the vCPU, kicks it at
 //!   `--timeout`, reads back the filters' state, and writes `--stats-json`.
@@ -192,19 +195,38 @@ pub fn rules(role: Role) -> BTreeMap<i64, Vec<SeccompRule>> {
     m
 }
 
-/// The compiled filter for `role` and how many system calls it allows.
-pub fn filter(role: Role) -> Result<(BpfProgram, usize)> {
-    let rules = rules(role);
-    let n = rules.len();
-    let arch = std::env::consts::ARCH
+/// The system calls `role` is refused with EACCES instead of trapped (see the module doc).
+pub fn refused(role: Role) -> &'static [i64] {
+    match role {
+        Role::Main => &[],
+        Role::Vcpu { .. } | Role::Gdb => &[libc::SYS_openat],
+    }
+}
+
+/// The compiled filters for `role`, in the order they are installed: if some calls are
+/// refused, the filter that fails them with EACCES; then the allow list (anything else traps;
+/// the refused calls pass it). Last, as it forbids installing more.
+pub fn filters(role: Role) -> Result<Vec<BpfProgram>> {
+    let arch: seccompiler::TargetArch = std::env::consts::ARCH
         .try_into()
         .map_err(|e| anyhow::anyhow!("seccomp: unsupported architecture: {e:?}"))?;
-    let f = SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, arch)
-        .map_err(|e| anyhow::anyhow!("seccomp: bad filter for {}: {e}", role.name()))?;
-    let prog: BpfProgram = f
-        .try_into()
-        .map_err(|e| anyhow::anyhow!("seccomp: cannot compile the {} filter: {e}", role.name()))?;
-    Ok((prog, n))
+    let compile = |rules, mismatch, matched| -> Result<BpfProgram> {
+        let f = SeccompFilter::new(rules, mismatch, matched, arch)
+            .map_err(|e| anyhow::anyhow!("seccomp: bad filter for {}: {e}", role.name()))?;
+        f.try_into()
+            .map_err(|e| anyhow::anyhow!("seccomp: cannot compile the {} filter: {e}", role.name()))
+    };
+    let mut allow = rules(role);
+    let refuse: BTreeMap<i64, Vec<SeccompRule>> =
+        refused(role).iter().map(|&n| (n, vec![])).collect();
+    allow.extend(refuse.clone());
+    let mut progs = Vec::new();
+    if !refuse.is_empty() {
+        let eacces = SeccompAction::Errno(libc::EACCES as u32);
+        progs.push(compile(refuse, SeccompAction::Allow, eacces)?);
+    }
+    progs.push(compile(allow, SeccompAction::Trap, SeccompAction::Allow)?);
+    Ok(progs)
 }
 
 thread_local! {
@@ -216,10 +238,13 @@ thread_local! {
 /// the allowed system calls.
 pub fn install(role: Role) -> Result<BTreeSet<i64>> {
     let allowed: BTreeSet<i64> = rules(role).into_keys().collect();
-    let (prog, _) = filter(role)?;
+    let progs = filters(role)?;
     ROLE.with(|r| r.set(role.name()));
-    seccompiler::apply_filter(&prog)
-        .with_context(|| format!("cannot install the {} thread's seccomp filter", role.name()))?;
+    for prog in &progs {
+        seccompiler::apply_filter(prog).with_context(|| {
+            format!("cannot install the {} thread's seccomp filter", role.name())
+        })?;
+    }
     log::debug!(
         "seccomp: {} thread confined to {} system calls",
         role.name(),
@@ -423,11 +448,16 @@ mod tests {
             ] {
                 assert!(!r.contains_key(&n), "{role:?} allows {n}");
             }
-            assert!(filter(role).is_ok(), "{role:?}");
+            assert!(filters(role).is_ok(), "{role:?}");
         }
         assert!(!rules(Role::Gdb).contains_key(&libc::SYS_ioctl));
         assert!(!rules(Role::Main).contains_key(&libc::SYS_ioctl));
         assert!(!rules(Role::Vcpu { fd: 9, gdb: false }).contains_key(&libc::SYS_openat));
+        assert_eq!(
+            filters(Role::Gdb).unwrap().len(),
+            2,
+            "openat is refused, not allowed"
+        );
     }
 
     #[test]
@@ -470,6 +500,9 @@ mod tests {
         let t = std::thread::spawn(move || {
             install_sigsys_handler().unwrap();
             let allowed = install(Role::Gdb).unwrap();
+            // Refused with EACCES, not trapped (the process goes on).
+            let err = std::fs::File::open("/proc/self/status").unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EACCES));
             ready_tx.send(allowed.len()).unwrap();
             let _ = done_rx.recv_timeout(std::time::Duration::from_secs(10));
         });
