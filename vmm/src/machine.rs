@@ -299,6 +299,7 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
         .with_context(|| format!("invalid kernel {}", cfg.kernel_name.display()))?;
     let kvm = vm::open_kvm()?;
     let guest = memory::create_guest_memory(cfg.mem)?;
+    memory::check_not_executable(&guest)?;
     if cfg.prefault {
         memory::prefault(&guest)?;
     } else {

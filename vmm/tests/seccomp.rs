@@ -1,7 +1,8 @@
 //! The VMM's seccomp confinement on real boots (through the lab too, where the inner `vmm`,
 //! the one that runs the VM, is confined): `--stats-json` reads the filters back from the
 //! kernel, the test hook's blocked call ends the run with the one-line SIGSYS report, and
-//! `--no-seccomp` runs without filters.
+//! `--no-seccomp` runs without filters. The guest's CPUID offers no hardware
+//! virtualization (VMX/SVM), as a user program sees it.
 
 mod common;
 use common::*;
@@ -90,4 +91,15 @@ fn no_seccomp_runs_without_filters() {
     assert_eq!(s["mode"], "disabled", "{s}");
     assert_eq!(s["threads"], 0, "{s}");
     assert_eq!(s["syscalls"], 0, "{s}");
+}
+
+#[test]
+fn the_guest_sees_no_vmx_or_svm() {
+    let Some(_) = engine() else {
+        return;
+    };
+    let exe = build_c_program("cpuid", false);
+    let out = boot(&["--quiet", exe.to_str().unwrap()]).unwrap();
+    // Exit status: 1 = VMX offered, 2 = SVM offered (the lab's KVM supports nested SVM).
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
