@@ -413,10 +413,13 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) ->
             }
             vec![(GDB_PORT_NAME.to_string(), *addr)]
         }
-        Some(GdbEndpoint::Device(p)) => anyhow::bail!(exit::UsageError(format!(
-            "--gdb {}: a device path works only with --engine kvm",
-            p.display()
-        ))),
+        Some(GdbEndpoint::Device(p) | GdbEndpoint::Unix(p)) => {
+            anyhow::bail!(exit::UsageError(format!(
+                "--gdb {}: a path (a Unix socket or a device) works only with --engine kvm; \
+                 through the lab, give [ADDR:]PORT",
+                p.display()
+            )))
+        }
         None => Vec::new(),
     };
     let timeout = match args.timeout {

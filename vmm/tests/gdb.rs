@@ -216,3 +216,22 @@ fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
     assert!(log.contains("vmm: error: gdb killed the guest"), "{log}");
     assert_eq!(status, Some(125), "{log}");
 }
+
+/// A Unix socket path needs the KVM engine; through the lab it is a usage error, before any
+/// boot, and no socket file is left behind.
+#[test]
+fn a_unix_socket_path_through_the_lab_is_refused_in_one_line() {
+    if engine() != Some("lab") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("gdb.sock");
+    let out = vmm(&["run", "--gdb", sock.to_str().unwrap(), "hello"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("a path (a Unix socket or a device) works only with --engine kvm"),
+        "{log}"
+    );
+    assert!(!sock.exists());
+}
