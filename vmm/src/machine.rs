@@ -145,7 +145,7 @@ impl Report {
             out.exits,
             inp.bytes,
             inp.exits,
-        )
+        ) + &format!("\n{}", self.seccomp.line())
     }
 }
 

@@ -367,6 +367,32 @@ pub struct Stats {
     pub per_thread: BTreeMap<String, usize>,
 }
 
+impl Stats {
+    /// `--stats`'s line: `vmm: seccomp: filter on N threads, M system calls allowed (main
+    /// a, vcpu0 b)`, or the mode when no filter is on.
+    pub fn line(&self) -> String {
+        if self.mode != "filter" {
+            let mode = if self.mode.is_empty() {
+                "unknown"
+            } else {
+                &self.mode
+            };
+            return format!("vmm: seccomp: {mode} (no filters)");
+        }
+        let each: Vec<String> = self
+            .per_thread
+            .iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect();
+        format!(
+            "vmm: seccomp: filter on {} threads, {} system calls allowed ({})",
+            self.threads,
+            self.syscalls,
+            each.join(", ")
+        )
+    }
+}
+
 /// Reads `Seccomp:` of the main thread and of every thread of this process from /proc.
 pub fn kernel_view() -> Result<(String, usize)> {
     let mode = match seccomp_field(&read_small("/proc/self/status")?) {

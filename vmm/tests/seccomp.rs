@@ -32,12 +32,29 @@ fn stats(path: &std::path::Path) -> serde_json::Value {
 fn every_thread_runs_confined_and_the_kernel_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stats.json");
-    let Some(out) = boot(&["--quiet", "--stats-json", path.to_str().unwrap(), "hello"]) else {
+    let Some(out) = boot(&[
+        "--quiet",
+        "--stats",
+        "--stats-json",
+        path.to_str().unwrap(),
+        "hello",
+    ]) else {
         return;
     };
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "hello, world\n");
     let v = stats(&path);
+    let line = format!(
+        "vmm: seccomp: filter on 2 threads, {} system calls allowed (main {}, vcpu0 {})",
+        v["seccomp"]["syscalls"],
+        v["seccomp"]["per_thread"]["main"],
+        v["seccomp"]["per_thread"]["vcpu0"]
+    );
+    assert!(
+        stderr(&out).lines().any(|l| l == line),
+        "no {line:?}: {}",
+        stderr(&out)
+    );
     let s = &v["seccomp"];
     assert_eq!(s["mode"], "filter", "{v}");
     // The main thread and vcpu0, both in filter mode by /proc/self/task/*/status.
