@@ -176,7 +176,7 @@ fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
     }
     // cat blocks reading a stdin that stays open: the guest idles, running, until stopped.
     let session = Session::start(
-        &["cat"],
+        &["--stats", "cat"],
         Stdio::piped(),
         include_str!("fixtures/gdb/interrupt.gdb"),
         &[],
@@ -215,6 +215,19 @@ fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
     // kill ends the guest: vmm's one-line error and its status.
     assert!(log.contains("vmm: error: gdb killed the guest"), "{log}");
     assert_eq!(status, Some(125), "{log}");
+    // Under gdb three threads ran confined: main, vcpu0 and the Ctrl-C watcher.
+    let seccomp = log
+        .lines()
+        .find(|l| l.starts_with("vmm: seccomp: "))
+        .unwrap_or_else(|| panic!("no seccomp line: {log}"));
+    assert!(
+        seccomp.starts_with("vmm: seccomp: filter on 3 threads"),
+        "{log}"
+    );
+    assert!(
+        seccomp.contains("gdb ") && seccomp.contains("vcpu0 "),
+        "{log}"
+    );
 }
 
 /// A Unix socket path needs the KVM engine; through the lab it is a usage error, before any
