@@ -242,7 +242,11 @@ pub fn install(role: Role) -> Result<BTreeSet<i64>> {
     ROLE.with(|r| r.set(role.name()));
     for prog in &progs {
         seccompiler::apply_filter(prog).with_context(|| {
-            format!("cannot install the {} thread's seccomp filter", role.name())
+            format!(
+                "cannot install the {} thread's seccomp filter (where this kernel has no \
+                 seccomp, vmm run --no-seccomp runs without)",
+                role.name()
+            )
         })?;
     }
     log::debug!(
