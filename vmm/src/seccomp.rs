@@ -2,8 +2,9 @@
 //! the rust-vmm `seccompiler` crate, as Firecracker does), so a guest that took over a device
 //! model could make only the system calls that thread needs. Each filter allows a short
 //! list; `ioctl` only on the vCPU's own descriptor and only for the KVM requests the vCPU
-//! thread makes. No thread keeps `clone`, `execve`, `socket` or `open` of a new path for
-//! writing. `mmap` and `mprotect` are allowed only without PROT_EXEC. Anything else raises
+//! thread makes. No thread keeps `clone`, `execve`, `socket` or `ptrace`; only the main
+//! thread opens files, in three fixed modes (read-only, a directory, and --stats-json's
+//! create-and-truncate write). `mmap` and `mprotect` are allowed only without PROT_EXEC. Anything else raises
 //! SIGSYS. The handler here prints one line that names the call and the thread, then ends
 //! the process with status 125. One call is refused rather than trapped: `openat` on the vCPU
 //! and gdb threads fails with EACCES (a second, stacked filter). glibc's malloc opens
