@@ -196,6 +196,11 @@ fn run_on_kvm(
         prefault: args.prefault,
         discard_stdout: false,
         gdb: args.gdb.clone(),
+        confine: if args.no_seccomp {
+            machine::Confine::Off
+        } else {
+            machine::Confine::AllThreads
+        },
     };
     let report = machine::run(cfg)?;
     if args.stats {
@@ -351,6 +356,10 @@ pub fn lab_env() -> Vec<(String, String)> {
     if let Ok(v) = std::env::var("RUST_LOG") {
         env.push(("RUST_LOG".to_string(), v));
     }
+    // The seccomp test hook must reach the vmm that runs the VM.
+    if let Ok(v) = std::env::var(crate::seccomp::SELFTEST_ENV) {
+        env.push((crate::seccomp::SELFTEST_ENV.to_string(), v));
+    }
     env
 }
 
@@ -407,10 +416,13 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) ->
             }
             vec![(GDB_PORT_NAME.to_string(), *addr)]
         }
-        Some(GdbEndpoint::Device(p)) => anyhow::bail!(exit::UsageError(format!(
-            "--gdb {}: a device path works only with --engine kvm",
-            p.display()
-        ))),
+        Some(GdbEndpoint::Device(p) | GdbEndpoint::Unix(p)) => {
+            anyhow::bail!(exit::UsageError(format!(
+                "--gdb {}: a path (a Unix socket or a device) works only with --engine kvm; \
+                 through the lab, give [ADDR:]PORT",
+                p.display()
+            )))
+        }
         None => Vec::new(),
     };
     let timeout = match args.timeout {
