@@ -8,12 +8,13 @@
 //! console, control, stdout, stderr, stdin and the request port) and a QMP monitor; the agent
 //! loads the KVM and virtio modules, checks `/dev/kvm`, reports `stage ready` and waits for a
 //! line on the control channel. We then save the machine (a migration to a file: `state`) and
-//! stop it. The snapshot lives in `<lab dir>/warm-v1/<key>/` (0700): `state`, the `initrd`
-//! and `kernel` it was booted with (QEMU needs the same ones to restore), and `meta` (the
-//! key, sizes and the CRC-32 of `state`). It is built in a private temporary directory beside
-//! it and renamed into place when complete; a lock file serializes builders (a second first
-//! run waits for the first's snapshot); a run killed mid-build leaves only a temporary
-//! directory, swept later.
+//! stop it. The snapshot lives in `<lab dir>/warm-v1/<key>/` (0700, files 0600): `state`,
+//! `meta` (the key, sizes and the CRC-32 of `state`) and an empty `initrd`: a restore boots
+//! QEMU with the lab's kernel and that empty file (the saved RAM already holds the unpacked
+//! initramfs; QEMU needs only the same kind of boot), which spares it reading ~40 MB. The
+//! snapshot is built in a private temporary directory beside it and renamed into place when
+//! complete; a lock file serializes builders (a second first run waits for the first's
+//! snapshot); a run killed mid-build leaves only a temporary directory, swept later.
 //!
 //! **Key**: the SHA-256 of everything that shapes the saved machine: the QEMU binary, the
 //! kernel, the base initramfs, the program and its interpreter and libraries (content hashes,
@@ -81,7 +82,7 @@ const KEEP: usize = 3;
 /// Room in the lab's RAM for a request's files (they land in the lab's tmpfs).
 const REQUEST_ROOM_MIB: u64 = 128;
 /// What `meta` starts with.
-const META_FORMAT: &str = "format=1";
+const META_FORMAT: &str = "format=2";
 
 /// A snapshot ready to restore.
 #[derive(Debug, Clone)]
@@ -90,7 +91,8 @@ pub struct Snapshot {
     pub dir: PathBuf,
     /// The saved machine.
     pub state: PathBuf,
-    /// The initramfs and kernel it booted with.
+    /// What a restore passes as the initramfs: an empty file (the saved RAM already holds
+    /// the unpacked one; QEMU only needs the same kind of boot). The kernel is the lab's.
     pub initrd: PathBuf,
     kernel: PathBuf,
     /// Lab RAM (MiB).
@@ -238,6 +240,8 @@ struct Plan {
     key: String,
     dir: PathBuf,
     qemu_bin: PathBuf,
+    /// The lab's kernel (part of the key: restores boot the same one).
+    kernel: PathBuf,
     mem_mib: u64,
 }
 
@@ -290,6 +294,7 @@ impl Plan {
             dir: root.join(&key[..16]),
             key,
             qemu_bin: qemu_bin.to_path_buf(),
+            kernel: assets.kernel.clone(),
             mem_mib: mem,
         })
     }
@@ -316,7 +321,7 @@ impl Plan {
         let snap = Snapshot {
             state: self.dir.join("state"),
             initrd: self.dir.join("initrd"),
-            kernel: self.dir.join("kernel"),
+            kernel: self.kernel.clone(),
             dir: self.dir.clone(),
             mem_mib: self.mem_mib,
             meta,
@@ -327,7 +332,7 @@ impl Plan {
         let complete = snap.meta("key") == Some(&self.key)
             && size_ok(&snap.state, "state_size")
             && size_ok(&snap.initrd, "initrd_size")
-            && size_ok(&snap.kernel, "kernel_size");
+            && snap.kernel.is_file();
         if !complete {
             eprintln!(
                 "lab: the warm snapshot in {} is incomplete; building it again",
@@ -397,32 +402,29 @@ impl Plan {
         );
         let started = Instant::now();
         let work = TempDir::new_in(&self.root, ".build-")?;
-        let initrd = work.path().join("initrd");
+        let boot_initrd = work.path().join("boot-initrd");
         let agent = script::agent_script(&assets.modules);
-        let initrd_size = write_initrd(assets, &req.program, placed, &agent, &[], &initrd)?;
-        let kernel = work.path().join("kernel");
-        fs::copy(&assets.kernel, &kernel).map_err(|e| LabError::io_path("copying", &kernel, e))?;
+        let boot_size = write_initrd(assets, &req.program, placed, &agent, &[], &boot_initrd)?;
         let state = work.path().join("state");
-        self.boot_and_save(&kernel, &initrd, &state)?;
+        self.boot_and_save(&boot_initrd, &state)?;
+        let _ = fs::remove_file(&boot_initrd);
+        let initrd = work.path().join("initrd");
+        fs::write(&initrd, b"").map_err(|e| LabError::io_path("writing", &initrd, e))?;
         let state_size = state
             .metadata()
             .map_err(|e| LabError::io_path("reading", &state, e))?
             .len();
         let crc = crc32_file(&state).map_err(|e| LabError::io_path("reading", &state, e))?;
-        let kernel_size = kernel
-            .metadata()
-            .map_err(|e| LabError::io_path("reading", &kernel, e))?
-            .len();
         let meta = format!(
             "{META_FORMAT}\nkey={}\nstate_size={state_size}\nstate_crc32={crc:08x}\n\
-             initrd_size={initrd_size}\nkernel_size={kernel_size}\nmem={}\nbuild_secs={:.1}\n",
+             initrd_size=0\nboot_initrd_size={boot_size}\nmem={}\nbuild_secs={:.1}\n",
             self.key,
             self.mem_mib,
             started.elapsed().as_secs_f64()
         );
         let meta_path = work.path().join("meta");
         fs::write(&meta_path, meta).map_err(|e| LabError::io_path("writing", &meta_path, e))?;
-        for f in [&meta_path, &kernel, &state, &initrd] {
+        for f in [&meta_path, &state, &initrd] {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(f, fs::Permissions::from_mode(0o600))
                 .map_err(|e| LabError::io_path("protecting", f, e))?;
@@ -442,12 +444,12 @@ impl Plan {
     }
 
     /// Boots the agent machine until it is ready, then saves it to `state`.
-    fn boot_and_save(&self, kernel: &Path, initrd: &Path, state: &Path) -> Result<(), LabError> {
+    fn boot_and_save(&self, initrd: &Path, state: &Path) -> Result<(), LabError> {
         let wiring = Wiring::warm()?;
         let (qmp_ours, qmp_qemu) =
             qemu::socketpair().map_err(|e| LabError::io("creating a socket pair", e))?;
         let machine = qemu::Machine {
-            kernel,
+            kernel: &self.kernel,
             initrd,
             bios: qemu::fast_bios(),
             cpu: qemu::DEFAULT_CPU,
@@ -608,6 +610,24 @@ fn prune(root: &Path, current: &Path) {
     for (_, old) in snaps.into_iter().skip(KEEP - 1) {
         log::info!("lab: removing the old warm snapshot {}", old.display());
         remove_dir(&old);
+    }
+    // Lock and failure notes of snapshots that are gone, once no build can hold them.
+    let Ok(rd) = fs::read_dir(root) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        let note = matches!(
+            p.extension().and_then(|x| x.to_str()),
+            Some("lock" | "failed")
+        );
+        let old = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > LOCK_LIMIT + RETRY_AFTER);
+        if note && old && !p.with_extension("").exists() {
+            let _ = fs::remove_file(&p);
+        }
     }
 }
 
