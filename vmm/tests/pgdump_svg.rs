@@ -152,6 +152,41 @@ fn the_picture_shows_what_the_text_dump_shows() {
     let d = region("data/bss");
     assert!(hex_attr(d, "data-first") <= data && data <= hex_attr(d, "data-last"));
     assert!(hex_attr(region("heap"), "data-first") >= guard + 0x2000);
+    // tour's terminal picture of itself agrees: each box's pages, and its bottom address
+    // (the line below it).
+    let lines: Vec<&str> = stdout.lines().collect();
+    for (name, kind) in [
+        ("text", "text"),
+        ("data, bss", "data/bss"),
+        ("guard page", "guard page"),
+        ("stack", "stack"),
+        ("heap", "heap"),
+    ] {
+        let i = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with(&format!("| {name} ")))
+            .unwrap_or_else(|| panic!("no {name} box in tour's picture:\n{stdout}"));
+        // `| heap             4 pages |  rwu  ...`: the word before `page(s)` in the box.
+        let inside = lines[i].split('|').nth(1).unwrap();
+        let box_pages: u64 = inside
+            .split_whitespace()
+            .rev()
+            .nth(1)
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("{}", lines[i]));
+        let bottom = lines[i + 1].split_whitespace().next().unwrap();
+        let r = region(kind);
+        assert_eq!(
+            (box_pages, u64::from_str_radix(&bottom[2..], 16).unwrap()),
+            (
+                r.attribute("data-pages").unwrap().parse().unwrap(),
+                hex_attr(r, "data-first")
+            ),
+            "tour's {name} box: {} / {}",
+            lines[i],
+            lines[i + 1]
+        );
+    }
     // The physical strip has the machine's landmarks.
     let names: Vec<&str> = panels[1]
         .descendants()
