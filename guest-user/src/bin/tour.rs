@@ -89,11 +89,17 @@ fn picture() {
     println!("              :  boot modules, unmapped  :");
     println!("              | the kernel (kmap rows),  |  r-k  kernel text");
     println!("              | the same in every        |  rwk  kernel data, free memory, low");
-    println!("              | process                  |       memory: physical pa at pa + KERNBASE");
+    println!("              | process                  |       memory: RAM pa at pa + KERNBASE");
     println!("   {KERNBASE:#010x} +-------- KERNBASE --------+");
     println!("              :  unmapped                :  room for the heap to grow");
     println!("   {sz:#010x} +--------------------------+  sz = sbrk(0)");
-    picture_row(stack + PGSIZE, "heap", pages(stack + PGSIZE, sz), "rwu", "sbrk grows it up");
+    picture_row(
+        stack + PGSIZE,
+        "heap",
+        pages(stack + PGSIZE, sz),
+        "rwu",
+        "sbrk grows it up",
+    );
     picture_row(stack, "stack", 1, "rwu", "argv at its top");
     picture_row(guard, "guard page", 1, "rwk", "no PTE_U: my access faults");
     picture_row(data, "data, bss", pages(data, guard), "rwu", "statics");
