@@ -178,12 +178,11 @@ impl LabResults {
         let Some(f) = &self.file else { return Ok(()) };
         let text = std::fs::read_to_string(f.path()).unwrap_or_default();
         let results = Results::from_lines(&text);
-        let host = RunArgs {
+        // Only what came back: a run that ended early leaves the files unwritten.
+        let mut wanted = RunArgs {
             lab_results: None,
             ..args.clone()
         };
-        // Only what came back: a run that ended early leaves the files unwritten.
-        let mut wanted = host.clone();
         if results.stats_json.is_none() {
             wanted.stats_json = None;
         }

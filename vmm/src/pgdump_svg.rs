@@ -970,7 +970,8 @@ pub fn render(dumps: &[Dump], skipped: usize, m: &Machine) -> String {
         );
         top += 10.0;
     }
-    if total > MAX_PANELS {
+    let drawn = dumps.len().min(MAX_PANELS);
+    if total > drawn {
         top += 10.0;
         doc_groups.push(
             Group::new().add(
@@ -979,7 +980,7 @@ pub fn render(dumps: &[Dump], skipped: usize, m: &Machine) -> String {
                     top,
                     format!(
                         "{} more dumps not drawn (at most {MAX_PANELS} per file).",
-                        total - MAX_PANELS
+                        total - drawn
                     ),
                 )
                 .set("class", "head"),
@@ -1122,6 +1123,36 @@ pgdump end: 65618 pages, 0 translate mismatches
                 ("MMIO hole: IOAPIC, LAPIC", 0xfe00_0000),
             ]
         );
+    }
+
+    #[test]
+    fn scattered_regions_and_many_dumps_stay_bounded() {
+        // A heap of 100 pages whose frames go down while its addresses go up: 100 runs.
+        let mut text = String::from(
+            "pgdump cr3=0x1000\n0x00005000-0x00005fff -> 0x00300000 rwk\n\
+             0x00006000-0x00006fff -> 0x00301000 rwu\n",
+        );
+        for i in 0..100u32 {
+            text.push_str(&format_run(&Run {
+                first_va: 0x7000 + i * 0x1000,
+                last_va: 0x7000 + i * 0x1000,
+                pa: 0x0090_0000 - i * 0x2000,
+                writable: true,
+                user: true,
+            }));
+            text.push('\n');
+        }
+        text.push_str("pgdump end: 102 pages\n");
+        let d = parse_dumps(&text);
+        let svg = render(&d, 40, &machine());
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        let runs: Vec<&str> = doc
+            .descendants()
+            .filter_map(|n| n.attribute("data-run"))
+            .collect();
+        assert_eq!(runs.len(), 3, "{runs:?}");
+        assert!(runs.contains(&"100 runs, scattered"), "{runs:?}");
+        assert!(svg.contains("40 more dumps not drawn"));
     }
 
     #[test]
