@@ -42,6 +42,8 @@ const GAP_H: f64 = 24.0;
 const LABEL_H: f64 = 27.0;
 /// The most panels one file holds; later dumps are counted in a note.
 pub const MAX_PANELS: usize = 32;
+/// The most dump text a run keeps for the picture (what a lab run sends back, line by line).
+pub const MAX_TEXT: usize = 1 << 20;
 /// Bands drawn per region before its runs are drawn as one band to the hull of its frames.
 const MAX_BANDS_PER_REGION: usize = 64;
 
@@ -979,7 +981,7 @@ pub fn render(dumps: &[Dump], skipped: usize, m: &Machine) -> String {
                     20.0,
                     top,
                     format!(
-                        "{} more dumps not drawn (at most {MAX_PANELS} per file).",
+                        "{} more dumps not drawn (at most {MAX_PANELS} per file, 1 MiB of dump text).",
                         total - drawn
                     ),
                 )

@@ -74,8 +74,8 @@ pub struct Vcpu<'a> {
     pub mem: &'a GuestMemoryMmap,
     pub devices: Devices,
     pub pgdump: PgdumpMode,
-    /// The dumps' text kept for `--pgdump-svg` (at most `pgdump_svg::MAX_PANELS`), and how
-    /// many more there were.
+    /// The dumps' text kept for `--pgdump-svg` (at most `pgdump_svg::MAX_PANELS` dumps and
+    /// `MAX_TEXT` bytes), and how many more there were.
     pub pgdumps: Vec<String>,
     pub pgdumps_skipped: usize,
     pub stats: ExitStats,
@@ -210,7 +210,10 @@ impl<'a> Vcpu<'a> {
                     let _ = std::io::stderr().lock().write_all(text.as_bytes());
                 }
                 if matches!(self.pgdump, PgdumpMode::Record | PgdumpMode::PrintAndRecord) {
-                    if self.pgdumps.len() < crate::pgdump_svg::MAX_PANELS {
+                    let kept: usize = self.pgdumps.iter().map(String::len).sum();
+                    if self.pgdumps.len() < crate::pgdump_svg::MAX_PANELS
+                        && kept + text.len() <= crate::pgdump_svg::MAX_TEXT
+                    {
                         self.pgdumps.push(text);
                     } else {
                         self.pgdumps_skipped += 1;
