@@ -57,11 +57,27 @@ fn check() -> i32 {
     0
 }
 
+/// The guest RAM of a default `vmm run`, whose warm snapshot `vmm lab setup` builds.
+const DEFAULT_MEM_MIB: u64 = 256;
+
+/// The warm snapshot line of `vmm lab status` for this `vmm`.
+fn warm_status() -> String {
+    match std::env::current_exe() {
+        Ok(exe) => lab::warm::status_line(&exe, DEFAULT_MEM_MIB),
+        Err(e) => format!("warm snapshot: unavailable ({e})"),
+    }
+}
+
 fn lab(action: LabAction) -> i32 {
     match action {
-        LabAction::Setup => match lab::ensure_assets() {
+        LabAction::Setup => match lab::ensure_assets().and_then(|_| {
+            let exe =
+                std::env::current_exe().map_err(|e| lab::LabError::Snapshot(e.to_string()))?;
+            lab::warm::prepare(&exe, DEFAULT_MEM_MIB)
+        }) {
             Ok(_) => {
                 println!("{}", lab::status());
+                println!("{}", warm_status());
                 0
             }
             Err(e) => {
@@ -72,6 +88,7 @@ fn lab(action: LabAction) -> i32 {
         LabAction::Status => {
             let status = lab::status();
             println!("{status}");
+            println!("{}", warm_status());
             if status.ready() {
                 0
             } else {

@@ -29,10 +29,23 @@ fn lab_engine() -> bool {
     }
 }
 
+/// How the lab machine starts: booted (the only start that creates temporary files) or
+/// restored from the warm snapshot (which creates none).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Start {
+    Cold,
+    Warm,
+}
+
 fn spawn_in(tmp: &Path, args: &[&str]) -> Child {
+    spawn_as(Start::Cold, tmp, args)
+}
+
+fn spawn_as(start: Start, tmp: &Path, args: &[&str]) -> Child {
     Command::new(VMM)
         .args(args)
         .env("TMPDIR", tmp)
+        .env("XV6_LAB_WARM", if start == Start::Cold { "0" } else { "1" })
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -166,12 +179,14 @@ fn a_signal_stops_a_lab_run_cleanly_with_128_plus_n() {
     if !lab_engine() {
         return;
     }
-    for (sig, status, name) in [
-        (libc::SIGINT, 130, "SIGINT"),
-        (libc::SIGTERM, 143, "SIGTERM"),
+    for (start, sig, status, name) in [
+        (Start::Cold, libc::SIGINT, 130, "SIGINT"),
+        (Start::Cold, libc::SIGTERM, 143, "SIGTERM"),
+        (Start::Warm, libc::SIGINT, 130, "SIGINT"),
     ] {
         let tmp = tempfile::tempdir().unwrap();
-        let mut child = spawn_in(
+        let mut child = spawn_as(
+            start,
             tmp.path(),
             &["run", "--quiet", "--append", "selftest=spin", "hello"],
         );
@@ -181,16 +196,24 @@ fn a_signal_stops_a_lab_run_cleanly_with_128_plus_n() {
             .unwrap()
             .write_all(b"some input")
             .unwrap();
-        wait_for_lab_dir(tmp.path());
-        std::thread::sleep(Duration::from_millis(300));
+        if start == Start::Cold {
+            wait_for_lab_dir(tmp.path());
+            std::thread::sleep(Duration::from_millis(300));
+        } else {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
         // SAFETY: kill has no memory-safety preconditions; the pid is our live child.
         assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
         let st = wait_bounded(&mut child, Duration::from_secs(30));
         let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
+        let name = format!("{name} ({start:?})");
         assert_eq!(st.code(), Some(status), "{name}: {err}");
         assert!(
-            err.contains(&format!("interrupted ({name})")),
+            err.contains(&format!(
+                "interrupted ({})",
+                name.split(' ').next().unwrap()
+            )),
             "{name}: {err}"
         );
         assert!(
@@ -228,4 +251,40 @@ fn files_of_a_killed_run_are_swept_by_the_next() {
     let st = wait_bounded(&mut next, Duration::from_secs(120));
     assert_eq!(st.code(), Some(0));
     assert!(entries(tmp.path()).is_empty(), "{:?}", entries(tmp.path()));
+}
+
+/// A warm run creates nothing in the temporary directory, and the snapshot it restores is
+/// private: its directory 0700, its files 0600.
+#[test]
+fn a_warm_run_leaves_no_files_and_its_snapshot_is_private() {
+    if !lab_engine() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = spawn_as(Start::Warm, tmp.path(), &["run", "--quiet", "hello"]);
+    drop(child.stdin.take());
+    let st = wait_bounded(&mut child, Duration::from_secs(300));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello, world\n");
+    assert!(entries(tmp.path()).is_empty(), "{:?}", entries(tmp.path()));
+    let status = Command::new(VMM).args(["lab", "status"]).output().unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    let dir = status
+        .lines()
+        .find_map(|l| l.strip_prefix("warm snapshot: ready in "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap_or_else(|| panic!("no warm snapshot after a warm run: {status}"));
+    let entries = entries(Path::new(dir).parent().unwrap());
+    let mine: Vec<_> = entries.iter().filter(|(p, _)| p.starts_with(dir)).collect();
+    assert!(mine.len() >= 5, "{mine:?}");
+    for (p, mode) in mine {
+        let want = if p == Path::new(dir) { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{} is mode {mode:o}", p.display());
+    }
 }

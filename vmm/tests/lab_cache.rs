@@ -39,6 +39,8 @@ fn vmm_in(lab_dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(VMM)
         .args(args)
         .env("XV6_LAB_DIR", lab_dir)
+        // About the assets: a cold boot (no warm snapshot built in each copy).
+        .env("XV6_LAB_WARM", "0")
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap()
