@@ -142,8 +142,15 @@ impl LabResults {
     /// A private temporary file if `args` asks for any output file, else nothing.
     pub fn new(args: &RunArgs) -> Result<LabResults> {
         let wanted = args.stats_json.is_some() || args.pgdump_svg.is_some();
+        // Private (0600), unguessable, and named as the lab's own temporary files, so a
+        // run killed before it removes it leaves it to the next lab run's sweep.
         let file = if wanted {
-            Some(tempfile::NamedTempFile::new().context("cannot create a temporary file")?)
+            let dir = std::env::temp_dir();
+            let file = tempfile::Builder::new()
+                .prefix(&format!("xv6-lab-{}-results-", std::process::id()))
+                .tempfile_in(&dir)
+                .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+            Some(file)
         } else {
             None
         };
