@@ -5,11 +5,19 @@
 //! at the process's kernel stack (ss0:esp0, where the CPU switches to on a trap from user
 //! mode), loads it into the task register and loads the process's page directory into CR3.
 //! One CPU, so one GDT and one TSS; both are only written with interrupts off.
+//!
+//! A second TSS (slot 0x30) belongs to the double-fault task: the IDT's #DF entry is a task
+//! gate to it (as 32-bit Linux does), so a double fault — a kernel stack overflow, a fault
+//! while the CPU delivers a fault — switches to a known-good stack and address space instead
+//! of pushing onto the broken stack and triple-faulting. The switch saves the faulting task's
+//! registers in the first TSS, where [`faulted_task`] reads them for the report.
 
 use core::arch::asm;
 use core::cell::UnsafeCell;
 
-use crate::mmu::{kernel_gdt, selector, SegDesc, NSEGS, SEG_KCODE, SEG_KDATA, SEG_TSS, STS_T32A};
+use crate::mmu::{
+    kernel_gdt, selector, SegDesc, NSEGS, SEG_DFTSS, SEG_KCODE, SEG_KDATA, SEG_TSS, STS_T32A,
+};
 use crate::vm::PageDir;
 
 /// The 32-bit task state segment (xv6 `struct taskstate`). The kernel uses only ss0/esp0
@@ -42,17 +50,24 @@ const _: () = assert!(core::mem::size_of::<TaskState>() == 104);
 struct Segments {
     gdt: UnsafeCell<[SegDesc; NSEGS]>,
     ts: UnsafeCell<TaskState>,
+    /// The double-fault task's TSS.
+    dfts: UnsafeCell<TaskState>,
 }
 
-// SAFETY: one CPU; the cells are written only by seginit (boot, interrupts off) and
-// switchuvm (under pushcli), and the CPU reads them.
+// SAFETY: one CPU; the cells are written only by seginit and tssinit (boot, interrupts off)
+// and switchuvm (under pushcli), and the CPU reads them (and writes the TSS on a task switch).
 unsafe impl Sync for Segments {}
 
 /// In `.data` (writable): the CPU sets accessed and busy bits in descriptors it loads.
 #[link_section = ".data.gdt"]
 static SEGS: Segments = Segments {
     gdt: UnsafeCell::new(kernel_gdt()),
-    ts: UnsafeCell::new(TaskState {
+    ts: UnsafeCell::new(TaskState::EMPTY),
+    dfts: UnsafeCell::new(TaskState::EMPTY),
+};
+
+impl TaskState {
+    const EMPTY: TaskState = TaskState {
         link: 0,
         esp0: 0,
         ss0: 0,
@@ -67,9 +82,99 @@ static SEGS: Segments = Segments {
         seg: [0; 6],
         ldt: 0,
         t: 0,
-        iomb: 0,
-    }),
-};
+        // An I/O map base past the segment limit: user-mode in/out always faults.
+        iomb: 0xFFFF,
+    };
+}
+
+/// Bytes of the double-fault task's stack (the panic report runs on it).
+const DF_STACK_SIZE: usize = 8192;
+
+/// The double-fault task's stack.
+#[repr(C, align(16))]
+struct DfStack(UnsafeCell<[u8; DF_STACK_SIZE]>);
+
+// SAFETY: only the CPU uses it, as the stack of the double-fault task, which runs once.
+unsafe impl Sync for DfStack {}
+
+static DF_STACK: DfStack = DfStack(UnsafeCell::new([0; DF_STACK_SIZE]));
+
+extern "C" {
+    /// The double-fault task's first instruction (trapasm.rs).
+    fn dblflt_entry();
+}
+
+/// Sets up both task state segments and loads the task register (at boot, before the IDT is
+/// loaded; interrupts off): the first TSS is the one every kernel path runs under (switchuvm
+/// points it at each process's kernel stack), the second the double-fault task's — its own
+/// stack, the kernel page directory (CR3 now), interrupts off, and EIP at `dblflt_entry`.
+pub fn tssinit() {
+    let kdata = u32::from(selector(SEG_KDATA, 0));
+    let size = core::mem::size_of::<TaskState>() as u32 - 1;
+    // SAFETY: boot, one CPU, interrupts off: nothing else reads or writes the TSSes or the
+    // GDT now. Both descriptors are written as available 32-bit TSSes over statics, so ltr
+    // accepts the first (even if an earlier ltr marked it busy) and a task gate the second.
+    unsafe {
+        let df = &mut *SEGS.dfts.get();
+        df.eip = dblflt_entry as *const () as u32;
+        let top = DF_STACK.0.get() as u32 + DF_STACK_SIZE as u32;
+        df.gpr[4] = top; // esp
+        df.eflags = 0x2; // IF clear: nothing interrupts the report
+        df.cr3 = crate::x86::rcr3();
+        df.seg = [kdata, u32::from(selector(SEG_KCODE, 0)), kdata, kdata, 0, 0];
+        df.ss0 = kdata;
+        df.esp0 = top;
+        let gdt = &mut *SEGS.gdt.get();
+        gdt[SEG_DFTSS] = SegDesc::system(STS_T32A, SEGS.dfts.get() as u32, size, 0);
+        (*SEGS.ts.get()).ss0 = kdata;
+        gdt[SEG_TSS] = SegDesc::system(STS_T32A, SEGS.ts.get() as u32, size, 0);
+        crate::x86::ltr(selector(SEG_TSS, 0));
+    }
+}
+
+/// The registers of the task a double fault interrupted, as the task switch saved them.
+#[derive(Clone, Copy, Debug)]
+pub struct FaultedTask {
+    pub eip: u32,
+    pub eflags: u32,
+    pub eax: u32,
+    pub ecx: u32,
+    pub edx: u32,
+    pub ebx: u32,
+    pub esp: u32,
+    pub ebp: u32,
+    pub esi: u32,
+    pub edi: u32,
+    pub cs: u32,
+    pub ss: u32,
+    /// The TSS selector the double-fault task links back to (0x28 when it was the kernel's).
+    pub link: u32,
+}
+
+/// What the hardware task switch to the double-fault task saved of the faulting task (call
+/// only on the double-fault task).
+#[must_use]
+pub fn faulted_task() -> FaultedTask {
+    // SAFETY: the double-fault task runs with interrupts off on the one CPU; the faulting
+    // task's TSS was just written by the task switch and nothing else writes it now.
+    let (ts, df) = unsafe { (&*SEGS.ts.get(), &*SEGS.dfts.get()) };
+    let g = ts.gpr;
+    FaultedTask {
+        eip: ts.eip,
+        eflags: ts.eflags,
+        eax: g[0],
+        ecx: g[1],
+        edx: g[2],
+        ebx: g[3],
+        esp: g[4],
+        ebp: g[5],
+        esi: g[6],
+        edi: g[7],
+        cs: ts.seg[1] & 0xFFFF,
+        ss: ts.seg[2] & 0xFFFF,
+        link: df.link & 0xFFFF,
+    }
+}
 
 /// Loads the kernel GDT and reloads every segment register from it.
 pub fn seginit() {

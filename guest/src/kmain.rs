@@ -211,6 +211,7 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
                 v, user.0
             );
         }
+        SelfTest::KStack => selftest::kstack(),
         SelfTest::Emulation => {
             x86::fld_from(crate::memlayout::DEVSPACE);
             panic!("selftest=emulation: an x87 load from MMIO was emulated");

@@ -179,8 +179,10 @@ pub const SEG_UCODE: usize = 3;
 pub const SEG_UDATA: usize = 4;
 /// This process's task state segment index.
 pub const SEG_TSS: usize = 5;
+/// The double-fault task's state segment index (the IDT's #DF task gate names it).
+pub const SEG_DFTSS: usize = 6;
 /// Number of GDT entries.
-pub const NSEGS: usize = 6;
+pub const NSEGS: usize = 7;
 /// User privilege level.
 pub const DPL_USER: u32 = 3;
 
@@ -316,6 +318,7 @@ mod tests {
         assert_eq!(selector(SEG_UCODE, DPL_USER), 0x1b);
         assert_eq!(selector(SEG_UDATA, DPL_USER), 0x23);
         assert_eq!(selector(SEG_TSS, 0), 0x28);
+        assert_eq!(selector(SEG_DFTSS, 0), 0x30);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
 use core::panic::PanicInfo;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use xv6_abi::panic as report;
 
@@ -18,6 +19,16 @@ struct Report(UnsafeCell<[u8; report::SIZE]>);
 unsafe impl Sync for Report {}
 
 static REPORT: Report = Report(UnsafeCell::new([0; report::SIZE]));
+
+/// Where the backtrace starts when not at the panic's own frame: the frame pointer of the
+/// task a double fault interrupted (0: the panicking code's own chain).
+static BACKTRACE_FROM: AtomicU32 = AtomicU32::new(0);
+
+/// Makes the next panic's backtrace walk the frame-pointer chain from `ebp` (the double-fault
+/// task reports the faulting task's frames, not its own).
+pub fn backtrace_from(ebp: u32) {
+    BACKTRACE_FROM.store(ebp, Ordering::Relaxed);
+}
 
 /// Writes text into the report's message area, cutting what does not fit.
 struct MsgWriter<'a> {
@@ -59,7 +70,11 @@ impl fmt::Display for Located<'_, '_> {
 
 fn fill_report(block: &mut [u8; report::SIZE], info: &PanicInfo<'_>) {
     let mut frames = [0u32; report::MAX_FRAMES];
-    let n = backtrace::walk(current_ebp(), &bounds(), read_word, &mut frames);
+    let from = match BACKTRACE_FROM.load(Ordering::Relaxed) {
+        0 => current_ebp(),
+        ebp => ebp,
+    };
+    let n = backtrace::walk(from, &bounds(), read_word, &mut frames);
     let mut w = MsgWriter {
         buf: &mut block[report::OFF_MSG..],
         len: 0,

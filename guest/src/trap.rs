@@ -2,7 +2,8 @@
 //! means. The entry code is in trapasm.rs, the frame in trapframe.rs, the numbers in traps.rs.
 //!
 //! All gates are interrupt gates for the kernel only, except T_SYSCALL (`int $64`): a trap
-//! gate user code may invoke. A trap from user mode that is not a system call or an interrupt
+//! gate user code may invoke, and the double fault (T_DBLFLT): a task gate to the
+//! double-fault task (gdt.rs), which reports the fault as a panic (`double_fault`). A trap from user mode that is not a system call or an interrupt
 //! kills the process (one line on the log, exit status 128 + the Unix signal; fault.rs) —
 //! except a page fault on a lazy sbrk page, which maps the page and returns to the faulting
 //! instruction (the short path at the top of `trap`: no console, no port I/O, no TLB flush); a
@@ -12,11 +13,15 @@
 use core::cell::UnsafeCell;
 
 use crate::fault::{exception_name, fault_status, FaultCause};
-use crate::mmu::{selector, DPL_USER, SEG_KCODE};
+use crate::memlayout::KERNBASE;
+use crate::mmu::SEG_DFTSS;
+use crate::mmu::{selector, DPL_USER, PGSIZE, SEG_KCODE};
 use crate::ptable::Chan;
 use crate::trapasm::VECTORS;
 use crate::trapframe::TrapFrame;
-use crate::traps::{gate, IRQ_ERROR, IRQ_SPURIOUS, IRQ_TIMER, T_IRQ0, T_PGFLT, T_SYSCALL};
+use crate::traps::{
+    gate, task_gate, IRQ_ERROR, IRQ_SPURIOUS, IRQ_TIMER, T_DBLFLT, T_IRQ0, T_PGFLT, T_SYSCALL,
+};
 use crate::{lapic, proc, syscall, sysproc, ticks, x86};
 
 /// The interrupt descriptor table.
@@ -38,14 +43,18 @@ pub fn tvinit() {
         let v = unsafe { VECTORS[i] };
         *g = if i as u32 == T_SYSCALL {
             gate(true, cs, v, DPL_USER)
+        } else if i as u32 == T_DBLFLT {
+            task_gate(selector(SEG_DFTSS, 0))
         } else {
             gate(false, cs, v, 0)
         };
     }
 }
 
-/// Loads the IDT into this CPU (xv6 `idtinit`).
+/// Loads the IDT into this CPU (xv6 `idtinit`), after the task state segments its #DF task
+/// gate needs.
 pub fn idtinit() {
+    crate::gdt::tssinit();
     // SAFETY: IDT is static and tvinit pointed every gate at a stub of trapasm.rs,
     // which saves a full frame and calls trap.
     unsafe { x86::lidt(IDT.0.get() as u32, (256 * 8 - 1) as u16) };
@@ -135,6 +144,73 @@ fn kernel_fault(tf: &TrapFrame) -> ! {
         esp,
         tf.eflags
     );
+}
+
+/// How many words of the faulting stack a double-fault report shows.
+const DF_STACK_WORDS: u32 = 8;
+
+/// The double-fault task's work (dblflt_entry calls it, on the double-fault task's own
+/// stack): a panic with the faulting task's registers (saved by the task switch), CR2, the top
+/// of its stack, and a backtrace from its frame pointer. Never returns.
+#[no_mangle]
+extern "C" fn double_fault() -> ! {
+    let t = crate::gdt::faulted_task();
+    let mut stack = [0u32; DF_STACK_WORDS as usize];
+    let ram = KERNBASE..KERNBASE + crate::memlayout::phystop().0;
+    // Only what the kernel half maps is read (the same in every page directory): from ESP,
+    // or from KERNBASE when ESP just ran off the bottom of the kernel half.
+    let from = match t.esp {
+        esp if ram.contains(&esp) => Some(esp & !3),
+        esp if esp < KERNBASE && KERNBASE - esp <= PGSIZE => Some(KERNBASE),
+        _ => None,
+    }
+    .filter(|&a| ram.contains(&(a + 4 * DF_STACK_WORDS - 1)));
+    if let Some(a) = from {
+        for (i, w) in stack.iter_mut().enumerate() {
+            // SAFETY: inside the kernel's RAM mapping, checked above; aligned.
+            *w = unsafe { core::ptr::read_volatile((a + 4 * i as u32) as *const u32) };
+        }
+    }
+    crate::panic::backtrace_from(t.ebp);
+    panic!(
+        "double fault (#DF): eip {:#010x} esp {:#010x} cr2 {:#010x} cs {:#x} ss {:#x} \
+         (a kernel stack overflow, or a fault while delivering a fault)\n  \
+         eax {:#010x} ebx {:#010x} ecx {:#010x} edx {:#010x}\n  \
+         esi {:#010x} edi {:#010x} ebp {:#010x} eflags {:#010x}\n  \
+         stack {}",
+        t.eip,
+        t.esp,
+        x86::rcr2(),
+        t.cs,
+        t.ss,
+        t.eax,
+        t.ebx,
+        t.ecx,
+        t.edx,
+        t.esi,
+        t.edi,
+        t.ebp,
+        t.eflags,
+        StackWords(from.map(|a| (a, &stack[..]))),
+    );
+}
+
+/// The top words of the faulting stack, or why they are not shown.
+struct StackWords<'a>(Option<(u32, &'a [u32])>);
+
+impl core::fmt::Display for StackWords<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            None => write!(f, "not shown (esp outside the kernel's RAM mapping)"),
+            Some((at, words)) => {
+                write!(f, "at {at:#010x}:")?;
+                for w in words {
+                    write!(f, " {w:08x}")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The timer interrupt's work (xv6 trap.c's IRQ_TIMER case): one more tick, wake the

@@ -58,6 +58,17 @@ trapret:
     popl %ds
     addl $8, %esp           # trapno and err
     iret
+
+    # The double-fault task's first instruction (the IDT's #DF task gate switches here, on
+    # its own stack, with the faulting task's registers saved in its TSS). The CPU pushed the
+    # error code (always 0); a zero EBP ends the backtrace of this stack.
+    .globl dblflt_entry
+dblflt_entry:
+    xorl %ebp, %ebp
+    call double_fault
+2:
+    hlt
+    jmp 2b
     .popsection
     "#,
     kdata = const selector(SEG_KDATA, 0),

@@ -38,6 +38,15 @@ pub const fn gate(istrap: bool, sel: u16, off: u32, dpl: u32) -> u64 {
     ((hi as u64) << 32) | lo as u64
 }
 
+/// An IDT task gate: the vector switches to the task whose TSS selector is `tss` (the
+/// double fault's, so that it runs on a stack of its own).
+#[must_use]
+pub const fn task_gate(tss: u16) -> u64 {
+    let lo = (tss as u32) << 16;
+    let hi = (1 << 15) | (0x5 << 8); // present, DPL 0, type 5 (task gate)
+    ((hi as u64) << 32) | lo as u64
+}
+
 /// Does the CPU push an error code for this vector? (The stubs push a 0 for the others.)
 #[must_use]
 pub const fn has_error_code(vec: u32) -> bool {
@@ -54,6 +63,12 @@ mod tests {
         assert_eq!(gate(true, 0x08, 0x8010_5A2C, 3), 0x8010_EF00_0008_5A2C);
         // SETGATE(idt[14], 0, SEG_KCODE<<3, 0x80105a2c, 0)
         assert_eq!(gate(false, 0x08, 0x8010_5A2C, 0), 0x8010_8E00_0008_5A2C);
+    }
+
+    #[test]
+    fn task_gate_names_the_tss_and_nothing_else() {
+        // Selector 0x30 in bits 16..31, present + type 5 in the high word, no offset.
+        assert_eq!(task_gate(0x30), 0x0000_8500_0030_0000);
     }
 
     #[test]

@@ -414,6 +414,8 @@ pub fn builtin_boot(
         prefault,
         discard_stdout: true,
         gdb: None,
+        // Several boots from this thread: it stays free to start the next one.
+        confine: crate::machine::Confine::VcpuThreads,
     })
 }
 

@@ -81,6 +81,22 @@ pub enum BenchWhat {
     /// MB/s and VM exits per KiB through the paravirtual console (`cat` of a file and of
     /// stdin), next to the same pipes through Linux `cat`.
     Console(ConsoleArgs),
+    /// What a lab run costs: the lab booted cold next to it restored from its warm snapshot
+    /// (wall time of whole `vmm run`s, medians).
+    Lab(LabBenchArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LabBenchArgs {
+    /// Runs of each start (interleaved; the median is reported).
+    #[arg(long, default_value_t = 5, value_parser = positive_usize)]
+    pub runs: usize,
+    /// The built-in program each run runs.
+    #[arg(long, default_value = "hello")]
+    pub program: String,
+    /// Write the report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// The options every bench has.
@@ -239,10 +255,12 @@ pub struct RunArgs {
     /// tagged text lines the outer vmm sorts out (the lab sends one text file back).
     #[arg(long, value_name = "FILE", hide = true)]
     pub lab_results: Option<PathBuf>,
-    /// Serve the GDB remote protocol on [ADDR:]PORT (default address 127.0.0.1) and wait for
-    /// gdb before the guest's first instruction; --timeout does not apply. An absolute path
-    /// names a character device to serve on instead (used by the lab).
-    #[arg(long, value_name = "[ADDR:]PORT", value_parser = crate::gdb_conn::parse_endpoint)]
+    /// Serve the GDB remote protocol and wait for gdb before the guest's first instruction;
+    /// --timeout does not apply. [ADDR:]PORT listens on TCP (default address 127.0.0.1) with
+    /// no authentication: whoever connects first controls the guest. A PATH (with a '/')
+    /// creates a Unix socket there, mode 0600, which only you can connect to (--engine kvm);
+    /// a PATH naming a character device serves on that device (used by the lab).
+    #[arg(long, value_name = "[ADDR:]PORT|PATH", value_parser = crate::gdb_conn::parse_endpoint)]
     pub gdb: Option<crate::gdb_conn::GdbEndpoint>,
     /// Demand paging: sbrk only moves the break; each page is allocated on its first touch.
     #[arg(long)]
@@ -260,6 +278,10 @@ pub struct RunArgs {
     /// Back all guest RAM with host memory before boot (default: lazily, on first touch).
     #[arg(long)]
     pub prefault: bool,
+    /// Run without the seccomp filters the VMM's threads install once the VM is set up
+    /// (for debugging the VMM itself, e.g. under strace).
+    #[arg(long)]
+    pub no_seccomp: bool,
     /// Hide the kernel's boot summary (stderr); panics and fault reports still show.
     #[arg(short, long)]
     pub quiet: bool,

@@ -80,10 +80,10 @@ fn try_run(args: &RunArgs) -> Result<i32> {
     loader::parse_kernel(&kernel, crate::layout::phystop(mem))
         .with_context(|| format!("invalid kernel {}", kernel_name.display()))?;
 
-    let machine = crate::pgdump_svg::Machine::new(mem, &kernel);
+    let landmarks = crate::pgdump_svg::Machine::new(mem, &kernel);
     match select(args.engine)? {
-        Engine::Lab => run_in_lab(args, mem, &program, &added, &machine),
-        _ => run_on_kvm(args, mem, kernel, kernel_name, &program, &added, &machine),
+        Engine::Lab => run_in_lab(args, mem, &program, &added, &landmarks),
+        _ => run_on_kvm(args, mem, kernel, kernel_name, &program, &added, &landmarks),
     }
 }
 
@@ -168,7 +168,7 @@ fn run_on_kvm(
     kernel_name: PathBuf,
     program: &Program,
     added: &[Program],
-    machine: &crate::pgdump_svg::Machine,
+    landmarks: &crate::pgdump_svg::Machine,
 ) -> Result<i32> {
     // Here, not in try_run: a lab run prints them once, from its inner run.
     for note in programs::shadow_notes(added) {
@@ -195,12 +195,21 @@ fn run_on_kvm(
         prefault: args.prefault,
         discard_stdout: false,
         gdb: args.gdb.clone(),
+        confine: if args.no_seccomp {
+            machine::Confine::Off
+        } else {
+            machine::Confine::AllThreads
+        },
     };
     let report = machine::run(cfg)?;
     if args.stats {
         eprintln!("{}", report.stats_line());
     }
-    crate::outputs::write(args, &crate::outputs::Results::of_report(&report), machine)?;
+    crate::outputs::write(
+        args,
+        &crate::outputs::Results::of_report(&report),
+        landmarks,
+    )?;
     let status = status_of(report.outcome, args.timeout);
     // The one-line error first (status_of), then the details.
     if let Some(crash) = &report.crash {
@@ -348,6 +357,10 @@ pub fn lab_env() -> Vec<(String, String)> {
     if let Ok(v) = std::env::var("RUST_LOG") {
         env.push(("RUST_LOG".to_string(), v));
     }
+    // The seccomp test hook must reach the vmm that runs the VM.
+    if let Ok(v) = std::env::var(crate::seccomp::SELFTEST_ENV) {
+        env.push((crate::seccomp::SELFTEST_ENV.to_string(), v));
+    }
     env
 }
 
@@ -384,7 +397,7 @@ fn run_in_lab(
     mem: u64,
     program: &Program,
     added: &[Program],
-    machine: &crate::pgdump_svg::Machine,
+    landmarks: &crate::pgdump_svg::Machine,
 ) -> Result<i32> {
     let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
     // This process's own command line, parsed again for its matches (what was given how).
@@ -411,10 +424,13 @@ fn run_in_lab(
             }
             vec![(GDB_PORT_NAME.to_string(), *addr)]
         }
-        Some(GdbEndpoint::Device(p)) => anyhow::bail!(exit::UsageError(format!(
-            "--gdb {}: a device path works only with --engine kvm",
-            p.display()
-        ))),
+        Some(GdbEndpoint::Device(p) | GdbEndpoint::Unix(p)) => {
+            anyhow::bail!(exit::UsageError(format!(
+                "--gdb {}: a path (a Unix socket or a device) works only with --engine kvm; \
+                 through the lab, give [ADDR:]PORT",
+                p.display()
+            )))
+        }
         None => Vec::new(),
     };
     let timeout = match args.timeout {
@@ -448,7 +464,7 @@ fn run_in_lab(
     };
     match outcome {
         lab::LabOutcome::Exited(status) => {
-            results.deliver(args, machine)?;
+            results.deliver(args, landmarks)?;
             Ok(status)
         }
         lab::LabOutcome::TimedOut => {

@@ -8,8 +8,9 @@
 //! - software breakpoints: an int3 written into guest memory (KVM_GUESTDBG_USE_SW_BP) at
 //!   kernel addresses where an int3 reaches KVM, else a debug register (see [`SwBreak`]);
 //!   hardware breakpoints and watchpoints in DR0–DR3 (KVM_GUESTDBG_USE_HW_BP), single step
-//!   (KVM_GUESTDBG_SINGLESTEP with interrupts blocked), Ctrl-C (a watcher thread kicks the
-//!   vCPU out of KVM_RUN when gdb sends a byte);
+//!   (KVM_GUESTDBG_SINGLESTEP with interrupts blocked), Ctrl-C (a watcher thread, started
+//!   once per session and confined by its own seccomp filter, kicks the vCPU out of KVM_RUN
+//!   when gdb sends a byte while the guest runs);
 //! - `monitor pgdump`, `monitor regs`; the guest's exit ends the session with its status.
 
 use std::collections::BTreeMap;
@@ -68,11 +69,25 @@ pub struct GdbTarget<'v, 'm> {
     stepping: bool,
     /// How the guest ended, once it has.
     pub outcome: Option<Outcome>,
+    /// The Ctrl-C watcher.
+    watcher: Watcher,
 }
 
+/// What the vCPU thread does once the debugger is connected and the watcher runs, before
+/// the guest's first instruction: confine itself (`seccomp.rs`), given the watcher's allowed
+/// system calls (None: not confined).
+pub type OnReady<'a> =
+    &'a mut dyn FnMut(Option<std::collections::BTreeSet<i64>>) -> anyhow::Result<()>;
+
 /// Serves gdb at `ep` until the guest ends; returns how it ended. If gdb detaches, the
-/// guest runs on to its end without it.
-pub fn serve(vcpu: &mut Vcpu<'_>, ep: &GdbEndpoint) -> anyhow::Result<Outcome> {
+/// guest runs on to its end without it. With `confine`, the watcher thread installs its
+/// seccomp filter; `ready` is called before the guest runs.
+pub fn serve(
+    vcpu: &mut Vcpu<'_>,
+    ep: &GdbEndpoint,
+    confine: bool,
+    ready: OnReady<'_>,
+) -> anyhow::Result<Outcome> {
     let int3 = crate::probe::int3_reaches_kvm().unwrap_or_else(|e| {
         log::debug!("breakpoint probe: {e:#}");
         false
@@ -84,6 +99,8 @@ pub fn serve(vcpu: &mut Vcpu<'_>, ep: &GdbEndpoint) -> anyhow::Result<Outcome> {
         );
     }
     let conn = GdbConn::wait(ep)?;
+    let (watcher, allowed) = Watcher::start(conn.fd(), vcpu.interrupt.clone(), confine)?;
+    ready(allowed)?;
     let mut target = GdbTarget {
         vcpu,
         int3,
@@ -91,6 +108,7 @@ pub fn serve(vcpu: &mut Vcpu<'_>, ep: &GdbEndpoint) -> anyhow::Result<Outcome> {
         hw: [None; 4],
         stepping: false,
         outcome: None,
+        watcher,
     };
     let reason = GdbStub::new(conn).run_blocking::<EventLoop<'_, '_>>(&mut target);
     if let Some(outcome) = target.outcome.take() {
@@ -481,7 +499,10 @@ impl<'v, 'm> BlockingEventLoop for EventLoop<'v, 'm> {
                 .map_err(run_blocking::WaitForStopReasonError::Connection)?;
             return Ok(run_blocking::Event::IncomingData(b));
         }
-        let reason = with_watcher(conn.fd(), target.vcpu.interrupt.clone(), || target.run());
+        target.watcher.arm();
+        let reason = target.run();
+        target.watcher.disarm();
+        target.vcpu.interrupt.store(false, Ordering::SeqCst);
         if let SingleThreadStopReason::Signal(Signal::SIGINT) = reason {
             let b = conn
                 .read()
@@ -497,32 +518,130 @@ impl<'v, 'm> BlockingEventLoop for EventLoop<'v, 'm> {
     }
 }
 
-/// Runs `body` on this thread while another watches `fd`: when bytes arrive, it sets
-/// `interrupt` and kicks this thread out of KVM_RUN (every 10 ms until `body` returns).
-fn with_watcher<T>(fd: i32, interrupt: Arc<AtomicBool>, body: impl FnOnce() -> T) -> T {
-    let done = AtomicBool::new(false);
-    // SAFETY: pthread_self has no preconditions.
-    let me = unsafe { libc::pthread_self() };
-    let out = std::thread::scope(|s| {
-        s.spawn(|| {
-            while !done.load(Ordering::SeqCst) {
-                if !readable(fd, 20) {
-                    // poll returns at once on a port with no client (POLLHUP): do not spin.
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-                interrupt.store(true, Ordering::SeqCst);
-                while !done.load(Ordering::SeqCst) {
-                    // SAFETY: `me` is this scope's owner thread, alive until the scope ends.
-                    unsafe { libc::pthread_kill(me, vmm_sys_util::signal::SIGRTMIN()) };
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+/// The Ctrl-C watcher: a thread that, while armed (the guest runs), polls the debugger's
+/// connection and, when bytes arrive, sets the vCPU's `interrupt` and kicks the vCPU thread
+/// out of KVM_RUN (every 10 ms until disarmed). One per session, started before the filters
+/// are installed (a confined vCPU thread cannot start threads).
+struct Watcher {
+    /// Set while the guest runs.
+    armed: Arc<AtomicBool>,
+    /// Set by the watcher each time it finds itself disarmed (so done kicking).
+    idle: Arc<AtomicBool>,
+    /// Set when the session ends.
+    done: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watcher {
+    /// Starts the watcher for `fd`, kicking the calling (vCPU) thread; with `confine`, the
+    /// watcher installs its seccomp filter first. Returns it and its allowed system calls.
+    fn start(
+        fd: i32,
+        interrupt: Arc<AtomicBool>,
+        confine: bool,
+    ) -> anyhow::Result<(Watcher, Option<std::collections::BTreeSet<i64>>)> {
+        // SAFETY: pthread_self has no preconditions.
+        let vcpu = unsafe { libc::pthread_self() };
+        let armed = Arc::new(AtomicBool::new(false));
+        let idle = Arc::new(AtomicBool::new(true));
+        let done = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (a, i, d) = (armed.clone(), idle.clone(), done.clone());
+        let handle = std::thread::Builder::new()
+            .name("gdb".into())
+            .spawn(move || {
+                let allowed = match confine {
+                    true => match crate::seccomp::install(crate::seccomp::Role::Gdb) {
+                        Ok(set) => Some(set),
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    },
+                    false => None,
+                };
+                let _ = tx.send(Ok(allowed));
+                watch(fd, vcpu, &interrupt, &a, &i, &d);
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start the gdb watcher thread: {e}"))?;
+        let mut w = Watcher {
+            armed,
+            idle,
+            done,
+            handle: Some(handle),
+        };
+        let allowed = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| anyhow::anyhow!("the gdb watcher thread did not start"))
+            .and_then(|r| r);
+        match allowed {
+            Ok(a) => Ok((w, a)),
+            Err(e) => {
+                w.stop();
+                Err(e)
             }
-        });
-        let out = body();
-        done.store(true, Ordering::SeqCst);
-        out
-    });
-    interrupt.store(false, Ordering::SeqCst);
-    out
+        }
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops watching and waits (at most 1 s) until the watcher has seen it, so that it no
+    /// longer kicks (it sets `idle` again at the top of its loop).
+    fn disarm(&self) {
+        self.armed.store(false, Ordering::SeqCst);
+        self.idle.store(false, Ordering::SeqCst);
+        for _ in 0..1000 {
+            if self.idle.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        log::warn!("gdb: the watcher thread did not stop kicking within 1 s");
+    }
+
+    fn stop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        self.armed.store(false, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The watcher's loop (see [`Watcher`]); returns when `done` is set.
+fn watch(
+    fd: i32,
+    vcpu: libc::pthread_t,
+    interrupt: &AtomicBool,
+    armed: &AtomicBool,
+    idle: &AtomicBool,
+    done: &AtomicBool,
+) {
+    while !done.load(Ordering::SeqCst) {
+        if !armed.load(Ordering::SeqCst) {
+            idle.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        if !readable(fd, 20) {
+            // poll returns at once on a port with no client (POLLHUP): do not spin.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        interrupt.store(true, Ordering::SeqCst);
+        while armed.load(Ordering::SeqCst) && !done.load(Ordering::SeqCst) {
+            // SAFETY: `vcpu` is the thread that owns the session; it outlives the watcher
+            // (it stops and joins it before the session ends).
+            unsafe { libc::pthread_kill(vcpu, vmm_sys_util::signal::SIGRTMIN()) };
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }

@@ -1,20 +1,38 @@
 //! One boot of the guest on this host's KVM: config → memory → Vm → kernel + boot params →
 //! vCPU run loop, on its own thread under a watchdog that enforces `--timeout`.
+//!
+//! Once the VM is set up, each thread confines itself with its seccomp filter (`seccomp.rs`)
+//! before the guest's first instruction: the vCPU thread (and gdb's watcher), then — told by
+//! the vCPU thread — the main thread, which reads the filters back from /proc for
+//! `--stats-json` and lets the vCPU thread go.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::devices::console::Traffic;
 use crate::devices::{Devices, FdInput};
+use crate::seccomp::{self, Role};
 use crate::vcpu::{ExitStats, Outcome, PgdumpMode, Vcpu};
 use crate::{boot, layout, loader, memory, regs, vm};
+
+/// Which threads of a run install their seccomp filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confine {
+    /// None (`vmm run --no-seccomp`).
+    Off,
+    /// The vCPU thread and gdb's watcher, not the thread that started the VM (benchmarks
+    /// boot several VMs from one thread).
+    VcpuThreads,
+    /// Every thread (`vmm run`: the process ends with the run).
+    AllThreads,
+}
 
 /// What to boot and how.
 #[derive(Debug, Clone)]
@@ -41,6 +59,8 @@ pub struct MachineConfig {
     pub discard_stdout: bool,
     /// Serve gdb here and run the guest under its control (`--gdb`).
     pub gdb: Option<crate::gdb_conn::GdbEndpoint>,
+    /// Which threads install their seccomp filter.
+    pub confine: Confine,
 }
 
 /// The end of a run with what was counted on the way.
@@ -67,6 +87,8 @@ pub struct Report {
     /// The page-table dumps kept for `--pgdump-svg` (their `--pgdump` text), and how many
     /// more the guest asked for.
     pub pgdumps: (Vec<String>, usize),
+    /// The threads' confinement as the kernel reported it when the guest started.
+    pub seccomp: seccomp::Stats,
 }
 
 impl Report {
@@ -87,6 +109,7 @@ impl Report {
                 "in_exits": inp.exits,
                 "in_empty_asks": empty,
             },
+            "seccomp": self.seccomp,
         })
         .to_string()
     }
@@ -125,7 +148,7 @@ impl Report {
             out.exits,
             inp.bytes,
             inp.exits,
-        )
+        ) + &format!("\n{}", self.seccomp.line())
     }
 }
 
@@ -134,39 +157,129 @@ pub fn run(cfg: MachineConfig) -> Result<Report> {
     let expired = Arc::new(AtomicBool::new(false));
     let timeout = cfg.timeout;
     let flag = expired.clone();
-    run_on_vcpu_thread(timeout, expired, move || boot_and_run(&cfg, flag))
+    let confine = cfg.confine;
+    if confine != Confine::Off {
+        seccomp::install_sigsys_handler()?;
+    }
+    let mut stats = None;
+    let mut report = run_on_vcpu_thread(
+        timeout,
+        expired,
+        |ready| stats = Some(confine_starter(confine, ready)),
+        move |started| boot_and_run(&cfg, flag, started),
+    )?;
+    match stats {
+        Some(Ok(s)) => report.seccomp = s,
+        Some(Err(e)) => return Err(e),
+        None => {}
+    }
+    Ok(report)
+}
+
+/// The starting thread's part once the vCPU thread is ready: its own filter (with
+/// [`Confine::AllThreads`]), then what the kernel says of every thread's.
+fn confine_starter(confine: Confine, mut allowed: Ready) -> Result<seccomp::Stats> {
+    if confine == Confine::AllThreads {
+        allowed.insert(Role::Main.name(), seccomp::install(Role::Main)?);
+    }
+    let (mode, threads) = seccomp::kernel_view()?;
+    let all: BTreeSet<i64> = allowed.values().flatten().copied().collect();
+    Ok(seccomp::Stats {
+        mode,
+        threads,
+        syscalls: all.len(),
+        per_thread: allowed
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.len()))
+            .collect(),
+    })
+}
+
+/// What the vCPU thread reports when it is about to run the guest: the system calls each
+/// confined thread (by role name) is allowed.
+pub type Ready = BTreeMap<&'static str, BTreeSet<i64>>;
+
+/// The vCPU thread's handle on the thread that started it.
+pub struct Started {
+    tell: Box<dyn Fn(Ready, mpsc::Sender<()>) -> bool + Send>,
+}
+
+impl Started {
+    /// Tells the starting thread that the guest is about to run (with what is confined), and
+    /// waits (at most 10 s) until it has confined itself.
+    pub fn ready(&self, allowed: Ready) {
+        let (ack, acked) = mpsc::channel();
+        if (self.tell)(allowed, ack) && acked.recv_timeout(Duration::from_secs(10)).is_err() {
+            log::warn!("the main thread did not answer within 10 s; running on");
+        }
+    }
+}
+
+/// What the vCPU thread sends its starter.
+enum Msg<T> {
+    Ready(Ready, mpsc::Sender<()>),
+    Done(Result<T>),
 }
 
 /// Runs `body` (which owns a vCPU) on a thread; when `timeout` expires, sets `expired` and
-/// kicks the thread out of KVM_RUN with a signal until it returns.
+/// kicks the thread out of KVM_RUN with a signal until it returns. When the body says it is
+/// ready ([`Started::ready`]), `on_ready` runs here, on this thread, before the body goes on.
 pub fn run_on_vcpu_thread<T: Send + 'static>(
     timeout: Option<Duration>,
     expired: Arc<AtomicBool>,
-    body: impl FnOnce() -> Result<T> + Send + 'static,
+    on_ready: impl FnOnce(Ready),
+    body: impl FnOnce(Started) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     install_kick_handler()?;
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::channel::<Msg<T>>();
+    let done = tx.clone();
+    let tell = std::sync::Mutex::new(tx);
+    let started = Started {
+        tell: Box::new(move |allowed, ack| {
+            tell.lock()
+                .is_ok_and(|t| t.send(Msg::Ready(allowed, ack)).is_ok())
+        }),
+    };
     let handle = thread::Builder::new()
         .name("vcpu0".into())
         .spawn(move || {
-            let _ = tx.send(body());
+            let _ = done.send(Msg::Done(body(started)));
         })
         .context("cannot start the vCPU thread")?;
-    let first = match timeout {
-        Some(t) => rx.recv_timeout(t).ok(),
-        None => rx.recv().ok(),
-    };
-    if let Some(result) = first {
-        let _ = handle.join();
-        return result;
+    let mut on_ready = Some(on_ready);
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let msg = match deadline {
+            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        match msg {
+            Ok(Msg::Ready(allowed, ack)) => {
+                if let Some(f) = on_ready.take() {
+                    f(allowed);
+                }
+                let _ = ack.send(());
+            }
+            Ok(Msg::Done(result)) => {
+                let _ = handle.join();
+                return result;
+            }
+            Err(_) => break,
+        }
     }
     expired.store(true, Ordering::SeqCst);
     // Bounded: 500 kicks, 10 ms apart.
     for _ in 0..500 {
         let _ = handle.kill(SIGRTMIN());
-        if let Ok(result) = rx.recv_timeout(Duration::from_millis(10)) {
-            let _ = handle.join();
-            return result;
+        match rx.recv_timeout(Duration::from_millis(10)) {
+            Ok(Msg::Done(result)) => {
+                let _ = handle.join();
+                return result;
+            }
+            Ok(Msg::Ready(_, ack)) => {
+                let _ = ack.send(());
+            }
+            Err(_) => {}
         }
     }
     anyhow::bail!("the vCPU thread did not stop after the timeout")
@@ -183,12 +296,13 @@ fn install_kick_handler() -> Result<()> {
     result
 }
 
-fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report> {
+fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started) -> Result<Report> {
     let phystop = layout::phystop(cfg.mem);
     let image = loader::parse_kernel(&cfg.kernel, phystop)
         .with_context(|| format!("invalid kernel {}", cfg.kernel_name.display()))?;
     let kvm = vm::open_kvm()?;
     let guest = memory::create_guest_memory(cfg.mem)?;
+    memory::check_not_executable(&guest)?;
     if cfg.prefault {
         memory::prefault(&guest)?;
     } else {
@@ -219,10 +333,30 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
         image.entry,
         cfg.mem >> 20
     );
+    vcpu.seccomp_selftest = seccomp::selftest_requested();
+    // Setup is done: from here on each thread makes only the system calls its filter allows.
+    let confine = cfg.confine != Confine::Off;
+    let vcpu_fd = std::os::fd::AsRawFd::as_raw_fd(&vcpu.fd);
+    let gdb = cfg.gdb.is_some();
+    let mut ready = |watcher: Option<BTreeSet<i64>>| -> Result<()> {
+        let mut allowed = Ready::new();
+        if let Some(w) = watcher {
+            allowed.insert(Role::Gdb.name(), w);
+        }
+        if confine {
+            let role = Role::Vcpu { fd: vcpu_fd, gdb };
+            allowed.insert(role.name(), seccomp::install(role)?);
+        }
+        started.ready(allowed);
+        Ok(())
+    };
     let start = std::time::Instant::now();
     let outcome = match &cfg.gdb {
-        Some(ep) => crate::gdb::serve(&mut vcpu, ep)?,
-        None => vcpu.run(),
+        Some(ep) => crate::gdb::serve(&mut vcpu, ep, confine, &mut ready)?,
+        None => {
+            ready(None)?;
+            vcpu.run()
+        }
     };
     let elapsed = start.elapsed();
     let backed_pages = memory::host_backed_pages(&vm.mem)
@@ -244,5 +378,6 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>) -> Result<Report>
         crash: vcpu.crash.take(),
         first_user_cycles,
         pgdumps: (std::mem::take(&mut vcpu.pgdumps), vcpu.pgdumps_skipped),
+        seccomp: seccomp::Stats::default(),
     })
 }

@@ -20,6 +20,9 @@ fn main() {
             what: BenchWhat::Boot(args),
         } => bench_boot::run(&args),
         Command::Bench {
+            what: BenchWhat::Lab(args),
+        } => vmm::bench_lab::run(&args),
+        Command::Bench {
             what: BenchWhat::Console(args),
         } => bench_console::run(&args),
         Command::Lab { action } => lab(action),

@@ -1,5 +1,10 @@
 //! Guest RAM: one anonymous mapping at GPA 0, lazily backed by the host.
 //!
+//! The mapping is read/write, never executable: vm-memory maps it PROT_READ | PROT_WRITE.
+//! [`check_not_executable`] verifies that in /proc/self/maps at every boot, and once the VM
+//! is set up the seccomp filters (seccomp.rs) refuse any `mmap` or `mprotect` with
+//! PROT_EXEC, so nothing the guest writes can become code in the VMM.
+//!
 //! Nothing is backed between the end of RAM and 4 GiB; in particular the MMIO hole
 //! `[DEVSPACE, 4 GiB)` is left to the in-kernel LAPIC/IOAPIC and to MMIO exits.
 
@@ -106,6 +111,38 @@ pub fn host_backed_pages(mem: &GuestMemoryMmap) -> Result<u64> {
     Ok(backed)
 }
 
+/// Checks in /proc/self/maps that no page of guest RAM is executable in this process.
+pub fn check_not_executable(mem: &GuestMemoryMmap) -> Result<()> {
+    let maps = std::fs::read_to_string("/proc/self/maps").context("cannot read /proc/self/maps")?;
+    for region in mem.iter() {
+        let lo = mem
+            .get_host_address(region.start_addr())
+            .context("guest RAM has no host mapping")? as u64;
+        let hi = lo + region.len();
+        if let Some(line) = executable_overlap(&maps, lo, hi) {
+            bail!("guest RAM is mapped executable in the VMM: {line}");
+        }
+    }
+    Ok(())
+}
+
+/// The first line of a /proc/PID/maps text that overlaps `[lo, hi)` with `x` in its modes.
+fn executable_overlap(maps: &str, lo: u64, hi: u64) -> Option<&str> {
+    maps.lines().find(|line| {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            return false;
+        };
+        let Some((a, b)) = range.split_once('-') else {
+            return false;
+        };
+        let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            return false;
+        };
+        a < hi && lo < b && perms.contains('x')
+    })
+}
+
 /// Allocates `size` bytes of guest RAM at GPA 0.
 pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap> {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size as usize)])
@@ -132,6 +169,19 @@ mod tests {
         assert!((5..=5 * 512).contains(&n), "{n}");
         prefault(&mem).unwrap();
         assert_eq!(host_backed_pages(&mem).unwrap(), (64 << 20) / 4096);
+    }
+
+    #[test]
+    fn guest_ram_is_never_executable() {
+        let mem = create_guest_memory(64 << 20).unwrap();
+        check_not_executable(&mem).unwrap();
+        let maps = "00400000-00500000 r-xp 0 0:0 0 /x\n7f0000000000-7f0004000000 rw-p 0 0:0 0\n";
+        assert_eq!(
+            executable_overlap(maps, 0x7f00_0000_0000, 0x7f00_0400_0000),
+            None
+        );
+        assert!(executable_overlap(maps, 0x4f_f000, 0x60_0000).is_some());
+        assert_eq!(executable_overlap(maps, 0x50_0000, 0x60_0000), None);
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub fn probe_legacy_paging() -> Result<ProbeResult> {
     let expired = Arc::new(AtomicBool::new(false));
     let flag = expired.clone();
     let timeout = Some(probe_bound());
-    crate::machine::run_on_vcpu_thread(timeout, expired, move || run_probe(flag))
+    crate::machine::run_on_vcpu_thread(timeout, expired, |_| {}, move |_| run_probe(flag))
 }
 
 /// Builds the probe guest (4 MiB; `code` at [`CODE`], the page directory and the magic word
@@ -97,18 +97,24 @@ const INT3_CODE: &[u8] = &[0xcc, 0xf4];
 pub fn int3_reaches_kvm() -> Result<bool> {
     let expired = Arc::new(AtomicBool::new(false));
     let flag = expired.clone();
-    crate::machine::run_on_vcpu_thread(Some(probe_bound()), expired, move || {
-        with_probe_vcpu(INT3_CODE, flag, |vcpu| {
-            let dbg = kvm_bindings::kvm_guest_debug {
-                control: kvm_bindings::KVM_GUESTDBG_ENABLE | kvm_bindings::KVM_GUESTDBG_USE_SW_BP,
-                ..Default::default()
-            };
-            vcpu.fd
-                .set_guest_debug(&dbg)
-                .context("KVM_SET_GUEST_DEBUG on the probe guest")?;
-            Ok(matches!(vcpu.run_until_stop(), Stop::Debug(d) if d.exception == 3))
-        })
-    })
+    crate::machine::run_on_vcpu_thread(
+        Some(probe_bound()),
+        expired,
+        |_| {},
+        move |_| {
+            with_probe_vcpu(INT3_CODE, flag, |vcpu| {
+                let dbg = kvm_bindings::kvm_guest_debug {
+                    control: kvm_bindings::KVM_GUESTDBG_ENABLE
+                        | kvm_bindings::KVM_GUESTDBG_USE_SW_BP,
+                    ..Default::default()
+                };
+                vcpu.fd
+                    .set_guest_debug(&dbg)
+                    .context("KVM_SET_GUEST_DEBUG on the probe guest")?;
+                Ok(matches!(vcpu.run_until_stop(), Stop::Debug(d) if d.exception == 3))
+            })
+        },
+    )
 }
 
 fn run_probe(expired: Arc<AtomicBool>) -> Result<ProbeResult> {

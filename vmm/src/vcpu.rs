@@ -91,6 +91,9 @@ pub struct Vcpu<'a> {
     pub symbols: Arc<Symbols>,
     /// Set (then the thread kicked) to stop KVM_RUN for a debugger.
     pub interrupt: Arc<AtomicBool>,
+    /// `XV6_VMM_SECCOMP_SELFTEST=1`: after the guest's first exit, make a system call no
+    /// filter allows (seccomp.rs), once.
+    pub seccomp_selftest: bool,
 }
 
 impl<'a> Vcpu<'a> {
@@ -109,6 +112,7 @@ impl<'a> Vcpu<'a> {
             crash: None,
             symbols: Arc::new(Symbols::default()),
             interrupt: Arc::new(AtomicBool::new(false)),
+            seccomp_selftest: false,
         }
     }
 
@@ -150,6 +154,9 @@ impl<'a> Vcpu<'a> {
                 Err(e) => Request::End(Outcome::Failed(format!("KVM_RUN failed: {e}"))),
             };
             self.note_eip();
+            if std::mem::take(&mut self.seccomp_selftest) {
+                crate::seccomp::selftest_blocked_call();
+            }
             match request {
                 Request::Continue => {}
                 Request::End(outcome) => return Stop::End(self.finish(outcome)),

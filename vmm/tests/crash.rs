@@ -36,6 +36,50 @@ fn panic_report_has_message_location_and_symbolized_backtrace() {
 }
 
 #[test]
+fn double_fault_is_reported_with_the_faulting_registers_stack_and_backtrace() {
+    // selftest=kstack: unbounded recursion with the IDT loaded; the #DF task gate reports it.
+    let Some(out) = boot(&["--quiet", "--append", "selftest=kstack"]) else {
+        return;
+    };
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    let error = lines
+        .iter()
+        .position(|l| {
+            l.starts_with("vmm: error: the guest kernel panicked: double fault (#DF): eip 0x801")
+        })
+        .unwrap_or_else(|| panic!("no one-line double-fault error: {log}"));
+    assert!(!log.contains("triple-faulted"), "{log}");
+    let report = lines[error..].join("\n");
+    // The recursion ran off the bottom of the kernel half: the push below KERNBASE faulted.
+    for field in [
+        "esp 0x7ff",
+        "cr2 0x7ff",
+        "cs 0x8 ss 0x10",
+        "eax 0x",
+        "ebp 0x8000",
+        "eflags 0x",
+        "stack at 0x80000000: ",
+        " at src/trap.rs:",
+    ] {
+        assert!(report.contains(field), "no {field}: {log}");
+    }
+    let frames: Vec<&&str> = lines[error..]
+        .iter()
+        .filter(|l| l.starts_with("vmm: crash:   #"))
+        .collect();
+    // The faulting task's chain, not the double-fault task's own: the recursion, symbolized.
+    assert_eq!(frames.len(), 16, "{log}");
+    assert!(
+        frames
+            .iter()
+            .all(|l| l.contains("xv6::selftest::recurse+0x")),
+        "{log}"
+    );
+}
+
+#[test]
 fn triple_fault_report_has_registers_or_says_why_and_the_last_exits() {
     let Some(out) = boot(&["--quiet", "--append", "selftest=pagefault"]) else {
         return;

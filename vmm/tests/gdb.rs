@@ -176,7 +176,7 @@ fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
     }
     // cat blocks reading a stdin that stays open: the guest idles, running, until stopped.
     let session = Session::start(
-        &["cat"],
+        &["--stats", "cat"],
         Stdio::piped(),
         include_str!("fixtures/gdb/interrupt.gdb"),
         &[],
@@ -202,11 +202,11 @@ fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
     expect("Program received signal SIGINT");
     expect("interrupted at 0x80");
     // monitor pgdump: the current page directory, kmap's mappings, no mismatch.
-    // (The text row ends where this build's kernel text ends.)
+    // (The text row's end moves with the kernel's size.)
     assert!(
         out.lines()
             .any(|l| l.starts_with("0x80100000-0x801") && l.ends_with(" -> 0x00100000 r-k")),
-        "no kernel-text row in gdb's output:\n{out}"
+        "no kernel text row in gdb's output:\n{out}\nvmm:\n{log}"
     );
     expect(", 0 translate mismatches");
     // monitor regs: the crash report's registers; an unknown command lists the known ones.
@@ -215,4 +215,36 @@ fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
     // kill ends the guest: vmm's one-line error and its status.
     assert!(log.contains("vmm: error: gdb killed the guest"), "{log}");
     assert_eq!(status, Some(125), "{log}");
+    // Under gdb three threads ran confined: main, vcpu0 and the Ctrl-C watcher.
+    let seccomp = log
+        .lines()
+        .find(|l| l.starts_with("vmm: seccomp: "))
+        .unwrap_or_else(|| panic!("no seccomp line: {log}"));
+    assert!(
+        seccomp.starts_with("vmm: seccomp: filter on 3 threads"),
+        "{log}"
+    );
+    assert!(
+        seccomp.contains("gdb ") && seccomp.contains("vcpu0 "),
+        "{log}"
+    );
+}
+
+/// A Unix socket path needs the KVM engine; through the lab it is a usage error, before any
+/// boot, and no socket file is left behind.
+#[test]
+fn a_unix_socket_path_through_the_lab_is_refused_in_one_line() {
+    if engine() != Some("lab") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("gdb.sock");
+    let out = vmm(&["run", "--gdb", sock.to_str().unwrap(), "hello"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("a path (a Unix socket or a device) works only with --engine kvm"),
+        "{log}"
+    );
+    assert!(!sock.exists());
 }

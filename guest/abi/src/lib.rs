@@ -214,7 +214,7 @@ pub mod panic {
     /// Offset of the message.
     pub const OFF_MSG: usize = OFF_FRAMES + 4 * MAX_FRAMES;
     /// The longest message kept (longer ones are cut).
-    pub const MAX_MSG: usize = 256;
+    pub const MAX_MSG: usize = 512;
     /// The report's size in bytes.
     pub const SIZE: usize = OFF_MSG + MAX_MSG;
 }

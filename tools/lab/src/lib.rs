@@ -861,20 +861,25 @@ fn read_qemu_stderr(mut e: std::process::ChildStderr, sh: &Shared) {
 
 /// The stage timings at info level.
 fn log_timings(w: &Watched, spawned_at: Instant, prepared: Duration) {
+    let at = |t: &Instant| format!("{:.2}s", (*t - spawned_at).as_secs_f64());
     let stage = |name: &str| {
-        w.markers.iter().find_map(|(t, m)| match m {
-            Marker::Stage(s) if s == name => {
-                Some(format!("{:.2}s", (*t - spawned_at).as_secs_f64()))
-            }
-            _ => None,
-        })
+        w.markers
+            .iter()
+            .find_map(|(t, m)| matches!(m, Marker::Stage(s) if s == name).then(|| at(t)))
+            .unwrap_or_else(|| "-".into())
     };
+    let exited = w
+        .markers
+        .iter()
+        .find_map(|(t, m)| matches!(m, Marker::Exit(_)).then(|| at(t)))
+        .unwrap_or_else(|| "-".into());
     log::info!(
-        "lab: prepared in {:.2}s; after QEMU start: init {}, kvm ready {}, program started {}, QEMU gone {:.2}s ({:?})",
+        "lab: prepared in {:.2}s; after QEMU start: init {}, kvm ready {}, restored {}, program started {}, exit reported {exited}, QEMU gone {:.2}s ({:?})",
         prepared.as_secs_f64(),
-        stage("init").unwrap_or_else(|| "-".into()),
-        stage("kvm").unwrap_or_else(|| "-".into()),
-        stage("exec").unwrap_or_else(|| "-".into()),
+        stage("init"),
+        stage("kvm"),
+        stage(warm::RESTORED_STAGE),
+        stage("exec"),
         spawned_at.elapsed().as_secs_f64(),
         w.ending
     );
