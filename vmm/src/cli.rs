@@ -247,6 +247,14 @@ pub struct RunArgs {
     /// stderr whenever the guest asks for a dump.
     #[arg(long)]
     pub pgdump: bool,
+    /// Draw the address space as SVG into FILE each time the guest asks for a page-table dump
+    /// (as --pgdump): one panel per dump, written when the run ends.
+    #[arg(long, value_name = "FILE")]
+    pub pgdump_svg: Option<PathBuf>,
+    /// Inside the lab: leave what --stats-json and --pgdump-svg would write in FILE, as
+    /// tagged text lines the outer vmm sorts out (the lab sends one text file back).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub lab_results: Option<PathBuf>,
     /// Serve the GDB remote protocol and wait for gdb before the guest's first instruction;
     /// --timeout does not apply. [ADDR:]PORT listens on TCP (default address 127.0.0.1) with
     /// no authentication: whoever connects first controls the guest. A PATH (with a '/')

@@ -47,6 +47,7 @@ fn try_run(args: &RunArgs) -> Result<i32> {
     if let Some(path) = &args.stats_json {
         check_writable(path)?;
     }
+    crate::outputs::check(args)?;
     let spec = args
         .program
         .first()
@@ -79,9 +80,10 @@ fn try_run(args: &RunArgs) -> Result<i32> {
     loader::parse_kernel(&kernel, crate::layout::phystop(mem))
         .with_context(|| format!("invalid kernel {}", kernel_name.display()))?;
 
+    let landmarks = crate::pgdump_svg::Machine::new(mem, &kernel);
     match select(args.engine)? {
-        Engine::Lab => run_in_lab(args, mem, &program, &added),
-        _ => run_on_kvm(args, mem, kernel, kernel_name, &program, &added),
+        Engine::Lab => run_in_lab(args, mem, &program, &added, &landmarks),
+        _ => run_on_kvm(args, mem, kernel, kernel_name, &program, &added, &landmarks),
     }
 }
 
@@ -170,6 +172,7 @@ fn run_on_kvm(
     kernel_name: PathBuf,
     program: &Program,
     added: &[Program],
+    landmarks: &crate::pgdump_svg::Machine,
 ) -> Result<i32> {
     // Here, not in try_run: a lab run prints them once, from its inner run.
     for note in programs::shadow_notes(added) {
@@ -190,11 +193,7 @@ fn run_on_kvm(
             .into_iter()
             .map(|(n, b)| (n.to_string(), b.to_vec()))
             .collect(),
-        pgdump: if args.pgdump {
-            PgdumpMode::Print
-        } else {
-            PgdumpMode::Off
-        },
+        pgdump: PgdumpMode::new(args.pgdump, args.pgdump_svg.is_some()),
         // A debugging session takes as long as it takes.
         timeout: timeout_of(args).filter(|_| args.gdb.is_none()),
         prefault: args.prefault,
@@ -210,10 +209,11 @@ fn run_on_kvm(
     if args.stats {
         eprintln!("{}", report.stats_line());
     }
-    if let Some(path) = &args.stats_json {
-        std::fs::write(path, report.stats_json() + "\n")
-            .with_context(|| format!("cannot write --stats-json {}", path.display()))?;
-    }
+    crate::outputs::write(
+        args,
+        &crate::outputs::Results::of_report(&report),
+        landmarks,
+    )?;
     let status = status_of(report.outcome, args.timeout);
     // The one-line error first (status_of), then the details.
     if let Some(crash) = &report.crash {
@@ -267,6 +267,8 @@ const LAB_REWRITES: &[&str] = &[
     "kernel",
     "add",
     "stats_json",
+    "pgdump_svg",
+    "lab_results",
     "program",
 ];
 
@@ -320,10 +322,9 @@ pub fn lab_invocation(
             format!("/dev/virtio-ports/{GDB_PORT_NAME}").into(),
         ]);
     }
-    // The inner vmm leaves its figures where the lab sends them back (LabRequest::result_file).
-    if args.stats_json.is_some() {
-        inner.extend(["--stats-json".into(), lab::script::RESULT_PATH.into()]);
-    }
+    // The inner vmm leaves its output files' contents where the lab sends them back
+    // (LabRequest::result_file), as tagged lines (outputs.rs).
+    inner.extend(crate::outputs::LabResults::inner_args(args));
     let mut files = Vec::new();
     if let Some(k) = &args.kernel {
         let lab_path = "/lab/files/kernel.elf".to_string();
@@ -395,7 +396,13 @@ pub fn interrupted(sig: i32) -> i32 {
 const GDB_PORT_NAME: &str = "gdb";
 
 /// Re-runs this binary inside the lab with `--engine kvm` and the same request.
-fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) -> Result<i32> {
+fn run_in_lab(
+    args: &RunArgs,
+    mem: u64,
+    program: &Program,
+    added: &[Program],
+    landmarks: &crate::pgdump_svg::Machine,
+) -> Result<i32> {
     let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
     // This process's own command line, parsed again for its matches (what was given how).
     let matches = <crate::cli::Cli as clap::CommandFactory>::command()
@@ -408,6 +415,7 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) ->
     // From here on a signal stops the run cleanly (temporary files removed, 128 + N).
     lab::interrupt::install();
     let env = lab_env();
+    let results = crate::outputs::LabResults::new(args)?;
     let tcp_ports = match &args.gdb {
         Some(GdbEndpoint::Tcp(addr)) => {
             eprintln!("vmm: gdb: the lab listens on {addr} for gdb (target remote {addr})");
@@ -441,7 +449,7 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) ->
         env,
         // Streamed as it arrives: the guest boots at once, a terminal works.
         stdin: lab::LabStdin::Inherit,
-        result_file: args.stats_json.clone(),
+        result_file: results.path(),
         tcp_ports,
         guest_mem_mib: mem >> 20,
         timeout,
@@ -459,7 +467,10 @@ fn run_in_lab(args: &RunArgs, mem: u64, program: &Program, added: &[Program]) ->
         other => other.context("the nested-KVM lab failed")?,
     };
     match outcome {
-        lab::LabOutcome::Exited(status) => Ok(status),
+        lab::LabOutcome::Exited(status) => {
+            results.deliver(args, landmarks)?;
+            Ok(status)
+        }
         lab::LabOutcome::TimedOut => {
             eprintln!("vmm: the lab run timed out after {} s", timeout.as_secs());
             Ok(exit::TIMEOUT)

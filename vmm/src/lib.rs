@@ -3,7 +3,7 @@
 //!
 //! Reading order: [`cli`] (what the user asks) → [`engine`] (this host's KVM, or the
 //! nested-KVM lab) → [`machine`] (one boot) → [`vm`] + [`memory`] + [`loader`] + [`boot`] +
-//! [`regs`] (building the VM) → [`vcpu`] (the run loop) → [`devices`], [`pgdump`].
+//! [`regs`] (building the VM) → [`vcpu`] (the run loop) → [`devices`], [`pgdump`] (+ [`pgdump_svg`]).
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod bench;
@@ -27,8 +27,10 @@ pub mod layout;
 pub mod loader;
 pub mod machine;
 pub mod memory;
+pub mod outputs;
 pub mod panic_report;
 pub mod pgdump;
+pub mod pgdump_svg;
 pub mod probe;
 pub mod programs;
 pub mod regs;

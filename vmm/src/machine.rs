@@ -84,6 +84,9 @@ pub struct Report {
     /// TSC cycles from the kernel's first instruction to the first user instruction (the
     /// kernel's boot timestamps, docs/abi.md); None if the kernel did not get that far.
     pub first_user_cycles: Option<u64>,
+    /// The page-table dumps kept for `--pgdump-svg` (their `--pgdump` text), and how many
+    /// more the guest asked for.
+    pub pgdumps: (Vec<String>, usize),
     /// The threads' confinement as the kernel reported it when the guest started.
     pub seccomp: seccomp::Stats,
 }
@@ -374,6 +377,7 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
         backed_pages,
         crash: vcpu.crash.take(),
         first_user_cycles,
+        pgdumps: (std::mem::take(&mut vcpu.pgdumps), vcpu.pgdumps_skipped),
         seccomp: seccomp::Stats::default(),
     })
 }

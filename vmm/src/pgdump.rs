@@ -131,6 +131,70 @@ pub fn format_run(r: &Run) -> String {
     )
 }
 
+/// One `--pgdump` dump read back from its text: the CR3 it walked and its runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dump {
+    pub cr3: u32,
+    pub runs: Vec<Run>,
+}
+
+/// Reads back the dumps in `text` (the `--pgdump` format: a `pgdump cr3=` line, run lines,
+/// a `pgdump end:` line); other lines are skipped, so a whole stderr can be given. A dump
+/// without its end line (a run cut short) is dropped.
+pub fn parse_dumps(text: &str) -> Vec<Dump> {
+    let mut out = Vec::new();
+    let mut current: Option<Dump> = None;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if let Some(cr3) = line.strip_prefix("pgdump cr3=0x") {
+            current = u32::from_str_radix(cr3, 16).ok().map(|cr3| Dump {
+                cr3,
+                runs: Vec::new(),
+            });
+        } else if line.starts_with("pgdump end:") {
+            out.extend(current.take());
+        } else if let (Some(d), Some(r)) = (current.as_mut(), parse_run(line)) {
+            d.runs.push(r);
+        }
+    }
+    out
+}
+
+/// One run line, the inverse of [`format_run`].
+pub fn parse_run(line: &str) -> Option<Run> {
+    let hex = |s: &str| u32::from_str_radix(s.strip_prefix("0x")?, 16).ok();
+    let (range, rest) = line.split_once(" -> ")?;
+    let (first, last) = range.split_once('-')?;
+    let (pa, flags) = rest.split_once(' ')?;
+    let (first_va, last_byte, pa) = (hex(first)?, hex(last)?, hex(pa)?);
+    let flags = flags.as_bytes();
+    if flags.len() != 3 || flags[0] != b'r' || first_va % PGSIZE != 0 || last_byte < first_va {
+        return None;
+    }
+    Some(Run {
+        first_va,
+        last_va: last_byte & !(PGSIZE - 1),
+        pa,
+        writable: match flags[1] {
+            b'w' => true,
+            b'-' => false,
+            _ => return None,
+        },
+        user: match flags[2] {
+            b'u' => true,
+            b'k' => false,
+            _ => return None,
+        },
+    })
+}
+
+impl Run {
+    /// Pages in the run.
+    pub fn pages(&self) -> u32 {
+        (self.last_va - self.first_va) / PGSIZE + 1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +305,27 @@ mod tests {
         });
         assert!(maps.is_empty());
         assert_eq!(bad, 1024);
+    }
+    #[test]
+    fn dumps_read_back_from_text() {
+        let text = "noise\npgdump cr3=0x00174000\n0x00000000-0x00000fff -> 0x00175000 r-u\n\
+            0x00005000-0x00005fff -> 0x0017b000 rwk\nxv6: interleaved\n\
+            0xfe000000-0xffffffff -> 0xfe000000 rwk\npgdump end: 3 pages, 0 translate mismatches\n\
+            pgdump cr3=0x00001000\n0x00000000-0x00000fff -> 0x00175000 r-u\n";
+        let d = parse_dumps(text);
+        assert_eq!(d.len(), 1, "the cut-short second dump is dropped");
+        assert_eq!(d[0].cr3, 0x174000);
+        let lines: Vec<String> = d[0].runs.iter().map(format_run).collect();
+        assert_eq!(
+            lines,
+            [
+                "0x00000000-0x00000fff -> 0x00175000 r-u",
+                "0x00005000-0x00005fff -> 0x0017b000 rwk",
+                "0xfe000000-0xffffffff -> 0xfe000000 rwk"
+            ]
+        );
+        assert_eq!(d[0].runs[2].pages(), 8192);
+        assert_eq!(parse_run("0x00000000-0x00000fff -> 0x00175000 rxu"), None);
+        assert_eq!(parse_run("0x00000100-0x00000fff -> 0x00175000 r-u"), None);
     }
 }

@@ -50,6 +50,22 @@ pub enum PgdumpMode {
     Off,
     /// Walk, cross-check with KVM_TRANSLATE and print to stderr.
     Print,
+    /// Walk, cross-check, and keep the text in [`Vcpu::pgdumps`] (`--pgdump-svg`).
+    Record,
+    /// Both.
+    PrintAndRecord,
+}
+
+impl PgdumpMode {
+    /// The mode for `--pgdump` (print) and `--pgdump-svg` (record).
+    pub fn new(print: bool, record: bool) -> PgdumpMode {
+        match (print, record) {
+            (false, false) => PgdumpMode::Off,
+            (true, false) => PgdumpMode::Print,
+            (false, true) => PgdumpMode::Record,
+            (true, true) => PgdumpMode::PrintAndRecord,
+        }
+    }
 }
 
 /// The vCPU and what its exits touch.
@@ -58,6 +74,10 @@ pub struct Vcpu<'a> {
     pub mem: &'a GuestMemoryMmap,
     pub devices: Devices,
     pub pgdump: PgdumpMode,
+    /// The dumps' text kept for `--pgdump-svg` (at most `pgdump_svg::MAX_PANELS` dumps and
+    /// `MAX_TEXT` bytes), and how many more there were.
+    pub pgdumps: Vec<String>,
+    pub pgdumps_skipped: usize,
     pub stats: ExitStats,
     /// Set by the watchdog when `--timeout` expires; it then kicks KVM_RUN with a signal.
     pub expired: Arc<AtomicBool>,
@@ -83,6 +103,8 @@ impl<'a> Vcpu<'a> {
             mem,
             devices,
             pgdump,
+            pgdumps: Vec::new(),
+            pgdumps_skipped: 0,
             stats: ExitStats::default(),
             expired: Arc::new(AtomicBool::new(false)),
             measured: BTreeMap::new(),
@@ -184,14 +206,26 @@ impl<'a> Vcpu<'a> {
     }
 
     /// Walks the page tables from the vCPU's CR3, cross-checks every page with KVM_TRANSLATE,
-    /// prints the dump to stderr; returns the number of mismatches.
+    /// prints the dump to stderr and/or keeps it; returns the number of mismatches.
     fn dump_page_tables(&mut self) -> u32 {
         if self.pgdump == PgdumpMode::Off {
             return u32::MAX;
         }
         match self.page_table_dump() {
             Some((text, mismatches)) => {
-                let _ = std::io::stderr().lock().write_all(text.as_bytes());
+                if matches!(self.pgdump, PgdumpMode::Print | PgdumpMode::PrintAndRecord) {
+                    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+                }
+                if matches!(self.pgdump, PgdumpMode::Record | PgdumpMode::PrintAndRecord) {
+                    let kept: usize = self.pgdumps.iter().map(String::len).sum();
+                    if self.pgdumps.len() < crate::pgdump_svg::MAX_PANELS
+                        && kept + text.len() <= crate::pgdump_svg::MAX_TEXT
+                    {
+                        self.pgdumps.push(text);
+                    } else {
+                        self.pgdumps_skipped += 1;
+                    }
+                }
                 mismatches
             }
             None => u32::MAX,

@@ -14,7 +14,7 @@ use alloc::format;
 use core::hint::black_box;
 use core::sync::atomic::{AtomicU32, Ordering};
 use ulib::probe::{guard_page, peek, stack_page};
-use ulib::{countfree, exec, exit, fork, getpid, pgdump, println, sbrk, wait, PGSIZE};
+use ulib::{countfree, exec, exit, fork, getpid, pgdump, println, sbrk, wait, KERNBASE, PGSIZE};
 
 /// A static with a value: it lives in the data segment, loaded from the ELF file.
 static GREETING: AtomicU32 = AtomicU32::new(0x600d_da7a);
@@ -66,19 +66,66 @@ fn address_space(sz: usize) {
     println!();
 }
 
+/// One box of the address-space picture: its bottom address, then what it holds.
+fn picture_row(bottom: usize, what: &str, pages: usize, flags: &str, note: &str) {
+    let unit = if pages == 1 { "page " } else { "pages" };
+    println!("              | {what:<14} {pages:>3} {unit} |  {flags}  {note}");
+    println!("   {bottom:#010x} +--------------------------+");
+}
+
+/// The address space as text art: from the top of memory down to 0, sizes not to scale.
+fn picture() {
+    const DEVSPACE: usize = xv6_abi::layout::DEVSPACE as usize;
+    let sz = sbrk(0) as usize;
+    let stack = stack_page();
+    let guard = guard_page();
+    // The data segment starts at a page boundary at or below its first static.
+    let data = addr_of(&GREETING) & !(PGSIZE - 1);
+    let pages = |lo: usize, hi: usize| (hi - lo) / PGSIZE;
+    println!("   My address space, high addresses on top (boxes not to scale):");
+    println!("   0xffffffff +--------------------------+");
+    println!("              | devices (DEVSPACE)       |  rwk  LAPIC, IOAPIC: virtual = physical");
+    println!("   {DEVSPACE:#010x} +--------------------------+");
+    println!("              :  boot modules, unmapped  :");
+    println!("              | the kernel (kmap rows),  |  r-k  kernel text");
+    println!("              | the same in every        |  rwk  kernel data, free memory, low");
+    println!("              | process                  |       memory: RAM pa at pa + KERNBASE");
+    println!("   {KERNBASE:#010x} +-------- KERNBASE --------+");
+    println!("              :  unmapped                :  room for the heap to grow");
+    println!("   {sz:#010x} +--------------------------+  sz = sbrk(0)");
+    picture_row(
+        stack + PGSIZE,
+        "heap",
+        pages(stack + PGSIZE, sz),
+        "rwu",
+        "sbrk grows it up",
+    );
+    picture_row(stack, "stack", 1, "rwu", "argv at its top");
+    picture_row(guard, "guard page", 1, "rwk", "no PTE_U: my access faults");
+    picture_row(data, "data, bss", pages(data, guard), "rwu", "statics");
+    picture_row(0, "text", pages(0, data), "r-u", "code and constants");
+    println!("   Each page is backed by a physical page the kernel took from its free list");
+    println!("   (kalloc); the kernel reaches the same page again at P2V(pa), above KERNBASE.");
+    println!();
+}
+
 /// Part 2: the page tables, walked by the VMM.
 fn page_tables() {
-    println!("2. My page tables. pgdump() asks the VMM to walk my page directory from outside");
-    println!("   the machine, the way the MMU does (PDX, then PTX).");
+    println!("2. My page tables.");
+    picture();
+    println!("   pgdump() asks the VMM to walk my page directory from outside the machine,");
+    println!("   the way the MMU does (PDX, then PTX).");
     if pgdump() == 0 {
         const LEGEND: &str = "   \
             The VMM printed it on stderr: one line per run of pages, virtual -> physical,
    r or rw, and u (PTE_U: user) or k (kernel only). Mine, from 0: text (r-u:
    read-only), data and bss (rwu), the guard page (rwk: no PTE_U), the stack page
-   and the heap (rwu); from KERNBASE up the kernel (..k), the same in every process.";
+   and the heap (rwu); from KERNBASE up the kernel (..k), the same in every process.
+   `vmm run --pgdump-svg as.svg` draws it, with where each page lands in RAM.";
         println!("{LEGEND}");
     } else {
-        println!("   The VMM was not asked to show it: run `vmm run --pgdump` to see the dump.");
+        println!("   The VMM was not asked to show it: run `vmm run --pgdump` to see the dump,");
+        println!("   or `vmm run --pgdump-svg as.svg` for a picture of it.");
     }
     println!();
 }
