@@ -12,8 +12,9 @@
 //!   dependencies),
 //! * `manifest` — `key=value` lines: kernel version, package versions, module load order, and
 //!   the size and SHA-256 of `vmlinux`/`vmlinuz` and `base.cpio` as the fetch wrote them,
-//! * `verified` — each file's inode and modification time when its SHA-256 last matched, so a
-//!   run re-hashes a file only when it changed (the sizes are checked on every run).
+//! * `verified` — each file's inode, modification and change time when its SHA-256 last
+//!   matched, so a run re-hashes a file only when it changed (a write in place that keeps the
+//!   size and puts the mtime back still moves the ctime); the sizes are checked on every run.
 //!
 //! A cached file whose size or digest no longer matches (a truncated kernel, a garbage archive)
 //! makes the assets *damaged*: the next run or `vmm lab setup` says so in one line and fetches
@@ -145,12 +146,20 @@ pub enum Cached {
     Ready(Assets),
 }
 
-/// The identity of a file's current contents as far as the file system tells: inode and
-/// modification time (a rewrite changes one of them).
+/// The identity of a file's current contents as far as the file system tells: inode,
+/// modification time and change time. A write changes the ctime even when the mtime is put
+/// back (`touch -r`) and the size kept, and nobody but the kernel sets a ctime.
 fn stamp(path: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let m = fs::metadata(path).ok()?;
-    Some(format!("{}:{}.{}", m.ino(), m.mtime(), m.mtime_nsec()))
+    Some(format!(
+        "{}:{}.{}:{}.{}",
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
 }
 
 /// Checks the files of `a` against the manifest's sizes and digests `m`. A file is re-hashed

@@ -104,6 +104,16 @@ impl LabError {
     }
 }
 
+/// Whether the lab's console shows its init (busybox and the generated script) dying.
+fn init_died(console: &[String]) -> bool {
+    console.iter().any(|l| {
+        l.contains("Attempted to kill init")
+            || l.contains("segfault at")
+            || l.contains("Failed to execute /init")
+            || l.contains("Initramfs unpacking failed")
+    })
+}
+
 /// The last non-empty line of `text`.
 pub(crate) fn last_line(text: &str) -> Option<&str> {
     text.lines().map(str::trim).rfind(|l| !l.is_empty())
@@ -173,11 +183,21 @@ impl fmt::Display for LabError {
                     .unwrap_or("no message");
                 write!(f, "qemu-system-x86_64 failed ({status}): {last}")
             }
-            LabError::NoExitStatus { console_tail } => write!(
-                f,
-                "the lab stopped without reporting the program's exit status: {}",
-                quote_tail(console_tail)
-            ),
+            LabError::NoExitStatus { console_tail } => {
+                write!(
+                    f,
+                    "the lab stopped without reporting the program's exit status: {}",
+                    quote_tail(console_tail)
+                )?;
+                if init_died(console_tail) {
+                    write!(
+                        f,
+                        " (the lab's own init died: its cached assets may be damaged; \
+                         `vmm lab setup` checks and fetches them again)"
+                    )?;
+                }
+                Ok(())
+            }
             LabError::NoSpace {
                 dir,
                 free_mib,
@@ -237,6 +257,19 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "the lab stopped without reporting the program's exit status: has_svm: svm not available"
+        );
+        let e = LabError::NoExitStatus {
+            console_tail: vec![
+                "[    1.0] init[1]: segfault at 0 ip 0000 sp 0000 error 4".into(),
+                "[    1.1] Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b"
+                    .into(),
+            ],
+        };
+        let s = e.to_string();
+        assert!(!s.contains('\n'), "{s}");
+        assert!(
+            s.ends_with("`vmm lab setup` checks and fetches them again)"),
+            "{s}"
         );
         let e = LabError::QemuFailed {
             status: "exit status: 1".into(),
