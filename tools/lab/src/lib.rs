@@ -41,10 +41,12 @@
 //! `RUST_LOG=debug` shows the QEMU command line and the lab's console; `info` shows timings.
 
 pub mod assets;
+pub mod bochs;
 pub mod elf;
 mod error;
 pub mod initramfs;
 pub mod interrupt;
+pub mod iso;
 pub mod kernel;
 pub mod progress;
 pub mod qemu;
@@ -65,7 +67,7 @@ use std::time::{Duration, Instant};
 
 pub use assets::{
     ensure_assets, lab_dir, parse_qemu_version, qemu_too_old_for_debugging, status, Assets,
-    LabStatus, QEMU_NESTED_DEBUG_MIN,
+    LabStatus, Vendor, QEMU_NESTED_DEBUG_MIN,
 };
 pub use error::LabError;
 pub use tmp::sweep_stale;
@@ -136,6 +138,8 @@ pub struct LabRequest {
     /// Overall bound for the lab run (boot + program); on expiry QEMU is killed and
     /// [`LabOutcome::TimedOut`] returned.
     pub timeout: Duration,
+    /// Which lab: AMD (QEMU, kvm_amd; the default) or Intel (Bochs, kvm_intel; see [`bochs`]).
+    pub vendor: Vendor,
 }
 
 /// How a lab run ended.
@@ -263,7 +267,7 @@ fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, L
     env.extend(req.env.iter().cloned());
     let args: Vec<&OsStr> = req.args.iter().map(OsString::as_os_str).collect();
     let init = script::init_script(&InitSpec {
-        modules: &assets.modules,
+        modules: assets.modules_for(Vendor::Amd),
         program: &lab_program,
         args: &args,
         env: &env,
@@ -351,6 +355,9 @@ pub fn run_with_options(
     stdout: &mut (dyn Write + Send),
     stderr: &mut (dyn Write + Send),
 ) -> Result<LabOutcome, LabError> {
+    if req.vendor == Vendor::Intel {
+        return bochs::run(req, stdout, stderr);
+    }
     let start = Instant::now();
     let deadline = start + req.timeout;
     check_request(req)?;
