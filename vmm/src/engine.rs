@@ -485,6 +485,18 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn the_engine_name_comes_from_the_outer_vmm() {
+        assert_eq!(engine_name_from(None), "kvm");
+        assert_eq!(engine_name_from(Some("lab-amd")), "lab-amd");
+        assert_eq!(engine_name_from(Some("lab-intel")), "lab-intel");
+        assert_eq!(engine_name_from(Some("something else")), "kvm");
+        let env = lab_env(lab::Vendor::Intel);
+        assert!(env.contains(&(ENGINE_ENV.to_string(), "lab-intel".to_string())));
+        let env = lab_env(lab::Vendor::Amd);
+        assert!(env.contains(&(ENGINE_ENV.to_string(), "lab-amd".to_string())));
+    }
     use crate::cli::{Cli, Command};
 
     fn run_matches(argv: &[&str]) -> clap::ArgMatches {

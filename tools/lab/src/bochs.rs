@@ -753,7 +753,7 @@ mod tests {
             assert_eq!(text.contains("mark more"), stdin);
             let result = crate::script::RESULT_PATH;
             assert!(text.contains(&format!("[ -s {result} ]")));
-            assert!(text.contains("mark sent \"$out\" \"$err\"\nmark exit $status\n"));
+            assert!(text.contains("  mark sent \"$out\" \"$err\"\n  mark exit $status\n"));
             let sh = Command::new("sh").arg("-n").arg("-c").arg(&text).status();
             assert!(sh.unwrap().success(), "generated init must parse");
         }
