@@ -12,7 +12,7 @@
 //!   (Bochs has no direct kernel boot), and QEMU's kernel when there is no `vmlinux`,
 //! * `base.cpio` — `/bin/busybox` and `/lib/modules/lab/*.ko` ([`ROOT_MODULES`] and their
 //!   dependencies: both vendors' KVM modules; each lab's init loads only its own, see
-//!   [`Assets::modules_for`]),
+//!   [`Assets::modules_for`]; their signatures cut off, see [`unsigned_module`]),
 //! * `manifest` — `key=value` lines: kernel version, package versions, module load order, and
 //!   the size and SHA-256 of `vmlinux`/`vmlinuz` and `base.cpio` as the fetch wrote them,
 //! * `verified` — each file's inode and modification time when its SHA-256 last matched, so a
@@ -40,7 +40,8 @@ use crate::tmp::TempDir;
 use crate::LabError;
 
 /// Name of the asset directory inside the lab directory; bump when the layout changes.
-pub const ASSETS_SUBDIR: &str = "assets-v4"; // v2: digests; v3: virtio-serial; v4: kvm_intel, bzImage
+pub const ASSETS_SUBDIR: &str = "assets-v5"; // v2: digests; v3: virtio-serial; v4: kvm_intel,
+                                             // bzImage; v5: modules without signatures
 /// The kernel metapackage (resolved to the versioned image package).
 pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 /// The package providing a static busybox.
@@ -470,6 +471,30 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
+/// The marker the kernel's module signing appends after a module's signature.
+const MODULE_SIG_MAGIC: &[u8] = b"~Module signature appended~\n";
+
+/// A kernel module without its appended signature (the module as built), or `data` unchanged
+/// if it carries none. The labs' kernels do not enforce signatures (no Secure Boot), and
+/// checking one (SHA-256 and RSA over the whole module) costs seconds of emulated CPU per
+/// module in the Intel lab's Bochs: ~4 s for kvm.ko alone. The kernel notes the unsigned
+/// module once (a taint), and loads it.
+pub fn unsigned_module(data: &[u8]) -> &[u8] {
+    // The signature, then struct module_signature (12 bytes, its last 4 the signature's
+    // length, big-endian), then the magic.
+    let Some(body) = data.strip_suffix(MODULE_SIG_MAGIC) else {
+        return data;
+    };
+    let Some(info_at) = body.len().checked_sub(12) else {
+        return data;
+    };
+    let len = u32::from_be_bytes(body[info_at + 8..].try_into().unwrap()) as usize;
+    match info_at.checked_sub(len) {
+        Some(end) => &data[..end],
+        None => data,
+    }
+}
+
 /// Fetches and builds the assets into `stage` (a fresh directory).
 fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
     let debs = work.join("debs");
@@ -587,7 +612,10 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
     cpio.host_file("/bin/busybox", &busybox).map_err(werr)?;
     for m in &order {
         let lab_path = format!("{LAB_MODULE_DIR}/{m}.ko");
-        cpio.host_file(&lab_path, &by_name[m]).map_err(werr)?;
+        let path = &by_name[m];
+        let data = fs::read(path).map_err(|e| LabError::io_path("reading", path, e))?;
+        cpio.bytes(&lab_path, 0o644, unsigned_module(&data))
+            .map_err(werr)?;
         modules.push(lab_path);
     }
     let w = cpio.finish().map_err(werr)?;
@@ -940,6 +968,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(check_assets(&d), Cached::Missing);
+    }
+
+    #[test]
+    fn module_signatures_are_cut_off() {
+        let module = b"\x7fELF module body".to_vec();
+        let mut signed = module.clone();
+        signed.extend_from_slice(b"SIGNATURE");
+        signed.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
+        signed.extend_from_slice(MODULE_SIG_MAGIC);
+        assert_eq!(unsigned_module(&signed), &module[..]);
+        assert_eq!(unsigned_module(&module), &module[..], "unsigned: unchanged");
+        // A length that does not fit: unchanged, never a panic.
+        let mut bad = b"x".to_vec();
+        bad.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        bad.extend_from_slice(MODULE_SIG_MAGIC);
+        assert_eq!(unsigned_module(&bad), &bad[..]);
+        assert_eq!(unsigned_module(MODULE_SIG_MAGIC), MODULE_SIG_MAGIC);
     }
 
     #[test]

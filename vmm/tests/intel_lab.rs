@@ -1,0 +1,139 @@
+//! The Intel lab (`--engine lab-intel`: kvm_intel under Bochs's VMX): a short suite, once per
+//! test run — hello with `--stats-json` through `vmm run` (which KVM ran it), and, in one more
+//! Bochs boot, usertests eager and with `--cow --lazy`, each run by the inner `vmm` on
+//! kvm_intel. A Bochs boot costs ~25 s, so the second test runs both usertests in one boot
+//! (a shell in the lab runs the inner `vmm` twice) rather than paying for two.
+//!
+//! Without Bochs the tests say why and pass, except under CI=true, where they fail.
+
+mod common;
+
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Whether the Intel lab can run here; None (with the reason printed) if not. Under CI=true,
+/// a missing Intel lab is a test failure.
+fn intel_lab() -> Option<()> {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let status = common::stdout(&common::vmm(&["lab", "status"]));
+        match status.lines().find(|l| l.starts_with("lab-intel: ")) {
+            Some("lab-intel: ready") => Ok(()),
+            Some(line) => Err(format!("{line} (tools/dev setup installs it)")),
+            None => Err(format!(
+                "vmm lab status says nothing of lab-intel: {status}"
+            )),
+        }
+    });
+    match ready {
+        Ok(()) => Some(()),
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true and the Intel lab cannot run: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED (no Intel lab): {why}");
+            None
+        }
+    }
+}
+
+#[test]
+fn hello_runs_on_kvm_intel_and_says_so() {
+    if intel_lab().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stats = dir.path().join("stats.json");
+    let out = common::vmm(&[
+        "run",
+        "--engine",
+        "lab-intel",
+        "--quiet",
+        "--stats-json",
+        stats.to_str().unwrap(),
+        "hello",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(common::stdout(&out), "hello, world\n");
+    let text = std::fs::read_to_string(&stats).expect("the stats came back from the lab");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["kvm_module"], "kvm_intel", "{text}");
+    assert_eq!(v["engine"], "lab-intel", "{text}");
+    assert!(v["vm_exits_total"].as_u64().unwrap() > 0, "{text}");
+}
+
+/// The inner runs of the usertests boot: (name, `vmm run` arguments after `--engine kvm`).
+const USERTESTS: &[(&str, &str)] = &[
+    ("usertests", "usertests"),
+    ("usertests --cow --lazy", "--cow --lazy usertests"),
+];
+
+#[test]
+fn usertests_pass_on_kvm_intel_eager_and_with_cow_and_lazy() {
+    if intel_lab().is_none() {
+        return;
+    }
+    let mut script = String::from("set -u\n");
+    for (name, args) in USERTESTS {
+        script.push_str(&format!(
+            "echo '=== {name}'\n/lab/files/vmm run --engine kvm --quiet --timeout 600 {args} </dev/null\n\
+             echo \"=== {name} exit $?\"\n"
+        ));
+    }
+    let req = lab::LabRequest {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        files: vec![(common::VMM.into(), "/lab/files/vmm".into())],
+        env: vec![
+            (lab::progress::IN_LAB_ENV.into(), "1".into()),
+            ("XV6_VMM_ENGINE".into(), "lab-intel".into()),
+        ],
+        guest_mem_mib: 256,
+        timeout: Duration::from_secs(1500),
+        vendor: lab::Vendor::Intel,
+        ..Default::default()
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let outcome = lab::run_with(&req, &mut out, &mut err);
+    let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+    assert!(
+        matches!(outcome, Ok(lab::LabOutcome::Exited(0))),
+        "{outcome:?}\n{out}\n{err}"
+    );
+    for (name, _) in USERTESTS {
+        let section = out
+            .split(&format!("=== {name}\n"))
+            .nth(1)
+            .and_then(|rest| rest.split(&format!("=== {name} exit ")).next())
+            .unwrap_or_else(|| panic!("no output of {name}:\n{out}\n{err}"));
+        assert!(
+            section.contains("ALL TESTS PASSED"),
+            "{name}:\n{section}\n{err}"
+        );
+        assert!(
+            out.contains(&format!("=== {name} exit 0\n")),
+            "{name} failed:\n{out}\n{err}"
+        );
+    }
+}
+
+/// Bochs missing: one line naming the apt packages, exit status 125, nothing left behind.
+#[test]
+fn a_missing_bochs_is_one_line_naming_the_packages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(common::VMM)
+        .args(["run", "--engine", "lab-intel", "hello"])
+        .env("XV6_LAB_BOCHS", "/nonexistent/bochs-bin")
+        .env("TMPDIR", tmp.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("install the apt packages bochs"), "{err}");
+    assert!(err.contains("--engine lab-amd"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
