@@ -16,15 +16,20 @@
 //! | ttyS2 (COM3) | `file` on `/dev/fd/N` | a pipe: our stdout | the program's stdout, raw |
 //! | ttyS3 (COM4) | `file` on `/dev/fd/N` | a pipe: our stderr | the program's stderr, raw |
 //!
-//! Every line is 8-bit clean: init sets ttyS1–3 to raw at 115200 baud with no echo and no
-//! output processing; Bochs's `file` mode writes each byte as sent, and its `term` mode sets the
-//! pty raw. The program writes straight to ttyS2/ttyS3 (no relay in between).
+//! Every line is 8-bit clean: init sets ttyS1–3 to raw with no echo and no output processing
+//! (ttyS2/ttyS3 at 115200 baud, ttyS1 at 9600, see below); Bochs's `file` mode writes each byte
+//! as sent, and its `term` mode sets the pty raw. The program writes straight to ttyS2/ttyS3
+//! (no relay in between).
 //!
 //! **Stdin** travels in frames on ttyS1, one at a time: a relay in the lab asks with
 //! `XV6LAB more`, the host answers `N\n` and N bytes (at most [`STDIN_FRAME`]), and `0\n` at the
 //! end of input; the relay copies each frame into a FIFO that is the program's stdin, and closes
-//! it at the end. Asking first keeps the lab's UART input buffers from overflowing (a 16550 has
-//! no flow control here): never more than one frame is in flight.
+//! it at the end. Asking first keeps the lab's tty buffer from overflowing: never more than one
+//! frame is in flight. Bochs's UART has no flow control either: it drops a byte that arrives
+//! while its 16-byte receive FIFO is full, which a lab busy with a nested guest let happen at
+//! 115200 baud (20 KB through `cat`: bytes lost after 3 KB); at 9600 baud, with reads of up to
+//! 64 bytes at a time, the same 20 KB pass intact (~2 KB/s). A drop that happens anyway is
+//! seen in Bochs's log and fails the run at once, saying so ([`watch_log`]).
 //!
 //! **The end of a run**: once the program has exited, init closes its own descriptors of
 //! ttyS2/ttyS3 (the last close waits until the UART has sent everything), reports the bytes each
@@ -205,6 +210,9 @@ for n in 1 2 3; do
   stty -F /dev/ttyS$n 115200 raw -echo -echonl -iexten -opost cs8 -parenb -cstopb clocal -crtscts -ixon -ixoff
 done
 exec 8<>/dev/ttyS1
+# Input: Bochs's UART drops what arrives while its 16-byte FIFO is full, and the nested guest
+# can keep the lab busy: a slower line, and reads of up to 64 bytes at a time.
+stty -F /dev/ttyS1 9600 min 64 time 1
 mark() { echo "XV6LAB $*" >&8; }
 off() { poweroff -f; reboot -f; sleep 5; echo o > /proc/sysrq-trigger; }
 fail() {
@@ -704,6 +712,8 @@ pub(crate) fn run(
         if let Some(src) = stdin.as_ref() {
             s.spawn(move || feed_stdin(src, master, more_rx, sh));
         }
+        let log = dir.join("bochs.log");
+        s.spawn(move || watch_log(&log, sh));
         let ending = crate::watch(&mut guard, &rx, &mut markers, deadline, sh);
         guard.kill();
         sh.done.store(true, Ordering::Release);
@@ -725,6 +735,43 @@ pub(crate) fn run(
     }
     drop(tmp);
     crate::conclude(req, watched)
+}
+
+/// What Bochs logs when its UART drops input: the guest left its receive FIFO full.
+const RX_OVERFLOW: &str = "receive FIFO overflow";
+
+/// Watches Bochs's log (errors only) while the run lasts: input dropped by a UART fails the
+/// run at once, with one line, instead of leaving the program waiting for it.
+fn watch_log(path: &Path, sh: &Shared) {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut seen = 0u64;
+    let mut tail = String::new();
+    while !sh.done.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(200));
+        let Ok(mut f) = fs::File::open(path) else {
+            continue;
+        };
+        let mut new = Vec::new();
+        if f.seek(SeekFrom::Start(seen)).is_err() || f.read_to_end(&mut new).is_err() {
+            continue;
+        }
+        seen += new.len() as u64;
+        // Keep a line's worth from before, so a message split across reads is still found.
+        tail.push_str(&String::from_utf8_lossy(&new));
+        if tail.contains(RX_OVERFLOW) {
+            sh.output_failed.lock().unwrap().get_or_insert(LabError::io(
+                "the Intel lab lost part of the program's stdin (Bochs's UART overflowed while \
+                 the lab was busy); feed it less at a time, or use --engine lab-amd",
+                io::Error::other(RX_OVERFLOW),
+            ));
+            return;
+        }
+        let keep = tail.len().saturating_sub(RX_OVERFLOW.len());
+        let cut = (keep..=tail.len())
+            .find(|&i| tail.is_char_boundary(i))
+            .unwrap_or(tail.len());
+        tail.drain(..cut);
+    }
 }
 
 /// Bochs's log (errors only), at debug level, when the lab said nothing.
@@ -843,6 +890,36 @@ mod tests {
         assert!(rc.contains("com3: enabled=1, mode=file, dev=/dev/fd/8\n"));
         assert!(rc.contains("com4: enabled=1, mode=file, dev=/dev/fd/9\n"));
         assert!(rc.contains("error: action=report, cpu0=ignore\n"));
+    }
+
+    #[test]
+    fn dropped_input_in_the_bochs_log_fails_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("bochs.log");
+        fs::write(&log, "00000001e[SER   ] com2: receive FIFO ov").unwrap();
+        let sh = Shared::default();
+        std::thread::scope(|s| {
+            let t = s.spawn(|| watch_log(&log, &sh));
+            std::thread::sleep(Duration::from_millis(500));
+            assert!(sh.output_failed.lock().unwrap().is_none(), "not yet");
+            let mut f = fs::OpenOptions::new().append(true).open(&log).unwrap();
+            f.write_all(b"erflow\n").unwrap();
+            let start = Instant::now();
+            while !t.is_finished() && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            sh.done.store(true, Ordering::Release);
+        });
+        let e = sh
+            .output_failed
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the overflow is seen");
+        assert!(
+            e.to_string().contains("lost part of the program's stdin"),
+            "{e}"
+        );
     }
 
     #[test]
