@@ -62,9 +62,12 @@ use crate::script::{parse_marker, shell_quote, Marker, MARKER_PREFIX};
 use crate::streams::StdinSource;
 use crate::{tmp, LabError, LabOutcome, LabRequest, LabStdin, Shared, Watched};
 
-/// The Debian packages the Intel lab needs.
+/// The Debian packages the Intel lab needs. `bochs-term` only satisfies `bochs`'s need for a
+/// display library, which apt would otherwise meet with `bochs-wx` and wxWidgets (the lab uses
+/// the built-in VNC one).
 pub const APT_PACKAGES: &[&str] = &[
     "bochs",
+    "bochs-term",
     "bochsbios",
     "vgabios",
     "isolinux",
@@ -115,6 +118,10 @@ pub fn find_tools() -> Result<IntelTools, Vec<&'static str>> {
         Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
         None => which("bochs-bin"),
     };
+    if bochs.is_none() {
+        need(None, "bochs");
+        need(None, "bochs-term");
+    }
     let tools = IntelTools {
         bochs: need(bochs, "bochs"),
         bios: need(file("/usr/share/bochs/BIOS-bochs-latest"), "bochsbios"),
