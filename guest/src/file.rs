@@ -18,11 +18,8 @@ pub const NFILE: usize = 100;
 /// Pipes in the whole system.
 pub const NPIPE: usize = NFILE / 2;
 
-/// open's mode bits (xv6 fcntl.h).
-pub const O_RDONLY: i32 = 0x000;
-pub const O_WRONLY: i32 = 0x001;
-pub const O_RDWR: i32 = 0x002;
-pub const O_CREATE: i32 = 0x200;
+/// open's mode bits (xv6 fcntl.h; O_TRUNC from xv6-riscv).
+pub use xv6_abi::fcntl::{O_CREATE, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY};
 
 /// What an open file refers to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -31,6 +28,20 @@ pub enum FileKind {
     Pipe { pipe: usize, write: bool },
     /// An inode: a file, a directory or a device.
     Inode { inum: u16 },
+}
+
+/// What read and write of an open file reach (xv6 file.c's dispatch on the file's type
+/// and, for a device, `devsw[major]`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Target {
+    /// Pipe number n.
+    Pipe(usize),
+    /// The console device (major CONSOLE); `stderr` for the first process's fd 2.
+    Console { stderr: bool },
+    /// A device node of a major no driver serves: read and write fail (−1).
+    NoDevice,
+    /// A regular file or a directory: its data.
+    Inode(u16),
 }
 
 /// An open file (xv6 `struct file`).
@@ -158,7 +169,8 @@ impl FileSys {
     }
 
     /// open(path, omode) from directory `cwd` (xv6 `sys_open`): O_CREATE makes a regular
-    /// file (or opens the existing one); a directory opens only read-only.
+    /// file (or opens the existing one); a directory opens only read-only; O_TRUNC empties
+    /// a regular file (xv6-riscv), once the file could be opened.
     pub fn open(&mut self, cwd: u16, path: &[u8], omode: i32) -> Result<u16, OpenError> {
         let inum = if omode & O_CREATE != 0 {
             self.fs.create(cwd, path, T_FILE, 0, 0)?
@@ -171,8 +183,13 @@ impl FileSys {
         };
         let readable = omode & O_WRONLY == 0;
         let writable = omode & (O_WRONLY | O_RDWR) != 0;
-        self.open_inode(inum, readable, writable)
-            .ok_or(OpenError::TableFull)
+        let f = self
+            .open_inode(inum, readable, writable)
+            .ok_or(OpenError::TableFull)?;
+        if omode & O_TRUNC != 0 && self.fs.inode(inum).typ == T_FILE {
+            self.fs.itrunc(inum);
+        }
+        Ok(f)
     }
 
     /// A new pipe and its two ends, read and write (xv6 `pipealloc`).
@@ -203,20 +220,38 @@ impl FileSys {
         }
     }
 
+    /// What read and write of open file `f` reach.
+    #[must_use]
+    pub fn target(&self, f: u16) -> Target {
+        let file = self.file(f);
+        match file.kind {
+            FileKind::Pipe { pipe, .. } => Target::Pipe(pipe),
+            FileKind::Inode { inum } => {
+                let ino = self.fs.inode(inum);
+                match (ino.typ, ino.major) {
+                    (T_DEV, CONSOLE) => Target::Console {
+                        stderr: file.stderr,
+                    },
+                    (T_DEV, _) => Target::NoDevice,
+                    _ => Target::Inode(inum),
+                }
+            }
+        }
+    }
+
     /// Is `f` the console device? `Some(stderr)` if so.
     #[must_use]
     pub fn console(&self, f: u16) -> Option<bool> {
-        let file = self.file(f);
-        let FileKind::Inode { inum } = file.kind else {
-            return None;
-        };
-        let ino = self.fs.inode(inum);
-        (ino.typ == T_DEV && ino.major == CONSOLE).then_some(file.stderr)
+        match self.target(f) {
+            Target::Console { stderr } => Some(stderr),
+            _ => None,
+        }
     }
 
-    /// The root directory, the archive's files in it (`files`: name, bytes; a name already
-    /// there is skipped and reported through `skipped`), and `/console`; then the first
-    /// process's descriptors 0, 1, 2 on the console. Returns them and the root for its cwd
+    /// The root directory, `/console`, and the archive's files in it (`files`: name, bytes;
+    /// a name already there — `console` too — or one there is no room for is skipped and
+    /// reported through `skipped`); then the first process's descriptors 0, 1, 2 on the
+    /// console. Returns them and the root for its cwd
     /// (a reference taken).
     pub fn init<'a>(
         &mut self,
@@ -224,12 +259,12 @@ impl FileSys {
         mut skipped: impl FnMut(&[u8], FsError),
     ) -> Result<(Ofile, u16), FsError> {
         self.fs.init()?;
+        let con = self.fs.create(ROOTINO, b"console", T_DEV, CONSOLE, 1)?;
         for (name, data) in files {
             if let Err(e) = self.fs.add_archive_file(name, data) {
                 skipped(name, e);
             }
         }
-        let con = self.fs.create(ROOTINO, b"console", T_DEV, CONSOLE, 1)?;
         let mut ofile = [None; NOFILE];
         for (fd, (r, w)) in [(true, false), (false, true), (false, true)]
             .into_iter()
@@ -353,6 +388,55 @@ mod tests {
         }
         fsys.fs.iput(cwd);
         assert!(fsys.files.iter().all(Option::is_none));
+        drop(fsys);
+        assert_eq!(testmem::free(), before);
+    }
+
+    #[test]
+    fn o_trunc_devices_and_an_archive_file_named_console() {
+        let _g = testmem::lock();
+        let before = testmem::free();
+        let mut fsys = Box::new(FileSys::new());
+        static DATA: &[u8] = b"not a console";
+        let mut skipped = Vec::new();
+        let (ofile, cwd) = fsys
+            .init([(&b"console"[..], DATA)].into_iter(), |n, e| {
+                skipped.push((n.to_vec(), e));
+            })
+            .unwrap();
+        // The console is made first: an archive file of that name is skipped, not a panic.
+        assert_eq!(skipped, [(b"console".to_vec(), FsError::Exists)]);
+        let c = fsys.open(ROOTINO, b"console", O_RDWR).unwrap();
+        assert_eq!(fsys.target(c), Target::Console { stderr: false });
+        // A device of another major reaches no driver.
+        fsys.fs.create(ROOTINO, b"dev5", T_DEV, 5, 0).unwrap();
+        let d = fsys.open(ROOTINO, b"dev5", O_RDWR).unwrap();
+        assert_eq!(fsys.target(d), Target::NoDevice);
+        // O_TRUNC empties a regular file and frees its pages; without it the data stays.
+        let w = fsys.open(ROOTINO, b"f", O_CREATE | O_RDWR).unwrap();
+        let FileKind::Inode { inum } = fsys.file(w).kind else {
+            panic!("not an inode")
+        };
+        assert_eq!(fsys.target(w), Target::Inode(inum));
+        let used = before - testmem::free();
+        assert_eq!(fsys.fs.writei(inum, 0, &[1; 5000]), Ok(5000));
+        assert_eq!(before - testmem::free(), used + 2);
+        let r = fsys.open(ROOTINO, b"f", O_RDONLY).unwrap();
+        assert_eq!(fsys.fs.inode(inum).size, 5000);
+        let t = fsys.open(ROOTINO, b"f", O_WRONLY | O_TRUNC).unwrap();
+        assert_eq!(fsys.fs.inode(inum).size, 0);
+        assert_eq!(before - testmem::free(), used);
+        assert_eq!(
+            fsys.open(ROOTINO, b"/", O_RDONLY | O_TRUNC),
+            Err(OpenError::IsDir)
+        );
+        for f in [c, d, w, r, t]
+            .into_iter()
+            .chain(ofile.into_iter().flatten())
+        {
+            fsys.fileclose(f);
+        }
+        fsys.fs.iput(cwd);
         drop(fsys);
         assert_eq!(testmem::free(), before);
     }

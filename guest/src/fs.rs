@@ -14,11 +14,12 @@ use crate::kpage::{KPage, PageVec};
 use crate::mmu::PGSIZE;
 
 /// Bytes of a name in a directory entry (xv6 DIRSIZ).
-pub const DIRSIZ: usize = 14;
+pub const DIRSIZ: usize = xv6_abi::fs::DIRSIZ;
 /// Bytes of a directory entry: inum (u16) and the name.
 pub const DIRENT_SIZE: usize = 2 + DIRSIZ;
-/// Inodes in the file system (xv6 mkfs's NINODES).
-pub const NINODE: usize = 200;
+/// Inodes in the file system (xv6 mkfs's NINODES; sized with the VMM for what `--add`
+/// allows, xv6-abi `fs`).
+pub const NINODE: usize = xv6_abi::fs::NINODE;
 /// The root directory's inode number (xv6 ROOTINO).
 pub const ROOTINO: u16 = 1;
 /// Direct data pages of an inode (xv6 NDIRECT, in pages here).
@@ -27,6 +28,10 @@ pub const NDIRECT: usize = 12;
 pub const MAXFILE: u32 = ((NDIRECT + PageVec::LEN) * PAGE) as u32;
 /// The console's device number (xv6 CONSOLE).
 pub const CONSOLE: i16 = 1;
+/// The most names an inode can have (LINK_MAX; its `short nlink` must never wrap): `link`
+/// fails at this count, and a directory with this many (its subdirectories' `..`) takes no
+/// new subdirectory.
+pub const MAXLINK: i16 = 1000;
 
 /// Inode types (xv6 stat.h).
 pub const T_DIR: i16 = 1;
@@ -50,6 +55,10 @@ pub enum FsError {
     NoSpace,
     /// Past the end of the file, or beyond MAXFILE.
     BadOffset,
+    /// The inode has MAXLINK names already.
+    TooManyLinks,
+    /// The directory was removed (no names left): nothing can be created in it.
+    Removed,
 }
 
 /// What fstat reports: xv6's `struct stat` (`short type; int dev; uint ino; short nlink;
@@ -311,14 +320,21 @@ impl Fs {
 
     /// A free inode of type `typ`, nlink 0 (xv6 `ialloc`).
     pub fn ialloc(&mut self, typ: i16) -> Result<u16, FsError> {
+        // A free inode has no references (release_if_unused frees only those); checking
+        // both keeps an inode someone still holds from ever being handed out again.
         let i = self
             .inodes
             .iter()
-            .position(|ino| ino.typ == 0)
+            .position(|ino| ino.typ == 0 && ino.refs == 0)
             .ok_or(FsError::NoSpace)?;
         self.inodes[i] = Inode::new();
         self.inodes[i].typ = typ;
         Ok(i as u16 + 1)
+    }
+
+    /// Empties regular file `inum` (open's O_TRUNC): its pages go back to kalloc.
+    pub fn itrunc(&mut self, inum: u16) {
+        self.inode_mut(inum).trunc();
     }
 
     /// Frees inode `inum` if no name and no reference is left (the end of xv6 `iput`).
@@ -330,9 +346,12 @@ impl Fs {
         }
     }
 
-    /// One more reference to `inum` (xv6 `idup`).
+    /// One more reference to `inum` (xv6 `idup`): only to an inode in use (namei and
+    /// dirlookup never name a free one).
     pub fn idup(&mut self, inum: u16) {
-        self.inode_mut(inum).refs += 1;
+        let ino = self.inode_mut(inum);
+        assert!(ino.typ != 0, "idup: free inode {inum}");
+        ino.refs += 1;
     }
 
     /// Drops a reference to `inum` (xv6 `iput`): the last one of an unlinked inode frees it.
@@ -386,12 +405,19 @@ impl Fs {
         self.inode(dp).size / DIRENT_SIZE as u32
     }
 
-    /// Looks `name` up in directory `dp` (xv6 `dirlookup`): its inum and entry index.
+    /// Is `inum` an inode in use? (What a directory entry names must be: an entry never
+    /// hands out a free inode, whatever it holds.)
+    fn in_use(&self, inum: u16) -> bool {
+        inum != 0 && usize::from(inum) <= NINODE && self.inode(inum).typ != 0
+    }
+
+    /// Looks `name` up in directory `dp` (xv6 `dirlookup`): its inum and entry index. An
+    /// entry that names no inode in use counts as absent.
     #[must_use]
     pub fn dirlookup(&self, dp: u16, name: &Name) -> Option<(u16, u32)> {
         (0..self.entries(dp)).find_map(|k| {
             let (inum, n) = self.dirent(dp, k);
-            (inum != 0 && &n == name).then_some((inum, k))
+            (&n == name && self.in_use(inum)).then_some((inum, k))
         })
     }
 
@@ -452,7 +478,9 @@ impl Fs {
 
     /// Creates `path` as an inode of type `typ` (xv6 sysfile.c's `create`): a directory gets
     /// `.` and `..`; opening an existing regular file with O_CREATE (`typ` T_FILE) returns
-    /// it. Returns the inum.
+    /// it. Returns the inum. Nothing is created in a removed directory (one with no links
+    /// left, such as the unlinked working directory of some process: `Removed`), nor a
+    /// directory in one with MAXLINK links.
     pub fn create(
         &mut self,
         cwd: u16,
@@ -468,6 +496,13 @@ impl Fs {
             } else {
                 Err(FsError::Exists)
             };
+        }
+        let dnlink = self.inode(dp).nlink;
+        if dnlink == 0 {
+            return Err(FsError::Removed);
+        }
+        if typ == T_DIR && dnlink >= MAXLINK {
+            return Err(FsError::TooManyLinks);
         }
         let ip = self.ialloc(typ)?;
         let ino = self.inode_mut(ip);
@@ -496,7 +531,10 @@ impl Fs {
     }
 
     /// Removes the name `path` (xv6 `sys_unlink`): not `.` or `..`, not a non-empty
-    /// directory. The inode goes when its last name and its last reference are gone.
+    /// directory. The inode goes when its last name and its last reference are gone. A
+    /// removed directory loses its `..` too (its parent's link count just went down for
+    /// it): a process whose working directory it is finds no `..` there (−1), never the
+    /// parent, which may be gone itself, its inode free or reused.
     pub fn unlink(&mut self, cwd: u16, path: &[u8]) -> Result<(), FsError> {
         let (dp, name) = self.nameiparent(cwd, path)?;
         if name == name_of(b".") || name == name_of(b"..") {
@@ -511,19 +549,31 @@ impl Fs {
         self.writei(dp, k * DIRENT_SIZE as u32, &zero)?;
         if isdir {
             self.inode_mut(dp).nlink -= 1;
+            if let Some((_, dotdot)) = self.dirlookup(ip, &name_of(b"..")) {
+                // A directory's pages are its own (never archive bytes): overwriting an
+                // entry allocates nothing and cannot fail.
+                let _ = self.writei(ip, dotdot * DIRENT_SIZE as u32, &zero);
+            }
         }
         self.inode_mut(ip).nlink -= 1;
         self.release_if_unused(ip);
         Ok(())
     }
 
-    /// Gives the file `old` the additional name `new` (xv6 `sys_link`); not for directories.
+    /// Gives the file `old` the additional name `new` (xv6 `sys_link`); not for directories,
+    /// not past MAXLINK names, not in a removed directory.
     pub fn link(&mut self, cwd: u16, old: &[u8], new: &[u8]) -> Result<(), FsError> {
         let ip = self.namei(cwd, old)?;
         if self.inode(ip).typ == T_DIR {
             return Err(FsError::IsDir);
         }
+        if self.inode(ip).nlink >= MAXLINK {
+            return Err(FsError::TooManyLinks);
+        }
         let (dp, name) = self.nameiparent(cwd, new)?;
+        if self.inode(dp).nlink == 0 {
+            return Err(FsError::Removed);
+        }
         self.dirlink(dp, &name, ip)?;
         self.inode_mut(ip).nlink += 1;
         Ok(())

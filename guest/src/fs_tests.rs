@@ -172,3 +172,101 @@ fn out_of_inodes_and_memory_fail_cleanly() {
     drop(fs);
     assert_eq!(testmem::free(), before);
 }
+
+#[test]
+fn an_unlinked_working_directory_has_no_dotdot_and_takes_no_files() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    let mut fs = fresh();
+    let used0 = fs.used();
+    // mkdir /a; mkdir /a/b; chdir /a/b (a reference); unlink /a/b; unlink /a.
+    let a = fs.create(ROOTINO, b"/a", T_DIR, 0, 0).unwrap();
+    let b = fs.create(ROOTINO, b"/a/b", T_DIR, 0, 0).unwrap();
+    fs.idup(b);
+    assert_eq!(fs.inode(a).nlink, 2);
+    fs.unlink(ROOTINO, b"/a/b").unwrap();
+    assert_eq!(fs.inode(a).nlink, 1);
+    assert_eq!(fs.inode(b).typ, T_DIR, "b lives on: a cwd holds it");
+    fs.unlink(ROOTINO, b"/a").unwrap();
+    assert_eq!(fs.inode(a).typ, 0, "a is free");
+    // `..` of b is gone: lookup fails instead of handing out the free inode.
+    assert_eq!(fs.namei(b, b"../"), Err(FsError::NotFound));
+    assert_eq!(fs.namei(b, b".."), Err(FsError::NotFound));
+    assert_eq!(fs.namei(b, b""), Ok(b));
+    assert_eq!(fs.namei(b, b"."), Ok(b));
+    // Nothing is created in it: no file, no directory, no device, no link.
+    assert_eq!(fs.create(b, b"f", T_FILE, 0, 0), Err(FsError::Removed));
+    assert_eq!(fs.create(b, b"d", T_DIR, 0, 0), Err(FsError::Removed));
+    assert_eq!(fs.create(b, b"c", T_DEV, 1, 1), Err(FsError::Removed));
+    let f = fs.create(ROOTINO, b"/f", T_FILE, 0, 0).unwrap();
+    assert_eq!(fs.link(b, b"/f", b"g"), Err(FsError::Removed));
+    fs.unlink(ROOTINO, b"/f").unwrap();
+    assert_eq!(fs.inode(f).typ, 0);
+    // The last reference frees b; every inode and page comes back.
+    fs.iput(b);
+    assert_eq!(fs.inode(b).typ, 0);
+    assert_eq!(fs.used(), used0);
+    drop(fs);
+    assert_eq!(testmem::free(), before);
+}
+
+#[test]
+fn a_held_inode_is_never_reallocated_and_entries_never_name_free_ones() {
+    let _g = testmem::lock();
+    let mut fs = fresh();
+    let f = fs.create(ROOTINO, b"f", T_FILE, 0, 0).unwrap();
+    // A free inode with a reference (as the old bug left one) is not handed out.
+    fs.unlink(ROOTINO, b"f").unwrap();
+    fs.inode_mut(f).refs = 1;
+    let g = fs.create(ROOTINO, b"g", T_FILE, 0, 0).unwrap();
+    assert_ne!(g, f);
+    fs.inode_mut(f).refs = 0;
+    // A directory entry naming a free inode (or none at all) reads as absent.
+    fs.dirlink(ROOTINO, b"stale", f).unwrap();
+    fs.dirlink(ROOTINO, b"wild", NINODE as u16 + 5).unwrap();
+    assert_eq!(fs.namei(ROOTINO, b"stale"), Err(FsError::NotFound));
+    assert_eq!(fs.namei(ROOTINO, b"wild"), Err(FsError::NotFound));
+    assert_eq!(fs.link(ROOTINO, b"stale", b"x"), Err(FsError::NotFound));
+}
+
+#[test]
+fn link_counts_stop_at_maxlink() {
+    let _g = testmem::lock();
+    let mut fs = fresh();
+    let f = fs.create(ROOTINO, b"f", T_FILE, 0, 0).unwrap();
+    fs.inode_mut(f).nlink = MAXLINK - 1;
+    fs.link(ROOTINO, b"f", b"g").unwrap();
+    assert_eq!(fs.inode(f).nlink, MAXLINK);
+    assert_eq!(fs.link(ROOTINO, b"f", b"h"), Err(FsError::TooManyLinks));
+    assert_eq!(fs.inode(f).nlink, MAXLINK);
+    assert_eq!(fs.namei(ROOTINO, b"h"), Err(FsError::NotFound));
+    // A directory with MAXLINK links takes no subdirectory (its `..` would wrap the count).
+    let d = fs.create(ROOTINO, b"d", T_DIR, 0, 0).unwrap();
+    fs.inode_mut(d).nlink = MAXLINK;
+    assert_eq!(
+        fs.create(ROOTINO, b"d/sub", T_DIR, 0, 0),
+        Err(FsError::TooManyLinks)
+    );
+    assert!(fs.create(ROOTINO, b"d/file", T_FILE, 0, 0).is_ok());
+}
+
+#[test]
+fn an_archive_file_beyond_maxfile_reads_but_takes_no_write() {
+    let _g = testmem::lock();
+    let before = testmem::free();
+    static BIG: [u8; 5 << 20] = [7; 5 << 20];
+    let mut fs = fresh();
+    let used = before - testmem::free();
+    let a = fs.add_archive_file(b"big", &BIG).unwrap();
+    let mut b = [0u8; 4];
+    assert_eq!(fs.readi(a, (5 << 20) - 4, &mut b), 4);
+    assert_eq!(b, [7; 4]);
+    assert_eq!(fs.writei(a, 0, b"x"), Err(FsError::NoSpace));
+    // Nothing kept of the pages the failed copy took; the bytes are as they were.
+    assert_eq!(before - testmem::free(), used);
+    assert_eq!(fs.archive_bytes(a), Some(&BIG[..]));
+    fs.itrunc(a);
+    assert_eq!(fs.inode(a).size, 0);
+    drop(fs);
+    assert_eq!(testmem::free(), before);
+}

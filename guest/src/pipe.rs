@@ -68,12 +68,24 @@ impl Pipe {
 
     /// Copies up to `dst.len()` buffered bytes out; returns how many.
     pub fn read(&mut self, dst: &mut [u8]) -> usize {
+        let n = self.peek(dst);
+        self.consume(n);
+        n
+    }
+
+    /// Copies up to `dst.len()` buffered bytes out without taking them; returns how many.
+    /// (A reader takes them — `consume` — only once they reached its memory.)
+    pub fn peek(&self, dst: &mut [u8]) -> usize {
         let n = dst.len().min(self.len());
-        for d in &mut dst[..n] {
-            *d = self.data[self.nread as usize % PIPESIZE];
-            self.nread = self.nread.wrapping_add(1);
+        for (i, d) in dst[..n].iter_mut().enumerate() {
+            *d = self.data[self.nread.wrapping_add(i as u32) as usize % PIPESIZE];
         }
         n
+    }
+
+    /// Drops the first `n` buffered bytes (at most what is buffered).
+    pub fn consume(&mut self, n: usize) {
+        self.nread = self.nread.wrapping_add(n.min(self.len()) as u32);
     }
 }
 
@@ -97,5 +109,23 @@ mod tests {
         assert_eq!(all[..PIPESIZE], src[100..612]);
         assert!(p.is_empty());
         assert_eq!(p.read(&mut all), 0);
+    }
+
+    #[test]
+    fn peek_takes_nothing_until_consumed() {
+        let mut p = Pipe::new();
+        // Wrap the ring first so the peek crosses its end.
+        assert_eq!(p.write(&[0; 500]), 500);
+        p.consume(500);
+        assert_eq!(p.write(b"abcdefghijklmnopqrstuvwxyz"), 26);
+        let mut b = [0u8; 20];
+        assert_eq!(p.peek(&mut b), 20);
+        assert_eq!(&b, b"abcdefghijklmnopqrst");
+        assert_eq!(p.len(), 26);
+        p.consume(2);
+        assert_eq!(p.peek(&mut b[..3]), 3);
+        assert_eq!(&b[..3], b"cde");
+        p.consume(1000);
+        assert!(p.is_empty());
     }
 }

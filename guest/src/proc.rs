@@ -435,6 +435,14 @@ pub fn with_mem<R>(f: impl FnOnce(&mut UserMem<'_>) -> R) -> R {
     f(&mut usermem(&mut pt, me))
 }
 
+/// Runs `f` on the current process's memory with the ptable lock already held (`pt`): for
+/// a copy that must happen together with something else under the lock (a pipe read takes
+/// its bytes only once they are in the reader's memory).
+pub fn with_mem_locked<R>(pt: &mut Ptable<'_>, f: impl FnOnce(&mut UserMem<'_>) -> R) -> R {
+    let me = current();
+    f(&mut usermem(pt, me))
+}
+
 /// The current process's size.
 #[must_use]
 pub fn mysz() -> u32 {

@@ -9,7 +9,7 @@
 
 use crate::console::{self, Stream};
 use crate::exec::{exec_file, ExecError, NotExec, ProgramFile, MAXARG};
-use crate::file::{FileKind, FS};
+use crate::file::{Target, FS};
 use crate::fs::{FsError, Stat, T_DEV, T_DIR, T_FILE};
 use crate::kpage::KPage;
 use crate::mmu::PGSIZE;
@@ -50,21 +50,11 @@ fn status<T, E>(r: Result<T, E>) -> i32 {
     }
 }
 
-/// A transfer's result: the bytes moved, or −1 if none could be (`failed`).
-fn moved(done: usize, failed: bool) -> i32 {
-    if failed && done == 0 {
-        -1
-    } else {
-        done as i32
-    }
-}
-
-/// read's and write's arguments (fd, buf, n) and the open file fd refers to.
+/// read's and write's arguments (fd, buf, n) and what the descriptor's open file reaches.
 struct RwArgs {
     f: u16,
     file: file::File,
-    /// Some(is stderr) when the file is the console.
-    console: Option<bool>,
+    target: Target,
     buf: u32,
     n: usize,
 }
@@ -79,45 +69,61 @@ fn rw_args(tf: &TrapFrame) -> Option<RwArgs> {
     Some(RwArgs {
         f,
         file: *fsys.file(f),
-        console: fsys.console(f),
+        target: fsys.target(f),
         buf: buf as u32,
         n,
     })
 }
 
 /// read(fd, buf, n): from a file at its offset, a pipe or the console; 0 at end of file.
+/// The whole buffer is checked first, as xv6-public's `argptr` does, and more: every page of
+/// it must be writable (lazy pages are mapped, copy-on-write ones copied, now). A buffer
+/// that is not — text, the guard page, past the process, memory out for a page — is −1 with
+/// nothing taken from the pipe, the console or the file. A device with no driver: −1.
 pub fn sys_read(tf: &mut TrapFrame) -> i32 {
     let Some(RwArgs {
         f,
         file,
-        console,
+        target,
         buf,
         n,
     }) = rw_args(tf)
     else {
         return -1;
     };
-    if argptr(tf, 1, n as u32).is_err() || !file.readable {
+    if !file.readable || target == Target::NoDevice {
+        return -1;
+    }
+    if proc::with_mem(|m| uaccess::prepare_write(m, buf, n)).is_err() {
         return -1;
     }
     if n == 0 {
         return 0;
     }
-    match (file.kind, console) {
-        (FileKind::Pipe { pipe, .. }, _) => piperead(pipe, buf, n),
-        (_, Some(_)) => console::consoleread(buf, n as u32),
-        (FileKind::Inode { inum }, None) => inoderead(f, inum, buf, n),
+    match target {
+        Target::Pipe(pipe) => piperead(pipe, buf, n),
+        Target::Console { .. } => console::consoleread(buf, n as u32),
+        Target::Inode(inum) => inoderead(f, inum, buf, n),
+        Target::NoDevice => -1,
     }
 }
 
-/// write(fd, buf, n): to a file at its offset (growing it), a pipe or the console. Returns
-/// the bytes written — fewer if the buffer runs into memory the process cannot read — or −1.
+/// write(fd, buf, n): to a file at its offset (growing it), a pipe or the console. The whole
+/// buffer is checked first (xv6-public's `argptr`): one that runs into memory the process
+/// cannot read is −1 with nothing written, on every kind of descriptor. Then n, or −1 if a
+/// pipe lost its reader or a file ran out of room part-way (as xv6's `filewrite`).
 pub fn sys_write(tf: &mut TrapFrame) -> i32 {
     let Some(a) = rw_args(tf).filter(|a| a.file.writable) else {
         return -1;
     };
-    let (f, file, console, buf, n) = (a.f, a.file, a.console, a.buf, a.n);
-    if let Some(stderr) = console {
+    let (f, target, buf, n) = (a.f, a.target, a.buf, a.n);
+    if target == Target::NoDevice {
+        return -1;
+    }
+    if proc::with_mem(|m| uaccess::prepare_read(m, buf, n)).is_err() {
+        return -1;
+    }
+    if let Target::Console { stderr } = target {
         let stream = if stderr {
             Stream::Stderr
         } else {
@@ -129,15 +135,14 @@ pub fn sys_write(tf: &mut TrapFrame) -> i32 {
     let mut done = 0;
     while done < n {
         let len = (n - done).min(CHUNK);
-        let ok = buf
-            .checked_add(done as u32)
-            .is_some_and(|va| copy_in(va, &mut chunk[..len]));
-        if !ok {
-            return moved(done, true);
+        // Checked above: the process's memory cannot shrink while it is in this call.
+        if !copy_in(buf + done as u32, &mut chunk[..len]) {
+            return -1;
         }
-        let r = match (file.kind, console) {
-            (FileKind::Pipe { pipe, .. }, _) => pipewrite(pipe, &chunk[..len]),
-            (FileKind::Inode { inum }, _) => inodewrite(f, inum, &chunk[..len]),
+        let r = match target {
+            Target::Pipe(pipe) => pipewrite(pipe, &chunk[..len]),
+            Target::Inode(inum) => inodewrite(f, inum, &chunk[..len]),
+            Target::Console { .. } | Target::NoDevice => false,
         };
         if !r {
             return -1;
@@ -147,7 +152,8 @@ pub fn sys_write(tf: &mut TrapFrame) -> i32 {
     done as i32
 }
 
-/// Reads up to `n` bytes of inode file `f` at its offset into user `buf`.
+/// Reads up to `n` bytes of inode file `f` at its offset into user `buf` (made writable by
+/// the caller); the offset moves only over bytes that reached the buffer.
 fn inoderead(f: u16, inum: u16, buf: u32, n: usize) -> i32 {
     let mut chunk = [0u8; CHUNK];
     let mut done = 0;
@@ -160,7 +166,7 @@ fn inoderead(f: u16, inum: u16, buf: u32, n: usize) -> i32 {
             break;
         }
         if !copy_out(buf + done as u32, &chunk[..got]) {
-            return moved(done, true);
+            return if done == 0 { -1 } else { done as i32 };
         }
         fsys.file_mut(f).off += got as u32;
         done += got;
@@ -183,7 +189,9 @@ fn inodewrite(f: u16, inum: u16, src: &[u8]) -> bool {
 }
 
 /// Reads from pipe `p` into user `buf` (xv6 `piperead`): waits while it is empty and a
-/// writer is left; 0 once it is empty and every writer has closed.
+/// writer is left; 0 once it is empty and every writer has closed. The bytes are copied to
+/// the reader's memory first and taken from the pipe only then, both under the locks: a
+/// copy that fails leaves them all in the pipe (−1).
 fn piperead(p: usize, buf: u32, n: usize) -> i32 {
     let mut chunk = [0u8; CHUNK];
     let mut pt = PTABLE.lock();
@@ -191,11 +199,15 @@ fn piperead(p: usize, buf: u32, n: usize) -> i32 {
         let mut fsys = FS.lock();
         let pipe = &mut fsys.pipes[p];
         if !pipe.is_empty() || !pipe.writeopen {
-            let got = pipe.read(&mut chunk[..n.min(CHUNK)]);
+            let got = pipe.peek(&mut chunk[..n.min(CHUNK)]);
+            let copied = proc::with_mem_locked(&mut pt, |m| uaccess::copyto(m, buf, &chunk[..got]));
+            if copied.is_err() {
+                return -1;
+            }
+            fsys.pipes[p].consume(got);
             drop(fsys);
             pt.wakeup(Chan::PipeWrite(p));
-            drop(pt);
-            return moved(got, !copy_out(buf, &chunk[..got]));
+            return got as i32;
         }
         drop(fsys);
         if proc::killed_locked(&pt) {
@@ -335,14 +347,18 @@ pub fn sys_mkdir(tf: &mut TrapFrame) -> i32 {
     })
 }
 
-/// mknod(path, major, minor): a device file (major 1 is the console).
+/// mknod(path, major, minor): a device file (major 1 is the console; another major makes a
+/// node whose read and write fail). Both numbers must fit xv6's `short`: −1 otherwise, never
+/// cut to 16 bits (0x10001 is not the console).
 pub fn sys_mknod(tf: &mut TrapFrame) -> i32 {
     let (Ok(major), Ok(minor)) = (argint(tf, 1), argint(tf, 2)) else {
         return -1;
     };
+    let (Ok(major), Ok(minor)) = (i16::try_from(major), i16::try_from(minor)) else {
+        return -1;
+    };
     with_path(tf, 0, |fs, cwd, path| {
-        fs.create(cwd, path, T_DEV, major as i16, minor as i16)
-            .map(|_| ())
+        fs.create(cwd, path, T_DEV, major, minor).map(|_| ())
     })
 }
 

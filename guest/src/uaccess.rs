@@ -15,8 +15,8 @@
 //! doing so, the access is a `BadAddr` (the call returns −1).
 
 use crate::memlayout::{KVAddr, UVAddr, KERNBASE, V2P};
-use crate::mmu::{PGROUNDDOWN, PGSIZE};
-use crate::vm::{copyout, lazyfault, uva2ka, PageDir};
+use crate::mmu::{PGROUNDDOWN, PGSIZE, PTE_COW, PTE_P, PTE_U, PTE_W};
+use crate::vm::{copyout, cowfault, getpte, is_lazy_page, lazyfault, uva2ka, PageDir};
 
 pub use crate::vm::BadAddr;
 
@@ -61,6 +61,79 @@ pub fn fault_in(m: &mut UserMem<'_>, va: u32, len: usize) -> Result<(), BadAddr>
         }
         a += PGSIZE;
     }
+}
+
+/// The page addresses of the (checked, non-wrapping) range `[va, va + len)`.
+fn pages(va: u32, len: usize) -> impl Iterator<Item = u32> {
+    let first = PGROUNDDOWN(va);
+    let count = if len == 0 {
+        0
+    } else {
+        (PGROUNDDOWN(va + (len as u32 - 1)) - first) / PGSIZE + 1
+    };
+    (0..count).map(move |i| first + i * PGSIZE)
+}
+
+/// What the kernel may do with a user page as it is mapped now.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Nothing: a hole, the guard page, beyond the process.
+    None,
+    /// Read it (text, or a page shared read-only for good).
+    Read,
+    /// Read it, and write once it is made the process's own (a copy-on-write page).
+    Cow,
+    /// Read and write it.
+    Write,
+    /// A lazy page not touched yet: it becomes a fresh writable page on first use.
+    Lazy,
+}
+
+fn access(m: &UserMem<'_>, a: u32) -> Access {
+    let pte = getpte(m.pgdir, UVAddr(a)).map(|p| p.flags());
+    if is_lazy_page(UVAddr(a), m.lazy_from, m.sz, pte) {
+        return Access::Lazy;
+    }
+    match pte {
+        Some(f) if f.contains(PTE_P | PTE_U | PTE_W) => Access::Write,
+        Some(f) if f.contains(PTE_P | PTE_U | PTE_COW) => Access::Cow,
+        Some(f) if f.contains(PTE_P | PTE_U) => Access::Read,
+        _ => Access::None,
+    }
+}
+
+/// Makes the whole user buffer `[va, va + len)` ready for the kernel to read (write()'s
+/// source), before a byte moves: inside the process, every page present and user-accessible
+/// or a lazy page, which is then mapped. `BadAddr` — and nothing moved — for a buffer that
+/// runs off the process, into the guard page or a hole, or needs a lazy page when memory is
+/// out (xv6-public's `argptr`, which checks the whole buffer before read or write start).
+pub fn prepare_read(m: &mut UserMem<'_>, va: u32, len: usize) -> Result<(), BadAddr> {
+    checkrange(m.sz, va, len)?;
+    if pages(va, len).any(|a| access(m, a) == Access::None) {
+        return Err(BadAddr);
+    }
+    fault_in(m, va, len)
+}
+
+/// Makes the whole user buffer `[va, va + len)` ready for the kernel to write (read()'s
+/// destination), before a byte moves: inside the process, and every page writable — lazy
+/// pages mapped, copy-on-write pages made the process's own — so that the copy that follows
+/// cannot fail and nothing is taken from a pipe, the console or a file for a buffer that
+/// could not hold it. `BadAddr` for text, the guard page, a hole, or memory running out for
+/// a lazy page or a copy; the pages already made ready stay the process's (no leak: they
+/// are its pages, freed with it).
+pub fn prepare_write(m: &mut UserMem<'_>, va: u32, len: usize) -> Result<(), BadAddr> {
+    checkrange(m.sz, va, len)?;
+    if pages(va, len).any(|a| matches!(access(m, a), Access::None | Access::Read)) {
+        return Err(BadAddr);
+    }
+    fault_in(m, va, len)?;
+    for a in pages(va, len) {
+        if let Some(broken) = cowfault(m.pgdir, UVAddr(a)) {
+            broken.map_err(|_| BadAddr)?.flush();
+        }
+    }
+    Ok(())
 }
 
 /// The kernel address of user byte `va` of a present user page (uva2ka), faulting the page
@@ -325,6 +398,66 @@ mod tests {
             unsafe { crate::kalloc::kfree(p) };
         }
         freevm(e);
+        freevm(d);
+        assert_eq!(testmem::free(), before);
+    }
+
+    #[test]
+    fn whole_buffers_are_checked_before_anything_moves() {
+        let _g = testmem::lock();
+        let before = testmem::free();
+        let (mut d, from) = process();
+        let sz = from + 2 * PGSIZE;
+        let mut m = UserMem {
+            pgdir: &mut d,
+            sz,
+            lazy_from: from,
+        };
+        // Data: readable and writable; text: readable only; the guard page: neither.
+        assert_eq!(prepare_write(&mut m, 0x10, 8), Ok(()));
+        assert_eq!(prepare_read(&mut m, 0x2000, 8), Ok(()));
+        assert_eq!(prepare_write(&mut m, 0x2000, 8), Err(BadAddr));
+        assert_eq!(prepare_write(&mut m, 0xFFC, 8), Err(BadAddr));
+        assert_eq!(prepare_read(&mut m, 0xFFC, 8), Err(BadAddr));
+        assert_eq!(prepare_read(&mut m, 0x1FFC, 8), Err(BadAddr));
+        // Straddling sz; empty at sz; nothing allocated for a refused buffer that would
+        // also have needed a lazy page.
+        let used = before - testmem::free();
+        assert_eq!(prepare_read(&mut m, sz - 4, 8), Err(BadAddr));
+        assert_eq!(prepare_write(&mut m, 0x2FFC, 8), Err(BadAddr));
+        assert_eq!(before - testmem::free(), used);
+        assert_eq!(prepare_write(&mut m, sz, 0), Ok(()));
+        // Lazy pages are mapped for either direction.
+        assert_eq!(prepare_write(&mut m, from + PGSIZE - 2, 4), Ok(()));
+        assert_eq!(before - testmem::free(), used + 2);
+        freevm(d);
+        assert_eq!(testmem::free(), before);
+    }
+
+    #[test]
+    fn prepare_write_copies_cow_pages_or_fails_when_memory_is_out() {
+        let _g = testmem::lock();
+        let before = testmem::free();
+        let mut d = setupkvm().unwrap();
+        let sz = allocuvm(&mut d, 0, 2 * PGSIZE).unwrap();
+        let child = crate::vm::cowuvm(&mut d, sz).unwrap().ignore("host test");
+        let mut m = um(&mut d, sz);
+        let mut held = Vec::new();
+        while let Some(p) = crate::kalloc::kalloc() {
+            held.push(p);
+        }
+        assert_eq!(prepare_write(&mut m, 0, 8), Err(BadAddr));
+        assert_eq!(prepare_read(&mut m, 0, 8), Ok(()));
+        for p in held.drain(..) {
+            // SAFETY: pages just taken from kalloc.
+            unsafe { crate::kalloc::kfree(p) };
+        }
+        assert_eq!(prepare_write(&mut m, PGSIZE - 4, 8), Ok(()));
+        for a in [0, PGSIZE] {
+            let f = crate::vm::getpte(m.pgdir, UVAddr(a)).unwrap().flags();
+            assert!(f.contains(PTE_W) && !f.contains(PTE_COW));
+        }
+        freevm(child);
         freevm(d);
         assert_eq!(testmem::free(), before);
     }

@@ -23,6 +23,9 @@ pub const MAX_KERNEL: u64 = 64 << 20;
 
 /// Seconds the lab may take on top of the guest's own `--timeout` (its boot, module loading).
 const LAB_MARGIN_SECS: u64 = 120;
+/// Seconds past `--timeout`, counted on our clock from the program's start inside the lab,
+/// after which the lab is stopped even if the inner `vmm` never noticed its own timeout.
+const RUN_GRACE_SECS: u64 = 5;
 
 /// Runs `vmm run` and returns the exit status. Errors print as one line and give 125.
 pub fn run(args: &RunArgs) -> i32 {
@@ -462,6 +465,11 @@ fn run_in_lab(
         guest_mem_mib: mem >> 20,
         timeout,
         vendor,
+        // The outer clock bounds the program too: a guest whose ticks stall (so the inner
+        // --timeout never fires) still ends a few seconds after its --timeout.
+        run_timeout: timeout_of(args)
+            .filter(|_| args.gdb.is_none())
+            .map(|t| t + Duration::from_secs(RUN_GRACE_SECS)),
     };
     let outcome = match lab::run(&req) {
         Err(e @ lab::LabError::Output { .. }) => {

@@ -101,6 +101,11 @@ pub fn resolve(spec: impl AsRef<OsStr>) -> Result<Program, ProgramError> {
             .map(|n| n.to_string_lossy().into_owned())
             .filter(|n| !n.is_empty())
             .ok_or_else(|| ProgramError::NotFound(format!("{shown} names no file")))?;
+        if let Some(why) = reserved(&name) {
+            return Err(ProgramError::NotExecutable(format!(
+                "program {shown}: {why}; copy it to another name"
+            )));
+        }
         return Ok(Program {
             name,
             image,
@@ -133,8 +138,25 @@ pub fn resolve(spec: impl AsRef<OsStr>) -> Result<Program, ProgramError> {
 /// own: it travels with the added files.
 pub fn resolve_among(spec: &OsStr, added: &[Program]) -> Result<Program, ProgramError> {
     if spec.as_bytes().contains(&b'/') {
-        return resolve(spec);
+        let program = resolve(spec)?;
+        if let Some(a) = added
+            .iter()
+            .find(|a| guest_name(&a.name) == guest_name(&program.name))
+        {
+            return Err(ProgramError::NotExecutable(format!(
+                "program {} and --add {} would both be '{}' in the guest: rename the added \
+                 file (HOSTPATH:NAME)",
+                spec.to_string_lossy(),
+                a.host_path
+                    .as_deref()
+                    .map_or_else(|| a.name.clone(), |p| p.display().to_string()),
+                a.name
+            )));
+        }
+        check_module_space(added, Some(&program))?;
+        return Ok(program);
     }
+    check_module_space(added, None)?;
     match added.iter().rev().find(|a| OsStr::new(&a.name) == spec) {
         Some(a) => {
             check_executable(&a.image).map_err(|why| {
@@ -247,16 +269,71 @@ pub fn archive_files(extra: &[Program]) -> Vec<(&str, &[u8])> {
 }
 
 /// Bytes a name in the guest's directories may have (xv6 DIRSIZ).
-pub const DIRSIZ: usize = 14;
-/// The largest host file `--add` takes (the whole archive must fit the 32 MiB module area).
+pub const DIRSIZ: usize = xv6_abi::fs::DIRSIZ;
+/// The largest host file `--add` takes (the whole archive must fit the 32 MiB module area:
+/// `check_module_space`).
 pub const MAX_ADD_SIZE: u64 = 16 << 20;
+/// The most files `--add` puts into the guest (the guest's file system has inodes for them
+/// and 200 more, xv6-abi `fs`).
+pub const MAX_ADD_FILES: usize = xv6_abi::fs::MAX_ADDED_FILES;
+
+/// The name the guest's directory entry holds for `name`: its first DIRSIZ bytes (the kernel
+/// cuts longer ones, as xv6 does).
+fn guest_name(name: &str) -> &[u8] {
+    &name.as_bytes()[..name.len().min(DIRSIZ)]
+}
+
+/// Why `name` cannot be a file in the guest's `/` (None if it can): `.`, `..`, `console`
+/// (the console device is there) or `TRAILER!!!` (cpio's end-of-archive marker).
+fn reserved(name: &str) -> Option<String> {
+    xv6_abi::fs::RESERVED_NAMES
+        .contains(&std::str::from_utf8(guest_name(name)).unwrap_or(""))
+        .then(|| {
+            format!(
+                "the name '{name}' is taken in the guest's / (reserved: . .. console TRAILER!!!)"
+            )
+        })
+}
+
+/// Refuses added files (and a host program) that, with the built-in programs, would not fit
+/// the boot-module area above PHYSTOP (xv6-abi `layout::BOOT_RESERVED`) — checked here, with
+/// one line and 126, rather than when the modules are placed.
+fn check_module_space(added: &[Program], program: Option<&Program>) -> Result<(), ProgramError> {
+    let mut extra: Vec<Program> = added.to_vec();
+    extra.extend(program.filter(|p| p.host_path.is_some()).cloned());
+    let files = archive_files(&extra);
+    // cpio newc: a 110-byte header and the NUL-terminated name padded to 4, the data padded
+    // to 4, each; the trailer; then the argv module (at most a page) on the next page.
+    let archive: usize = files
+        .iter()
+        .map(|(n, b)| (110 + n.len() + 1).next_multiple_of(4) + b.len().next_multiple_of(4))
+        .sum::<usize>()
+        + 124;
+    let room = xv6_abi::layout::BOOT_RESERVED as usize - 2 * 4096;
+    if archive > room {
+        return Err(ProgramError::NotExecutable(format!(
+            "--add: the added files, a host program and the built-in programs come to {} KiB, \
+             more than the {} KiB of boot-module space; add fewer or smaller files",
+            archive.div_ceil(1024),
+            room / 1024
+        )));
+    }
+    Ok(())
+}
 
 /// The files `--add HOSTPATH[:NAME]` puts into the guest's `/`: a regular file (named NAME,
 /// default its file name), or every regular file of a directory (by their names). Missing:
-/// 127; not a regular file or directory, unreadable, too big, or a name that does not fit a
-/// directory entry: 126.
+/// 127; not a regular file or directory, unreadable, too big, a name that does not fit a
+/// directory entry or is reserved (`.`, `..`, `console`, `TRAILER!!!`), a name given twice,
+/// or more than MAX_ADD_FILES files in all: 126. Everything is refused here, before boot.
 pub fn resolve_adds(specs: &[String]) -> Result<Vec<Program>, ProgramError> {
-    let mut out = Vec::new();
+    let mut out: Vec<Program> = Vec::new();
+    let too_many = |spec: &str| {
+        ProgramError::NotExecutable(format!(
+            "--add {spec}: more than {MAX_ADD_FILES} files in all; the guest takes at most \
+             {MAX_ADD_FILES}"
+        ))
+    };
     for spec in specs {
         let (path, name) = match spec.rsplit_once(':') {
             Some((p, n)) if !p.is_empty() && !n.contains('/') => (p, Some(n)),
@@ -272,30 +349,47 @@ pub fn resolve_adds(specs: &[String]) -> Result<Vec<Program>, ProgramError> {
                 .filter(|p| p.is_file())
                 .collect();
             entries.sort();
+            if out.len() + entries.len() > MAX_ADD_FILES {
+                return Err(too_many(spec));
+            }
             for p in entries {
-                out.push(add_file(spec, &p, None)?);
+                let file = add_file(spec, &p, None)?;
+                push_unique(&mut out, spec, file)?;
             }
         } else {
-            out.push(add_file(spec, path, name)?);
+            if out.len() >= MAX_ADD_FILES {
+                return Err(too_many(spec));
+            }
+            let file = add_file(spec, path, name)?;
+            push_unique(&mut out, spec, file)?;
         }
     }
     Ok(out)
 }
 
+/// Adds `file` to `out` unless a file there has the same name in the guest (126).
+fn push_unique(out: &mut Vec<Program>, spec: &str, file: Program) -> Result<(), ProgramError> {
+    if let Some(first) = out
+        .iter()
+        .find(|a| guest_name(&a.name) == guest_name(&file.name))
+    {
+        return Err(ProgramError::NotExecutable(format!(
+            "--add {spec}: the name '{}' is given twice (also to {}); give each file its own \
+             name (HOSTPATH:NAME)",
+            file.name,
+            first
+                .host_path
+                .as_deref()
+                .map_or_else(|| first.name.clone(), |p| p.display().to_string())
+        )));
+    }
+    out.push(file);
+    Ok(())
+}
+
 /// One `--add` file, checked.
 fn add_file(spec: &str, path: &Path, name: Option<&str>) -> Result<Program, ProgramError> {
     let bad = |why: String| ProgramError::NotExecutable(format!("--add {spec}: {why}"));
-    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(bad(format!("{} is not a regular file", path.display())));
-    }
-    if meta.len() > MAX_ADD_SIZE {
-        return Err(bad(format!(
-            "{} is {} bytes; at most {MAX_ADD_SIZE} fit",
-            path.display(),
-            meta.len()
-        )));
-    }
     let name = match name {
         Some(n) => n.to_string(),
         None => path
@@ -303,12 +397,19 @@ fn add_file(spec: &str, path: &Path, name: Option<&str>) -> Result<Program, Prog
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     };
-    if name.is_empty() || name.len() > DIRSIZ || name.contains('/') {
+    if name.is_empty() || name.len() > DIRSIZ || name.contains('/') || name.contains('\0') {
         return Err(bad(format!(
             "the name '{name}' must have 1 to {DIRSIZ} bytes and no '/' (give HOSTPATH:NAME)"
         )));
     }
-    let image = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    if let Some(why) = reserved(&name) {
+        return Err(bad(format!("{why}; give another (HOSTPATH:NAME)")));
+    }
+    // One bounded read (never more than MAX_ADD_SIZE + 1 bytes, whatever the size said).
+    let image = read_host_file(path, "file", MAX_ADD_SIZE).map_err(|e| match e {
+        ProgramError::NotFound(m) => ProgramError::NotFound(format!("--add {spec}: {m}")),
+        ProgramError::NotExecutable(m) => bad(m),
+    })?;
     Ok(Program {
         name,
         image,
@@ -464,7 +565,90 @@ mod tests {
     }
 
     #[test]
-    fn adds_name_files_and_the_last_of_a_name_wins() {
+    fn adds_are_refused_before_boot_for_what_the_guest_cannot_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("a"), "a").unwrap();
+        std::fs::write(d.join("b"), "b").unwrap();
+        let p = |n: &str| d.join(n).display().to_string();
+        let refused = |specs: &[String], want: &str| match resolve_adds(specs) {
+            Err(ProgramError::NotExecutable(m)) => {
+                assert!(m.contains(want), "{m}");
+                assert!(!m.contains('\n'), "one line: {m}");
+            }
+            other => panic!("{specs:?}: {other:?}"),
+        };
+        // Reserved names.
+        for name in [".", "..", "console", "TRAILER!!!"] {
+            refused(&[format!("{}:{name}", p("a"))], "is taken in the guest");
+        }
+        // The same name twice, also through a directory, also cut to DIRSIZ.
+        refused(&[p("a"), format!("{}:a", p("b"))], "given twice");
+        refused(&[p("a"), d.display().to_string()], "given twice");
+        refused(
+            &[
+                format!("{}:abcdefghijklmn", p("a")),
+                format!("{}:abcdefghijklmn", p("b")),
+            ],
+            "given twice",
+        );
+        // Too many files: one by one, or in one directory.
+        let many = d.join("many");
+        std::fs::create_dir(&many).unwrap();
+        for i in 0..=MAX_ADD_FILES {
+            std::fs::write(many.join(format!("f{i}")), "").unwrap();
+        }
+        refused(&[many.display().to_string()], "at most 128");
+        let specs: Vec<String> = (0..=MAX_ADD_FILES)
+            .map(|i| format!("{}:f{i}", p("a")))
+            .collect();
+        refused(&specs, "at most 128");
+        assert_eq!(resolve_adds(&specs[..MAX_ADD_FILES]).unwrap().len(), 128);
+        // A host program named like an added file.
+        let prog = d.join("sub");
+        std::fs::create_dir(&prog).unwrap();
+        let hello = resolve("hello").unwrap().image;
+        std::fs::write(prog.join("a"), &hello).unwrap();
+        let added = resolve_adds(&[p("a")]).unwrap();
+        match resolve_among(prog.join("a").as_os_str(), &added) {
+            Err(ProgramError::NotExecutable(m)) => assert!(m.contains("would both be"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(prog.join("console"), &hello).unwrap();
+        assert!(matches!(
+            resolve(prog.join("console")),
+            Err(ProgramError::NotExecutable(_))
+        ));
+        // Files that together do not fit the boot-module area.
+        let big: Vec<Program> = (0..3)
+            .map(|i| Program {
+                name: format!("big{i}"),
+                image: vec![0; 12 << 20],
+                host_path: None,
+            })
+            .collect();
+        assert!(check_module_space(&big[..2], None).is_ok());
+        match check_module_space(&big, None) {
+            Err(ProgramError::NotExecutable(m)) => assert!(m.contains("boot-module space"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // What check_module_space counts is the archive's size.
+        let counted = archive_with(&big[..1]).len();
+        assert!(counted > 12 << 20);
+    }
+
+    #[test]
+    fn the_guest_has_inodes_for_every_file_add_allows() {
+        let boot = 2 + builtin_names().len() + MAX_ADD_FILES + 1;
+        assert!(
+            boot + 200 <= xv6_abi::fs::NINODE,
+            "{boot} inodes at boot leave fewer than 200 of {}",
+            xv6_abi::fs::NINODE
+        );
+    }
+
+    #[test]
+    fn adds_name_files_and_a_name_given_twice_is_refused() {
         let dir = std::env::temp_dir().join(format!("vmm-resolve-adds-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("d")).unwrap();
@@ -475,13 +659,21 @@ mod tests {
             format!("{}", dir.join("d").display()),
             format!("{}:a", dir.join("x").display()),
         ];
+        assert!(matches!(
+            resolve_adds(&specs),
+            Err(ProgramError::NotExecutable(_))
+        ));
+        let specs = [
+            format!("{}", dir.join("d").display()),
+            format!("{}:c", dir.join("x").display()),
+        ];
         let added = resolve_adds(&specs).unwrap();
         let names: Vec<&str> = added.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["a", "b", "a"]);
+        assert_eq!(names, ["a", "b", "c"]);
         let files = members(archive_with(&added));
-        let a: Vec<_> = files.iter().filter(|(n, _)| n == "a").collect();
-        assert_eq!(a.len(), 1, "one entry named a");
-        assert_eq!(a[0].1, b"x");
+        let c: Vec<_> = files.iter().filter(|(n, _)| n == "c").collect();
+        assert_eq!(c.len(), 1, "one entry named c");
+        assert_eq!(c[0].1, b"x");
         assert!(matches!(
             resolve_adds(&[format!("{}", dir.join("nope").display())]),
             Err(ProgramError::NotFound(_))

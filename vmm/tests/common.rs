@@ -109,7 +109,7 @@ pub fn build_c_program(name: &str, debug: bool) -> std::path::PathBuf {
         .args(["-fno-stack-protector", "-static", "-O2", "-I"])
         .arg(&c)
         .args(debug.then_some("-g"))
-        .arg("-Wl,-N,-e,_start,-Ttext,0,--no-warn-rwx-segments")
+        .arg("-Wl,-N,-e,_start,-Ttext,0,--no-warn-rwx-segments,--build-id=none")
         .arg("-o")
         .arg(&exe)
         .arg(c.join("crt0.S"))

@@ -90,9 +90,100 @@ fn bad_add_arguments_are_126_or_127() {
 }
 
 #[test]
+fn add_input_the_guest_cannot_take_is_refused_before_boot() {
+    let dir = scratch("add-refused");
+    let f = dir.join("f");
+    std::fs::write(&f, "x").unwrap();
+    let f = f.display().to_string();
+    // Each refused with 126 and one line on stderr, nothing on stdout, no boot.
+    let refused = |args: &[&str], want: &str| {
+        let mut all = vec!["run", "--quiet"];
+        all.extend_from_slice(args);
+        let out = vmm(&all);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(126), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(stdout(&out).is_empty(), "{args:?}");
+    };
+    for name in ["console", ".", "..", "TRAILER!!!"] {
+        refused(
+            &["--add", &format!("{f}:{name}"), "hello"],
+            "is taken in the guest",
+        );
+    }
+    refused(
+        &["--add", &f, "--add", &format!("{f}:f"), "hello"],
+        "given twice",
+    );
+    // A host program named like an added file.
+    let prog = dir.join("prog");
+    std::fs::create_dir(&prog).unwrap();
+    let hello = prog.join("f");
+    std::fs::write(&hello, vmm_hello_image()).unwrap();
+    refused(
+        &["--add", &f, &hello.display().to_string()],
+        "would both be 'f'",
+    );
+    // A directory of 190 files, and 129 files one by one.
+    let big = dir.join("big");
+    std::fs::create_dir(&big).unwrap();
+    for i in 0..190 {
+        std::fs::write(big.join(format!("f{i}")), "").unwrap();
+    }
+    refused(
+        &["--add", &big.display().to_string(), "hello"],
+        "at most 128",
+    );
+    let specs: Vec<String> = (0..129).map(|i| format!("{f}:n{i}")).collect();
+    let mut args: Vec<&str> = Vec::new();
+    for s in &specs {
+        args.extend(["--add", s]);
+    }
+    args.push("hello");
+    refused(&args, "at most 128");
+}
+
+/// The built-in hello's ELF image, as a host program.
+fn vmm_hello_image() -> Vec<u8> {
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/guest/user/hello"
+    ))
+    .expect("target/guest/user/hello is built with vmm")
+}
+
+#[test]
+fn the_most_files_add_takes_all_reach_the_guest() {
+    let dir = scratch("add-most");
+    let many = dir.join("many");
+    std::fs::create_dir(&many).unwrap();
+    for i in 0..128 {
+        std::fs::write(many.join(format!("f{i:03}")), format!("file {i}\n")).unwrap();
+    }
+    let spec = many.display().to_string();
+    let Some(out) = boot(&["--quiet", "--add", &spec, "cat", "f000", "f127"]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "file 0\nfile 127\n");
+    assert!(!stderr(&out).contains("not added"), "{}", stderr(&out));
+}
+
+#[test]
 fn a_c_program_built_on_the_c_header_uses_pipes_and_files() {
     // The README's recipe.
     let exe = build_c_program("files", false);
+    // One loadable segment at 0, no stray build-id note at 0x080480b4 (--build-id=none).
+    let image = std::fs::read(&exe).unwrap();
+    let elf = goblin::elf::Elf::parse(&image).unwrap();
+    let loads: Vec<u64> = elf
+        .program_headers
+        .iter()
+        .filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD)
+        .map(|p| p.p_vaddr)
+        .collect();
+    assert_eq!(loads, [0], "the README's recipe makes one PT_LOAD at 0");
     let exe = exe.display().to_string();
     let Some(out) = boot(&["--quiet", &exe, "x", "y"]) else {
         return;

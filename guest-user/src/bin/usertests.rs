@@ -18,6 +18,8 @@
 mod check;
 #[path = "../usertests/cow.rs"]
 mod cow;
+#[path = "../usertests/edges.rs"]
+mod edges;
 #[path = "../usertests/exec.rs"]
 mod exec;
 #[path = "../usertests/fault.rs"]
@@ -72,12 +74,19 @@ const TESTS: &[Test] = &[
     ("fds", files::fds),
     ("filesystem", files::filesystem),
     ("directories", files::directories),
+    ("unlinkedcwd", edges::unlinkedcwd),
+    ("linklimit", edges::linklimit),
+    ("devices", edges::devices),
+    ("otrunc", edges::otrunc),
+    ("readbad", edges::readbad),
+    ("writebad", edges::writebad),
     ("exectest", exec::exectest),
     ("bigargtest", exec::bigargtest),
     ("forktest", proc::forktest),
     ("preemption", proc::preemption),
     ("kill", proc::killtest),
     ("sbrkfail", sbrk::sbrkfail),
+    ("readoom", edges::readoom),
     ("execout", exec::execout),
     ("execwritten", exec::execwritten),
 ];

@@ -22,11 +22,8 @@ pub fn write(fd: i32, buf: &[u8]) -> i32 {
     unsafe { raw::sys_write(fd, buf.as_ptr(), len_i32(buf.len())) }
 }
 
-/// open's modes (xv6 fcntl.h).
-pub const O_RDONLY: i32 = 0x000;
-pub const O_WRONLY: i32 = 0x001;
-pub const O_RDWR: i32 = 0x002;
-pub const O_CREATE: i32 = 0x200;
+/// open's modes (xv6 fcntl.h), and O_TRUNC (xv6-riscv's, an extension: docs/abi.md).
+pub use xv6_abi::fcntl::{O_CREATE, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY};
 
 /// Inode types of [`Stat::kind`] (xv6 stat.h).
 pub const T_DIR: i16 = 1;
@@ -73,7 +70,8 @@ pub fn fstat(fd: i32, st: &mut Stat) -> i32 {
     unsafe { raw::sys_fstat(fd, (st as *mut Stat).cast()) }
 }
 
-/// Opens `path` with `mode` (O_RDONLY, O_WRONLY, O_RDWR, | O_CREATE); a descriptor or −1.
+/// Opens `path` with `mode` (O_RDONLY, O_WRONLY, O_RDWR, | O_CREATE, | O_TRUNC); a
+/// descriptor or −1.
 pub fn open(path: &CStr, mode: i32) -> i32 {
     // SAFETY: path is NUL-terminated.
     unsafe { raw::sys_open(path.as_ptr().cast(), mode) }

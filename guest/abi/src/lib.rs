@@ -109,6 +109,33 @@ pub mod forkbench {
     pub const HEADER_WORDS: usize = 4;
 }
 
+/// The guest's file system as the VMM fills it (`vmm run --add`): sizes both sides rely on.
+pub mod fs {
+    /// Bytes of a name in a directory entry (xv6 DIRSIZ).
+    pub const DIRSIZ: usize = 14;
+    /// Inodes of the guest's file system: the root, `/console`, the built-in programs, up to
+    /// MAX_ADDED_FILES host files, and at least 200 more for programs to create (xv6 mkfs's
+    /// NINODES).
+    pub const NINODE: usize = 400;
+    /// The most files `--add` puts into the guest (a directory's files counted one by one;
+    /// a host PROGRAM is one more).
+    pub const MAX_ADDED_FILES: usize = 128;
+    /// Archive names the guest's `/` cannot take: its own entries, the console, and cpio's
+    /// end-of-archive marker.
+    pub const RESERVED_NAMES: [&str; 4] = [".", "..", "console", "TRAILER!!!"];
+}
+
+/// open's mode bits (xv6 fcntl.h), and O_TRUNC, an extension from xv6-riscv.
+pub mod fcntl {
+    pub const O_RDONLY: i32 = 0x000;
+    pub const O_WRONLY: i32 = 0x001;
+    pub const O_RDWR: i32 = 0x002;
+    pub const O_CREATE: i32 = 0x200;
+    /// Opening a regular file with it empties the file (xv6-riscv's value; xv6-public's
+    /// programs never pass it).
+    pub const O_TRUNC: i32 = 0x400;
+}
+
 /// What exec takes: the VMM refuses a first process's argv the kernel would refuse.
 pub mod exec {
     /// The most argument strings (argv[0] included), xv6's MAXARG.

@@ -4,7 +4,7 @@
 //! `linux-image-cloud-amd64` → the real `linux-image-6.1.0-NN-cloud-amd64`, and `busybox-static`),
 //! unpacked with `dpkg-deb -x` (nothing is installed on the host), reduced to what the lab needs
 //! (~55 MB) and cached outside the repository in
-//! `${XV6_LAB_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/xv6-vmm/lab}/assets-v3/`:
+//! `${XV6_LAB_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/xv6-vmm/lab}/assets-v6/`:
 //!
 //! * `vmlinux` — the kernel as a PVH-bootable ELF (see [`crate::kernel`]; ~50 MB, saves ~0.5 s
 //!   per boot for QEMU), if that extraction applies,
@@ -40,7 +40,7 @@ use crate::tmp::TempDir;
 use crate::LabError;
 
 /// Name of the asset directory inside the lab directory; bump when the layout changes.
-pub const ASSETS_SUBDIR: &str = "assets-v5"; // v2: digests; v3: virtio-serial; v4: kvm_intel,
+pub const ASSETS_SUBDIR: &str = "assets-v6"; // v2: digests; v3: virtio-serial; v4-6: kvm_intel,
                                              // bzImage; v5: modules without signatures
 /// The kernel metapackage (resolved to the versioned image package).
 pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
@@ -91,7 +91,7 @@ impl Vendor {
 
     fn manifest_key(self) -> &'static str {
         match self {
-            Vendor::Amd => "modules.amd",
+            Vendor::Amd => "modules",
             Vendor::Intel => "modules.intel",
         }
     }
@@ -112,18 +112,20 @@ pub struct Assets {
     pub kernel_version: String,
     /// Debian package versions used, e.g. `linux-image-6.1.0-56-cloud-amd64=6.1.192-2`.
     pub packages: Vec<String>,
-    /// Every module of the base archive in load order (paths inside the lab).
+    /// The AMD lab's modules to insmod, in order (paths inside the lab).
     pub modules: Vec<String>,
-    /// The AMD lab's modules, then the Intel lab's, each in load order (see
-    /// [`Assets::modules_for`]).
-    pub vendor_modules: [Vec<String>; 2],
+    /// The Intel lab's modules to insmod, in order (see [`Assets::modules_for`]).
+    pub intel_modules: Vec<String>,
 }
 
 impl Assets {
     /// The modules `vendor`'s lab loads, in order: its KVM module and what its channels need,
     /// each after its dependencies (never the other vendor's KVM module).
     pub fn modules_for(&self, vendor: Vendor) -> &[String] {
-        &self.vendor_modules[vendor as usize]
+        match vendor {
+            Vendor::Amd => &self.modules,
+            Vendor::Intel => &self.intel_modules,
+        }
     }
 
     /// The files whose sizes and digests the manifest records.
@@ -170,12 +172,11 @@ fn parse_manifest(text: &str) -> BTreeMap<String, String> {
 /// The manifest of `a`, with the size and SHA-256 of its two files as they are on disk now.
 fn render_manifest(a: &Assets) -> io::Result<String> {
     let mut text = format!(
-        "format={MANIFEST_FORMAT}\nkernel={}\nbzimage={}\nkernel_version={}\npackages={}\nmodules={}\n",
+        "format={MANIFEST_FORMAT}\nkernel={}\nbzimage={}\nkernel_version={}\npackages={}\n",
         file_name(&a.kernel),
         file_name(&a.bzimage),
         a.kernel_version,
         a.packages.join(","),
-        a.modules.join(",")
     );
     for v in [Vendor::Amd, Vendor::Intel] {
         text.push_str(&format!(
@@ -297,13 +298,10 @@ pub fn check_assets(dir: &Path) -> Cached {
         base_initrd: dir.join("base.cpio"),
         kernel_version: version.clone(),
         packages: list("packages"),
-        modules: list("modules"),
-        vendor_modules: [
-            list(Vendor::Amd.manifest_key()),
-            list(Vendor::Intel.manifest_key()),
-        ],
+        modules: list(Vendor::Amd.manifest_key()),
+        intel_modules: list(Vendor::Intel.manifest_key()),
     };
-    if a.modules.is_empty() || a.vendor_modules.iter().any(Vec::is_empty) {
+    if a.modules.is_empty() || a.intel_modules.is_empty() {
         return Cached::Missing;
     }
     for f in a.files() {
@@ -590,12 +588,12 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
             .map(|m| format!("{LAB_MODULE_DIR}/{m}.ko"))
             .collect();
     }
+    let [amd_modules, intel_modules] = vendor_modules;
 
     let busybox = root.join("bin/busybox");
     let base = stage.join("base.cpio");
     let f = fs::File::create(&base).map_err(|e| LabError::io_path("creating", &base, e))?;
     let mut cpio = Cpio::new(BufWriter::new(f), &[]);
-    let mut modules = Vec::new();
     let werr = |e| LabError::io_path("writing", &base, e);
     for d in [
         "/bin",
@@ -616,7 +614,6 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
         let data = fs::read(path).map_err(|e| LabError::io_path("reading", path, e))?;
         cpio.bytes(&lab_path, 0o644, unsigned_module(&data))
             .map_err(werr)?;
-        modules.push(lab_path);
     }
     let w = cpio.finish().map_err(werr)?;
     w.into_inner()
@@ -628,11 +625,11 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
         dir: stage.to_path_buf(),
         kernel,
         bzimage,
-        vendor_modules,
         base_initrd: base,
         kernel_version,
         packages,
-        modules,
+        modules: amd_modules,
+        intel_modules,
     };
     let manifest = stage.join("manifest");
     let text = render_manifest(&assets).map_err(|e| LabError::io_path("hashing", stage, e))?;
@@ -795,7 +792,8 @@ impl fmt::Display for LabStatus {
             Some(a) => {
                 writeln!(f, "kernel: {} ({})", a.kernel_version, a.kernel.display())?;
                 writeln!(f, "packages: {}", a.packages.join(" "))?;
-                writeln!(f, "modules: {}", a.modules.join(" "))?;
+                writeln!(f, "modules (lab-amd): {}", a.modules.join(" "))?;
+                writeln!(f, "modules (lab-intel): {}", a.intel_modules.join(" "))?;
             }
             None => writeln!(f, "kernel: not fetched")?,
         }
@@ -909,17 +907,10 @@ mod tests {
             modules: vec![
                 "/lib/modules/lab/kvm.ko".into(),
                 "/lib/modules/lab/kvm_amd.ko".into(),
-                "/lib/modules/lab/kvm_intel.ko".into(),
             ],
-            vendor_modules: [
-                vec![
-                    "/lib/modules/lab/kvm.ko".into(),
-                    "/lib/modules/lab/kvm_amd.ko".into(),
-                ],
-                vec![
-                    "/lib/modules/lab/kvm.ko".into(),
-                    "/lib/modules/lab/kvm_intel.ko".into(),
-                ],
+            intel_modules: vec![
+                "/lib/modules/lab/kvm.ko".into(),
+                "/lib/modules/lab/kvm_intel.ko".into(),
             ],
         };
         assert_eq!(check_assets(&d), Cached::Missing);

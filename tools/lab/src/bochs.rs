@@ -721,7 +721,12 @@ pub(crate) fn run(
         }
         let log = dir.join("bochs.log");
         s.spawn(move || watch_log(&log, sh));
-        let ending = crate::watch(&mut guard, &rx, &mut markers, deadline, sh);
+        let limits = crate::Limits {
+            deadline,
+            run_timeout: req.run_timeout,
+            restore_by: None,
+        };
+        let ending = crate::watch(&mut guard, &rx, &mut markers, &limits, sh);
         guard.kill();
         sh.done.store(true, Ordering::Release);
         ending

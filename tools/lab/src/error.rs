@@ -76,6 +76,10 @@ pub enum LabError {
         /// Bytes the lab reported sent.
         sent: u64,
     },
+    /// A warm start's machine did not come back from its snapshot (the caller boots cold).
+    RestoreFailed(String),
+    /// The warm snapshot could not be built or used (the caller boots cold).
+    Snapshot(String),
     /// An I/O error, with what we were doing.
     Io {
         /// What we were doing.
@@ -103,6 +107,11 @@ impl LabError {
     pub(crate) fn io_path(what: &str, path: &std::path::Path, source: io::Error) -> Self {
         Self::io(format!("{what} {}", path.display()), source)
     }
+}
+
+/// The last non-empty line of `text`.
+pub(crate) fn last_line(text: &str) -> Option<&str> {
+    text.lines().map(str::trim).rfind(|l| !l.is_empty())
 }
 
 /// Joins the last few console lines into one line.
@@ -143,6 +152,10 @@ impl fmt::Display for LabError {
                 "apt-get download {packages} failed ({detail}): run `apt-get update` (as root) first"
             ),
             LabError::BadPackage(what) => write!(f, "unexpected Debian package contents: {what}"),
+            LabError::RestoreFailed(why) => {
+                write!(f, "the lab machine did not come back from its snapshot: {why}")
+            }
+            LabError::Snapshot(why) => write!(f, "the lab's warm snapshot: {why}"),
             LabError::NoCacheDir => write!(
                 f,
                 "no cache directory for the lab: set XV6_LAB_DIR (or HOME / XDG_CACHE_HOME)"

@@ -50,9 +50,11 @@ pub mod iso;
 pub mod kernel;
 pub mod progress;
 pub mod qemu;
+pub mod qmp;
 pub mod script;
 mod streams;
 mod tmp;
+pub mod warm;
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
@@ -138,6 +140,9 @@ pub struct LabRequest {
     /// Overall bound for the lab run (boot + program); on expiry QEMU is killed and
     /// [`LabOutcome::TimedOut`] returned.
     pub timeout: Duration,
+    /// A bound on the program's own run, from the moment it starts (on the host's clock, so
+    /// nothing inside the lab can stretch it); on expiry as [`LabRequest::timeout`].
+    pub run_timeout: Option<Duration>,
     /// Which lab: AMD (QEMU, kvm_amd; the default) or Intel (Bochs, kvm_intel; see [`bochs`]).
     pub vendor: Vendor,
 }
@@ -160,6 +165,22 @@ pub struct LabOptions {
     pub cpu: String,
     /// Extra QEMU arguments, appended (for experiments, e.g. another `-bios`).
     pub extra_qemu_args: Vec<String>,
+    /// How the machine starts.
+    pub start: Start,
+}
+
+/// How a lab machine starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Start {
+    /// Restored from the warm snapshot when the request allows (no TCP bridges, the default
+    /// machine) and [`warm::WARM_ENV`] is not `0`; else booted.
+    #[default]
+    Auto,
+    /// Always booted (what the warm start saves: `vmm bench lab`).
+    Cold,
+    /// Restored from the warm snapshot (built first if need be); a request that cannot
+    /// start warm is an error.
+    Warm,
 }
 
 impl Default for LabOptions {
@@ -167,6 +188,7 @@ impl Default for LabOptions {
         LabOptions {
             cpu: qemu::DEFAULT_CPU.to_string(),
             extra_qemu_args: Vec::new(),
+            start: Start::Auto,
         }
     }
 }
@@ -250,35 +272,65 @@ fn check_request(req: &LabRequest) -> Result<(), LabError> {
     Ok(())
 }
 
-/// Writes the initramfs for `req` to `path`: the cached base, then the per-run archive.
-/// Returns its size.
-fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, LabError> {
+/// The program of a request as the lab holds it: its path inside, what it needs, and the
+/// environment it runs with.
+pub(crate) struct Placed {
+    /// `/lab/bin/NAME`.
+    pub lab_program: String,
+    /// Its interpreter and shared libraries.
+    pub deps: elf::ProgramDeps,
+    /// The request's variables, after `LD_LIBRARY_PATH` when the program needs libraries.
+    pub env: Vec<(String, String)>,
+}
+
+/// Where `req.program` goes in the lab and what comes with it.
+pub(crate) fn place(req: &LabRequest) -> Result<Placed, LabError> {
     let deps = elf::program_deps(&req.program)?;
     let name = req
         .program
         .file_name()
         .map(|n| n.to_string_lossy().replace(['/', '\n'], "_"))
         .unwrap_or_else(|| "program".to_string());
-    let lab_program = format!("/lab/bin/{name}");
     let mut env = Vec::new();
     if !deps.libraries.is_empty() && !req.env.iter().any(|(k, _)| k == "LD_LIBRARY_PATH") {
         env.push(("LD_LIBRARY_PATH".to_string(), LAB_LIB_DIR.to_string()));
     }
     env.extend(req.env.iter().cloned());
-    let args: Vec<&OsStr> = req.args.iter().map(OsString::as_os_str).collect();
-    let init = script::init_script(&InitSpec {
-        modules: assets.modules_for(Vendor::Amd),
-        program: &lab_program,
-        args: &args,
-        env: &env,
-        stdin_port: req.stdin != LabStdin::Null,
-        extra_ports: &req
-            .tcp_ports
-            .iter()
-            .map(|(n, _)| n.clone())
-            .collect::<Vec<_>>(),
-    });
+    Ok(Placed {
+        lab_program: format!("/lab/bin/{name}"),
+        deps,
+        env,
+    })
+}
 
+/// The run's own script: its environment, arguments, streams and ports.
+pub(crate) fn run_spec<'a>(
+    req: &'a LabRequest,
+    placed: &'a Placed,
+    modules: &'a [String],
+    args: &'a [&'a OsStr],
+    extra_ports: &'a [String],
+) -> InitSpec<'a> {
+    InitSpec {
+        modules,
+        program: &placed.lab_program,
+        args,
+        env: &placed.env,
+        stdin_port: req.stdin != LabStdin::Null,
+        extra_ports,
+    }
+}
+
+/// Writes an initramfs to `path`: the cached base, then an archive with `init`, the program
+/// with its interpreter and libraries, and `files` (host path, lab path). Returns its size.
+pub(crate) fn write_initrd(
+    assets: &Assets,
+    program: &Path,
+    placed: &Placed,
+    init: &[u8],
+    files: &[(PathBuf, String)],
+    path: &Path,
+) -> Result<u64, LabError> {
     let werr = |e| LabError::io_path("writing", path, e);
     let mut out = private_file(path).map_err(werr)?;
     let mut base = fs::File::open(&assets.base_initrd)
@@ -286,33 +338,50 @@ fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, L
     io::copy(&mut base, &mut out).map_err(werr)?;
     let mut cpio = Cpio::new(BufWriter::new(out), &["bin", "dev", "lib"]);
     cpio.char_dev("/dev/console", 5, 1).map_err(werr)?;
-    cpio.bytes("/init", 0o755, &init).map_err(werr)?;
-    let add = |cpio: &mut Cpio<_>, lab: &str, host: &Path| {
-        cpio.host_file(lab, host)
-            .map_err(|e| LabError::io(format!("adding {} to the lab as {lab}", host.display()), e))
-    };
-    add(&mut cpio, &lab_program, &req.program)?;
+    cpio.bytes("/init", 0o755, init).map_err(werr)?;
+    add_file(&mut cpio, &placed.lab_program, program)?;
+    let deps = &placed.deps;
     if let Some((interp, host)) = &deps.interpreter {
-        add(&mut cpio, interp, host)?;
+        add_file(&mut cpio, interp, host)?;
     }
     for (soname, host) in &deps.libraries {
-        add(&mut cpio, &format!("{LAB_LIB_DIR}/{soname}"), host)?;
+        add_file(&mut cpio, &format!("{LAB_LIB_DIR}/{soname}"), host)?;
     }
-    for (host, lab) in &req.files {
-        add(&mut cpio, lab, host)?;
+    for (host, lab) in files {
+        add_file(&mut cpio, lab, host)?;
     }
     let w = cpio.finish().map_err(werr)?;
     let f = w.into_inner().map_err(|e| werr(e.into_error()))?;
     let size = f.metadata().map_err(werr)?.len();
     log::debug!(
-        "lab: initramfs {} ({} KiB): {lab_program}, interpreter {:?}, {} libraries, {} files",
+        "lab: initramfs {} ({} KiB): {}, interpreter {:?}, {} libraries, {} files",
         path.display(),
         size / 1024,
+        placed.lab_program,
         deps.interpreter.as_ref().map(|i| &i.0),
         deps.libraries.len(),
-        req.files.len()
+        files.len()
     );
     Ok(size)
+}
+
+/// Adds the host file `host` to `cpio` as `lab`.
+pub(crate) fn add_file<W: Write>(
+    cpio: &mut Cpio<W>,
+    lab: &str,
+    host: &Path,
+) -> Result<(), LabError> {
+    cpio.host_file(lab, host)
+        .map_err(|e| LabError::io(format!("adding {} to the lab as {lab}", host.display()), e))
+}
+
+/// Writes a cold boot's initramfs for `req` to `path`. Returns its size.
+fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, LabError> {
+    let placed = place(req)?;
+    let args: Vec<&OsStr> = req.args.iter().map(OsString::as_os_str).collect();
+    let ports: Vec<String> = req.tcp_ports.iter().map(|(n, _)| n.clone()).collect();
+    let init = script::init_script(&run_spec(req, &placed, &assets.modules, &args, &ports));
+    write_initrd(assets, &req.program, &placed, &init, &req.files, path)
 }
 
 /// Creates `path` anew (never following or reusing what is there), readable by us alone: the
@@ -359,41 +428,159 @@ pub fn run_with_options(
         return bochs::run(req, stdout, stderr);
     }
     let start = Instant::now();
-    let deadline = start + req.timeout;
     check_request(req)?;
     let stdin = StdinSource::open(&req.stdin)?;
     let qemu_bin = assets::find_qemu()?;
     let assets = ensure_assets()?;
-
     tmp::sweep_stale(&std::env::temp_dir(), "xv6-lab-");
+    if warm::wanted(req, opts) {
+        match warm::ensure(&qemu_bin, &assets, req) {
+            Ok(snap) => {
+                match run_warm(&qemu_bin, &snap, req, stdin.as_ref(), stdout, stderr, start) {
+                    Err(LabError::RestoreFailed(why)) => {
+                        eprintln!("lab: the warm start failed ({why}); booting cold");
+                        warm::discard(&snap, &why);
+                    }
+                    other => return other,
+                }
+            }
+            Err(e) => eprintln!("lab: no warm start ({e}); booting cold"),
+        }
+    } else if opts.start == Start::Warm {
+        return Err(LabError::InvalidRequest(
+            "this request cannot start warm (TCP bridges or a non-default machine)".into(),
+        ));
+    }
+    run_cold(
+        &qemu_bin,
+        &assets,
+        req,
+        opts,
+        stdin.as_ref(),
+        stdout,
+        stderr,
+        start,
+    )
+}
+
+/// A lab run on a freshly booted machine.
+#[allow(clippy::too_many_arguments)]
+fn run_cold(
+    qemu_bin: &Path,
+    assets: &Assets,
+    req: &LabRequest,
+    opts: &LabOptions,
+    stdin: Option<&StdinSource>,
+    stdout: &mut (dyn Write + Send),
+    stderr: &mut (dyn Write + Send),
+    start: Instant,
+) -> Result<LabOutcome, LabError> {
     let tmp = tmp::TempDir::new_in(&std::env::temp_dir(), "xv6-lab-")?;
     let initrd = tmp.path().join("initrd.cpio");
-    let initrd_size = build_initrd(&assets, req, &initrd)?;
-    let mem = req.guest_mem_mib + LAB_OVERHEAD_MIB + 2 * initrd_size.div_ceil(1 << 20);
-
+    let initrd_size = build_initrd(assets, req, &initrd)?;
     let wiring = Wiring::new(stdin.is_some(), &req.tcp_ports)?;
-    let mut cmd = Command::new(&qemu_bin);
-    cmd.args(qemu::qemu_args(
-        &assets.kernel,
-        &initrd,
-        qemu::fast_bios(),
-        &opts.cpu,
-        mem,
-        &wiring.serial_fds(),
-        &wiring.ports(),
-    ))
-    .args(&opts.extra_qemu_args)
-    .stderr(Stdio::piped());
+    let machine = qemu::Machine {
+        kernel: &assets.kernel,
+        initrd: &initrd,
+        bios: qemu::fast_bios(),
+        cpu: &opts.cpu,
+        mem_mib: req.guest_mem_mib + LAB_OVERHEAD_MIB + 2 * initrd_size.div_ceil(1 << 20),
+        serials: &wiring.serials(),
+        ports: &wiring.ports(),
+        qmp: None,
+        incoming: None,
+    };
+    let mut cmd = Command::new(qemu_bin);
+    cmd.args(machine.args())
+        .args(&opts.extra_qemu_args)
+        .stderr(Stdio::piped());
+    let watched = spawn_and_supervise(cmd, wiring, None, stdin, stdout, stderr, req, start)?;
+    drop(tmp);
+    conclude(req, watched)
+}
+
+/// A lab run on a machine restored from `snap` (see [`warm`]): the run's script and files
+/// travel as a request archive. A machine that does not come back from the snapshot is
+/// [`LabError::RestoreFailed`], with nothing of the run's stdin consumed.
+fn run_warm(
+    qemu_bin: &Path,
+    snap: &warm::Snapshot,
+    req: &LabRequest,
+    stdin: Option<&StdinSource>,
+    stdout: &mut (dyn Write + Send),
+    stderr: &mut (dyn Write + Send),
+    start: Instant,
+) -> Result<LabOutcome, LabError> {
+    let placed = place(req)?;
+    let args: Vec<&OsStr> = req.args.iter().map(OsString::as_os_str).collect();
+    let run = script::run_script(&run_spec(req, &placed, &[], &args, &[]));
+    let request = warm::request_archive(&run, &req.files)?;
+    let wiring = Wiring::warm()?;
+    let mut cmd = Command::new(qemu_bin);
+    cmd.args(snap.machine(&wiring.serials(), &wiring.ports()).args())
+        .stderr(Stdio::piped());
+    let watched = spawn_and_supervise(
+        cmd,
+        wiring,
+        Some(&request),
+        stdin,
+        stdout,
+        stderr,
+        req,
+        start,
+    )?;
+    if !watched.restored() {
+        let why = match watched.ending {
+            Ending::NotRestored => "the machine did not come back in time".to_string(),
+            _ => error::last_line(&watched.qemu_err)
+                .unwrap_or("QEMU stopped")
+                .to_string(),
+        };
+        if interrupt::pending().is_none() && watched.ending != Ending::TimedOut {
+            return Err(LabError::RestoreFailed(why));
+        }
+    }
+    conclude(req, watched)
+}
+
+/// Starts QEMU (`cmd`, with `wiring`'s descriptors) and watches the run to its end; a warm
+/// start's `request` is sent once the machine runs.
+#[allow(clippy::too_many_arguments)]
+fn spawn_and_supervise(
+    cmd: Command,
+    wiring: Wiring,
+    request: Option<&[u8]>,
+    stdin: Option<&StdinSource>,
+    stdout: &mut (dyn Write + Send),
+    stderr: &mut (dyn Write + Send),
+    req: &LabRequest,
+    start: Instant,
+) -> Result<Watched, LabError> {
     log::debug!("lab: {cmd:?}");
     let prepared = start.elapsed();
     let spawned_at = Instant::now();
+    let program = cmd.get_program().to_owned();
     let mut guard = QemuGuard::spawn(cmd, &wiring.qemu_fds())
-        .map_err(|e| LabError::io_path("starting", &qemu_bin, e))?;
+        .map_err(|e| LabError::io_path("starting", Path::new(&program), e))?;
     let host = wiring.into_host_ends();
-    let watched = supervise(&mut guard, host, stdin.as_ref(), stdout, stderr, deadline);
+    let limits = Limits {
+        deadline: start + req.timeout,
+        run_timeout: req.run_timeout,
+        restore_by: request.map(|_| spawned_at + warm::RESTORE_LIMIT),
+    };
+    let watched = supervise(&mut guard, host, request, stdin, stdout, stderr, &limits);
     log_timings(&watched, spawned_at, prepared);
-    drop(tmp);
-    conclude(req, watched)
+    Ok(watched)
+}
+
+/// The bounds of one run.
+struct Limits {
+    /// The whole run's end ([`LabRequest::timeout`]).
+    deadline: Instant,
+    /// How long the program may run once started ([`LabRequest::run_timeout`]).
+    run_timeout: Option<Duration>,
+    /// A warm start: when the machine must have reported its restore.
+    restore_by: Option<Instant>,
 }
 
 /// How the watch over QEMU ended.
@@ -409,15 +596,19 @@ enum Ending {
     Stopped,
     /// After the program's exit, output stopped arriving short of what it sent.
     Stalled,
+    /// A warm start's machine did not report its restore in time.
+    NotRestored,
 }
 
 /// What the threads of one run share.
 #[derive(Default)]
-struct Shared {
+pub(crate) struct Shared {
     /// QEMU is gone: readers stop at the next quiet moment, the stdin feeder stops.
-    done: AtomicBool,
+    pub done: AtomicBool,
+    /// The machine runs the request (always, for a cold boot): stdin may flow.
+    restored: AtomicBool,
     output_failed: Mutex<Option<LabError>>,
-    console_tail: Mutex<VecDeque<String>>,
+    pub console_tail: Mutex<VecDeque<String>>,
     qemu_err: Mutex<String>,
     out: Counter,
     err: Counter,
@@ -433,17 +624,29 @@ struct Watched {
     received: (u64, u64),
 }
 
-/// Runs the readers, the stdin feeder and the watch until QEMU is gone (every thread joined).
+impl Watched {
+    /// Whether the machine reported that it runs the request (a warm start's restore).
+    fn restored(&self) -> bool {
+        self.markers
+            .iter()
+            .any(|(_, m)| matches!(m, Marker::Stage(s) if s == warm::RESTORED_STAGE))
+    }
+}
+
+/// Runs the readers, the stdin feeder (and for a warm start, the request's sender) and the
+/// watch until QEMU is gone (every thread joined).
 fn supervise(
     guard: &mut QemuGuard,
     host: HostEnds,
+    request: Option<&[u8]>,
     stdin: Option<&StdinSource>,
     stdout: &mut (dyn Write + Send),
     stderr: &mut (dyn Write + Send),
-    deadline: Instant,
+    limits: &Limits,
 ) -> Watched {
     let qemu_stderr = guard.take_stderr();
     let shared = Shared::default();
+    shared.restored.store(request.is_none(), Ordering::Release);
     let (tx, rx) = mpsc::channel::<(Instant, Marker)>();
     let mut markers = Vec::new();
     let HostEnds {
@@ -452,7 +655,17 @@ fn supervise(
         stdout: out_r,
         stderr: err_r,
         stdin: stdin_sock,
+        request: request_sock,
     } = host;
+    // The go-ahead goes in on the control socket; markers come out of a copy of it.
+    let go = match (request, control.try_clone()) {
+        (Some(_), Ok(c)) => Some(c),
+        (Some(_), Err(e)) => {
+            log::warn!("lab: cannot copy the control socket: {e}");
+            None
+        }
+        (None, _) => None,
+    };
     let ending = std::thread::scope(|s| {
         let sh = &shared;
         s.spawn(move || read_console(console, sh));
@@ -462,10 +675,22 @@ fn supervise(
         if let Some(e) = qemu_stderr {
             s.spawn(move || read_qemu_stderr(e, sh));
         }
-        if let (Some(src), Some(sock)) = (stdin, stdin_sock.as_ref()) {
-            s.spawn(move || streams::feed_stdin(src, sock, &sh.done));
+        if let (Some(data), Some(sock), Some(go)) = (request, request_sock.as_ref(), go) {
+            s.spawn(move || warm::send_request(go, sock, data, &sh.done));
         }
-        let ending = watch(guard, &rx, &mut markers, deadline, sh);
+        match (stdin, stdin_sock.as_ref()) {
+            (Some(src), Some(sock)) => {
+                s.spawn(move || {
+                    if wait_flag(&sh.restored, &sh.done) {
+                        streams::feed_stdin(src, sock, &sh.done)
+                    }
+                });
+            }
+            // A warm machine always has a stdin port: with no input it reads end of input.
+            (None, Some(sock)) => streams::shut_write(sock),
+            _ => {}
+        }
+        let ending = watch(guard, &rx, &mut markers, limits, sh);
         guard.kill(); // reaps (it has exited, or is killed now)
         sh.done.store(true, Ordering::Release);
         ending
@@ -474,6 +699,7 @@ fn supervise(
     markers.extend(rx.try_iter());
     // Only now: closing the stdin socket while QEMU ran could lose what it had not read.
     drop(stdin_sock);
+    drop(request_sock);
     Watched {
         ending,
         markers,
@@ -484,19 +710,44 @@ fn supervise(
     }
 }
 
-/// Waits (in 10 ms steps) until QEMU exits, the program's output has all arrived, the
-/// deadline passes, a signal comes or our output fails; collects the markers meanwhile.
+/// Waits until `flag` is set (true) or `done` is (false), in short steps.
+fn wait_flag(flag: &AtomicBool, done: &AtomicBool) -> bool {
+    while !flag.load(Ordering::Acquire) {
+        if done.load(Ordering::Acquire) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
+/// When the program started (the `exec` stage), if it has.
+fn program_started(markers: &[(Instant, Marker)]) -> Option<Instant> {
+    markers.iter().find_map(|(t, m)| match m {
+        Marker::Stage(s) if s == "exec" => Some(*t),
+        _ => None,
+    })
+}
+
+/// Waits (in 10 ms steps) until QEMU exits, the program's output has all arrived, a limit
+/// passes (the deadline, the program's own time, a warm restore's), a signal comes or our
+/// output fails; collects the markers meanwhile.
 fn watch(
     guard: &mut QemuGuard,
     rx: &mpsc::Receiver<(Instant, Marker)>,
     markers: &mut Vec<(Instant, Marker)>,
-    deadline: Instant,
+    limits: &Limits,
     sh: &Shared,
 ) -> Ending {
     let mut draining = None;
     loop {
         match rx.recv_timeout(Duration::from_millis(10)) {
-            Ok(m) => markers.push(m),
+            Ok(m) => {
+                if matches!(&m.1, Marker::Stage(s) if s == warm::RESTORED_STAGE) {
+                    sh.restored.store(true, Ordering::Release);
+                }
+                markers.push(m)
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 std::thread::sleep(Duration::from_millis(10))
@@ -515,8 +766,20 @@ fn watch(
                 return Ending::QemuExited(None);
             }
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= limits.deadline {
             return Ending::TimedOut;
+        }
+        if let (Some(t), Some(limit)) = (program_started(markers), limits.run_timeout) {
+            if now >= t + limit {
+                log::warn!("lab: the program ran past its own time ({limit:?}); stopping the lab");
+                return Ending::TimedOut;
+            }
+        }
+        if let Some(by) = limits.restore_by {
+            if now >= by && !sh.restored.load(Ordering::Acquire) {
+                return Ending::NotRestored;
+            }
         }
         if interrupt::pending().is_some() || sh.output_failed.lock().unwrap().is_some() {
             return Ending::Stopped;
@@ -555,7 +818,7 @@ fn drained(sent: (u64, u64), sh: &Shared, since: &mut Option<(Instant, u64)>) ->
 }
 
 /// The lab's console: logged at debug level, the tail kept for error messages.
-fn read_console(fd: std::os::fd::OwnedFd, sh: &Shared) {
+pub(crate) fn read_console(fd: std::os::fd::OwnedFd, sh: &Shared) {
     let mut split = LineSplitter::default();
     let mut on_line = |l: &str| {
         log::debug!("lab console: {l}");
@@ -570,7 +833,11 @@ fn read_console(fd: std::os::fd::OwnedFd, sh: &Shared) {
 }
 
 /// The control channel: markers, each sent to `tx` with the time it arrived.
-fn read_control(fd: std::os::fd::OwnedFd, sh: &Shared, tx: mpsc::Sender<(Instant, Marker)>) {
+pub(crate) fn read_control(
+    fd: std::os::fd::OwnedFd,
+    sh: &Shared,
+    tx: mpsc::Sender<(Instant, Marker)>,
+) {
     let mut split = LineSplitter::default();
     let on_line = |l: &str| {
         log::debug!("lab control: {l}");

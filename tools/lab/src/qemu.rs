@@ -117,44 +117,106 @@ fn port_args(ports: &[VirtPort]) -> Vec<OsString> {
     a.into_iter().map(OsString::from).collect()
 }
 
-/// QEMU's arguments (without the binary). `serial_fds` are the descriptor numbers QEMU
-/// inherits for ttyS0, ttyS1, ...; `ports` the virtio-serial ports.
-pub fn qemu_args(
-    kernel: &Path,
-    initrd: &Path,
-    bios: Option<&Path>,
-    cpu: &str,
-    mem_mib: u64,
-    serial_fds: &[RawFd],
-    ports: &[VirtPort],
-) -> Vec<OsString> {
-    let mut a: Vec<OsString> = ["-accel", "tcg", "-cpu", cpu, "-m"]
-        .iter()
-        .map(OsString::from)
-        .collect();
-    a.push(format!("{mem_mib}M").into());
-    for s in [
-        "-smp",
-        "1",
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-no-reboot",
-    ] {
-        a.push(s.into());
+/// One lab machine as QEMU is to run it.
+#[derive(Debug, Clone)]
+pub struct Machine<'a> {
+    /// The kernel (`-kernel`).
+    pub kernel: &'a Path,
+    /// The initramfs (`-initrd`).
+    pub initrd: &'a Path,
+    /// The firmware (`-bios`), if not QEMU's default.
+    pub bios: Option<&'a Path>,
+    /// The `-cpu` model.
+    pub cpu: &'a str,
+    /// RAM in MiB.
+    pub mem_mib: u64,
+    /// ttyS0, ttyS1, ...: an inherited descriptor each (`Output`: QEMU only writes to it;
+    /// `Socket`: both ways).
+    pub serials: &'a [PortBackend],
+    /// The virtio-serial ports.
+    pub ports: &'a [VirtPort],
+    /// An inherited connected socket QEMU serves its QMP monitor on (used to save the
+    /// machine's state: [`crate::warm`]).
+    pub qmp: Option<RawFd>,
+    /// A saved state to start from (`-incoming file:PATH`) instead of booting.
+    pub incoming: Option<&'a Path>,
+}
+
+/// The `-serial` arguments of `serials` (socket chardev ids `serial0`, `serial1`, ...).
+fn serial_args(serials: &[PortBackend]) -> Vec<OsString> {
+    let mut a: Vec<String> = Vec::new();
+    for (i, s) in serials.iter().enumerate() {
+        match s {
+            PortBackend::Output(fd) => a.extend(["-serial".into(), format!("file:/dev/fd/{fd}")]),
+            PortBackend::Socket(fd) => a.extend([
+                "-chardev".into(),
+                format!("socket,id=serial{i},fd={fd},server=off"),
+                "-serial".into(),
+                format!("chardev:serial{i}"),
+            ]),
+            PortBackend::TcpListen(addr) => a.extend([
+                "-serial".into(),
+                format!("tcp:{}:{},server=on,wait=off", addr.ip(), addr.port()),
+            ]),
+        }
     }
-    if let Some(b) = bios {
-        a.push("-bios".into());
-        a.push(b.into());
+    a.into_iter().map(OsString::from).collect()
+}
+
+impl Machine<'_> {
+    /// QEMU's arguments (without the binary).
+    pub fn args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = ["-accel", "tcg", "-cpu", self.cpu, "-m"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        a.push(format!("{}M", self.mem_mib).into());
+        for s in [
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ] {
+            a.push(s.into());
+        }
+        match self.qmp {
+            Some(fd) => a.extend(
+                [
+                    "-chardev".to_string(),
+                    format!("socket,id=qmp,fd={fd},server=off"),
+                    "-mon".to_string(),
+                    "chardev=qmp,mode=control".to_string(),
+                ]
+                .map(OsString::from),
+            ),
+            None => a.extend(["-monitor", "none"].map(OsString::from)),
+        }
+        if let Some(b) = self.bios {
+            a.push("-bios".into());
+            a.push(b.into());
+        }
+        a.push("-kernel".into());
+        a.push(self.kernel.into());
+        a.push("-initrd".into());
+        a.push(self.initrd.into());
+        a.push("-append".into());
+        a.push(kernel_cmdline().into());
+        a.extend(serial_args(self.serials));
+        a.extend(port_args(self.ports));
+        if let Some(state) = self.incoming {
+            let mut uri = OsString::from("file:");
+            uri.push(state);
+            a.extend(["-incoming".into(), uri]);
+        }
+        a
     }
-    a.push("-kernel".into());
-    a.push(kernel.into());
-    a.push("-initrd".into());
-    a.push(initrd.into());
-    a.push("-append".into());
+}
+
+/// [`KERNEL_CMDLINE`] and `$XV6_LAB_KERNEL_ARGS`.
+pub fn kernel_cmdline() -> String {
     let mut cmdline = KERNEL_CMDLINE.to_string();
     if let Some(extra) = std::env::var("XV6_LAB_KERNEL_ARGS")
         .ok()
@@ -163,13 +225,7 @@ pub fn qemu_args(
         cmdline.push(' ');
         cmdline.push_str(&extra);
     }
-    a.push(cmdline.into());
-    for fd in serial_fds {
-        a.push("-serial".into());
-        a.push(format!("file:/dev/fd/{fd}").into());
-    }
-    a.extend(port_args(ports));
-    a
+    cmdline
 }
 
 /// A running QEMU, killed and reaped when dropped.
@@ -345,15 +401,19 @@ mod tests {
                 backend: PortBackend::TcpListen("127.0.0.1:1234".parse().unwrap()),
             },
         ];
-        let a = qemu_args(
-            Path::new("/k"),
-            Path::new("/i"),
-            None,
-            DEFAULT_CPU,
-            768,
-            &[7, 8],
-            &ports,
-        );
+        let serials = [PortBackend::Output(7), PortBackend::Output(8)];
+        let m = Machine {
+            kernel: Path::new("/k"),
+            initrd: Path::new("/i"),
+            bios: None,
+            cpu: DEFAULT_CPU,
+            mem_mib: 768,
+            serials: &serials,
+            ports: &ports,
+            qmp: None,
+            incoming: None,
+        };
+        let a = m.args();
         let s: Vec<String> = a.iter().map(|x| x.to_string_lossy().into_owned()).collect();
         let joined = s.join(" ");
         assert!(joined.contains("-m 768M"));
@@ -370,8 +430,30 @@ mod tests {
             "-chardev socket,id=port2,host=127.0.0.1,port=1234,server=on,wait=off,nodelay=on \
              -device virtserialport,bus=vser0.0,chardev=port2,name=gdb"
         ));
-        let none = qemu_args(Path::new("/k"), Path::new("/i"), None, "c", 1, &[7], &[]);
-        assert!(!none.iter().any(|x| x == "virtio-serial-pci,id=vser0"));
+        assert!(joined.contains("-monitor none"));
+        assert!(!joined.contains("-incoming"));
+        let serials = [PortBackend::Output(7), PortBackend::Socket(9)];
+        let state = Path::new("/s/state");
+        let warm = Machine {
+            serials: &serials,
+            ports: &[],
+            qmp: Some(10),
+            incoming: Some(state),
+            ..m
+        };
+        let w: Vec<String> = warm
+            .args()
+            .iter()
+            .map(|x| x.to_string_lossy().into_owned())
+            .collect();
+        let w = w.join(" ");
+        assert!(!w.contains("virtio-serial-pci,id=vser0"));
+        assert!(w.contains(
+            "-serial file:/dev/fd/7 -chardev socket,id=serial1,fd=9,server=off -serial chardev:serial1"
+        ));
+        assert!(w.contains("-chardev socket,id=qmp,fd=10,server=off -mon chardev=qmp,mode=control"));
+        assert!(!w.contains("-monitor none"));
+        assert!(w.ends_with("-incoming file:/s/state"));
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub const STDIN_PORT: &str = "lab.stdin";
 pub const STDOUT_PORT: &str = "lab.stdout";
 /// The port carrying the program's stderr.
 pub const STDERR_PORT: &str = "lab.stderr";
+/// The port a warm machine's agent reads its run from (see [`agent_script`]).
+pub const REQUEST_PORT: &str = "lab.request";
+/// Where a warm run's request puts the run's own script (see [`run_script`]).
+pub const RUN_SCRIPT_PATH: &str = "/lab/run";
 /// Port names starting with this are the lab's own.
 pub const RESERVED_PORT_PREFIX: &str = "lab.";
 
@@ -131,16 +135,57 @@ pub struct InitSpec<'a> {
     pub extra_ports: &'a [String],
 }
 
-/// Generates `/init`. Arguments and values are quoted with [`shell_quote`]; `spec.env` names
+/// Generates `/init` of a cold boot: the lab's own setup ([`setup_script`]), then the run
+/// ([`run_script`]). Arguments and values are quoted with [`shell_quote`]; `spec.env` names
 /// must satisfy [`valid_env_name`] (checked by the caller). A NUL byte cannot be passed (the
 /// kernel's argv cannot carry one either).
 pub fn init_script(spec: &InitSpec) -> Vec<u8> {
+    let mut s = setup_script(spec.modules);
+    s.extend(run_script(spec));
+    s
+}
+
+/// Mounts, the control channel, the modules, KVM's checks and the port helpers: everything
+/// up to the run itself.
+fn setup_script(modules: &[String]) -> Vec<u8> {
     let mut s: Vec<u8> = Vec::new();
     s.extend_from_slice(INIT_HEAD);
-    for m in spec.modules {
+    for m in modules {
         push_insmod(&mut s, m);
     }
     s.extend_from_slice(INIT_KVM_AND_PORTS);
+    s
+}
+
+/// Generates `/init` of a warm machine: the lab's own setup, then the agent. It waits for
+/// its ports, reports `stage ready` and waits for a line on the control channel; the host
+/// saves the machine there (see [`crate::warm`]). Every restore continues from that read:
+/// the host sends `go`, the agent reports `stage restored`, unpacks the newc archive the host
+/// streams on [`REQUEST_PORT`] into `/` (the run's files and its [`RUN_SCRIPT_PATH`]) and
+/// runs that script. The ports are opened only after the restore: QEMU hands a port data
+/// only once the guest offers it buffers after the machine starts.
+pub fn agent_script(modules: &[String]) -> Vec<u8> {
+    let mut s = setup_script(modules);
+    s.extend_from_slice(
+        format!(
+            "wait_ports {STDOUT_PORT} {STDERR_PORT} {STDIN_PORT} {REQUEST_PORT}\n\
+             mark stage ready\n\
+             read -r go < $ctl\n\
+             mark stage restored\n\
+             cd / && cpio -i -d -m -u < /dev/virtio-ports/{REQUEST_PORT} 2>/dev/null\n\
+             [ -r {RUN_SCRIPT_PATH} ] || fail 'the run request did not arrive'\n\
+             . {RUN_SCRIPT_PATH}\n"
+        )
+        .as_bytes(),
+    );
+    s
+}
+
+/// The run itself, after the lab's setup: waits for the run's ports, starts the program
+/// with its environment, arguments and streams, and reports its end (see "The end of a run").
+/// Sourced by a warm machine's agent, the tail of a cold boot's `/init`.
+pub fn run_script(spec: &InitSpec) -> Vec<u8> {
+    let mut s: Vec<u8> = Vec::new();
     s.extend_from_slice(b"wait_ports");
     let mut ports = vec![STDOUT_PORT, STDERR_PORT];
     ports.extend(spec.stdin_port.then_some(STDIN_PORT));
@@ -398,5 +443,40 @@ mod tests {
         assert!(text.contains("\n) <'/dev/virtio-ports/lab.stdin' >&5 2>&6 5>&- 6>&-\n"));
         let sh = Command::new("sh").arg("-n").arg("-c").arg(&text).status();
         assert!(sh.unwrap().success(), "generated init must parse");
+    }
+
+    #[test]
+    fn the_agent_waits_then_runs_what_arrives() {
+        let modules = vec!["/lib/modules/lab/kvm.ko".to_string()];
+        let text = String::from_utf8(agent_script(&modules)).unwrap();
+        assert!(text.contains("insmod '/lib/modules/lab/kvm.ko'"));
+        let order = [
+            "wait_ports lab.stdout lab.stderr lab.stdin lab.request\n",
+            "mark stage ready\n",
+            "read -r go < $ctl\n",
+            "mark stage restored\n",
+            "cpio -i -d -m -u < /dev/virtio-ports/lab.request",
+            ". /lab/run\n",
+        ];
+        let at: Vec<usize> = order.iter().map(|w| text.find(w).expect(w)).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
+        let sh = Command::new("sh").arg("-n").arg("-c").arg(&text).status();
+        assert!(sh.unwrap().success(), "the agent must parse");
+        // A run script alone parses too (it is sourced by the agent).
+        let args = [OsStr::new("x")];
+        let run = run_script(&InitSpec {
+            modules: &[],
+            program: "/lab/bin/vmm",
+            args: &args,
+            env: &[],
+            stdin_port: false,
+            extra_ports: &[],
+        });
+        let run = String::from_utf8(run).unwrap();
+        assert!(run.starts_with("wait_ports 'lab.stdout' 'lab.stderr'\n"));
+        assert!(run.contains(") <'/dev/null' >&5"));
+        assert!(!run.contains("insmod"));
+        let sh = Command::new("sh").arg("-n").arg("-c").arg(&run).status();
+        assert!(sh.unwrap().success(), "the run script must parse");
     }
 }

@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::qemu::{self, PortBackend, VirtPort};
-use crate::script::{STDERR_PORT, STDIN_PORT, STDOUT_PORT};
+use crate::script::{REQUEST_PORT, STDERR_PORT, STDIN_PORT, STDOUT_PORT};
 use crate::{LabError, LabStdin};
 
 /// How long one wait on a descriptor lasts before the flags are looked at again (ms).
@@ -27,13 +27,21 @@ fn pipe_pair() -> Result<Pair, LabError> {
     Ok(Pair { ours, qemu })
 }
 
+fn socket_pair() -> Result<Pair, LabError> {
+    let (ours, qemu) = qemu::socketpair().map_err(|e| LabError::io("creating a socket pair", e))?;
+    Ok(Pair { ours, qemu })
+}
+
 /// Every descriptor of one run, before QEMU starts.
 pub(crate) struct Wiring {
     console: Pair,
+    /// A socket pair: markers come out, the warm start's go-ahead goes in.
     control: Pair,
     stdout: Pair,
     stderr: Pair,
     stdin: Option<Pair>,
+    /// A warm start's request port (see [`crate::warm`]).
+    request: Option<Pair>,
     tcp: Vec<(String, SocketAddr)>,
 }
 
@@ -45,33 +53,46 @@ pub(crate) struct HostEnds {
     pub stderr: OwnedFd,
     /// Our end of the stdin socket (non-blocking), when stdin is streamed.
     pub stdin: Option<OwnedFd>,
+    /// Our end of the request socket (blocking), for a warm start.
+    pub request: Option<OwnedFd>,
+}
+
+fn stdin_pair() -> Result<Pair, LabError> {
+    let p = socket_pair()?;
+    set_nonblocking(&p.ours).map_err(|e| LabError::io("setting up stdin", e))?;
+    Ok(p)
 }
 
 impl Wiring {
-    /// Creates the pipes (console, control, stdout, stderr), the stdin socket pair if
-    /// `stdin` is streamed, and notes the TCP bridges.
+    /// A cold boot's descriptors: pipes for the console and the output streams, socket
+    /// pairs for control and (if `stdin` is streamed) stdin; the TCP bridges noted.
     pub fn new(stdin: bool, tcp: &[(String, SocketAddr)]) -> Result<Wiring, LabError> {
-        let stdin = if stdin {
-            let (ours, qemu) =
-                qemu::socketpair().map_err(|e| LabError::io("creating a socket pair", e))?;
-            set_nonblocking(&ours).map_err(|e| LabError::io("setting up stdin", e))?;
-            Some(Pair { ours, qemu })
-        } else {
-            None
-        };
         Ok(Wiring {
             console: pipe_pair()?,
-            control: pipe_pair()?,
+            control: socket_pair()?,
             stdout: pipe_pair()?,
             stderr: pipe_pair()?,
-            stdin,
+            stdin: stdin.then(stdin_pair).transpose()?,
+            request: None,
             tcp: tcp.to_vec(),
         })
     }
 
-    /// QEMU's descriptors for ttyS0 (console) and ttyS1 (control).
-    pub fn serial_fds(&self) -> Vec<RawFd> {
-        vec![self.console.qemu.as_raw_fd(), self.control.qemu.as_raw_fd()]
+    /// A warm machine's descriptors (the same devices at its build and at every restore):
+    /// stdin is always a port, and the request port carries the run.
+    pub fn warm() -> Result<Wiring, LabError> {
+        Ok(Wiring {
+            request: Some(socket_pair()?),
+            ..Wiring::new(true, &[])?
+        })
+    }
+
+    /// ttyS0 (console, output only) and ttyS1 (control, both ways).
+    pub fn serials(&self) -> Vec<PortBackend> {
+        vec![
+            PortBackend::Output(self.console.qemu.as_raw_fd()),
+            PortBackend::Socket(self.control.qemu.as_raw_fd()),
+        ]
     }
 
     /// The virtio-serial ports: the program's streams, then the TCP bridges.
@@ -93,6 +114,9 @@ impl Wiring {
         if let Some(p) = &self.stdin {
             ports.push(port(STDIN_PORT, PortBackend::Socket(p.qemu.as_raw_fd())));
         }
+        if let Some(p) = &self.request {
+            ports.push(port(REQUEST_PORT, PortBackend::Socket(p.qemu.as_raw_fd())));
+        }
         for (name, addr) in &self.tcp {
             ports.push(port(name, PortBackend::TcpListen(*addr)));
         }
@@ -101,9 +125,10 @@ impl Wiring {
 
     /// The descriptors QEMU inherits.
     pub fn qemu_fds(&self) -> Vec<RawFd> {
-        let mut fds = self.serial_fds();
+        let mut fds = vec![self.console.qemu.as_raw_fd(), self.control.qemu.as_raw_fd()];
         fds.extend([&self.stdout, &self.stderr].map(|p| p.qemu.as_raw_fd()));
         fds.extend(self.stdin.as_ref().map(|p| p.qemu.as_raw_fd()));
+        fds.extend(self.request.as_ref().map(|p| p.qemu.as_raw_fd()));
         fds
     }
 
@@ -115,11 +140,12 @@ impl Wiring {
             stdout: self.stdout.ours,
             stderr: self.stderr.ours,
             stdin: self.stdin.map(|p| p.ours),
+            request: self.request.map(|p| p.ours),
         }
     }
 }
 
-fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+pub(crate) fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: F_GETFL/F_SETFL on a descriptor we own; no memory is involved.
     unsafe {
         let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
@@ -209,9 +235,14 @@ pub(crate) fn feed_stdin(src: &StdinSource, sock: &OwnedFd, done: &AtomicBool) {
             }
         }
     }
+    shut_write(sock);
+    log::debug!("lab: end of stdin sent");
+}
+
+/// Shuts down our sending side of `sock`: the guest reads end of input there.
+pub(crate) fn shut_write(sock: &OwnedFd) {
     // SAFETY: shutdown on a descriptor we own; no memory is involved.
     unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_WR) };
-    log::debug!("lab: end of stdin sent");
 }
 
 /// One `read`: `Some(n)` bytes (0 = end), `None` = nothing after all (EINTR, EAGAIN).
@@ -230,7 +261,7 @@ fn read_some(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
 
 /// Sends all of `data` on the non-blocking `sock`, waiting for room in steps; false if the
 /// run ended first or QEMU's side is gone.
-fn send_all(sock: &OwnedFd, mut data: &[u8], done: &AtomicBool) -> bool {
+pub(crate) fn send_all(sock: &OwnedFd, mut data: &[u8], done: &AtomicBool) -> bool {
     while !data.is_empty() {
         if done.load(Ordering::Acquire) {
             return false;

@@ -33,6 +33,11 @@ impl TempDir {
     pub fn path(&self) -> &Path {
         self.0.path()
     }
+
+    /// Keeps the directory (no longer removed on drop) and returns its path.
+    pub fn keep(self) -> std::path::PathBuf {
+        self.0.keep()
+    }
 }
 
 /// Removes `parent/<prefix><pid>-*` entries (directories or files) left by processes that no
