@@ -174,3 +174,58 @@ fn a_missing_bochs_is_one_line_naming_the_packages() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// Processes whose working directory is under `dir` (Bochs runs in its run's directory).
+fn processes_in(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) {
+            if cwd.starts_with(dir) {
+                found.push(format!(
+                    "{} {}",
+                    e.file_name().to_string_lossy(),
+                    cwd.display()
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// Ctrl-C while Bochs boots: exit status 130, one line, Bochs gone, nothing left in $TMPDIR.
+#[test]
+fn an_interrupted_intel_run_stops_bochs_and_leaves_nothing() {
+    if intel_lab().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(common::VMM)
+        .args(["run", "--engine", "lab-intel", "hello"])
+        .env("TMPDIR", tmp.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until Bochs runs in the run's directory.
+    let start = std::time::Instant::now();
+    while processes_in(tmp.path()).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "Bochs never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: kill with a pid we spawned and still own (not yet reaped).
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert_eq!(err.trim(), "vmm: interrupted (SIGINT); the run was stopped");
+    assert!(
+        processes_in(tmp.path()).is_empty(),
+        "Bochs outlived the run"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
