@@ -199,7 +199,7 @@ fn an_interrupted_intel_run_stops_bochs_and_leaves_nothing() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = Command::new(common::VMM)
+    let child = Command::new(common::VMM)
         .args(["run", "--engine", "lab-intel", "hello"])
         .env("TMPDIR", tmp.path())
         .stdin(std::process::Stdio::null())
