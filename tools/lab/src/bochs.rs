@@ -46,7 +46,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, BufWriter, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -479,7 +479,7 @@ fn read_control(
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let finishing = sh.done.load(Ordering::Acquire);
-        match poll_one(master.as_fd_ref(), libc::POLLIN) {
+        match poll_one(master.as_fd(), libc::POLLIN) {
             Ok(true) => {}
             Ok(false) if finishing => break,
             Ok(false) => continue,
@@ -509,17 +509,6 @@ fn read_control(
     split.finish(on_line);
 }
 
-/// A borrowed view of an owned descriptor (for `poll_one`).
-trait AsFdRef {
-    fn as_fd_ref(&self) -> BorrowedFd<'_>;
-}
-impl AsFdRef for OwnedFd {
-    fn as_fd_ref(&self) -> BorrowedFd<'_> {
-        use std::os::fd::AsFd;
-        self.as_fd()
-    }
-}
-
 /// One stdin frame's bytes: the header `N\n`, then the data.
 pub fn frame(data: &[u8]) -> Vec<u8> {
     let mut f = format!("{}\n", data.len()).into_bytes();
@@ -542,7 +531,7 @@ fn write_all(master: &OwnedFd, mut data: &[u8], sh: &Shared) -> bool {
         match io::Error::last_os_error() {
             e if e.kind() == io::ErrorKind::Interrupted => {}
             e if e.kind() == io::ErrorKind::WouldBlock => {
-                if poll_one(master.as_fd_ref(), libc::POLLOUT).is_err() {
+                if poll_one(master.as_fd(), libc::POLLOUT).is_err() {
                     return false;
                 }
             }
