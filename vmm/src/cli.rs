@@ -224,8 +224,12 @@ pub enum Engine {
     Auto,
     /// This host's /dev/kvm.
     Kvm,
-    /// The same `vmm` re-run inside the nested-KVM lab.
+    /// The same `vmm` re-run inside the nested-KVM lab (the AMD one: `lab-amd`).
     Lab,
+    /// The AMD lab: QEMU TCG with SVM and nested paging, kvm_amd.
+    LabAmd,
+    /// The Intel lab: Bochs with VMX and EPT, kvm_intel (slower: ~25 s to boot).
+    LabIntel,
 }
 
 #[derive(Debug, Clone, clap::Args)]

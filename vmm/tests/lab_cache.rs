@@ -75,7 +75,7 @@ fn a_truncated_kernel_is_fetched_again() {
     );
     assert!(err.contains("done in"), "the fetch reports its end: {err}");
     let st = vmm_in(dir.path(), &["lab", "status"]);
-    assert!(stdout(&st).starts_with("lab: ready"), "{}", stdout(&st));
+    assert!(stdout(&st).starts_with("lab-amd: ready"), "{}", stdout(&st));
 }
 
 #[test]

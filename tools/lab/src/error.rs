@@ -87,6 +87,11 @@ pub enum LabError {
         /// The error.
         source: io::Error,
     },
+    /// The Intel lab's tools (Bochs, its BIOS, ISOLINUX, xorriso) are not all installed.
+    IntelLabMissing {
+        /// The Debian packages that would provide what is missing.
+        packages: Vec<&'static str>,
+    },
 }
 
 impl LabError {
@@ -221,6 +226,12 @@ impl fmt::Display for LabError {
                  wrote arrived (RUST_LOG=lab=debug shows the lab's console)"
             ),
             LabError::Io { context, source } => write!(f, "{context}: {source}"),
+            LabError::IntelLabMissing { packages } => write!(
+                f,
+                "the Intel lab (Bochs) is not installed: install the apt packages {0} \
+                 (as root: apt-get install --no-install-recommends {0}), or use --engine lab-amd",
+                packages.join(" ")
+            ),
         }
     }
 }
