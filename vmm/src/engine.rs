@@ -85,9 +85,7 @@ fn try_run(args: &RunArgs) -> Result<i32> {
         Engine::Lab | Engine::LabAmd => {
             run_in_lab(args, mem, &program, &added, &landmarks, lab::Vendor::Amd)
         }
-        Engine::LabIntel => {
-            run_in_lab(args, mem, &program, &added, &landmarks, lab::Vendor::Intel)
-        }
+        Engine::LabIntel => run_in_lab(args, mem, &program, &added, &landmarks, lab::Vendor::Intel),
         _ => run_on_kvm(args, mem, kernel, kernel_name, &program, &added, &landmarks),
     }
 }

@@ -313,7 +313,7 @@ pub fn bochsrc(tools: &IntelTools, mem_mib: u64, fds: [RawFd; 3], pty: &Path) ->
 /// A copy of `program` without its debugging information (`strip --strip-debug`, which keeps
 /// the symbol table) in `dir`, if binutils' `strip` is there and works: the boot loader and the
 /// kernel handle every byte of the initramfs at emulated speed (the `vmm` binary: 30 MB → 7 MB).
-fn strip_debug(program: &Path, dir: &Path) -> Option<PathBuf> {
+pub(crate) fn strip_debug(program: &Path, dir: &Path) -> Option<PathBuf> {
     let strip = which("strip")?;
     let out = dir.join("program.stripped");
     let ok = Command::new(strip)
