@@ -94,6 +94,9 @@ pub struct LabBenchArgs {
     /// The built-in program each run runs.
     #[arg(long, default_value = "hello")]
     pub program: String,
+    /// Runs in the Intel lab (Bochs, always a cold boot; 0: none).
+    #[arg(long, default_value_t = 1)]
+    pub intel_runs: usize,
     /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
