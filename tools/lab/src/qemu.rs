@@ -27,7 +27,24 @@ pub const DEFAULT_CPU: &str = "qemu64,+svm,+npt";
 /// `loglevel=7` to see the whole boot on the console log). `no_timer_check`: on a loaded host
 /// TCG can miss the kernel's IO-APIC timer check, which then panics the boot
 /// (`clear_IO_APIC_pin` … `x86_late_time_init` on the console); the timer works regardless.
-pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet no_timer_check rdinit=/init";
+///
+/// `nohz=off highres=off`: the lab kernel's LAPIC timer runs periodic (QEMU re-arms it on its
+/// own) instead of one-shot. With a one-shot timer, lab runs hung now and then (8 of 65
+/// runs of a fuzzer whose children sleep a few ticks, with `--cow`): QEMU's monitor showed
+/// the lab's CPU halted with interrupts on and its timer interrupt pending but never taken
+/// (`info lapic`: IRR 236, ISR empty, PPR 0x10, the one-shot count at 0; `info registers`:
+/// HLT=1, IF=1, in the idle routine). The likely cause is QEMU (10.0) TCG's nested SVM:
+/// VMRUN sets the virtual-interrupt request in `interrupt_request` with a plain
+/// read-modify-write outside the big lock, which can drop the "poll the APIC" request the
+/// timer thread sets at the same moment (later QEMU sets those bits atomically). KVM uses
+/// that virtual interrupt whenever our guest has an interrupt pending with interrupts off.
+/// The wake-up is lost, the one-shot timer is never re-armed, and every timer of the lab
+/// kernel stops: the guest's LAPIC timer (an hrtimer there), so its ticks freeze in
+/// `sleep`, and the inner `vmm`'s own `--timeout`. A periodic timer fires again a tick
+/// later and recovers the lost interrupt: 0 hangs in 31 runs (vmm/tests/fuzz.rs). The cost:
+/// the lab kernel ticks at its HZ while idle, and its hrtimers have tick resolution.
+pub const KERNEL_CMDLINE: &str =
+    "console=ttyS0 panic=-1 quiet no_timer_check nohz=off highres=off rdinit=/init";
 
 /// qboot, QEMU's minimal firmware (package qemu-system-data): boots ~0.1 s faster than SeaBIOS.
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
