@@ -3,7 +3,7 @@
 //! default and `--cow` modes: the run ends by itself with status 0, the kernel loses no page
 //! (`countfree` before and after agree), and it ends well inside its `--timeout`.
 //!
-//! In the lab this pattern hung runs (8 of 65, with `--cow`): the lab kernel lost its one-shot
+//! In the lab this pattern hung runs (8 of 66, with `--cow`): the lab kernel lost its one-shot
 //! timer interrupt under QEMU's TCG, and the guest's ticks froze in `sleep`
 //! (tools/lab/src/qemu.rs `KERNEL_CMDLINE`: `nohz=off highres=off`). A hang shows here as
 //! status 124 from the outer bound.

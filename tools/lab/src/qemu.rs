@@ -29,7 +29,7 @@ pub const DEFAULT_CPU: &str = "qemu64,+svm,+npt";
 /// (`clear_IO_APIC_pin` … `x86_late_time_init` on the console); the timer works regardless.
 ///
 /// `nohz=off highres=off`: the lab kernel's LAPIC timer runs periodic (QEMU re-arms it on its
-/// own) instead of one-shot. With a one-shot timer, lab runs hung now and then (8 of 65
+/// own) instead of one-shot. With a one-shot timer, lab runs hung now and then (8 of 66
 /// runs of a fuzzer whose children sleep a few ticks, with `--cow`): QEMU's monitor showed
 /// the lab's CPU halted with interrupts on and its timer interrupt pending but never taken
 /// (`info lapic`: IRR 236, ISR empty, PPR 0x10, the one-shot count at 0; `info registers`:
@@ -41,7 +41,7 @@ pub const DEFAULT_CPU: &str = "qemu64,+svm,+npt";
 /// The wake-up is lost, the one-shot timer is never re-armed, and every timer of the lab
 /// kernel stops: the guest's LAPIC timer (an hrtimer there), so its ticks freeze in
 /// `sleep`, and the inner `vmm`'s own `--timeout`. A periodic timer fires again a tick
-/// later and recovers the lost interrupt: 0 hangs in 31 runs (vmm/tests/fuzz.rs). The cost:
+/// later and recovers the lost interrupt: 0 hangs in 46 runs (vmm/tests/fuzz.rs). The cost:
 /// the lab kernel ticks at its HZ while idle, and its hrtimers have tick resolution.
 pub const KERNEL_CMDLINE: &str =
     "console=ttyS0 panic=-1 quiet no_timer_check nohz=off highres=off rdinit=/init";
