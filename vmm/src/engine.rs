@@ -505,7 +505,11 @@ fn run_in_lab(
             Ok(status)
         }
         lab::LabOutcome::TimedOut => {
-            eprintln!("vmm: the lab run timed out after {} s", timeout.as_secs());
+            // The program's own bound (inside, or our clock's), or the lab's whole one.
+            match args.timeout {
+                0 => eprintln!("vmm: the lab run timed out after {} s", timeout.as_secs()),
+                t => eprintln!("vmm: timed out after {t} s (raise --timeout, or 0 for none)"),
+            }
             Ok(exit::TIMEOUT)
         }
         lab::LabOutcome::Interrupted(sig) => Ok(interrupted(sig)),

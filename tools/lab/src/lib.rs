@@ -536,7 +536,8 @@ fn run_warm(
                 .unwrap_or("QEMU stopped")
                 .to_string(),
         };
-        if interrupt::pending().is_none() && watched.ending != Ending::TimedOut {
+        let timed_out = matches!(watched.ending, Ending::TimedOut | Ending::RanTooLong);
+        if interrupt::pending().is_none() && !timed_out {
             return Err(LabError::RestoreFailed(why));
         }
     }
@@ -598,6 +599,8 @@ enum Ending {
     Stalled,
     /// A warm start's machine did not report its restore in time.
     NotRestored,
+    /// The program ran past [`LabRequest::run_timeout`].
+    RanTooLong,
 }
 
 /// What the threads of one run share.
@@ -772,8 +775,8 @@ fn watch(
         }
         if let (Some(t), Some(limit)) = (program_started(markers), limits.run_timeout) {
             if now >= t + limit {
-                log::warn!("lab: the program ran past its own time ({limit:?}); stopping the lab");
-                return Ending::TimedOut;
+                log::info!("lab: the program ran past its own time ({limit:?}); stopping the lab");
+                return Ending::RanTooLong;
             }
         }
         if let Some(by) = limits.restore_by {
@@ -918,6 +921,9 @@ fn check_delivered(w: &Watched) -> Result<(), LabError> {
 fn conclude(req: &LabRequest, w: Watched) -> Result<LabOutcome, LabError> {
     if let Some(e) = w.output_failed {
         return Err(e);
+    }
+    if w.ending == Ending::RanTooLong {
+        return Ok(LabOutcome::TimedOut);
     }
     if w.ending == Ending::TimedOut {
         log::warn!(

@@ -30,8 +30,24 @@ pub const DEFAULT_CPU: &str = "qemu64,+svm,+npt";
 /// `init_on_free=1`: freed pages (the initramfs image once unpacked, above all) are zeroed,
 /// so a warm snapshot skips them (zero pages cost nothing in a saved state): 151 → 107 MiB.
 /// `cryptomgr.notests`: no crypto self-tests (seconds of emulated boot, nothing we use).
-pub const KERNEL_CMDLINE: &str =
-    "console=ttyS0 panic=-1 quiet no_timer_check init_on_free=1 cryptomgr.notests rdinit=/init";
+///
+/// `nohz=off highres=off`: the lab kernel's LAPIC timer runs periodic (QEMU re-arms it on its
+/// own) instead of one-shot. With a one-shot timer, lab runs hung now and then (8 of 66
+/// runs of a fuzzer whose children sleep a few ticks, with `--cow`): QEMU's monitor showed
+/// the lab's CPU halted with interrupts on and its timer interrupt pending but never taken
+/// (`info lapic`: IRR 236, ISR empty, PPR 0x10, the one-shot count at 0; `info registers`:
+/// HLT=1, IF=1, in the idle routine). The likely cause is QEMU (10.0) TCG's nested SVM:
+/// VMRUN sets the virtual-interrupt request in `interrupt_request` with a plain
+/// read-modify-write outside the big lock, which can drop the "poll the APIC" request the
+/// timer thread sets at the same moment (later QEMU sets those bits atomically). KVM uses
+/// that virtual interrupt whenever our guest has an interrupt pending with interrupts off.
+/// The wake-up is lost, the one-shot timer is never re-armed, and every timer of the lab
+/// kernel stops: the guest's LAPIC timer (an hrtimer there), so its ticks freeze in
+/// `sleep`, and the inner `vmm`'s own `--timeout`. A periodic timer fires again a tick
+/// later and recovers the lost interrupt: 0 hangs in 46 runs (vmm/tests/fuzz.rs). The cost:
+/// the lab kernel ticks at its HZ while idle, and its hrtimers have tick resolution.
+pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet no_timer_check init_on_free=1 \
+     cryptomgr.notests nohz=off highres=off rdinit=/init";
 
 /// qboot, QEMU's minimal firmware (package qemu-system-data): boots ~0.1 s faster than SeaBIOS.
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
