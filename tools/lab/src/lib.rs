@@ -436,7 +436,9 @@ pub fn run_with_options(
     if warm::wanted(req, opts) {
         match warm::ensure(&qemu_bin, &assets, req) {
             Ok(snap) => {
-                match run_warm(&qemu_bin, &snap, req, stdin.as_ref(), stdout, stderr, start) {
+                // The run's bounds start now: a first run's build has bounds of its own.
+                let now = Instant::now();
+                match run_warm(&qemu_bin, &snap, req, stdin.as_ref(), stdout, stderr, now) {
                     Err(LabError::RestoreFailed(why)) => {
                         eprintln!("lab: the warm start failed ({why}); booting cold");
                         warm::discard(&snap, &why);
@@ -451,6 +453,12 @@ pub fn run_with_options(
             "this request cannot start warm (TCP bridges or a non-default machine)".into(),
         ));
     }
+    // After a warm attempt, the cold boot gets the whole bound.
+    let start = if warm::wanted(req, opts) {
+        Instant::now()
+    } else {
+        start
+    };
     run_cold(
         &qemu_bin,
         &assets,

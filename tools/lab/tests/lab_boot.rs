@@ -85,6 +85,29 @@ fn probe_runs_on_real_kvm() {
     assert_eq!(err, b"probe: this goes to stderr\n");
 }
 
+/// The program's own bound is kept on the host's clock from the moment it starts, whatever
+/// happens inside the lab (here: a program that outlives it by far).
+#[test]
+fn a_program_is_stopped_at_its_run_timeout() {
+    if !lab_ready() {
+        return;
+    }
+    let req = lab::LabRequest {
+        program: PathBuf::from("/bin/sleep"),
+        args: vec!["600".into()],
+        guest_mem_mib: 0,
+        timeout: Duration::from_secs(600),
+        run_timeout: Some(Duration::from_secs(2)),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let outcome = lab::run_with(&req, &mut Vec::new(), &mut Vec::new()).unwrap();
+    assert_eq!(outcome, lab::LabOutcome::TimedOut);
+    // A warm start (or a cold one after a failed build) plus the 2 s: far below 600 s.
+    assert!(t.elapsed() < Duration::from_secs(90), "{:?}", t.elapsed());
+    assert!(t.elapsed() >= Duration::from_secs(2));
+}
+
 #[test]
 fn timeout_kills_the_lab() {
     if !lab_ready() {
