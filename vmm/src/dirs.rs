@@ -404,7 +404,7 @@ fn walk_dir(
             walk_dir(spec, walk, tree, &sub, &host_path, &path, depth + 1)?;
         } else {
             let file = open_beneath(dir, &name, 0).map_err(open_error)?;
-            let data = read_regular(file, &host_path).map_err(|why| refused(why))?;
+            let data = read_regular(file, &host_path).map_err(refused)?;
             walk.room = walk.room.checked_sub(1).ok_or_else(|| too_many(spec))?;
             tree.entries.push(TreeEntry {
                 path,
