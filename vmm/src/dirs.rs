@@ -204,7 +204,7 @@ pub fn check_clashes(specs: &[DirSpec], taken: &[&str]) -> Result<(), DirError> 
         let root_taken = taken
             .iter()
             .chain(xv6_abi::fs::RESERVED_NAMES.iter())
-            .any(|t| &t[..t.len().min(DIRSIZ)] == top);
+            .any(|t| t.as_bytes()[..t.len().min(DIRSIZ)] == *top.as_bytes());
         if root_taken {
             return Err(DirError::Usage(format!(
                 "--dir {}: /{top} is already a file in the guest (a program, an --add file or \
@@ -552,8 +552,10 @@ mod tests {
             (&["/a/b/c", "/a/b"][..], "overlaps"),
             (&["/hello/x"][..], "already a file"),
             (&["/console"][..], "already a file"),
+            // A name in / longer than DIRSIZ is cut there (and may cut a UTF-8 character).
+            (&["/ééééééé"][..], "already a file"),
         ] {
-            match check_clashes(&specs(gs), &["hello"]) {
+            match check_clashes(&specs(gs), &["hello", "éééééééé"]) {
                 Err(DirError::Usage(m)) => assert!(m.contains(want), "{gs:?}: {m}"),
                 other => panic!("{gs:?}: {other:?}"),
             }
