@@ -199,7 +199,11 @@ pub fn measure<M: Serialize>(
         engine::check_writable(path)?;
     }
     let (m, name) = match engine::select(common.engine)? {
-        Engine::Lab => (in_lab()?, "lab"),
+        Engine::Lab | Engine::LabAmd => (in_lab()?, "lab"),
+        Engine::LabIntel => bail!(crate::exit::UsageError(
+            "the benches run on kvm or in the AMD lab (--engine lab-amd), not in the Intel lab"
+                .into()
+        )),
         _ => (here()?, "kvm"),
     };
     if common.raw {
@@ -454,7 +458,7 @@ pub fn lab_output(args: Vec<OsString>, mem: u64, timeout: Duration) -> Result<St
         program: exe,
         args,
         files: Vec::new(),
-        env: engine::lab_env(),
+        env: engine::lab_env(lab::Vendor::Amd),
         guest_mem_mib: mem >> 20,
         timeout,
         ..Default::default()

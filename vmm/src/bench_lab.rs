@@ -2,7 +2,9 @@
 //! the KVM modules) next to the same machine restored warm from its snapshot — measured as
 //! a user sees it: the wall time of a whole `vmm run --engine lab --quiet PROGRAM`, runs of
 //! each kind interleaved, medians reported. The first warm run is a warm-up (it builds the
-//! snapshot if this `vmm` has none) and is not counted. Every run's output is checked.
+//! snapshot if this `vmm` has none) and is not counted. Every run's output is checked. The
+//! Intel lab (Bochs; it always boots cold) is timed beside them with `--intel-runs` runs
+//! (default 1; 0 or no Bochs: left out, with a note).
 
 #![forbid(unsafe_code)]
 
@@ -18,20 +20,30 @@ use crate::engine;
 /// One way of starting the lab.
 struct Config {
     name: &'static str,
+    /// `--engine`.
+    engine: &'static str,
     /// `XV6_LAB_WARM`'s value.
     warm: &'static str,
 }
 
 const CONFIGS: &[Config] = &[
     Config {
-        name: "cold boot",
+        name: "lab-amd cold boot",
+        engine: "lab-amd",
         warm: "0",
     },
     Config {
-        name: "warm restore",
+        name: "lab-amd warm restore",
+        engine: "lab-amd",
         warm: "1",
     },
 ];
+
+const INTEL: Config = Config {
+    name: "lab-intel cold boot (Bochs)",
+    engine: "lab-intel",
+    warm: "0",
+};
 
 /// The wall times of one configuration.
 #[derive(Debug, Serialize)]
@@ -54,39 +66,54 @@ fn try_run(args: &LabBenchArgs) -> Result<()> {
     }
     let exe = std::env::current_exe().context("cannot find the vmm binary")?;
     eprintln!(
-        "bench: lab: {} runs of `vmm run --engine lab --quiet {}` per start, interleaved",
-        args.runs, args.program
+        "bench: lab: {} runs of `vmm run --engine lab-amd --quiet {}` per start, interleaved; \
+         {} in the Intel lab",
+        args.runs, args.program, args.intel_runs
     );
-    time_one(&exe, &args.program, "1").context("the warm-up run")?;
+    time_one(&exe, &args.program, &CONFIGS[1]).context("the warm-up run")?;
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); CONFIGS.len()];
     for _ in 0..args.runs {
         for (c, t) in CONFIGS.iter().zip(times.iter_mut()) {
-            t.push(time_one(&exe, &args.program, c.warm).with_context(|| c.name)?);
+            t.push(time_one(&exe, &args.program, c).with_context(|| c.name)?);
         }
     }
-    let series: Vec<Series> = CONFIGS
+    let mut series: Vec<Series> = CONFIGS
         .iter()
         .zip(times)
         .map(|(c, seconds)| summarize(c.name, seconds))
         .collect();
+    match lab::bochs::find_tools() {
+        _ if args.intel_runs == 0 => {}
+        Ok(_) => {
+            let mut t = Vec::new();
+            for _ in 0..args.intel_runs {
+                t.push(time_one(&exe, &args.program, &INTEL).with_context(|| INTEL.name)?);
+            }
+            series.push(summarize(INTEL.name, t));
+        }
+        Err(packages) => eprintln!(
+            "bench: lab: no Intel lab here (needs apt packages {}); left out",
+            packages.join(" ")
+        ),
+    }
     print!("{}", render(&args.program, &series));
     let doc = serde_json::json!({
         "bench": "lab",
         "program": args.program,
         "runs": args.runs,
-        "engine": "lab (QEMU TCG, nested SVM, kvm_amd): emulated time",
+        "engines": "lab-amd: QEMU TCG, nested SVM, kvm_amd; lab-intel: Bochs, VMX, kvm_intel; emulated time",
         "series": series,
         "warm_over_cold": series[1].median_seconds / series[0].median_seconds,
     });
     crate::bench::write_doc(args.json.as_deref(), &doc)
 }
 
-/// The wall time of one `vmm run --engine lab --quiet PROGRAM` with `XV6_LAB_WARM=warm`.
-fn time_one(exe: &std::path::Path, program: &str, warm: &str) -> Result<f64> {
+/// The wall time of one `vmm run --engine ENGINE --quiet PROGRAM` started as `c` says.
+fn time_one(exe: &std::path::Path, program: &str, c: &Config) -> Result<f64> {
     let start = Instant::now();
     let out = Command::new(exe)
-        .args(["run", "--engine", "lab", "--quiet", program])
-        .env("XV6_LAB_WARM", warm)
+        .args(["run", "--engine", c.engine, "--quiet", program])
+        .env("XV6_LAB_WARM", c.warm)
         .stdin(Stdio::null())
         .output()
         .context("cannot run vmm")?;
@@ -133,7 +160,7 @@ fn render(program: &str, series: &[Series]) -> String {
             x.name, x.median_seconds, x.min_seconds, x.max_seconds
         ));
     }
-    if let [cold, warm] = series {
+    if let [cold, warm, ..] = series {
         s.push_str(&format!(
             "  warm / cold: {:.2} (lab times are emulated; the ratio holds)\n",
             warm.median_seconds / cold.median_seconds
@@ -159,9 +186,11 @@ mod tests {
             &[
                 summarize("cold boot", vec![4.0]),
                 summarize("warm restore", vec![1.0]),
+                summarize("intel", vec![12.0]),
             ],
         );
         assert!(t.contains("cold boot"), "{t}");
         assert!(t.contains("warm / cold: 0.25"), "{t}");
+        assert!(t.contains("intel"), "{t}");
     }
 }

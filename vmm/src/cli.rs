@@ -94,6 +94,9 @@ pub struct LabBenchArgs {
     /// The built-in program each run runs.
     #[arg(long, default_value = "hello")]
     pub program: String,
+    /// Runs in the Intel lab (Bochs, always a cold boot; 0: none).
+    #[arg(long, default_value_t = 1)]
+    pub intel_runs: usize,
     /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -224,8 +227,12 @@ pub enum Engine {
     Auto,
     /// This host's /dev/kvm.
     Kvm,
-    /// The same `vmm` re-run inside the nested-KVM lab.
+    /// The same `vmm` re-run inside the nested-KVM lab (the AMD one: `lab-amd`).
     Lab,
+    /// The AMD lab: QEMU TCG with SVM and nested paging, kvm_amd.
+    LabAmd,
+    /// The Intel lab: Bochs with VMX and EPT, kvm_intel (slower: ~25 s to boot).
+    LabIntel,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -92,7 +92,24 @@ fn try_run(args: &RunArgs) -> Result<i32> {
 
     let landmarks = crate::pgdump_svg::Machine::new(mem, &kernel);
     match select(args.engine)? {
-        Engine::Lab => run_in_lab(args, mem, &program, &added, &tree, &landmarks),
+        Engine::Lab | Engine::LabAmd => run_in_lab(
+            args,
+            mem,
+            &program,
+            &added,
+            &tree,
+            &landmarks,
+            lab::Vendor::Amd,
+        ),
+        Engine::LabIntel => run_in_lab(
+            args,
+            mem,
+            &program,
+            &added,
+            &tree,
+            &landmarks,
+            lab::Vendor::Intel,
+        ),
         _ => run_on_kvm(
             args,
             mem,
@@ -150,7 +167,7 @@ pub fn select(requested: Engine) -> Result<Engine> {
             }
             Engine::Kvm
         }
-        Engine::Lab => Engine::Lab,
+        lab @ (Engine::Lab | Engine::LabAmd | Engine::LabIntel) => lab,
     })
 }
 
@@ -412,12 +429,33 @@ pub fn lab_invocation(
     (inner, files)
 }
 
+/// Set by the outer `vmm` for the inner one: the engine the run is on (`lab-amd`,
+/// `lab-intel`), for `--stats` (see [`engine_name`]).
+pub const ENGINE_ENV: &str = "XV6_VMM_ENGINE";
+
+/// The engine this process's guest runs on, for `--stats`: `kvm`, or the lab the outer `vmm`
+/// named in [`ENGINE_ENV`] (anything else there counts as `kvm`).
+pub fn engine_name() -> &'static str {
+    engine_name_from(std::env::var(ENGINE_ENV).ok().as_deref())
+}
+
+/// The pure part of [`engine_name`].
+pub fn engine_name_from(var: Option<&str>) -> &'static str {
+    match var {
+        Some("lab-amd") => "lab-amd",
+        Some("lab-intel") => "lab-intel",
+        _ => "kvm",
+    }
+}
+
 /// The environment of the inner `vmm`: our log filter, and no colour or spinners (its stderr
-/// is a serial line, a terminal to it, but what it writes ends up wherever ours goes).
-pub fn lab_env() -> Vec<(String, String)> {
+/// is a serial line, a terminal to it, but what it writes ends up wherever ours goes), and
+/// which lab it runs in.
+pub fn lab_env(vendor: lab::Vendor) -> Vec<(String, String)> {
     let mut env = vec![
         ("RUST_LOG_STYLE".to_string(), "never".to_string()),
         (lab::progress::IN_LAB_ENV.to_string(), "1".to_string()),
+        (ENGINE_ENV.to_string(), vendor.engine_name().to_string()),
     ];
     if let Ok(v) = std::env::var("RUST_LOG") {
         env.push(("RUST_LOG".to_string(), v));
@@ -464,6 +502,7 @@ fn run_in_lab(
     added: &[Program],
     tree: &crate::dirs::Tree,
     landmarks: &crate::pgdump_svg::Machine,
+    vendor: lab::Vendor,
 ) -> Result<i32> {
     let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
     // This process's own command line, parsed again for its matches (what was given how).
@@ -497,9 +536,16 @@ fn run_in_lab(
     );
     // From here on a signal stops the run cleanly (temporary files removed, 128 + N).
     lab::interrupt::install();
-    let env = lab_env();
+    let env = lab_env(vendor);
     let results = crate::outputs::LabResults::new(args)?;
     let tcp_ports = match &args.gdb {
+        Some(GdbEndpoint::Tcp(_)) if vendor == lab::Vendor::Intel => {
+            anyhow::bail!(exit::UsageError(
+                "--gdb works in the AMD lab only (the Intel lab has no port to carry it): \
+                 use --engine lab-amd"
+                    .into()
+            ))
+        }
         Some(GdbEndpoint::Tcp(addr)) => {
             eprintln!("vmm: gdb: the lab listens on {addr} for gdb (target remote {addr})");
             if let Some(v) = lab::qemu_too_old_for_debugging() {
@@ -536,6 +582,7 @@ fn run_in_lab(
         tcp_ports,
         guest_mem_mib: mem >> 20,
         timeout,
+        vendor,
         // The outer clock bounds the program too: a guest whose ticks stall (so the inner
         // --timeout never fires) still ends a few seconds after its --timeout.
         run_timeout: timeout_of(args)
@@ -567,6 +614,18 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn the_engine_name_comes_from_the_outer_vmm() {
+        assert_eq!(engine_name_from(None), "kvm");
+        assert_eq!(engine_name_from(Some("lab-amd")), "lab-amd");
+        assert_eq!(engine_name_from(Some("lab-intel")), "lab-intel");
+        assert_eq!(engine_name_from(Some("something else")), "kvm");
+        let env = lab_env(lab::Vendor::Intel);
+        assert!(env.contains(&(ENGINE_ENV.to_string(), "lab-intel".to_string())));
+        let env = lab_env(lab::Vendor::Amd);
+        assert!(env.contains(&(ENGINE_ENV.to_string(), "lab-amd".to_string())));
+    }
     use crate::cli::{Cli, Command};
 
     fn run_matches(argv: &[&str]) -> clap::ArgMatches {

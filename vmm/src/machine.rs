@@ -96,6 +96,8 @@ impl Report {
     pub fn stats_json(&self) -> String {
         let (out, inp, empty) = self.console;
         serde_json::json!({
+            "kvm_module": crate::probe::kvm_flavour(),
+            "engine": crate::engine::engine_name(),
             "guest_seconds": self.elapsed.as_secs_f64(),
             "first_user_seconds": self.first_user_seconds(),
             "vm_exits": self.stats.by_reason,
@@ -137,10 +139,12 @@ impl Report {
             .first_user_seconds()
             .map_or("unknown".to_string(), |s| format!("{:.1} ms", s * 1e3));
         format!(
-            "vmm: stats: {:.3} s in the guest ({first_user} to the first user instruction), \
+            "vmm: stats: on {} (engine {}), {:.3} s in the guest ({first_user} to the first user instruction), \
              {total} VM exits ({}), TSC {} kHz, {backed} guest pages host-backed\n\
              vmm: console: out {} bytes in {} exits, in {} bytes in {} exits \
              ({empty} more found nothing yet)",
+            crate::probe::kvm_flavour(),
+            crate::engine::engine_name(),
             self.elapsed.as_secs_f64(),
             reasons.join(", "),
             self.tsc_khz,

@@ -159,12 +159,48 @@ fn paging_verdict(vcpu: &mut Vcpu<'_>) -> ProbeResult {
     }
 }
 
-/// The KVM module that serves /dev/kvm here, from /sys/module.
+/// The KVM module that serves /dev/kvm here (`kvm_intel`, `kvm_amd`, `kvm_pvm`, or `unknown`),
+/// from /sys/module, else /proc/modules.
 pub fn kvm_flavour() -> &'static str {
-    for m in ["kvm_intel", "kvm_amd", "kvm_pvm"] {
-        if std::path::Path::new("/sys/module").join(m).exists() {
-            return m;
-        }
+    KVM_MODULES
+        .into_iter()
+        .find(|m| std::path::Path::new("/sys/module").join(m).exists())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/modules")
+                .ok()
+                .and_then(|t| kvm_module_in_proc_modules(&t))
+        })
+        .unwrap_or("unknown")
+}
+
+/// The KVM vendor modules [`kvm_flavour`] knows, in the order it looks for them.
+pub const KVM_MODULES: [&str; 3] = ["kvm_intel", "kvm_amd", "kvm_pvm"];
+
+/// The KVM vendor module loaded according to `/proc/modules`' text (its first word per line).
+pub fn kvm_module_in_proc_modules(text: &str) -> Option<&'static str> {
+    let loaded: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    KVM_MODULES.into_iter().find(|m| loaded.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kvm_module_is_read_from_proc_modules() {
+        let text = "kvm_intel 380928 0 - Live 0x0000000000000000\n\
+                    kvm 1142784 1 kvm_intel, Live 0x0000000000000000\n\
+                    irqbypass 16384 1 kvm, Live 0x0000000000000000\n";
+        assert_eq!(kvm_module_in_proc_modules(text), Some("kvm_intel"));
+        assert_eq!(
+            kvm_module_in_proc_modules("kvm_amd 1 0 - Live 0\nkvm 2 1 kvm_amd, Live 0\n"),
+            Some("kvm_amd")
+        );
+        assert_eq!(kvm_module_in_proc_modules("kvm 2 0 - Live 0\n"), None);
+        assert_eq!(kvm_module_in_proc_modules("kvm_amdx 1 0 - Live 0\n"), None);
+        assert_eq!(kvm_module_in_proc_modules(""), None);
     }
-    "unknown"
 }

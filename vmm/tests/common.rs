@@ -57,7 +57,7 @@ pub fn engine() -> Option<&'static str> {
             return Ok("kvm");
         }
         let lab = vmm(&["lab", "status"]);
-        if lab.status.success() && stdout(&lab).contains("lab: ready") {
+        if lab.status.success() && stdout(&lab).contains("lab-amd: ready") {
             Ok("lab")
         } else {
             Err(format!(

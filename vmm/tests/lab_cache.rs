@@ -75,7 +75,7 @@ fn a_truncated_kernel_is_fetched_again() {
     );
     assert!(err.contains("done in"), "the fetch reports its end: {err}");
     let st = vmm_in(dir.path(), &["lab", "status"]);
-    assert!(stdout(&st).starts_with("lab: ready"), "{}", stdout(&st));
+    assert!(stdout(&st).starts_with("lab-amd: ready"), "{}", stdout(&st));
 }
 
 #[test]
@@ -91,4 +91,38 @@ fn a_garbage_base_archive_of_the_same_size_is_found_by_its_digest() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("base.cpio has SHA-256"), "{err}");
+}
+
+/// A write in place that keeps the size and puts the modification time back is still found:
+/// it moves the change time, and the digest is taken again.
+#[test]
+fn a_base_archive_damaged_in_place_with_its_mtime_kept_is_found() {
+    let Some(dir) = damaged_copy(|_| {}) else {
+        return;
+    };
+    // Verified once: the stamps are recorded.
+    let st = vmm_in(dir.path(), &["lab", "status"]);
+    assert!(stdout(&st).starts_with("lab: ready"), "{}", stdout(&st));
+    let assets = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("assets-"))
+        .unwrap()
+        .path();
+    let p = assets.join("base.cpio");
+    let mtime = std::fs::metadata(&p).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.write_all_at(b"\xde\xad\xbe\xef", 4096).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    assert_eq!(std::fs::metadata(&p).unwrap().modified().unwrap(), mtime);
+    let st = vmm_in(dir.path(), &["lab", "status"]);
+    assert!(
+        stdout(&st).contains("cached assets damaged") && stdout(&st).contains("base.cpio"),
+        "{}",
+        stdout(&st)
+    );
 }

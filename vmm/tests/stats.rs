@@ -25,6 +25,20 @@ fn stats_json_holds_the_runs_figures() {
     assert!(v["guest_seconds"].as_f64().unwrap() > 0.0, "{text}");
     assert!(v["host_backed_pages"].as_u64().unwrap() > 0, "{text}");
     assert_eq!(v["console"]["out_bytes"], "hello, world\n".len(), "{text}");
+    // Which KVM ran it: the AMD lab's kvm_amd, or this host's own.
+    match common::engine() {
+        Some("lab") => {
+            assert_eq!(v["kvm_module"], "kvm_amd", "{text}");
+            assert_eq!(v["engine"], "lab-amd", "{text}");
+        }
+        _ => {
+            assert_eq!(v["engine"], "kvm", "{text}");
+            assert!(
+                v["kvm_module"].as_str().unwrap().starts_with("kvm_"),
+                "{text}"
+            );
+        }
+    }
 }
 
 #[test]

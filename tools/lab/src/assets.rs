@@ -4,16 +4,20 @@
 //! `linux-image-cloud-amd64` → the real `linux-image-6.1.0-NN-cloud-amd64`, and `busybox-static`),
 //! unpacked with `dpkg-deb -x` (nothing is installed on the host), reduced to what the lab needs
 //! (~55 MB) and cached outside the repository in
-//! `${XV6_LAB_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/xv6-vmm/lab}/assets-v3/`:
+//! `${XV6_LAB_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/xv6-vmm/lab}/assets-v6/`:
 //!
 //! * `vmlinux` — the kernel as a PVH-bootable ELF (see [`crate::kernel`]; ~50 MB, saves ~0.5 s
-//!   per boot), or `vmlinuz` (the bzImage as shipped) if that extraction does not apply,
+//!   per boot for QEMU), if that extraction applies,
+//! * `vmlinuz` — the bzImage as shipped (~8 MB): what the Intel lab's boot loader loads
+//!   (Bochs has no direct kernel boot), and QEMU's kernel when there is no `vmlinux`,
 //! * `base.cpio` — `/bin/busybox` and `/lib/modules/lab/*.ko` ([`ROOT_MODULES`] and their
-//!   dependencies),
+//!   dependencies: both vendors' KVM modules; each lab's init loads only its own, see
+//!   [`Assets::modules_for`]; their signatures cut off, see [`unsigned_module`]),
 //! * `manifest` — `key=value` lines: kernel version, package versions, module load order, and
 //!   the size and SHA-256 of `vmlinux`/`vmlinuz` and `base.cpio` as the fetch wrote them,
-//! * `verified` — each file's inode and modification time when its SHA-256 last matched, so a
-//!   run re-hashes a file only when it changed (the sizes are checked on every run).
+//! * `verified` — each file's inode, modification and change time when its SHA-256 last
+//!   matched, so a run re-hashes a file only when it changed (a write in place that keeps the
+//!   size and puts the mtime back still moves the ctime); the sizes are checked on every run.
 //!
 //! A cached file whose size or digest no longer matches (a truncated kernel, a garbage archive)
 //! makes the assets *damaged*: the next run or `vmm lab setup` says so in one line and fetches
@@ -37,17 +41,62 @@ use crate::tmp::TempDir;
 use crate::LabError;
 
 /// Name of the asset directory inside the lab directory; bump when the layout changes.
-pub const ASSETS_SUBDIR: &str = "assets-v3"; // v2: digests in the manifest; v3: virtio-serial
+pub const ASSETS_SUBDIR: &str = "assets-v6"; // v2: digests; v3: virtio-serial; v4-6: kvm_intel,
+                                             // bzImage; v5: modules without signatures
 /// The kernel metapackage (resolved to the versioned image package).
 pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 /// The package providing a static busybox.
 pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// Where the base archive puts the kernel modules.
 pub const LAB_MODULE_DIR: &str = "/lib/modules/lab";
-/// The modules the lab loads (each with its dependencies, in this order): `kvm_amd` yields
-/// `/dev/kvm`; `virtio_pci` and `virtio_console` the virtio-serial ports that carry the
-/// program's stdin, stdout and stderr (see [`crate::script`]).
-pub const ROOT_MODULES: &[&str] = &["kvm_amd", "virtio_pci", "virtio_console"];
+/// The modules the labs load (each with its dependencies, in this order): `kvm_amd` yields
+/// `/dev/kvm` in the AMD lab; `virtio_pci` and `virtio_console` the virtio-serial ports that
+/// carry the program's stdin, stdout and stderr there (see [`crate::script`]); `kvm_intel`
+/// yields `/dev/kvm` in the Intel lab (see [`crate::bochs`]), whose streams are UARTs.
+pub const ROOT_MODULES: &[&str] = &["kvm_amd", "virtio_pci", "virtio_console", "kvm_intel"];
+
+/// Which CPU vendor's nested KVM a lab run uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Vendor {
+    /// QEMU TCG with an emulated AMD CPU with SVM and nested paging: `kvm_amd` (the default).
+    #[default]
+    Amd,
+    /// Bochs with an emulated Intel CPU with VMX and EPT: `kvm_intel` (see [`crate::bochs`]).
+    Intel,
+}
+
+impl Vendor {
+    /// The root modules of this vendor's lab (see [`ROOT_MODULES`]).
+    pub fn root_modules(self) -> &'static [&'static str] {
+        match self {
+            Vendor::Amd => &ROOT_MODULES[..3],
+            Vendor::Intel => &ROOT_MODULES[3..],
+        }
+    }
+
+    /// The KVM module that gives this lab its `/dev/kvm`.
+    pub fn kvm_module(self) -> &'static str {
+        match self {
+            Vendor::Amd => "kvm_amd",
+            Vendor::Intel => "kvm_intel",
+        }
+    }
+
+    /// The engine name `vmm` uses for this lab (`lab-amd`, `lab-intel`).
+    pub fn engine_name(self) -> &'static str {
+        match self {
+            Vendor::Amd => "lab-amd",
+            Vendor::Intel => "lab-intel",
+        }
+    }
+
+    fn manifest_key(self) -> &'static str {
+        match self {
+            Vendor::Amd => "modules",
+            Vendor::Intel => "modules.intel",
+        }
+    }
+}
 
 /// The cached lab assets, ready to boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,14 +105,38 @@ pub struct Assets {
     pub dir: PathBuf,
     /// The kernel image (`vmlinux` ELF for PVH boot, or the bzImage `vmlinuz`).
     pub kernel: PathBuf,
+    /// The kernel as a bzImage (`vmlinuz`), for a boot loader.
+    pub bzimage: PathBuf,
     /// The base initramfs (newc): busybox and the modules.
     pub base_initrd: PathBuf,
     /// Kernel release, e.g. `6.1.0-56-cloud-amd64`.
     pub kernel_version: String,
     /// Debian package versions used, e.g. `linux-image-6.1.0-56-cloud-amd64=6.1.192-2`.
     pub packages: Vec<String>,
-    /// Modules to insmod in order (paths inside the lab).
+    /// The AMD lab's modules to insmod, in order (paths inside the lab).
     pub modules: Vec<String>,
+    /// The Intel lab's modules to insmod, in order (see [`Assets::modules_for`]).
+    pub intel_modules: Vec<String>,
+}
+
+impl Assets {
+    /// The modules `vendor`'s lab loads, in order: its KVM module and what its channels need,
+    /// each after its dependencies (never the other vendor's KVM module).
+    pub fn modules_for(&self, vendor: Vendor) -> &[String] {
+        match vendor {
+            Vendor::Amd => &self.modules,
+            Vendor::Intel => &self.intel_modules,
+        }
+    }
+
+    /// The files whose sizes and digests the manifest records.
+    fn files(&self) -> Vec<&PathBuf> {
+        let mut f = vec![&self.kernel, &self.base_initrd];
+        if self.bzimage != self.kernel {
+            f.push(&self.bzimage);
+        }
+        f
+    }
 }
 
 /// The lab directory: `$XV6_LAB_DIR`, else `$XDG_CACHE_HOME/xv6-vmm/lab`, else
@@ -100,13 +173,20 @@ fn parse_manifest(text: &str) -> BTreeMap<String, String> {
 /// The manifest of `a`, with the size and SHA-256 of its two files as they are on disk now.
 fn render_manifest(a: &Assets) -> io::Result<String> {
     let mut text = format!(
-        "format={MANIFEST_FORMAT}\nkernel={}\nkernel_version={}\npackages={}\nmodules={}\n",
+        "format={MANIFEST_FORMAT}\nkernel={}\nbzimage={}\nkernel_version={}\npackages={}\n",
         file_name(&a.kernel),
+        file_name(&a.bzimage),
         a.kernel_version,
         a.packages.join(","),
-        a.modules.join(",")
     );
-    for f in [&a.kernel, &a.base_initrd] {
+    for v in [Vendor::Amd, Vendor::Intel] {
+        text.push_str(&format!(
+            "{}={}\n",
+            v.manifest_key(),
+            a.modules_for(v).join(",")
+        ));
+    }
+    for f in a.files() {
         let (size, digest) = (fs::metadata(f)?.len(), sha256_file(f)?);
         text.push_str(&format!(
             "size.{0}={size}\nsha256.{0}={digest}\n",
@@ -145,12 +225,20 @@ pub enum Cached {
     Ready(Assets),
 }
 
-/// The identity of a file's current contents as far as the file system tells: inode and
-/// modification time (a rewrite changes one of them).
+/// The identity of a file's current contents as far as the file system tells: inode,
+/// modification time and change time. A write changes the ctime even when the mtime is put
+/// back (`touch -r`) and the size kept, and nobody but the kernel sets a ctime.
 fn stamp(path: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let m = fs::metadata(path).ok()?;
-    Some(format!("{}:{}.{}", m.ino(), m.mtime(), m.mtime_nsec()))
+    Some(format!(
+        "{}:{}.{}:{}.{}",
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
 }
 
 /// Checks the files of `a` against the manifest's sizes and digests `m`. A file is re-hashed
@@ -159,7 +247,7 @@ fn verify(a: &Assets, m: &BTreeMap<String, String>) -> Result<(), String> {
     let verified_path = a.dir.join("verified");
     let verified = parse_manifest(&fs::read_to_string(&verified_path).unwrap_or_default());
     let mut new_stamps = String::new();
-    for f in [&a.kernel, &a.base_initrd] {
+    for f in a.files() {
         let name = file_name(f);
         let size = m.get(&format!("size.{name}"));
         let digest = m.get(&format!("sha256.{name}"));
@@ -207,21 +295,25 @@ pub fn check_assets(dir: &Path) -> Cached {
             })
             .unwrap_or_default()
     };
-    let (Some(kernel), Some(version)) = (m.get("kernel"), m.get("kernel_version")) else {
+    let (Some(kernel), Some(bzimage), Some(version)) =
+        (m.get("kernel"), m.get("bzimage"), m.get("kernel_version"))
+    else {
         return Cached::Missing;
     };
     let a = Assets {
         dir: dir.to_path_buf(),
         kernel: dir.join(kernel),
+        bzimage: dir.join(bzimage),
         base_initrd: dir.join("base.cpio"),
         kernel_version: version.clone(),
         packages: list("packages"),
-        modules: list("modules"),
+        modules: list(Vendor::Amd.manifest_key()),
+        intel_modules: list(Vendor::Intel.manifest_key()),
     };
-    if a.modules.is_empty() {
+    if a.modules.is_empty() || a.intel_modules.is_empty() {
         return Cached::Missing;
     }
-    for f in [&a.kernel, &a.base_initrd] {
+    for f in a.files() {
         if !f.is_file() {
             return Cached::Damaged(format!("{} is missing", file_name(f)));
         }
@@ -386,6 +478,30 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
+/// The marker the kernel's module signing appends after a module's signature.
+const MODULE_SIG_MAGIC: &[u8] = b"~Module signature appended~\n";
+
+/// A kernel module without its appended signature (the module as built), or `data` unchanged
+/// if it carries none. The labs' kernels do not enforce signatures (no Secure Boot), and
+/// checking one (SHA-256 and RSA over the whole module) costs seconds of emulated CPU per
+/// module in the Intel lab's Bochs: ~4 s for kvm.ko alone. The kernel notes the unsigned
+/// module once (a taint), and loads it.
+pub fn unsigned_module(data: &[u8]) -> &[u8] {
+    // The signature, then struct module_signature (12 bytes, its last 4 the signature's
+    // length, big-endian), then the magic.
+    let Some(body) = data.strip_suffix(MODULE_SIG_MAGIC) else {
+        return data;
+    };
+    let Some(info_at) = body.len().checked_sub(12) else {
+        return data;
+    };
+    let len = u32::from_be_bytes(body[info_at + 8..].try_into().unwrap()) as usize;
+    match info_at.checked_sub(len) {
+        Some(end) => &data[..end],
+        None => data,
+    }
+}
+
 /// Fetches and builds the assets into `stage` (a fresh directory).
 fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
     let debs = work.join("debs");
@@ -425,6 +541,9 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
     let kernel_version =
         vmlinuz.file_name().unwrap().to_string_lossy()["vmlinuz-".len()..].to_string();
     let bz = fs::read(&vmlinuz).map_err(|e| LabError::io_path("reading", &vmlinuz, e))?;
+    // The bzImage is kept as shipped (a boot loader's kernel); QEMU boots the PVH ELF inside.
+    let bzimage = stage.join("vmlinuz");
+    fs::write(&bzimage, &bz).map_err(|e| LabError::io_path("writing", &bzimage, e))?;
     let kernel = match crate::kernel::extract_pvh_vmlinux(&bz) {
         Some(elf) => {
             log::info!(
@@ -437,9 +556,7 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
         }
         None => {
             log::info!("lab: kernel is not LZ4+PVH; booting the bzImage");
-            let p = stage.join("vmlinuz");
-            fs::write(&p, bz).map_err(|e| LabError::io_path("writing", &p, e))?;
-            p
+            bzimage.clone()
         }
     };
 
@@ -472,12 +589,20 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
     }
     let order = module_load_order(ROOT_MODULES, &deps)
         .map_err(|e| LabError::BadPackage(format!("{image}: {e}")))?;
+    let mut vendor_modules: [Vec<String>; 2] = Default::default();
+    for v in [Vendor::Amd, Vendor::Intel] {
+        vendor_modules[v as usize] = module_load_order(v.root_modules(), &deps)
+            .map_err(|e| LabError::BadPackage(format!("{image}: {e}")))?
+            .iter()
+            .map(|m| format!("{LAB_MODULE_DIR}/{m}.ko"))
+            .collect();
+    }
+    let [amd_modules, intel_modules] = vendor_modules;
 
     let busybox = root.join("bin/busybox");
     let base = stage.join("base.cpio");
     let f = fs::File::create(&base).map_err(|e| LabError::io_path("creating", &base, e))?;
     let mut cpio = Cpio::new(BufWriter::new(f), &[]);
-    let mut modules = Vec::new();
     let werr = |e| LabError::io_path("writing", &base, e);
     for d in [
         "/bin",
@@ -494,8 +619,10 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
     cpio.host_file("/bin/busybox", &busybox).map_err(werr)?;
     for m in &order {
         let lab_path = format!("{LAB_MODULE_DIR}/{m}.ko");
-        cpio.host_file(&lab_path, &by_name[m]).map_err(werr)?;
-        modules.push(lab_path);
+        let path = &by_name[m];
+        let data = fs::read(path).map_err(|e| LabError::io_path("reading", path, e))?;
+        cpio.bytes(&lab_path, 0o644, unsigned_module(&data))
+            .map_err(werr)?;
     }
     let w = cpio.finish().map_err(werr)?;
     w.into_inner()
@@ -506,10 +633,12 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
     let assets = Assets {
         dir: stage.to_path_buf(),
         kernel,
+        bzimage,
         base_initrd: base,
         kernel_version,
         packages,
-        modules,
+        modules: amd_modules,
+        intel_modules,
     };
     let manifest = stage.join("manifest");
     let text = render_manifest(&assets).map_err(|e| LabError::io_path("hashing", stage, e))?;
@@ -619,12 +748,33 @@ pub struct LabStatus {
     pub qemu_version: Option<String>,
     /// Whether `apt-get` and `dpkg-deb` are there to fetch assets.
     pub can_fetch: bool,
+    /// The apt packages the Intel lab (Bochs) still needs (none: its tools are there).
+    pub intel_missing: Vec<&'static str>,
 }
 
 impl LabStatus {
-    /// Whether [`crate::run`] can start right away (no fetch needed).
+    /// Whether the AMD lab ([`crate::run`]) can start right away (no fetch needed).
     pub fn ready(&self) -> bool {
         self.assets.is_some() && self.qemu.is_some()
+    }
+
+    /// Whether the Intel lab can start right away (its tools and the shared assets are there).
+    pub fn intel_ready(&self) -> bool {
+        self.assets.is_some() && self.intel_missing.is_empty()
+    }
+
+    /// The Intel lab's line: `ready`, or what it needs.
+    fn intel_line(&self) -> String {
+        if !self.intel_missing.is_empty() {
+            format!(
+                "needs apt packages {0} (as root: apt-get install --no-install-recommends {0})",
+                self.intel_missing.join(" ")
+            )
+        } else if self.assets.is_none() {
+            "needs the lab's assets (shared with lab-amd): `vmm lab setup`".to_string()
+        } else {
+            "ready".to_string()
+        }
     }
 }
 
@@ -641,7 +791,8 @@ impl fmt::Display for LabStatus {
         } else {
             "not set up and apt-get/dpkg-deb are missing: cannot fetch assets".to_string()
         };
-        writeln!(f, "lab: {ready}")?;
+        writeln!(f, "lab-amd: {ready}")?;
+        writeln!(f, "lab-intel: {}", self.intel_line())?;
         match &self.lab_dir {
             Ok(d) => writeln!(f, "lab dir: {}", d.display())?,
             Err(e) => writeln!(f, "lab dir: {e}")?,
@@ -650,7 +801,8 @@ impl fmt::Display for LabStatus {
             Some(a) => {
                 writeln!(f, "kernel: {} ({})", a.kernel_version, a.kernel.display())?;
                 writeln!(f, "packages: {}", a.packages.join(" "))?;
-                writeln!(f, "modules: {}", a.modules.join(" "))?;
+                writeln!(f, "modules (lab-amd): {}", a.modules.join(" "))?;
+                writeln!(f, "modules (lab-intel): {}", a.intel_modules.join(" "))?;
             }
             None => writeln!(f, "kernel: not fetched")?,
         }
@@ -690,6 +842,7 @@ pub fn status() -> LabStatus {
         qemu,
         qemu_version,
         can_fetch: which("apt-get").is_some() && which("dpkg-deb").is_some(),
+        intel_missing: crate::bochs::find_tools().err().unwrap_or_default(),
     }
 }
 
@@ -756,10 +909,18 @@ mod tests {
         let a = Assets {
             dir: d.clone(),
             kernel: d.join("vmlinuz"),
+            bzimage: d.join("vmlinuz"),
             base_initrd: d.join("base.cpio"),
             kernel_version: "6.1.0-56-cloud-amd64".into(),
             packages: vec!["a=1".into(), "b=2".into()],
-            modules: vec!["/lib/modules/lab/kvm.ko".into()],
+            modules: vec![
+                "/lib/modules/lab/kvm.ko".into(),
+                "/lib/modules/lab/kvm_amd.ko".into(),
+            ],
+            intel_modules: vec![
+                "/lib/modules/lab/kvm.ko".into(),
+                "/lib/modules/lab/kvm_intel.ko".into(),
+            ],
         };
         assert_eq!(check_assets(&d), Cached::Missing);
         fs::write(d.join("vmlinuz"), b"kernel bytes").unwrap();
@@ -767,6 +928,14 @@ mod tests {
         fs::write(d.join("manifest"), render_manifest(&a).unwrap()).unwrap();
         assert_eq!(check_assets(&d), Cached::Ready(a.clone()));
         assert!(d.join("verified").exists(), "the match is remembered");
+        let names = |v| {
+            a.modules_for(v)
+                .iter()
+                .map(|m| m.rsplit('/').next().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(Vendor::Amd), ["kvm.ko", "kvm_amd.ko"]);
+        assert_eq!(names(Vendor::Intel), ["kvm.ko", "kvm_intel.ko"]);
         assert_eq!(
             load_assets(&d),
             Some(a.clone()),
@@ -799,6 +968,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(check_assets(&d), Cached::Missing);
+    }
+
+    #[test]
+    fn module_signatures_are_cut_off() {
+        let module = b"\x7fELF module body".to_vec();
+        let mut signed = module.clone();
+        signed.extend_from_slice(b"SIGNATURE");
+        signed.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
+        signed.extend_from_slice(MODULE_SIG_MAGIC);
+        assert_eq!(unsigned_module(&signed), &module[..]);
+        assert_eq!(unsigned_module(&module), &module[..], "unsigned: unchanged");
+        // A length that does not fit: unchanged, never a panic.
+        let mut bad = b"x".to_vec();
+        bad.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        bad.extend_from_slice(MODULE_SIG_MAGIC);
+        assert_eq!(unsigned_module(&bad), &bad[..]);
+        assert_eq!(unsigned_module(MODULE_SIG_MAGIC), MODULE_SIG_MAGIC);
     }
 
     #[test]

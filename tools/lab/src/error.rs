@@ -87,6 +87,11 @@ pub enum LabError {
         /// The error.
         source: io::Error,
     },
+    /// The Intel lab's tools (Bochs, its BIOS, ISOLINUX, xorriso) are not all installed.
+    IntelLabMissing {
+        /// The Debian packages that would provide what is missing.
+        packages: Vec<&'static str>,
+    },
 }
 
 impl LabError {
@@ -102,6 +107,16 @@ impl LabError {
     pub(crate) fn io_path(what: &str, path: &std::path::Path, source: io::Error) -> Self {
         Self::io(format!("{what} {}", path.display()), source)
     }
+}
+
+/// Whether the lab's console shows its init (busybox and the generated script) dying.
+fn init_died(console: &[String]) -> bool {
+    console.iter().any(|l| {
+        l.contains("Attempted to kill init")
+            || l.contains("segfault at")
+            || l.contains("Failed to execute /init")
+            || l.contains("Initramfs unpacking failed")
+    })
 }
 
 /// The last non-empty line of `text`.
@@ -173,11 +188,21 @@ impl fmt::Display for LabError {
                     .unwrap_or("no message");
                 write!(f, "qemu-system-x86_64 failed ({status}): {last}")
             }
-            LabError::NoExitStatus { console_tail } => write!(
-                f,
-                "the lab stopped without reporting the program's exit status: {}",
-                quote_tail(console_tail)
-            ),
+            LabError::NoExitStatus { console_tail } => {
+                write!(
+                    f,
+                    "the lab stopped without reporting the program's exit status: {}",
+                    quote_tail(console_tail)
+                )?;
+                if init_died(console_tail) {
+                    write!(
+                        f,
+                        " (the lab's own init died: its cached assets may be damaged; \
+                         `vmm lab setup` checks and fetches them again)"
+                    )?;
+                }
+                Ok(())
+            }
             LabError::NoSpace {
                 dir,
                 free_mib,
@@ -201,6 +226,12 @@ impl fmt::Display for LabError {
                  wrote arrived (RUST_LOG=lab=debug shows the lab's console)"
             ),
             LabError::Io { context, source } => write!(f, "{context}: {source}"),
+            LabError::IntelLabMissing { packages } => write!(
+                f,
+                "the Intel lab (Bochs) is not installed: install the apt packages {0} \
+                 (as root: apt-get install --no-install-recommends {0}), or use --engine lab-amd",
+                packages.join(" ")
+            ),
         }
     }
 }
@@ -237,6 +268,19 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "the lab stopped without reporting the program's exit status: has_svm: svm not available"
+        );
+        let e = LabError::NoExitStatus {
+            console_tail: vec![
+                "[    1.0] init[1]: segfault at 0 ip 0000 sp 0000 error 4".into(),
+                "[    1.1] Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b"
+                    .into(),
+            ],
+        };
+        let s = e.to_string();
+        assert!(!s.contains('\n'), "{s}");
+        assert!(
+            s.ends_with("`vmm lab setup` checks and fetches them again)"),
+            "{s}"
         );
         let e = LabError::QemuFailed {
             status: "exit status: 1".into(),

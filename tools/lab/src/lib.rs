@@ -41,10 +41,12 @@
 //! `RUST_LOG=debug` shows the QEMU command line and the lab's console; `info` shows timings.
 
 pub mod assets;
+pub mod bochs;
 pub mod elf;
 mod error;
 pub mod initramfs;
 pub mod interrupt;
+pub mod iso;
 pub mod kernel;
 pub mod progress;
 pub mod qemu;
@@ -67,7 +69,7 @@ use std::time::{Duration, Instant};
 
 pub use assets::{
     ensure_assets, lab_dir, parse_qemu_version, qemu_too_old_for_debugging, status, Assets,
-    LabStatus, QEMU_NESTED_DEBUG_MIN,
+    LabStatus, Vendor, QEMU_NESTED_DEBUG_MIN,
 };
 pub use error::LabError;
 pub use tmp::sweep_stale;
@@ -141,6 +143,8 @@ pub struct LabRequest {
     /// A bound on the program's own run, from the moment it starts (on the host's clock, so
     /// nothing inside the lab can stretch it); on expiry as [`LabRequest::timeout`].
     pub run_timeout: Option<Duration>,
+    /// Which lab: AMD (QEMU, kvm_amd; the default) or Intel (Bochs, kvm_intel; see [`bochs`]).
+    pub vendor: Vendor,
 }
 
 /// How a lab run ended.
@@ -420,6 +424,9 @@ pub fn run_with_options(
     stdout: &mut (dyn Write + Send),
     stderr: &mut (dyn Write + Send),
 ) -> Result<LabOutcome, LabError> {
+    if req.vendor == Vendor::Intel {
+        return bochs::run(req, stdout, stderr);
+    }
     let start = Instant::now();
     check_request(req)?;
     let stdin = StdinSource::open(&req.stdin)?;

@@ -176,7 +176,7 @@ impl StdinSource {
         })
     }
 
-    fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         match self {
             StdinSource::Inherit(s) => s.as_fd(),
             StdinSource::File(f) => f.as_fd(),

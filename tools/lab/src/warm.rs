@@ -404,7 +404,10 @@ impl Plan {
         let work = TempDir::new_in(&self.root, ".build-")?;
         let boot_initrd = work.path().join("boot-initrd");
         let agent = script::agent_script(&assets.modules);
-        let boot_size = write_initrd(assets, &req.program, placed, &agent, &[], &boot_initrd)?;
+        // Without its debugging information the program is a fraction of the snapshot.
+        let program = crate::bochs::strip_debug(&req.program, work.path());
+        let program = program.as_deref().unwrap_or(&req.program);
+        let boot_size = write_initrd(assets, program, placed, &agent, &[], &boot_initrd)?;
         let state = work.path().join("state");
         self.boot_and_save(&boot_initrd, &state)?;
         let _ = fs::remove_file(&boot_initrd);

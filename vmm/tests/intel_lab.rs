@@ -1,0 +1,231 @@
+//! The Intel lab (`--engine lab-intel`: kvm_intel under Bochs's VMX): a short suite, once per
+//! test run — hello with `--stats-json` through `vmm run` (which KVM ran it), binary stdin
+//! through `cat` and back, and, in one more Bochs boot, usertests eager and with
+//! `--cow --lazy`, each run by the inner `vmm` on kvm_intel. A Bochs boot costs ~11 s, so the
+//! last test runs both usertests in one boot (a shell in the lab runs the inner `vmm` twice)
+//! rather than paying for two.
+//!
+//! Without Bochs the tests say why and pass, except under CI=true, where they fail.
+
+mod common;
+
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Whether the Intel lab can run here; None (with the reason printed) if not. Under CI=true,
+/// a missing Intel lab is a test failure.
+fn intel_lab() -> Option<()> {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let status = common::stdout(&common::vmm(&["lab", "status"]));
+        match status.lines().find(|l| l.starts_with("lab-intel: ")) {
+            Some("lab-intel: ready") => Ok(()),
+            Some(line) => Err(format!("{line} (tools/dev setup installs it)")),
+            None => Err(format!(
+                "vmm lab status says nothing of lab-intel: {status}"
+            )),
+        }
+    });
+    match ready {
+        Ok(()) => Some(()),
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true and the Intel lab cannot run: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED (no Intel lab): {why}");
+            None
+        }
+    }
+}
+
+#[test]
+fn hello_runs_on_kvm_intel_and_says_so() {
+    if intel_lab().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stats = dir.path().join("stats.json");
+    let out = common::vmm(&[
+        "run",
+        "--engine",
+        "lab-intel",
+        "--quiet",
+        "--stats-json",
+        stats.to_str().unwrap(),
+        "hello",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert_eq!(common::stdout(&out), "hello, world\n");
+    let text = std::fs::read_to_string(&stats).expect("the stats came back from the lab");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["kvm_module"], "kvm_intel", "{text}");
+    assert_eq!(v["engine"], "lab-intel", "{text}");
+    assert!(v["vm_exits_total"].as_u64().unwrap() > 0, "{text}");
+}
+
+/// Stdin (in frames over the control UART) and stdout (its own UART) are 8-bit clean and
+/// complete: every byte value, CR and LF among them, goes through `cat` and back unchanged.
+#[test]
+fn binary_input_goes_through_cat_and_back_byte_exact() {
+    if intel_lab().is_none() {
+        return;
+    }
+    let mut x: u32 = 12345;
+    let data: Vec<u8> = (0..2000)
+        .map(|i| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            if i < 256 {
+                i as u8
+            } else {
+                (x >> 16) as u8
+            }
+        })
+        .collect();
+    let out = common::vmm_with_stdin(&["run", "--engine", "lab-intel", "--quiet", "cat"], &data);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    assert!(
+        out.stdout == data,
+        "cat returned {} of {} bytes (or other bytes): {}",
+        out.stdout.len(),
+        data.len(),
+        common::stderr(&out)
+    );
+}
+
+/// The inner runs of the usertests boot: (name, `vmm run` arguments after `--engine kvm`).
+const USERTESTS: &[(&str, &str)] = &[
+    ("usertests", "usertests"),
+    ("usertests --cow --lazy", "--cow --lazy usertests"),
+];
+
+#[test]
+fn usertests_pass_on_kvm_intel_eager_and_with_cow_and_lazy() {
+    if intel_lab().is_none() {
+        return;
+    }
+    let mut script = String::from("set -u\n");
+    for (name, args) in USERTESTS {
+        script.push_str(&format!(
+            "echo '=== {name}'\n/lab/files/vmm run --engine kvm --quiet --timeout 600 {args} </dev/null\n\
+             echo \"=== {name} exit $?\"\n"
+        ));
+    }
+    // The lab ships the program's (sh's) libraries; vmm's own go beside it.
+    let mut files = vec![(common::VMM.into(), "/lab/files/vmm".to_string())];
+    let deps = lab::elf::program_deps(std::path::Path::new(common::VMM)).unwrap();
+    for (soname, host) in deps.libraries {
+        files.push((host, format!("/lab/files/lib/{soname}")));
+    }
+    let req = lab::LabRequest {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        files,
+        env: vec![
+            (lab::progress::IN_LAB_ENV.into(), "1".into()),
+            ("XV6_VMM_ENGINE".into(), "lab-intel".into()),
+            ("LD_LIBRARY_PATH".into(), "/lab/lib:/lab/files/lib".into()),
+        ],
+        guest_mem_mib: 256,
+        timeout: Duration::from_secs(1500),
+        vendor: lab::Vendor::Intel,
+        ..Default::default()
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let outcome = lab::run_with(&req, &mut out, &mut err);
+    let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+    assert!(
+        matches!(outcome, Ok(lab::LabOutcome::Exited(0))),
+        "{outcome:?}\n{out}\n{err}"
+    );
+    for (name, _) in USERTESTS {
+        let section = out
+            .split(&format!("=== {name}\n"))
+            .nth(1)
+            .and_then(|rest| rest.split(&format!("=== {name} exit ")).next())
+            .unwrap_or_else(|| panic!("no output of {name}:\n{out}\n{err}"));
+        assert!(
+            section.contains("ALL TESTS PASSED"),
+            "{name}:\n{section}\n{err}"
+        );
+        assert!(
+            out.contains(&format!("=== {name} exit 0\n")),
+            "{name} failed:\n{out}\n{err}"
+        );
+    }
+}
+
+/// Bochs missing: one line naming the apt packages, exit status 125, nothing left behind.
+#[test]
+fn a_missing_bochs_is_one_line_naming_the_packages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(common::VMM)
+        .args(["run", "--engine", "lab-intel", "hello"])
+        .env("XV6_LAB_BOCHS", "/nonexistent/bochs-bin")
+        .env("TMPDIR", tmp.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("install the apt packages bochs"), "{err}");
+    assert!(err.contains("--engine lab-amd"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Processes whose working directory is under `dir` (Bochs runs in its run's directory).
+fn processes_in(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) {
+            if cwd.starts_with(dir) {
+                found.push(format!(
+                    "{} {}",
+                    e.file_name().to_string_lossy(),
+                    cwd.display()
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// Ctrl-C while Bochs boots: exit status 130, one line, Bochs gone, nothing left in $TMPDIR.
+#[test]
+fn an_interrupted_intel_run_stops_bochs_and_leaves_nothing() {
+    if intel_lab().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let child = Command::new(common::VMM)
+        .args(["run", "--engine", "lab-intel", "hello"])
+        .env("TMPDIR", tmp.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until Bochs runs in the run's directory.
+    let start = std::time::Instant::now();
+    while processes_in(tmp.path()).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "Bochs never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: kill with a pid we spawned and still own (not yet reaped).
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert_eq!(err.trim(), "vmm: interrupted (SIGINT); the run was stopped");
+    assert!(
+        processes_in(tmp.path()).is_empty(),
+        "Bochs outlived the run"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
