@@ -29,6 +29,8 @@ pub const TRAILER: &[u8] = b"TRAILER!!!";
 pub const S_IFMT: u32 = 0o170_000;
 /// File type: regular file.
 pub const S_IFREG: u32 = 0o100_000;
+/// File type: directory (`--dir` trees).
+pub const S_IFDIR: u32 = 0o040_000;
 
 /// Why a lookup failed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -65,6 +67,12 @@ impl Entry<'_> {
     #[must_use]
     pub fn is_file(&self) -> bool {
         self.mode & S_IFMT == S_IFREG
+    }
+
+    /// A directory (made by fsinit, for `--dir`)?
+    #[must_use]
+    pub fn is_dir(&self) -> bool {
+        self.mode & S_IFMT == S_IFDIR
     }
 }
 

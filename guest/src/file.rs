@@ -248,20 +248,24 @@ impl FileSys {
         }
     }
 
-    /// The root directory, `/console`, and the archive's files in it (`files`: name, bytes;
-    /// a name already there — `console` too — or one there is no room for is skipped and
+    /// The root directory, `/console`, and the archive's entries (`files`: path, bytes —
+    /// `None` for a directory, which `--dir` puts before what it holds; a name already there
+    /// — `console` too — a missing parent or one there is no room for is skipped and
     /// reported through `skipped`); then the first process's descriptors 0, 1, 2 on the
-    /// console. Returns them and the root for its cwd
-    /// (a reference taken).
+    /// console. Returns them and the root for its cwd (a reference taken).
     pub fn init<'a>(
         &mut self,
-        files: impl Iterator<Item = (&'a [u8], &'static [u8])>,
+        files: impl Iterator<Item = (&'a [u8], Option<&'static [u8]>)>,
         mut skipped: impl FnMut(&[u8], FsError),
     ) -> Result<(Ofile, u16), FsError> {
         self.fs.init()?;
         let con = self.fs.create(ROOTINO, b"console", T_DEV, CONSOLE, 1)?;
         for (name, data) in files {
-            if let Err(e) = self.fs.add_archive_file(name, data) {
+            let added = match data {
+                Some(data) => self.fs.add_archive_file(name, data),
+                None => self.fs.create(ROOTINO, name, T_DIR, 0, 0),
+            };
+            if let Err(e) = added {
                 skipped(name, e);
             }
         }
@@ -335,7 +339,7 @@ mod tests {
 
     fn booted(fsys: &mut FileSys) -> (Ofile, u16) {
         static PROG: &[u8] = b"program bytes";
-        let files = [(&b"prog"[..], PROG), (&b"prog"[..], PROG)];
+        let files = [(&b"prog"[..], Some(PROG)), (&b"prog"[..], Some(PROG))];
         let mut skipped = 0;
         let r = fsys
             .init(files.into_iter(), |n, e| {
@@ -345,6 +349,48 @@ mod tests {
             .unwrap();
         assert_eq!(skipped, 1);
         r
+    }
+
+    #[test]
+    fn dir_trees_become_directories_and_files() {
+        let _g = testmem::lock();
+        let mut fsys = Box::new(FileSys::new());
+        static DATA: &[u8] = b"imported";
+        let entries: [(&[u8], Option<&'static [u8]>); 6] = [
+            (b"data", None),
+            (b"data/sub", None),
+            (b"data/sub/f", Some(DATA)),
+            (b"data/g", Some(DATA)),
+            // A parent that is not there, and a file where a directory is wanted: skipped.
+            (b"nodir/x", Some(DATA)),
+            (b"data/g/y", None),
+        ];
+        let mut skipped = Vec::new();
+        let (ofile, cwd) = fsys
+            .init(entries.into_iter(), |n, e| skipped.push((n.to_vec(), e)))
+            .unwrap();
+        assert_eq!(
+            skipped,
+            [
+                (b"nodir/x".to_vec(), FsError::NotFound),
+                (b"data/g/y".to_vec(), FsError::NotDir)
+            ]
+        );
+        let sub = fsys.fs.namei(ROOTINO, b"/data/sub").unwrap();
+        assert_eq!(fsys.fs.inode(sub).typ, T_DIR);
+        assert_eq!(fsys.fs.namei(sub, b".."), fsys.fs.namei(ROOTINO, b"data"));
+        let f = fsys.fs.namei(ROOTINO, b"/data/sub/f").unwrap();
+        let mut b = [0u8; 16];
+        let n = fsys.fs.readi(f, 0, &mut b);
+        assert_eq!(&b[..n], DATA);
+        // An imported file can be written (it gets pages of its own) and removed.
+        assert_eq!(fsys.fs.writei(f, 0, b"I"), Ok(1));
+        fsys.fs.unlink(ROOTINO, b"/data/sub/f").unwrap();
+        fsys.fs.unlink(ROOTINO, b"/data/sub").unwrap();
+        for f in ofile.into_iter().flatten() {
+            fsys.fileclose(f);
+        }
+        fsys.fs.iput(cwd);
     }
 
     #[test]
@@ -400,7 +446,7 @@ mod tests {
         static DATA: &[u8] = b"not a console";
         let mut skipped = Vec::new();
         let (ofile, cwd) = fsys
-            .init([(&b"console"[..], DATA)].into_iter(), |n, e| {
+            .init([(&b"console"[..], Some(DATA))].into_iter(), |n, e| {
                 skipped.push((n.to_vec(), e));
             })
             .unwrap();

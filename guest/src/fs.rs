@@ -300,9 +300,11 @@ impl Fs {
         self.dirlink(root, b"..", root)
     }
 
-    /// Adds the archive file `name` to the root directory, its bytes used in place.
-    pub fn add_archive_file(&mut self, name: &[u8], data: &'static [u8]) -> Result<u16, FsError> {
-        if self.dirlookup(ROOTINO, &name_of(name)).is_some() {
+    /// Adds the archive file `path` (a name at the root, or a path such as `data/sub/f` from
+    /// `--dir`, whose directory exists already) to the file system, its bytes used in place.
+    pub fn add_archive_file(&mut self, path: &[u8], data: &'static [u8]) -> Result<u16, FsError> {
+        let (dp, name) = self.nameiparent(ROOTINO, path)?;
+        if self.dirlookup(dp, &name).is_some() {
             return Err(FsError::Exists);
         }
         let ip = self.ialloc(T_FILE)?;
@@ -310,7 +312,7 @@ impl Fs {
         ino.nlink = 1;
         ino.archive = data;
         ino.size = data.len() as u32;
-        if let Err(e) = self.dirlink(ROOTINO, name, ip) {
+        if let Err(e) = self.dirlink(dp, &name, ip) {
             self.inode_mut(ip).nlink = 0;
             self.release_if_unused(ip);
             return Err(e);

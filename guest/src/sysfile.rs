@@ -520,8 +520,8 @@ pub fn sys_exec(tf: &mut TrapFrame) -> i32 {
 pub fn fsinit(archive: &'static [u8]) -> (crate::ptable::Ofile, u16) {
     let files = crate::archive::entries(archive)
         .map_while(Result::ok)
-        .filter(|e| e.is_file())
-        .map(|e| (e.name, e.data));
+        .filter(|e| e.is_file() || e.is_dir())
+        .map(|e| (e.name, e.is_file().then_some(e.data)));
     FS.lock()
         .init(files, |name, e| {
             cprintln!(

@@ -299,6 +299,14 @@ pub struct RunArgs {
     /// directory adds its regular files. Repeatable; a host file shadows a built-in program.
     #[arg(long = "add", value_name = "HOSTPATH[:NAME]")]
     pub add: Vec<String>,
+    /// Import the host directory tree HOSTDIR (regular files and directories; links, devices
+    /// and FIFOs are skipped with a note) into the guest at GUESTDIR, an absolute path made
+    /// as needed. Read-only: nothing the guest does goes back. Repeatable.
+    #[arg(long = "dir", value_name = "HOSTDIR:GUESTDIR")]
+    pub dir: Vec<String>,
+    /// Inside the lab: the --dir trees the outer vmm imported, as a cpio archive.
+    #[arg(long = "dir-tree", value_name = "FILE", hide = true)]
+    pub dir_tree: Option<PathBuf>,
     /// The program to run and its arguments: a built-in program's name, or a host path (with a
     /// '/') to a static ELF32 i386 executable. Default: the built-in `tour`. Options of `vmm`
     /// come before PROGRAM; everything after it goes to the program (`--` also ends them).

@@ -5,7 +5,7 @@
 //! `--engine kvm` inside a QEMU TCG machine whose Linux has kvm_amd (see tools/lab).
 
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -67,6 +67,16 @@ fn try_run(args: &RunArgs) -> Result<i32> {
             });
         }
     };
+    let tree = match import_dirs(args, &added, &program) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("vmm: error: {e}");
+            return Ok(match e {
+                crate::dirs::DirError::Usage(_) => exit::USAGE,
+                crate::dirs::DirError::Refused(_) => exit::NOT_EXECUTABLE,
+            });
+        }
+    };
 
     let (kernel, kernel_name) = match &args.kernel {
         Some(path) => {
@@ -82,12 +92,66 @@ fn try_run(args: &RunArgs) -> Result<i32> {
 
     let landmarks = crate::pgdump_svg::Machine::new(mem, &kernel);
     match select(args.engine)? {
-        Engine::Lab | Engine::LabAmd => {
-            run_in_lab(args, mem, &program, &added, &landmarks, lab::Vendor::Amd)
-        }
-        Engine::LabIntel => run_in_lab(args, mem, &program, &added, &landmarks, lab::Vendor::Intel),
-        _ => run_on_kvm(args, mem, kernel, kernel_name, &program, &added, &landmarks),
+        Engine::Lab | Engine::LabAmd => run_in_lab(
+            args,
+            mem,
+            &program,
+            &added,
+            &tree,
+            &landmarks,
+            lab::Vendor::Amd,
+        ),
+        Engine::LabIntel => run_in_lab(
+            args,
+            mem,
+            &program,
+            &added,
+            &tree,
+            &landmarks,
+            lab::Vendor::Intel,
+        ),
+        _ => run_on_kvm(
+            args,
+            mem,
+            (kernel, kernel_name),
+            &program,
+            &added,
+            &tree,
+            &landmarks,
+        ),
     }
+}
+
+/// The `--dir` trees (dirs.rs): walked on this host, or, inside the lab, the one the outer
+/// vmm shipped (`--dir-tree`); checked against the other files of the guest's `/` and the
+/// boot-module space. The notes on skipped entries are printed here.
+fn import_dirs(
+    args: &RunArgs,
+    added: &[Program],
+    program: &Program,
+) -> Result<crate::dirs::Tree, crate::dirs::DirError> {
+    use crate::dirs::{self, DirError};
+    let specs = args
+        .dir
+        .iter()
+        .map(|s| dirs::parse_spec(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut taken: Vec<&str> = programs::builtin_names();
+    taken.extend(added.iter().map(|a| a.name.as_str()));
+    taken.push(program.name.as_str());
+    dirs::check_clashes(&specs, &taken)?;
+    let own = usize::from(program.host_path.is_some());
+    let mut tree = dirs::import(&specs, added.len() + own)?;
+    if let Some(path) = &args.dir_tree {
+        let shipped = dirs::read_tree(path, added.len() + own + tree.entries.len())?;
+        tree.entries.extend(shipped.entries);
+    }
+    for note in &tree.notes {
+        eprintln!("{note}");
+    }
+    programs::check_space_with_tree(added, Some(program), &tree)
+        .map_err(|e| DirError::Refused(e.to_string()))?;
+    Ok(tree)
 }
 
 /// The engine to use for `requested`: `auto` decides by the probe; `kvm` is refused (with
@@ -171,10 +235,10 @@ fn timeout_of(args: &RunArgs) -> Option<Duration> {
 fn run_on_kvm(
     args: &RunArgs,
     mem: u64,
-    kernel: Vec<u8>,
-    kernel_name: PathBuf,
+    (kernel, kernel_name): (Vec<u8>, PathBuf),
     program: &Program,
     added: &[Program],
+    tree: &crate::dirs::Tree,
     landmarks: &crate::pgdump_svg::Machine,
 ) -> Result<i32> {
     // Here, not in try_run: a lab run prints them once, from its inner run.
@@ -189,7 +253,7 @@ fn run_on_kvm(
         mem,
         cmdline: kernel_cmdline(args),
         modules: vec![
-            programs::archive_with(&extra),
+            programs::archive_with_tree(&extra, tree),
             programs::argv_block(&first_argv(args, program)),
         ],
         user_programs: programs::archive_files(&extra)
@@ -211,6 +275,9 @@ fn run_on_kvm(
     let report = machine::run(cfg)?;
     if args.stats {
         eprintln!("{}", report.stats_line());
+        if let Some(line) = tree.stats_line() {
+            eprintln!("{line}");
+        }
     }
     crate::outputs::write(
         args,
@@ -269,6 +336,8 @@ const LAB_REWRITES: &[&str] = &[
     "timeout",
     "kernel",
     "add",
+    "dir",
+    "dir_tree",
     "stats_json",
     "pgdump_svg",
     "lab_results",
@@ -313,6 +382,7 @@ pub fn lab_invocation(
     mem: u64,
     program: &Program,
     added: &[Program],
+    tree: Option<&Path>,
 ) -> (Vec<OsString>, Vec<(PathBuf, String)>) {
     let mut inner: Vec<OsString> = vec!["run".into(), "--engine".into(), "kvm".into()];
     inner.extend(["--mem".into(), format!("{}M", mem >> 20).into()]);
@@ -340,6 +410,11 @@ pub fn lab_invocation(
             files.push((host.clone(), lab_path.clone()));
             inner.extend(["--add".into(), format!("{lab_path}:{}", a.name).into()]);
         }
+    }
+    if let Some(host) = tree {
+        let lab_path = "/lab/files/dir-tree.cpio".to_string();
+        files.push((host.to_path_buf(), lab_path.clone()));
+        inner.extend(["--dir-tree".into(), lab_path.into()]);
     }
     inner.push("--".into());
     match &program.host_path {
@@ -425,6 +500,7 @@ fn run_in_lab(
     mem: u64,
     program: &Program,
     added: &[Program],
+    tree: &crate::dirs::Tree,
     landmarks: &crate::pgdump_svg::Machine,
     vendor: lab::Vendor,
 ) -> Result<i32> {
@@ -436,7 +512,28 @@ fn run_in_lab(
     let run = matches
         .subcommand_matches("run")
         .context("the lab runs `vmm run` only")?;
-    let (inner, files) = lab_invocation(args, run, mem, program, added);
+    // The --dir trees travel as one private temporary cpio file (removed when this returns;
+    // named as the lab's temporaries, so a killed run's is swept by the next lab run).
+    let tree_file = if tree.entries.is_empty() {
+        None
+    } else {
+        let dir = std::env::temp_dir();
+        let mut f = tempfile::Builder::new()
+            .prefix(&format!("xv6-lab-{}-dirs-", std::process::id()))
+            .tempfile_in(&dir)
+            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        std::io::Write::write_all(&mut f, &tree.to_cpio())
+            .with_context(|| format!("cannot write {}", f.path().display()))?;
+        Some(f)
+    };
+    let (inner, files) = lab_invocation(
+        args,
+        run,
+        mem,
+        program,
+        added,
+        tree_file.as_ref().map(|f| f.path()),
+    );
     // From here on a signal stops the run cleanly (temporary files removed, 128 + N).
     lab::interrupt::install();
     let env = lab_env(vendor);
@@ -596,7 +693,8 @@ mod tests {
             }
             argv.push("hello");
             let a = run_args(&argv);
-            let (inner, _) = lab_invocation(&a, &run_matches(&argv), 256 << 20, &program, &[]);
+            let (inner, _) =
+                lab_invocation(&a, &run_matches(&argv), 256 << 20, &program, &[], None);
             let i = inner.iter().position(|w| w == flag.as_str());
             assert!(i.is_some(), "{flag} is not passed to the lab: {inner:?}");
             if arg.get_action().takes_values() {
@@ -630,7 +728,7 @@ mod tests {
             image: Vec::new(),
             host_path: Some("/bin/prog".into()),
         };
-        let (inner, files) = lab_invocation(&a, &run_matches(&argv), 64 << 20, &program, &[]);
+        let (inner, files) = lab_invocation(&a, &run_matches(&argv), 64 << 20, &program, &[], None);
         let inner: Vec<&str> = inner.iter().map(|s| s.to_str().unwrap()).collect();
         assert_eq!(
             inner,

@@ -15,6 +15,7 @@ pub mod boot;
 pub mod cli;
 pub mod crash;
 pub mod devices;
+pub mod dirs;
 pub mod engine;
 pub mod exit;
 pub mod gdb;

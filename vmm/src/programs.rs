@@ -299,6 +299,15 @@ fn reserved(name: &str) -> Option<String> {
 /// the boot-module area above PHYSTOP (xv6-abi `layout::BOOT_RESERVED`) — checked here, with
 /// one line and 126, rather than when the modules are placed.
 fn check_module_space(added: &[Program], program: Option<&Program>) -> Result<(), ProgramError> {
+    check_space_with_tree(added, program, &crate::dirs::Tree::default())
+}
+
+/// [`check_module_space`] with the `--dir` trees too.
+pub fn check_space_with_tree(
+    added: &[Program],
+    program: Option<&Program>,
+    tree: &crate::dirs::Tree,
+) -> Result<(), ProgramError> {
     let mut extra: Vec<Program> = added.to_vec();
     extra.extend(program.filter(|p| p.host_path.is_some()).cloned());
     let files = archive_files(&extra);
@@ -306,14 +315,17 @@ fn check_module_space(added: &[Program], program: Option<&Program>) -> Result<()
     // to 4, each; the trailer; then the argv module (at most a page) on the next page.
     let archive: usize = files
         .iter()
-        .map(|(n, b)| (110 + n.len() + 1).next_multiple_of(4) + b.len().next_multiple_of(4))
+        .map(|(n, b)| (n.len(), b.len()))
+        .chain(tree.archive_entries().map(|(n, _, b)| (n.len(), b.len())))
+        .map(|(n, b)| (110 + n + 1).next_multiple_of(4) + b.next_multiple_of(4))
         .sum::<usize>()
         + 124;
     let room = xv6_abi::layout::BOOT_RESERVED as usize - 2 * 4096;
     if archive > room {
         return Err(ProgramError::NotExecutable(format!(
-            "--add: the added files, a host program and the built-in programs come to {} KiB, \
-             more than the {} KiB of boot-module space; add fewer or smaller files",
+            "--add/--dir: the added files, the --dir trees, a host program and the built-in \
+             programs come to {} KiB, more than the {} KiB of boot-module space; add fewer or \
+             smaller files",
             archive.div_ceil(1024),
             room / 1024
         )));
@@ -433,14 +445,30 @@ pub fn shadow_notes(added: &[Program]) -> Vec<String> {
 
 /// A cpio newc archive of regular files at the root.
 pub fn cpio_newc(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let inputs = files.iter().enumerate().map(|(i, (name, bytes))| {
+    let entries: Vec<(&str, u32, &[u8])> = files.iter().map(|(n, b)| (*n, 0o100_755, *b)).collect();
+    cpio_newc_modes(&entries)
+}
+
+/// A cpio newc archive of entries (name, mode, bytes): regular files and directories.
+pub fn cpio_newc_modes(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {
+    let inputs = entries.iter().enumerate().map(|(i, (name, mode, bytes))| {
         let builder = cpio::newc::Builder::new(name)
             .ino(i as u32 + 1)
-            .mode(0o100_755)
+            .mode(*mode)
             .nlink(1);
         (builder, std::io::Cursor::new(*bytes))
     });
     cpio::write_cpio(inputs, Vec::new()).expect("writing to memory cannot fail")
+}
+
+/// The program archive with the `--dir` trees after the programs (dirs.rs).
+pub fn archive_with_tree(extra: &[Program], tree: &crate::dirs::Tree) -> Vec<u8> {
+    let mut entries: Vec<(&str, u32, &[u8])> = archive_files(extra)
+        .into_iter()
+        .map(|(n, b)| (n, 0o100_755, b))
+        .collect();
+    entries.extend(tree.archive_entries());
+    cpio_newc_modes(&entries)
 }
 
 /// The argv module: each argument NUL-terminated, back to back.
