@@ -405,9 +405,12 @@ impl Plan {
         let boot_initrd = work.path().join("boot-initrd");
         let agent = script::agent_script(&assets.modules);
         // Without its debugging information the program is a fraction of the snapshot.
-        let program = crate::bochs::strip_debug(&req.program, work.path());
-        let program = program.as_deref().unwrap_or(&req.program);
+        let stripped = crate::bochs::strip_debug(&req.program, work.path());
+        let program = stripped.as_deref().unwrap_or(&req.program);
         let boot_size = write_initrd(assets, program, placed, &agent, &[], &boot_initrd)?;
+        if let Some(copy) = &stripped {
+            let _ = fs::remove_file(copy);
+        }
         let state = work.path().join("state");
         self.boot_and_save(&boot_initrd, &state)?;
         let _ = fs::remove_file(&boot_initrd);
