@@ -538,8 +538,8 @@ fn run_in_lab(
     lab::interrupt::install();
     let env = lab_env(vendor);
     let results = crate::outputs::LabResults::new(args)?;
-    let tcp_ports = match &args.gdb {
-        Some(GdbEndpoint::Tcp(_)) if vendor == lab::Vendor::Intel => {
+    let (tcp_ports, unix_ports) = match &args.gdb {
+        Some(GdbEndpoint::Tcp(_) | GdbEndpoint::Unix(_)) if vendor == lab::Vendor::Intel => {
             anyhow::bail!(exit::UsageError(
                 "--gdb works in the AMD lab only (the Intel lab has no port to carry it): \
                  use --engine lab-amd"
@@ -555,16 +555,28 @@ fn run_in_lab(
                      watchpoints will not fire in it (tools/dev setup installs a newer one)"
                 );
             }
-            vec![(GDB_PORT_NAME.to_string(), *addr)]
+            (vec![(GDB_PORT_NAME.to_string(), *addr)], Vec::new())
         }
-        Some(GdbEndpoint::Device(p) | GdbEndpoint::Unix(p)) => {
-            anyhow::bail!(exit::UsageError(format!(
-                "--gdb {}: a path (a Unix socket or a device) works only with --engine kvm; \
-                 through the lab, give [ADDR:]PORT",
+        Some(GdbEndpoint::Unix(p)) => {
+            if p.symlink_metadata().is_ok() {
+                anyhow::bail!(exit::UsageError(format!(
+                    "--gdb {}: the path exists; give a new path for the socket",
+                    p.display()
+                )));
+            }
+            eprintln!(
+                "vmm: gdb: the lab listens on the Unix socket {} for gdb (target remote {})",
+                p.display(),
                 p.display()
-            )))
+            );
+            (Vec::new(), vec![(GDB_PORT_NAME.to_string(), p.clone())])
         }
-        None => Vec::new(),
+        Some(GdbEndpoint::Device(p)) => anyhow::bail!(exit::UsageError(format!(
+            "--gdb {}: a device works only with --engine kvm; through the lab, give \
+             [ADDR:]PORT or a path for a Unix socket",
+            p.display()
+        ))),
+        None => (Vec::new(), Vec::new()),
     };
     let timeout = match args.timeout {
         _ if args.gdb.is_some() => Duration::from_secs(24 * 3600),
@@ -580,6 +592,7 @@ fn run_in_lab(
         stdin: lab::LabStdin::Inherit,
         result_file: results.path(),
         tcp_ports,
+        unix_ports,
         guest_mem_mib: mem >> 20,
         timeout,
         vendor,

@@ -40,21 +40,38 @@ struct Session {
     /// vmm's stderr lines as they come.
     lines: std::sync::mpsc::Receiver<String>,
     script: std::path::PathBuf,
+    /// The Unix socket vmm listens on, if it was given one.
+    socket: Option<std::path::PathBuf>,
 }
 
 impl Session {
-    /// Starts `vmm run --quiet --gdb 127.0.0.1:PORT PROGRAM…` (stdin: `stdin`) and waits
-    /// (bounded) until it waits for gdb; writes `script` with PORT and `subst` filled in.
-    fn start(program: &[&str], stdin: Stdio, script: &str, subst: &[(&str, &str)]) -> Session {
+    /// Starts `vmm run --quiet --gdb 127.0.0.1:PORT PROGRAM…` (with `unix`: `--gdb PATH`,
+    /// a Unix socket) (stdin: `stdin`) and waits (bounded) until it waits for gdb; writes
+    /// `script` with the target and `subst` filled in.
+    fn start(
+        program: &[&str],
+        stdin: Stdio,
+        script: &str,
+        subst: &[(&str, &str)],
+        unix: bool,
+    ) -> Session {
         let port = free_port();
-        let mut text = script.replace("PORT", &port.to_string());
+        let target = if unix {
+            std::env::temp_dir()
+                .join(format!("vmm-gdb-{port}.sock"))
+                .display()
+                .to_string()
+        } else {
+            format!("127.0.0.1:{port}")
+        };
+        let mut text = script.replace("127.0.0.1:PORT", &target);
         for (k, v) in subst {
             text = text.replace(k, v);
         }
         let path = std::env::temp_dir().join(format!("vmm-gdb-{port}.gdb"));
         std::fs::write(&path, text).unwrap();
         let mut vmm = Command::new(VMM)
-            .args(["run", "--quiet", "--gdb", &format!("127.0.0.1:{port}")])
+            .args(["run", "--quiet", "--gdb", &target])
             .args(program)
             .stdin(stdin)
             .stderr(Stdio::piped())
@@ -72,6 +89,7 @@ impl Session {
             all
         });
         let s = Session {
+            socket: unix.then(|| target.clone().into()),
             vmm,
             log,
             lines: rx,
@@ -107,10 +125,13 @@ impl Session {
         c
     }
 
-    /// Waits for vmm; its exit code and stderr.
+    /// Waits for vmm; its exit code and stderr. A Unix socket it listened on is gone.
     fn finish(mut self) -> (Option<i32>, String) {
         let status = self.vmm.wait().unwrap();
         let _ = std::fs::remove_file(&self.script);
+        if let Some(sock) = &self.socket {
+            assert!(!sock.exists(), "{} left behind", sock.display());
+        }
         (status.code(), self.log.join().unwrap())
     }
 }
@@ -142,6 +163,7 @@ fn gdb_session_breaks_walks_reads_watches_steps_and_sees_the_exit() {
         Stdio::null(),
         include_str!("fixtures/gdb/session.gdb"),
         &[("PROGRAM", &p)],
+        false,
     );
     let gdb = session.gdb().output().unwrap();
     let (status, log) = session.finish();
@@ -180,6 +202,7 @@ fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
         Stdio::piped(),
         include_str!("fixtures/gdb/interrupt.gdb"),
         &[],
+        true,
     );
     let gdb = session
         .gdb()

@@ -102,7 +102,7 @@ fn a_base_archive_damaged_in_place_with_its_mtime_kept_is_found() {
     };
     // Verified once: the stamps are recorded.
     let st = vmm_in(dir.path(), &["lab", "status"]);
-    assert!(stdout(&st).starts_with("lab: ready"), "{}", stdout(&st));
+    assert!(stdout(&st).starts_with("lab-amd: ready"), "{}", stdout(&st));
     let assets = std::fs::read_dir(dir.path())
         .unwrap()
         .flatten()

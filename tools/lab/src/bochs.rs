@@ -632,7 +632,7 @@ pub(crate) fn run(
     let start = Instant::now();
     let deadline = start + req.timeout;
     crate::check_request(req)?;
-    if !req.tcp_ports.is_empty() {
+    if !req.tcp_ports.is_empty() || !req.unix_ports.is_empty() {
         return Err(LabError::InvalidRequest(
             "the Intel lab has no TCP bridges (Bochs has no virtio-serial): use the AMD lab".into(),
         ));

@@ -132,6 +132,11 @@ pub struct LabRequest {
     /// `/dev/virtio-ports/NAME` links to) says one is there. After the client leaves, reads
     /// return what it sent, then 0 again.
     pub tcp_ports: Vec<(String, SocketAddr)>,
+    /// The same bridges on Unix sockets: for each `(NAME, PATH)`, QEMU creates a listening
+    /// socket at PATH (which must not exist; mode 0600: QEMU runs with umask 077) and the
+    /// lab removes it once QEMU is gone. NAME as for [`LabRequest::tcp_ports`], unique across
+    /// both lists.
+    pub unix_ports: Vec<(String, PathBuf)>,
     /// Where on the host to write what the program leaves in [`script::RESULT_PATH`] inside
     /// the lab (text lines), once it has exited; nothing is written if it left nothing.
     pub result_file: Option<PathBuf>,
@@ -199,12 +204,26 @@ const RESERVED: &[&str] = &[
 ];
 
 fn check_ports(req: &LabRequest) -> Result<(), LabError> {
-    for (i, (name, _)) in req.tcp_ports.iter().enumerate() {
+    let names: Vec<&String> = req
+        .tcp_ports
+        .iter()
+        .map(|(n, _)| n)
+        .chain(req.unix_ports.iter().map(|(n, _)| n))
+        .collect();
+    for (_, path) in &req.unix_ports {
+        if path.symlink_metadata().is_ok() {
+            return Err(LabError::InvalidRequest(format!(
+                "{} exists: a Unix socket bridge is created anew (remove it or pick another path)",
+                path.display()
+            )));
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
         let why = if !qemu::valid_port_name(name) {
             "must be 1-64 of A-Z a-z 0-9 . _ - and not start with . or -"
         } else if name.starts_with(script::RESERVED_PORT_PREFIX) {
             "names starting with lab. are the lab's own"
-        } else if req.tcp_ports[..i].iter().any(|(n, _)| n == name) {
+        } else if names[..i].contains(name) {
             "is given twice"
         } else {
             continue;
@@ -379,7 +398,12 @@ pub(crate) fn add_file<W: Write>(
 fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, LabError> {
     let placed = place(req)?;
     let args: Vec<&OsStr> = req.args.iter().map(OsString::as_os_str).collect();
-    let ports: Vec<String> = req.tcp_ports.iter().map(|(n, _)| n.clone()).collect();
+    let ports: Vec<String> = req
+        .tcp_ports
+        .iter()
+        .map(|(n, _)| n.clone())
+        .chain(req.unix_ports.iter().map(|(n, _)| n.clone()))
+        .collect();
     let init = script::init_script(&run_spec(req, &placed, &assets.modules, &args, &ports));
     write_initrd(assets, &req.program, &placed, &init, &req.files, path)
 }
@@ -486,7 +510,7 @@ fn run_cold(
     let tmp = tmp::TempDir::new_in(&std::env::temp_dir(), "xv6-lab-")?;
     let initrd = tmp.path().join("initrd.cpio");
     let initrd_size = build_initrd(assets, req, &initrd)?;
-    let wiring = Wiring::new(stdin.is_some(), &req.tcp_ports)?;
+    let wiring = Wiring::new(stdin.is_some(), &req.tcp_ports, &req.unix_ports)?;
     let machine = qemu::Machine {
         kernel: &assets.kernel,
         initrd: &initrd,
@@ -502,7 +526,18 @@ fn run_cold(
     cmd.args(machine.args())
         .args(&opts.extra_qemu_args)
         .stderr(Stdio::piped());
-    let watched = spawn_and_supervise(cmd, wiring, None, stdin, stdout, stderr, req, start)?;
+    let watched = spawn_and_supervise(cmd, wiring, None, stdin, stdout, stderr, req, start);
+    // QEMU is gone (killed, never cleaning up): its Unix sockets go too.
+    for (_, path) in &req.unix_ports {
+        use std::os::unix::fs::FileTypeExt;
+        if path
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_socket())
+        {
+            let _ = fs::remove_file(path);
+        }
+    }
+    let watched = watched?;
     drop(tmp);
     conclude(req, watched)
 }

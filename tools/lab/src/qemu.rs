@@ -91,6 +91,8 @@ pub enum PortBackend {
     Socket(RawFd),
     /// A TCP address QEMU listens on (one client at a time, not waiting for one to start).
     TcpListen(SocketAddr),
+    /// A Unix socket QEMU creates and listens on, likewise.
+    UnixListen(std::path::PathBuf),
 }
 
 /// One named port of the lab's virtio-serial controller, `/dev/virtio-ports/NAME` inside.
@@ -126,6 +128,11 @@ fn port_args(ports: &[VirtPort]) -> Vec<OsString> {
                 "socket,id=port{i},host={},port={},server=on,wait=off,nodelay=on",
                 addr.ip(),
                 addr.port()
+            ),
+            // QEMU's option syntax doubles a comma inside a value.
+            PortBackend::UnixListen(path) => format!(
+                "socket,id=port{i},path={},server=on,wait=off",
+                path.display().to_string().replace(',', ",,")
             ),
         };
         a.extend(["-chardev".into(), chardev, "-device".into()]);
@@ -177,6 +184,10 @@ fn serial_args(serials: &[PortBackend]) -> Vec<OsString> {
             PortBackend::TcpListen(addr) => a.extend([
                 "-serial".into(),
                 format!("tcp:{}:{},server=on,wait=off", addr.ip(), addr.port()),
+            ]),
+            PortBackend::UnixListen(path) => a.extend([
+                "-serial".into(),
+                format!("unix:{},server=on,wait=off", path.display()),
             ]),
         }
     }
@@ -257,7 +268,7 @@ impl QemuGuard {
     /// Spawns `cmd`, letting it inherit `keep` (cleared close-on-exec in the child only).
     pub fn spawn(mut cmd: Command, keep: &[RawFd]) -> io::Result<QemuGuard> {
         let keep = keep.to_vec();
-        // SAFETY: the closure only calls async-signal-safe functions (fcntl, prctl, getppid).
+        // SAFETY: the closure only calls async-signal-safe functions (fcntl, prctl, umask).
         unsafe {
             cmd.pre_exec(move || {
                 for &fd in &keep {
@@ -266,6 +277,8 @@ impl QemuGuard {
                     }
                 }
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // What QEMU creates (a saved state, a Unix socket) is ours alone.
+                libc::umask(0o077);
                 Ok(())
             });
         }

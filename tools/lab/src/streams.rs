@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::qemu::{self, PortBackend, VirtPort};
@@ -43,6 +44,7 @@ pub(crate) struct Wiring {
     /// A warm start's request port (see [`crate::warm`]).
     request: Option<Pair>,
     tcp: Vec<(String, SocketAddr)>,
+    unix: Vec<(String, PathBuf)>,
 }
 
 /// Our ends, once QEMU has its own.
@@ -66,7 +68,11 @@ fn stdin_pair() -> Result<Pair, LabError> {
 impl Wiring {
     /// A cold boot's descriptors: pipes for the console and the output streams, socket
     /// pairs for control and (if `stdin` is streamed) stdin; the TCP bridges noted.
-    pub fn new(stdin: bool, tcp: &[(String, SocketAddr)]) -> Result<Wiring, LabError> {
+    pub fn new(
+        stdin: bool,
+        tcp: &[(String, SocketAddr)],
+        unix: &[(String, PathBuf)],
+    ) -> Result<Wiring, LabError> {
         Ok(Wiring {
             console: pipe_pair()?,
             control: socket_pair()?,
@@ -75,6 +81,7 @@ impl Wiring {
             stdin: stdin.then(stdin_pair).transpose()?,
             request: None,
             tcp: tcp.to_vec(),
+            unix: unix.to_vec(),
         })
     }
 
@@ -83,7 +90,7 @@ impl Wiring {
     pub fn warm() -> Result<Wiring, LabError> {
         Ok(Wiring {
             request: Some(socket_pair()?),
-            ..Wiring::new(true, &[])?
+            ..Wiring::new(true, &[], &[])?
         })
     }
 
@@ -119,6 +126,9 @@ impl Wiring {
         }
         for (name, addr) in &self.tcp {
             ports.push(port(name, PortBackend::TcpListen(*addr)));
+        }
+        for (name, path) in &self.unix {
+            ports.push(port(name, PortBackend::UnixListen(path.clone())));
         }
         ports
     }

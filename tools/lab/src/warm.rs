@@ -130,6 +130,7 @@ impl Snapshot {
 /// Whether `req` starts warm under `opts`.
 pub(crate) fn wanted(req: &LabRequest, opts: &LabOptions) -> bool {
     let possible = req.tcp_ports.is_empty()
+        && req.unix_ports.is_empty()
         && opts.cpu == qemu::DEFAULT_CPU
         && opts.extra_qemu_args.is_empty();
     match opts.start {
