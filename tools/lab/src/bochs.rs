@@ -45,7 +45,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -54,11 +54,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::assets::{self, which, Assets, Vendor};
-use crate::elf::{self, LAB_LIB_DIR};
-use crate::initramfs::Cpio;
 use crate::iso::{self, IsoParts};
 use crate::qemu::{LineSplitter, QemuGuard};
-use crate::script::{parse_marker, shell_quote, Marker, MARKER_PREFIX};
+use crate::script::{parse_marker, Marker, MARKER_PREFIX};
 use crate::streams::StdinSource;
 use crate::{tmp, LabError, LabOutcome, LabRequest, LabStdin, Shared, Watched};
 
@@ -155,42 +153,29 @@ pub struct IntelInit<'a> {
 }
 
 /// Generates the Intel lab's `/init` (busybox `sh`), quoting every argument and value with
-/// [`shell_quote`].
+/// [`crate::script::shell_quote`].
 pub fn init_script(spec: &IntelInit) -> Vec<u8> {
     let mut s: Vec<u8> = Vec::new();
     s.extend_from_slice(INIT_HEAD);
     for m in spec.modules {
-        let name = m
-            .rsplit('/')
-            .next()
-            .unwrap_or(m)
-            .trim_end_matches(".ko")
-            .replace('-', "_");
-        s.extend_from_slice(b"insmod ");
-        s.extend_from_slice(&shell_quote(m.as_bytes()));
-        s.extend_from_slice(b" || fail ");
-        s.extend_from_slice(&shell_quote(format!("{name} did not load").as_bytes()));
-        s.push(b'\n');
+        crate::script::push_insmod(&mut s, m);
     }
     s.extend_from_slice(INIT_KVM);
     if spec.stdin {
         s.extend_from_slice(INIT_STDIN_RELAY);
     }
     s.extend_from_slice(b"cd /\nmark stage exec\n(\n");
-    for (k, v) in spec.env {
-        s.extend_from_slice(b"  export ");
-        s.extend_from_slice(k.as_bytes());
-        s.push(b'=');
-        s.extend_from_slice(&shell_quote(v.as_bytes()));
-        s.push(b'\n');
-    }
-    s.extend_from_slice(b"  exec ");
-    s.extend_from_slice(&shell_quote(spec.program.as_bytes()));
-    for a in spec.args {
-        use std::os::unix::ffi::OsStrExt;
-        s.extend_from_slice(b" \\\n    ");
-        s.extend_from_slice(&shell_quote(a.as_bytes()));
-    }
+    crate::script::push_program(
+        &mut s,
+        &crate::script::InitSpec {
+            modules: &[],
+            program: spec.program,
+            args: spec.args,
+            env: spec.env,
+            stdin_port: false,
+            extra_ports: &[],
+        },
+    );
     let stdin = if spec.stdin {
         "/tmp/stdin"
     } else {
@@ -336,57 +321,19 @@ pub(crate) fn strip_debug(program: &Path, dir: &Path) -> Option<PathBuf> {
 
 /// Writes the run's initramfs to `path` (the cached base, then the run's part); its size.
 fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, LabError> {
-    let deps = elf::program_deps(&req.program)?;
-    let name = req
-        .program
-        .file_name()
-        .map(|n| n.to_string_lossy().replace(['/', '\n'], "_"))
-        .unwrap_or_else(|| "program".to_string());
-    let lab_program = format!("/lab/bin/{name}");
-    let mut env = Vec::new();
-    if !deps.libraries.is_empty() && !req.env.iter().any(|(k, _)| k == "LD_LIBRARY_PATH") {
-        env.push(("LD_LIBRARY_PATH".to_string(), LAB_LIB_DIR.to_string()));
-    }
-    env.extend(req.env.iter().cloned());
+    let placed = crate::place(req)?;
     let args: Vec<&OsStr> = req.args.iter().map(OsString::as_os_str).collect();
     let init = init_script(&IntelInit {
         modules: assets.modules_for(Vendor::Intel),
-        program: &lab_program,
+        program: &placed.lab_program,
         args: &args,
-        env: &env,
+        env: &placed.env,
         stdin: req.stdin != LabStdin::Null,
     });
-    let werr = |e| LabError::io_path("writing", path, e);
-    let mut out = crate::private_file(path).map_err(werr)?;
-    let mut base = fs::File::open(&assets.base_initrd)
-        .map_err(|e| LabError::io_path("reading", &assets.base_initrd, e))?;
-    io::copy(&mut base, &mut out).map_err(werr)?;
-    let mut cpio = Cpio::new(BufWriter::new(out), &["bin", "dev", "lib", "tmp"]);
-    cpio.char_dev("/dev/console", 5, 1).map_err(werr)?;
-    cpio.bytes("/init", 0o755, &init).map_err(werr)?;
-    let add = |cpio: &mut Cpio<_>, lab: &str, host: &Path| {
-        cpio.host_file(lab, host)
-            .map_err(|e| LabError::io(format!("adding {} to the lab as {lab}", host.display()), e))
-    };
     let dir = path.parent().unwrap_or(Path::new("."));
     let stripped = strip_debug(&req.program, dir);
-    add(
-        &mut cpio,
-        &lab_program,
-        stripped.as_deref().unwrap_or(&req.program),
-    )?;
-    if let Some((interp, host)) = &deps.interpreter {
-        add(&mut cpio, interp, host)?;
-    }
-    for (soname, host) in &deps.libraries {
-        add(&mut cpio, &format!("{LAB_LIB_DIR}/{soname}"), host)?;
-    }
-    for (host, lab) in &req.files {
-        add(&mut cpio, lab, host)?;
-    }
-    let w = cpio.finish().map_err(werr)?;
-    let f = w.into_inner().map_err(|e| werr(e.into_error()))?;
-    Ok(f.metadata().map_err(werr)?.len())
+    let program = stripped.as_deref().unwrap_or(&req.program);
+    crate::write_initrd(assets, program, &placed, &init, &req.files, path)
 }
 
 /// A pty for ttyS1: the master (ours, close-on-exec, non-blocking), the slave (kept open by us
@@ -589,23 +536,6 @@ fn feed_stdin(src: &StdinSource, master: &OwnedFd, more: mpsc::Receiver<()>, sh:
     }
 }
 
-/// Bochs's own stderr, kept for error messages.
-fn read_bochs_stderr(mut e: std::process::ChildStderr, sh: &Shared) {
-    use std::io::Read;
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = e.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        let text = String::from_utf8_lossy(&buf[..n]);
-        log::debug!("lab bochs stderr: {}", text.trim_end());
-        let mut q = sh.qemu_err.lock().unwrap();
-        if q.len() < 64 * 1024 {
-            q.push_str(&text);
-        }
-    }
-}
-
 /// Puts the child in its own network namespace if the kernel lets us (Bochs's VNC display
 /// then listens there, not on the host's network); nothing happens otherwise.
 fn isolate_network(cmd: &mut Command) {
@@ -646,14 +576,7 @@ pub(crate) fn run(
     let dir = tmp.path();
     let initrd = dir.join("initrd.cpio");
     let initrd_size = build_initrd(&assets, req, &initrd)?;
-    let mut cmdline = KERNEL_CMDLINE.to_string();
-    if let Some(extra) = std::env::var("XV6_LAB_KERNEL_ARGS")
-        .ok()
-        .filter(|s| !s.is_empty())
-    {
-        cmdline.push(' ');
-        cmdline.push_str(&extra);
-    }
+    let cmdline = crate::qemu::with_extra_kernel_args(KERNEL_CMDLINE);
     let iso_path = dir.join("boot.iso");
     let parts = IsoParts {
         xorriso: &tools.xorriso,
@@ -703,7 +626,7 @@ pub(crate) fn run(
         s.spawn(move || crate::forward(out_r, stdout, "stdout", &sh.out, sh));
         s.spawn(move || crate::forward(err_r, stderr, "stderr", &sh.err, sh));
         if let Some(e) = bochs_err {
-            s.spawn(move || read_bochs_stderr(e, sh));
+            s.spawn(move || crate::read_qemu_stderr(e, sh));
         }
         if let Some(src) = stdin.as_ref() {
             s.spawn(move || feed_stdin(src, master, more_rx, sh));

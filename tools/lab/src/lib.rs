@@ -896,7 +896,7 @@ pub(crate) fn read_control(
 }
 
 /// QEMU's own stderr (it closes when QEMU exits or is killed), kept for error messages.
-fn read_qemu_stderr(mut e: std::process::ChildStderr, sh: &Shared) {
+pub(crate) fn read_qemu_stderr(mut e: std::process::ChildStderr, sh: &Shared) {
     use std::io::Read;
     let mut buf = [0u8; 4096];
     while let Ok(n) = e.read(&mut buf) {

@@ -248,7 +248,12 @@ impl Machine<'_> {
 
 /// [`KERNEL_CMDLINE`] and `$XV6_LAB_KERNEL_ARGS`.
 pub fn kernel_cmdline() -> String {
-    let mut cmdline = KERNEL_CMDLINE.to_string();
+    with_extra_kernel_args(KERNEL_CMDLINE)
+}
+
+/// A lab kernel's command line `base`, then `$XV6_LAB_KERNEL_ARGS` (for debugging), if set.
+pub fn with_extra_kernel_args(base: &str) -> String {
+    let mut cmdline = base.to_string();
     if let Some(extra) = std::env::var("XV6_LAB_KERNEL_ARGS")
         .ok()
         .filter(|s| !s.is_empty())

@@ -219,7 +219,7 @@ pub fn run_script(spec: &InitSpec) -> Vec<u8> {
 }
 
 /// `insmod M || fail 'N did not load'`.
-fn push_insmod(s: &mut Vec<u8>, m: &str) {
+pub(crate) fn push_insmod(s: &mut Vec<u8>, m: &str) {
     let name = m
         .rsplit('/')
         .next()
@@ -234,7 +234,7 @@ fn push_insmod(s: &mut Vec<u8>, m: &str) {
 }
 
 /// The program's environment and `exec` line, quoted.
-fn push_program(s: &mut Vec<u8>, spec: &InitSpec) {
+pub(crate) fn push_program(s: &mut Vec<u8>, spec: &InitSpec) {
     for (k, v) in spec.env {
         s.extend_from_slice(b"  export ");
         s.extend_from_slice(k.as_bytes());
