@@ -56,9 +56,9 @@ use std::time::{Duration, Instant};
 use crate::assets::{self, which, Assets, Vendor};
 use crate::iso::{self, IsoParts};
 use crate::qemu::{LineSplitter, QemuGuard};
-use crate::script::{parse_marker, Marker, MARKER_PREFIX};
+use crate::script::{parse_marker, InitSpec, Marker, MARKER_PREFIX};
 use crate::streams::StdinSource;
-use crate::{tmp, LabError, LabOutcome, LabRequest, LabStdin, Shared, Watched};
+use crate::{tmp, LabError, LabOutcome, LabRequest, Shared, Watched};
 
 /// The Debian packages the Intel lab needs. `bochs-term` only satisfies `bochs`'s need for a
 /// display library, which apt would otherwise meet with `bochs-wx` and wxWidgets (the lab uses
@@ -138,45 +138,22 @@ pub fn find_tools() -> Result<IntelTools, Vec<&'static str>> {
     }
 }
 
-/// What the generated `/init` runs.
-pub struct IntelInit<'a> {
-    /// Modules to `insmod`, in order.
-    pub modules: &'a [String],
-    /// The program's path inside the lab.
-    pub program: &'a str,
-    /// Its arguments.
-    pub args: &'a [&'a OsStr],
-    /// Variables to export (names already validated).
-    pub env: &'a [(String, String)],
-    /// Whether stdin is streamed (else `/dev/null`).
-    pub stdin: bool,
-}
-
 /// Generates the Intel lab's `/init` (busybox `sh`), quoting every argument and value with
-/// [`crate::script::shell_quote`].
-pub fn init_script(spec: &IntelInit) -> Vec<u8> {
+/// [`crate::script::shell_quote`]. `spec.stdin_port` means stdin is streamed (over ttyS1
+/// here); `spec.extra_ports` must be empty (Bochs has no ports to bridge).
+pub fn init_script(spec: &InitSpec) -> Vec<u8> {
     let mut s: Vec<u8> = Vec::new();
     s.extend_from_slice(INIT_HEAD);
     for m in spec.modules {
         crate::script::push_insmod(&mut s, m);
     }
     s.extend_from_slice(INIT_KVM);
-    if spec.stdin {
+    if spec.stdin_port {
         s.extend_from_slice(INIT_STDIN_RELAY);
     }
     s.extend_from_slice(b"cd /\nmark stage exec\n(\n");
-    crate::script::push_program(
-        &mut s,
-        &crate::script::InitSpec {
-            modules: &[],
-            program: spec.program,
-            args: spec.args,
-            env: spec.env,
-            stdin_port: false,
-            extra_ports: &[],
-        },
-    );
-    let stdin = if spec.stdin {
+    crate::script::push_program(&mut s, spec);
+    let stdin = if spec.stdin_port {
         "/tmp/stdin"
     } else {
         "/dev/null"
@@ -323,13 +300,13 @@ pub(crate) fn strip_debug(program: &Path, dir: &Path) -> Option<PathBuf> {
 fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, LabError> {
     let placed = crate::place(req)?;
     let args: Vec<&OsStr> = req.args.iter().map(OsString::as_os_str).collect();
-    let init = init_script(&IntelInit {
-        modules: assets.modules_for(Vendor::Intel),
-        program: &placed.lab_program,
-        args: &args,
-        env: &placed.env,
-        stdin: req.stdin != LabStdin::Null,
-    });
+    let init = init_script(&crate::run_spec(
+        req,
+        &placed,
+        assets.modules_for(Vendor::Intel),
+        &args,
+        &[],
+    ));
     let dir = path.parent().unwrap_or(Path::new("."));
     let stripped = strip_debug(&req.program, dir);
     let program = stripped.as_deref().unwrap_or(&req.program);
@@ -734,12 +711,13 @@ mod tests {
         ];
         let env = vec![("RUST_LOG".to_string(), "debug".to_string())];
         for stdin in [false, true] {
-            let script = init_script(&IntelInit {
+            let script = init_script(&InitSpec {
                 modules: &modules,
                 program: "/lab/bin/vmm",
                 args: &args,
                 env: &env,
-                stdin,
+                stdin_port: stdin,
+                extra_ports: &[],
             });
             let text = String::from_utf8(script).unwrap();
             assert!(text.starts_with("#!/bin/busybox sh\n"));
