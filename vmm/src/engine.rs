@@ -91,35 +91,15 @@ fn try_run(args: &RunArgs) -> Result<i32> {
         .with_context(|| format!("invalid kernel {}", kernel_name.display()))?;
 
     let landmarks = crate::pgdump_svg::Machine::new(mem, &kernel);
-    match select(args.engine)? {
-        Engine::Lab | Engine::LabAmd => run_in_lab(
-            args,
-            mem,
-            &program,
-            &added,
-            &tree,
-            &landmarks,
-            lab::Vendor::Amd,
-        ),
-        Engine::LabIntel => run_in_lab(
-            args,
-            mem,
-            &program,
-            &added,
-            &tree,
-            &landmarks,
-            lab::Vendor::Intel,
-        ),
-        _ => run_on_kvm(
-            args,
-            mem,
-            (kernel, kernel_name),
-            &program,
-            &added,
-            &tree,
-            &landmarks,
-        ),
-    }
+    let vendor = match select(args.engine)? {
+        Engine::Lab | Engine::LabAmd => lab::Vendor::Amd,
+        Engine::LabIntel => lab::Vendor::Intel,
+        _ => {
+            let kernel = (kernel, kernel_name);
+            return run_on_kvm(args, mem, kernel, &program, &added, &tree, &landmarks);
+        }
+    };
+    run_in_lab(args, mem, &program, &added, &tree, &landmarks, vendor)
 }
 
 /// The `--dir` trees (dirs.rs): walked on this host, or, inside the lab, the one the outer

@@ -622,14 +622,7 @@ pub(crate) fn run(
     });
     markers.extend(rx.try_iter());
     drop((slave, master));
-    let watched = Watched {
-        ending,
-        markers,
-        console_tail: shared.console_tail.into_inner().unwrap().into(),
-        qemu_err: shared.qemu_err.into_inner().unwrap(),
-        output_failed: shared.output_failed.into_inner().unwrap(),
-        received: (shared.out.bytes(), shared.err.bytes()),
-    };
+    let watched = Watched::gather(ending, markers, shared);
     crate::log_timings(&watched, spawned_at, prepared);
     if watched.markers.is_empty() && !matches!(watched.ending, crate::Ending::TimedOut) {
         log_bochs_tail(dir);

@@ -459,10 +459,11 @@ pub fn run_with_options(
     tmp::sweep_stale(&std::env::temp_dir(), "xv6-lab-");
     if warm::wanted(req, opts) {
         match warm::ensure(&qemu_bin, &assets, req) {
-            Ok(snap) => {
+            Ok((snap, placed)) => {
                 // The run's bounds start now: a first run's build has bounds of its own.
                 let now = Instant::now();
-                match run_warm(&qemu_bin, &snap, req, stdin.as_ref(), stdout, stderr, now) {
+                let stdin = stdin.as_ref();
+                match run_warm(&qemu_bin, &snap, &placed, req, stdin, stdout, stderr, now) {
                     Err(LabError::RestoreFailed(why)) => {
                         eprintln!("lab: the warm start failed ({why}); booting cold");
                         warm::discard(&snap, &why);
@@ -545,18 +546,19 @@ fn run_cold(
 /// A lab run on a machine restored from `snap` (see [`warm`]): the run's script and files
 /// travel as a request archive. A machine that does not come back from the snapshot is
 /// [`LabError::RestoreFailed`], with nothing of the run's stdin consumed.
+#[allow(clippy::too_many_arguments)]
 fn run_warm(
     qemu_bin: &Path,
     snap: &warm::Snapshot,
+    placed: &Placed,
     req: &LabRequest,
     stdin: Option<&StdinSource>,
     stdout: &mut (dyn Write + Send),
     stderr: &mut (dyn Write + Send),
     start: Instant,
 ) -> Result<LabOutcome, LabError> {
-    let placed = place(req)?;
     let args: Vec<&OsStr> = req.args.iter().map(OsString::as_os_str).collect();
-    let run = script::run_script(&run_spec(req, &placed, &[], &args, &[]));
+    let run = script::run_script(&run_spec(req, placed, &[], &args, &[]));
     let request = warm::request_archive(&run, &req.files)?;
     let wiring = Wiring::warm()?;
     let mut cmd = Command::new(qemu_bin);
@@ -671,6 +673,18 @@ struct Watched {
 }
 
 impl Watched {
+    /// What a run's threads left in `shared`, once they are all joined.
+    pub(crate) fn gather(ending: Ending, markers: Vec<(Instant, Marker)>, shared: Shared) -> Self {
+        Watched {
+            ending,
+            markers,
+            console_tail: shared.console_tail.into_inner().unwrap().into(),
+            qemu_err: shared.qemu_err.into_inner().unwrap(),
+            output_failed: shared.output_failed.into_inner().unwrap(),
+            received: (shared.out.bytes(), shared.err.bytes()),
+        }
+    }
+
     /// Whether the machine reported that it runs the request (a warm start's restore).
     fn restored(&self) -> bool {
         self.markers
@@ -746,14 +760,7 @@ fn supervise(
     // Only now: closing the stdin socket while QEMU ran could lose what it had not read.
     drop(stdin_sock);
     drop(request_sock);
-    Watched {
-        ending,
-        markers,
-        console_tail: shared.console_tail.into_inner().unwrap().into(),
-        qemu_err: shared.qemu_err.into_inner().unwrap(),
-        output_failed: shared.output_failed.into_inner().unwrap(),
-        received: (shared.out.bytes(), shared.err.bytes()),
-    }
+    Watched::gather(ending, markers, shared)
 }
 
 /// Waits until `flag` is set (true) or `done` is (false), in short steps.

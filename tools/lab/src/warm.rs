@@ -150,23 +150,24 @@ pub fn mem_mib(guest_mem_mib: u64, initrd_bytes: u64) -> u64 {
         + REQUEST_ROOM_MIB
 }
 
-/// The snapshot for `req` (its program and RAM), built first if there is none.
+/// The snapshot for `req` (its program and RAM), built first if there is none, and where
+/// the program sits in it (what the run's script starts).
 pub(crate) fn ensure(
     qemu_bin: &Path,
     assets: &Assets,
     req: &LabRequest,
-) -> Result<Snapshot, LabError> {
+) -> Result<(Snapshot, Placed), LabError> {
     let placed = place(req)?;
     let root = lab_dir()?.join(WARM_SUBDIR);
     create_private_dir(&root)?;
     let plan = Plan::new(qemu_bin, assets, req, &placed, &root)?;
     if let Some(s) = plan.load_verified()? {
-        return Ok(s);
+        return Ok((s, placed));
     }
     plan.check_not_failed()?;
     let _lock = Lock::acquire(&plan.lock_path())?;
     if let Some(s) = plan.load_verified()? {
-        return Ok(s); // another process built it meanwhile
+        return Ok((s, placed)); // another process built it meanwhile
     }
     let built = plan.build(assets, req, &placed);
     if let Err(e) = &built {
@@ -174,7 +175,7 @@ pub(crate) fn ensure(
     }
     let snap = built?;
     prune(&root, &snap.dir);
-    Ok(snap)
+    Ok((snap, placed))
 }
 
 /// The snapshot a run of `program` with a guest of `guest_mem_mib` restores, built now if
@@ -187,7 +188,7 @@ pub fn prepare(program: &Path, guest_mem_mib: u64) -> Result<Snapshot, LabError>
         guest_mem_mib,
         ..Default::default()
     };
-    ensure(&qemu_bin, &assets, &req)
+    ensure(&qemu_bin, &assets, &req).map(|(snap, _)| snap)
 }
 
 /// Removes a snapshot that failed to restore (`why`), so the next run builds it again.
