@@ -193,6 +193,7 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     );
     bootlog!("xv6: boot ok");
 
+    crate::dirout::init(boot.cmdline);
     match selftest::parse(boot.cmdline) {
         SelfTest::None => {}
         SelfTest::Exit(n) => debugport::exit(n),

@@ -14,6 +14,7 @@ pub mod archive;
 pub mod backtrace;
 pub mod bootmods;
 pub mod cmdline;
+pub mod dirout;
 pub mod elf;
 pub mod exec;
 pub mod fault;

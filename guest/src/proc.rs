@@ -300,12 +300,14 @@ pub fn fork(tf: &TrapFrame) -> i32 {
 /// the first process exits, the machine ends with its status.
 pub fn exit(status: i32) -> ! {
     let me = current();
-    let mut pt = PTABLE.lock();
     let status = status & 0xFF;
-    let init = pt.initproc;
-    if init == Some(me) {
+    if PTABLE.lock().initproc == Some(me) {
+        // `--dir …:rw`: what is under the write-back GUESTDIRs goes to the VMM first.
+        crate::dirout::export_trees();
         debugport::exit(status as u8);
     }
+    let mut pt = PTABLE.lock();
+    let init = pt.initproc;
     if let Some(parent) = pt.procs[me].parent {
         pt.wakeup(Chan::Proc(parent));
     }

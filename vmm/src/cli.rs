@@ -301,12 +301,18 @@ pub struct RunArgs {
     pub add: Vec<String>,
     /// Import the host directory tree HOSTDIR (regular files and directories; links, devices
     /// and FIFOs are skipped with a note) into the guest at GUESTDIR, an absolute path made
-    /// as needed. Read-only: nothing the guest does goes back. Repeatable.
-    #[arg(long = "dir", value_name = "HOSTDIR:GUESTDIR")]
+    /// as needed. Read-only: nothing the guest does goes back, unless `:rw` is added: then,
+    /// when the guest exits with its own status, what the run created, changed or removed
+    /// under GUESTDIR is written back into HOSTDIR. Repeatable.
+    #[arg(long = "dir", value_name = "HOSTDIR:GUESTDIR[:rw]")]
     pub dir: Vec<String>,
     /// Inside the lab: the --dir trees the outer vmm imported, as a cpio archive.
     #[arg(long = "dir-tree", value_name = "FILE", hide = true)]
     pub dir_tree: Option<PathBuf>,
+    /// Inside the lab: a GUESTDIR the outer vmm writes back (`--dir …:rw`): the kernel
+    /// exports it at the end, and the export goes back in --lab-results.
+    #[arg(long = "dir-out", value_name = "GUESTDIR", hide = true)]
+    pub dir_out: Vec<String>,
     /// The program to run and its arguments: a built-in program's name, or a host path (with a
     /// '/') to a static ELF32 i386 executable. Default: the built-in `tour`. Options of `vmm`
     /// come before PROGRAM; everything after it goes to the program (`--` also ends them).

@@ -1,5 +1,6 @@
-//! `vmm run --dir HOSTDIR:GUESTDIR`: a host directory tree imported into the guest's file
-//! system at boot, read-only (nothing goes back to the host).
+//! `vmm run --dir HOSTDIR:GUESTDIR[:rw]`: a host directory tree imported into the guest's
+//! file system at boot; read-only (nothing goes back to the host) unless `:rw` asks for the
+//! write-back at the end of the run (writeback.rs).
 //!
 //! The VMM walks HOSTDIR on the host — regular files and directories; a symbolic link, a
 //! device, a FIFO or a socket is skipped with one note each — and puts the tree into the
@@ -20,7 +21,7 @@
 //! most MAX_ADDED_FILES (the guest's inodes), and all of it with the built-in programs within
 //! the boot-module area (programs.rs). A host problem (missing, unreadable, not a directory,
 //! a bound) is 126; a bad GUESTDIR (not absolute, `.`/`..`, a clash with another `--dir`, an
-//! `--add` name, a program's name) or `:rw` is a usage error, 2.
+//! `--add` name, a program's name) is a usage error, 2.
 //!
 //! Through the lab, the outer `vmm` walks the host tree (the notes are its own) and ships the
 //! finished tree as one cpio file; the inner `vmm` takes it with the hidden `--dir-tree FILE`
@@ -102,15 +103,15 @@ impl Tree {
         (n, bytes, self.entries.len() - n)
     }
 
-    /// The `--stats` line for it (None without `--dir`).
-    pub fn stats_line(&self) -> Option<String> {
+    /// The `--stats` line for it (None without `--dir`); `out` says what went back
+    /// (writeback.rs).
+    pub fn stats_line(&self, out: &str) -> Option<String> {
         if self.entries.is_empty() {
             return None;
         }
         let (files, bytes, dirs) = self.counts();
         Some(format!(
-            "vmm: dir: in {files} files, {bytes} bytes, {dirs} directories; out 0 files, 0 \
-             bytes (read-only)"
+            "vmm: dir: in {files} files, {bytes} bytes, {dirs} directories; {out}"
         ))
     }
 
@@ -144,7 +145,7 @@ fn bad_name(name: &str) -> Option<String> {
 }
 
 /// Parses `HOSTDIR:GUESTDIR[:rw]`. GUESTDIR must be absolute, not `/`, with names the guest
-/// can hold, at most MAX_DEPTH − 1 deep; `:rw` (write-back) is not available yet.
+/// can hold, at most MAX_DEPTH − 1 deep; `:rw` asks for the write-back (writeback.rs).
 pub fn parse_spec(spec: &str) -> Result<DirSpec, DirError> {
     let usage = |why: &str| DirError::Usage(format!("--dir {spec}: {why}"));
     let (rest, rw) = match spec.strip_suffix(":rw") {
@@ -175,17 +176,18 @@ pub fn parse_spec(spec: &str) -> Result<DirSpec, DirError> {
     if let Some(why) = parts.iter().find_map(|p| bad_name(p)) {
         return Err(usage(&format!("GUESTDIR: {why}")));
     }
+    if rw && guest.contains(|c: char| c == ',' || c.is_whitespace()) {
+        return Err(usage(
+            "a write-back GUESTDIR cannot hold a comma or white space (the kernel command \
+             line names it); pick another name",
+        ));
+    }
     if parts.len() >= MAX_DEPTH {
         return Err(usage(&format!(
             "GUESTDIR has {} levels; at most {} (files under it at most {MAX_DEPTH} deep)",
             parts.len(),
             MAX_DEPTH - 1
         )));
-    }
-    if rw {
-        return Err(usage(
-            "write-back (:rw) is not available yet; drop :rw for a read-only import",
-        ));
     }
     Ok(DirSpec {
         spec: spec.to_string(),
@@ -535,7 +537,8 @@ mod tests {
         usage("in:/a/../b", "cannot be a guest file's name");
         usage("in:/abcdefghijklmno", "1 to 14");
         usage("in:/1/2/3/4/5/6/7/8", "at most 7");
-        usage("in:/d:rw", "not available yet");
+        assert!(parse_spec("in:/d:rw").unwrap().rw);
+        usage("in:/a b:rw", "comma or white space");
     }
 
     #[test]

@@ -197,6 +197,8 @@ pub fn kernel_cmdline(args: &RunArgs) -> String {
     if args.cow {
         words.push(COW.into());
     }
+    let guestdirs = crate::writeback::guestdirs(&args.dir, &args.dir_out);
+    words.extend(crate::writeback::cmdline_word(&guestdirs));
     words.extend(args.append.iter().cloned());
     words.join(" ")
 }
@@ -225,6 +227,9 @@ fn run_on_kvm(
     for note in programs::shadow_notes(added) {
         eprintln!("{note}");
     }
+    // `--dir …:rw` on this host's KVM: this process writes back at the end.
+    let rw = crate::writeback::rw_specs(&args.dir);
+    let write_back = !rw.is_empty();
     let mut extra = added.to_vec();
     extra.extend(program.host_path.is_some().then(|| program.clone()));
     let cfg = MachineConfig {
@@ -248,28 +253,108 @@ fn run_on_kvm(
         gdb: args.gdb.clone(),
         confine: if args.no_seccomp {
             machine::Confine::Off
+        } else if write_back {
+            // The main thread writes the files back after the run: only the threads that
+            // face the guest keep their filters (the write-back's calls are not in them).
+            machine::Confine::VcpuThreads
         } else {
             machine::Confine::AllThreads
         },
     };
     let report = machine::run(cfg)?;
+    let mut results = crate::outputs::Results::of_report(&report);
+    // `--dir …:rw`: the export, when the guest exited with its own status.
+    let export = match report.outcome {
+        Outcome::Exited(_) => report.dirout.as_deref(),
+        _ => None,
+    };
+    let guest_status = matches!(report.outcome, Outcome::Exited(_));
+    let mut wb_failed = None;
+    let plan = if write_back && guest_status {
+        match crate::writeback::write_back(&rw, tree, export) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                wb_failed = Some(e);
+                None
+            }
+        }
+    } else if !args.dir_out.is_empty() && guest_status {
+        // Inside the lab: the outer vmm writes back; the plan here is for --stats.
+        results.dirout = report.dirout.clone();
+        let specs: Vec<crate::dirs::DirSpec> = crate::writeback::guestdirs(&[], &args.dir_out)
+            .into_iter()
+            .map(|guest| crate::dirs::DirSpec {
+                spec: String::new(),
+                host: PathBuf::new(),
+                guest,
+                rw: true,
+            })
+            .collect();
+        export.and_then(|e| crate::writeback::plan(&specs, tree, e).ok())
+    } else {
+        None
+    };
+    let rw_any = write_back || !args.dir_out.is_empty();
+    let out_text = match (&plan, rw_any) {
+        (_, false) => "out 0 files, 0 bytes (read-only)".to_string(),
+        (Some(p), true) => p.out_text(),
+        (None, true) => "out nothing (no write-back)".to_string(),
+    };
     if args.stats {
         eprintln!("{}", report.stats_line());
-        if let Some(line) = tree.stats_line() {
+        if let Some(line) = tree.stats_line(&out_text) {
             eprintln!("{line}");
         }
     }
-    crate::outputs::write(
-        args,
-        &crate::outputs::Results::of_report(&report),
-        landmarks,
-    )?;
-    let status = status_of(report.outcome, args.timeout);
+    if let (Some(json), false) = (&results.stats_json, tree.entries.is_empty()) {
+        results.stats_json = Some(with_dir_stats(json, tree, plan.as_ref(), rw_any));
+    }
+    crate::outputs::write(args, &results, landmarks)?;
+    let mut status = status_of(report.outcome, args.timeout);
+    if let Some(e) = wb_failed {
+        eprintln!("vmm: error: --dir …:rw: write-back refused: {e}");
+        status = exit::FAILURE;
+    } else if write_back && !guest_status {
+        eprintln!("{}", not_written_back(&rw));
+    }
     // The one-line error first (status_of), then the details.
     if let Some(crash) = &report.crash {
         eprintln!("{crash}");
     }
     Ok(status)
+}
+
+/// The one line a write-back run prints when it did not end with the guest's own status.
+fn not_written_back(rw: &[crate::dirs::DirSpec]) -> String {
+    let hosts: Vec<String> = rw.iter().map(|s| s.host.display().to_string()).collect();
+    format!(
+        "vmm: dir: nothing written back to {} (the run did not end with the guest's own exit \
+         status)",
+        hosts.join(", ")
+    )
+}
+
+/// `--stats-json`'s document with a `dir` object: what went in, what came out.
+fn with_dir_stats(
+    json: &str,
+    tree: &crate::dirs::Tree,
+    plan: Option<&crate::writeback::Plan>,
+    rw: bool,
+) -> String {
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return json.to_string();
+    };
+    let (files, bytes, dirs) = tree.counts();
+    let out = plan.map(|p| {
+        let (f, b, made, removed) = p.counts();
+        serde_json::json!({"files": f, "bytes": b, "dirs_made": made, "removed": removed})
+    });
+    v["dir"] = serde_json::json!({
+        "in": {"files": files, "bytes": bytes, "dirs": dirs},
+        "write_back": rw,
+        "out": out,
+    });
+    v.to_string()
 }
 
 /// Maps how the guest ended to `vmm`'s exit status, printing the one-line reason on failures.
@@ -318,6 +403,7 @@ const LAB_REWRITES: &[&str] = &[
     "add",
     "dir",
     "dir_tree",
+    "dir_out",
     "stats_json",
     "pgdump_svg",
     "lab_results",
@@ -395,6 +481,10 @@ pub fn lab_invocation(
         let lab_path = "/lab/files/dir-tree.cpio".to_string();
         files.push((host.to_path_buf(), lab_path.clone()));
         inner.extend(["--dir-tree".into(), lab_path.into()]);
+    }
+    // `--dir …:rw`: the inner vmm has the kernel export these; we write back.
+    for s in crate::writeback::rw_specs(&args.dir) {
+        inner.extend(["--dir-out".into(), format!("/{}", s.guest.join("/")).into()]);
     }
     inner.push("--".into());
     match &program.host_path {
@@ -591,10 +681,29 @@ fn run_in_lab(
     };
     match outcome {
         lab::LabOutcome::Exited(status) => {
-            results.deliver(args, landmarks)?;
-            Ok(status)
+            let back = results.deliver(args, landmarks)?;
+            let rw = crate::writeback::rw_specs(&args.dir);
+            if rw.is_empty() {
+                return Ok(status);
+            }
+            // The inner vmm sends the export only when the guest exited with its own status.
+            let Some(export) = back.dirout else {
+                eprintln!("{}", not_written_back(&rw));
+                return Ok(status);
+            };
+            match crate::writeback::write_back(&rw, tree, Some(&export)) {
+                Ok(_) => Ok(status),
+                Err(e) => {
+                    eprintln!("vmm: error: --dir …:rw: write-back refused: {e}");
+                    Ok(exit::FAILURE)
+                }
+            }
         }
         lab::LabOutcome::TimedOut => {
+            let rw = crate::writeback::rw_specs(&args.dir);
+            if !rw.is_empty() {
+                eprintln!("{}", not_written_back(&rw));
+            }
             // The program's own bound (inside, or our clock's), or the lab's whole one.
             match args.timeout {
                 0 => eprintln!("vmm: the lab run timed out after {} s", timeout.as_secs()),

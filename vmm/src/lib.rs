@@ -41,3 +41,4 @@ pub mod syscall_names;
 pub mod vcpu;
 pub mod vm;
 pub mod vmexit;
+pub mod writeback;

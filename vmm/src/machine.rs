@@ -89,6 +89,9 @@ pub struct Report {
     pub pgdumps: (Vec<String>, usize),
     /// The threads' confinement as the kernel reported it when the guest started.
     pub seccomp: seccomp::Stats,
+    /// The write-back stream (`--dir …:rw`), None if the guest sent more than its bound or
+    /// an unreadable piece.
+    pub dirout: Option<Vec<u8>>,
 }
 
 impl Report {
@@ -383,5 +386,9 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
         first_user_cycles,
         pgdumps: (std::mem::take(&mut vcpu.pgdumps), vcpu.pgdumps_skipped),
         seccomp: seccomp::Stats::default(),
+        dirout: {
+            let d = &mut vcpu.devices.debug;
+            (!d.dirout_overflow).then(|| std::mem::take(&mut d.dirout))
+        },
     })
 }

@@ -5,7 +5,9 @@
 //! lab's `result_file`), so the inner vmm, given `--lab-results FILE`, leaves what both
 //! would hold there as tagged lines — `stats-json LINE`, `pgdump LINE` (the `--pgdump`
 //! text of each dump), `pgdump-skipped N` — and the outer vmm sorts them into the files
-//! (the SVG is drawn on the host, from the dumps' text).
+//! (the SVG is drawn on the host, from the dumps' text). With `--dir …:rw` (the inner vmm's
+//! `--dir-out`), the kernel's write-back export follows in base64, `dir-out TEXT` lines
+//! closed by `dir-out-end LENGTH` (writeback.rs applies it on the host).
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +20,10 @@ use crate::pgdump_svg::{self, Machine};
 const STATS_TAG: &str = "stats-json ";
 const PGDUMP_TAG: &str = "pgdump ";
 const SKIPPED_TAG: &str = "pgdump-skipped ";
+const DIROUT_TAG: &str = "dir-out ";
+const DIROUT_END_TAG: &str = "dir-out-end ";
+/// Base64 characters per `dir-out` line (the lab passes lines of up to 4 KiB).
+const DIROUT_LINE: usize = 3000;
 
 /// What a run leaves for the output files.
 #[derive(Debug, Default)]
@@ -27,6 +33,8 @@ pub struct Results {
     /// The `--pgdump` text of the dumps kept, and how many more there were.
     pub pgdumps: Vec<String>,
     pub pgdumps_skipped: usize,
+    /// The write-back export (`--dir …:rw`), when the guest exited with its own status.
+    pub dirout: Option<Vec<u8>>,
 }
 
 impl Results {
@@ -35,6 +43,7 @@ impl Results {
             stats_json: Some(report.stats_json()),
             pgdumps: report.pgdumps.0.clone(),
             pgdumps_skipped: report.pgdumps.1,
+            dirout: None,
         }
     }
 
@@ -52,6 +61,16 @@ impl Results {
             }
             out.push_str(&format!("{SKIPPED_TAG}{}\n", self.pgdumps_skipped));
         }
+        if let (false, Some(d)) = (args.dir_out.is_empty(), &self.dirout) {
+            use base64::Engine;
+            let text = base64::engine::general_purpose::STANDARD.encode(d);
+            for chunk in text.as_bytes().chunks(DIROUT_LINE) {
+                out.push_str(DIROUT_TAG);
+                out.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+                out.push('\n');
+            }
+            out.push_str(&format!("{DIROUT_END_TAG}{}\n", d.len()));
+        }
         out
     }
 
@@ -60,8 +79,18 @@ impl Results {
         let mut r = Results::default();
         let mut stats = String::new();
         let mut dumps = String::new();
+        let mut dirout = String::new();
         for l in text.lines() {
-            if let Some(s) = l.strip_prefix(STATS_TAG) {
+            if let Some(d) = l.strip_prefix(DIROUT_TAG) {
+                dirout.push_str(d.trim_end());
+            } else if let Some(n) = l.strip_prefix(DIROUT_END_TAG) {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(&dirout)
+                    .ok();
+                // Complete or nothing: a line lost on the way is a missing export.
+                r.dirout = bytes.filter(|b| n.trim().parse() == Ok(b.len()));
+            } else if let Some(s) = l.strip_prefix(STATS_TAG) {
                 stats.extend([s, "\n"]);
             } else if let Some(d) = l.strip_prefix(PGDUMP_TAG) {
                 dumps.extend([d, "\n"]);
@@ -136,7 +165,9 @@ pub struct LabResults {
 impl LabResults {
     /// A private temporary file if `args` asks for any output file, else nothing.
     pub fn new(args: &RunArgs) -> Result<LabResults> {
-        let wanted = args.stats_json.is_some() || args.pgdump_svg.is_some();
+        let wanted = args.stats_json.is_some()
+            || args.pgdump_svg.is_some()
+            || crate::writeback::any_rw_option(&args.dir);
         // Private (0600), unguessable, and named as the lab's own temporary files, so a
         // run killed before it removes it leaves it to the next lab run's sweep.
         let file = if wanted {
@@ -162,7 +193,8 @@ impl LabResults {
     pub fn inner_args(args: &RunArgs) -> Vec<std::ffi::OsString> {
         let at = lab::script::RESULT_PATH;
         let mut out: Vec<std::ffi::OsString> = Vec::new();
-        if args.stats_json.is_none() && args.pgdump_svg.is_none() {
+        let rw = crate::writeback::any_rw_option(&args.dir);
+        if args.stats_json.is_none() && args.pgdump_svg.is_none() && !rw {
             return out;
         }
         out.extend(["--lab-results".into(), at.into()]);
@@ -175,9 +207,12 @@ impl LabResults {
         out
     }
 
-    /// Writes the output files from what came back (nothing for what did not).
-    pub fn deliver(&self, args: &RunArgs, machine: &Machine) -> Result<()> {
-        let Some(f) = &self.file else { return Ok(()) };
+    /// Writes the output files from what came back (nothing for what did not); returns what
+    /// came back (the write-back export is the caller's).
+    pub fn deliver(&self, args: &RunArgs, machine: &Machine) -> Result<Results> {
+        let Some(f) = &self.file else {
+            return Ok(Results::default());
+        };
         let text = std::fs::read_to_string(f.path()).unwrap_or_default();
         let results = Results::from_lines(&text);
         // Only what came back: a run that ended early leaves the files unwritten.
@@ -191,7 +226,8 @@ impl LabResults {
         if !text.lines().any(|l| l.starts_with(SKIPPED_TAG)) {
             wanted.pgdump_svg = None;
         }
-        write(&wanted, &results, machine)
+        write(&wanted, &results, machine)?;
+        Ok(results)
     }
 }
 
@@ -227,6 +263,18 @@ mod tests {
         // Only what was asked for travels.
         let only_stats = r.to_lines(&run_args(&["--stats-json", "s"]));
         assert!(!only_stats.contains("pgdump"), "{only_stats}");
+        // The write-back export: whole, or not at all.
+        let args = run_args(&["--dir-out", "/d"]);
+        let r = Results {
+            dirout: Some((0..10_000u32).map(|i| (i * 7) as u8).collect()),
+            ..Results::default()
+        };
+        let lines = r.to_lines(&args);
+        assert!(lines.lines().all(|l| l.len() < 4000));
+        assert_eq!(Results::from_lines(&lines).dirout, r.dirout);
+        let mut lost = lines.lines().skip(1).collect::<Vec<_>>().join("\n");
+        lost.push('\n');
+        assert_eq!(Results::from_lines(&lost).dirout, None);
     }
 
     #[test]

@@ -1,0 +1,757 @@
+//! `vmm run --dir HOSTDIR:GUESTDIR:rw`: what the run did under GUESTDIR, written back into
+//! HOSTDIR once the guest has exited with its own status (0–255).
+//!
+//! When the first process exits, the kernel exports every write-back GUESTDIR as a cpio
+//! newc archive (guest/src/dirout.rs, ports DIROUT/DIROUT_LEN; through the lab it travels
+//! back in the result file, outputs.rs). Here:
+//!
+//! 1. [`parse_export`] reads the archive and checks it as an import is checked: names of 1
+//!    to DIRSIZ bytes of printable UTF-8 (no control characters: a name the host cannot take
+//!    is refused), not `.`/`..`, at most [`MAX_DEPTH`] deep, parents before children, each
+//!    file at most [`MAX_DIR_FILE`] bytes, [`MAX_OUT_BYTES`] in all, the trailer present.
+//! 2. [`diff`] compares it with what was imported (the same tree the guest booted with):
+//!    directories made, files created or changed (bytes differ), files and directories
+//!    removed. A file turned into a directory, or the reverse, and a GUESTDIR the guest
+//!    removed are refused.
+//! 3. [`check_host`] looks at HOSTDIR as it is now: every file to change or remove must
+//!    still hold the imported bytes, every name to create must be absent, every directory
+//!    to remove must hold nothing but what the guest removed from it. Otherwise HOSTDIR
+//!    changed during the run (or holds a link, device or FIFO the import skipped there) and
+//!    nothing is written.
+//! 4. [`apply`], with SIGINT, SIGTERM and SIGHUP held off: first the new directories and a
+//!    private temporary file (`.NAME.vmm-PID-N`, 0600 while written, flushed to disk) for
+//!    every file to write, each in its own directory — any failure there removes them all
+//!    again, and HOSTDIR is as it was; then each temporary file is renamed over its name,
+//!    and the removals are made (files, then directories, deepest first).
+//!
+//! Every path is opened beneath HOSTDIR with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS)` and every last component is handled through its directory's
+//! descriptor without following it (O_NOFOLLOW, mkdirat, renameat, unlinkat): no link
+//! below HOSTDIR is followed, even one planted during the write-back. HOSTDIR itself may be
+//! a link (the user named it), as for the import.
+//!
+//! Modes and times: a changed file keeps its permission bits (owner: whoever runs vmm); a
+//! new file gets 0666 and a new directory 0777, less the umask, as `cp` would make them;
+//! written files get the write-back's time as their modification time (the guest has no
+//! times); files the guest did not change are not touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::dirs::{DirSpec, Tree, TreeEntry, MAX_DEPTH, MAX_DIR_FILE, MODE_DIR, MODE_FILE};
+use crate::programs::DIRSIZ;
+
+/// The most a run writes back, all files together (the guest's RAM holds them; the lab
+/// carries them back through its result file).
+pub const MAX_OUT_BYTES: u64 = 64 << 20;
+
+/// One change to make under a HOSTDIR (paths relative to it, `/`-separated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    MakeDir(String),
+    /// A file written: created (`existing` false) or replaced.
+    Write {
+        rel: String,
+        data: Vec<u8>,
+        existing: bool,
+    },
+    RemoveFile(String),
+    RemoveDir(String),
+}
+
+/// What one run writes back: each write-back `--dir`'s changes.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub dirs: Vec<(DirSpec, Vec<Change>)>,
+}
+
+impl Plan {
+    /// Files written, their bytes, directories made, entries removed.
+    pub fn counts(&self) -> (usize, u64, usize, usize) {
+        let mut c = (0, 0, 0, 0);
+        for ch in self.dirs.iter().flat_map(|(_, v)| v) {
+            match ch {
+                Change::Write { data, .. } => {
+                    c.0 += 1;
+                    c.1 += data.len() as u64;
+                }
+                Change::MakeDir(_) => c.2 += 1,
+                Change::RemoveFile(_) | Change::RemoveDir(_) => c.3 += 1,
+            }
+        }
+        c
+    }
+
+    /// `, 2 directories made, 1 removed` style text for the stats line.
+    pub fn out_text(&self) -> String {
+        let (files, bytes, made, removed) = self.counts();
+        format!("out {files} files, {bytes} bytes, {made} directories made, {removed} removed")
+    }
+}
+
+/// Why `name` (one component of an exported path) cannot be written on the host.
+fn bad_host_name(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > DIRSIZ {
+        return Some(format!(
+            "the name '{}' has {} bytes; at most {DIRSIZ}",
+            name.escape_debug(),
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." || name.contains('/') {
+        return Some(format!("the name '{name}' cannot be written on the host"));
+    }
+    if name.chars().any(char::is_control) {
+        return Some(format!(
+            "the name '{}' has a control character the host does not take",
+            name.escape_debug()
+        ));
+    }
+    None
+}
+
+/// The entries of a write-back export (newc, from the kernel), checked (module doc, 1).
+pub fn parse_export(bytes: &[u8]) -> Result<Vec<TreeEntry>, String> {
+    let mut out = Vec::new();
+    let mut dirs: BTreeSet<String> = BTreeSet::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut total = 0u64;
+    let mut at = 0usize;
+    let short = || "the export ended early (no trailer)".to_string();
+    loop {
+        let h = bytes.get(at..at + 110).ok_or_else(short)?;
+        if &h[..6] != b"070701" {
+            return Err(format!("the export is not a newc archive at byte {at}"));
+        }
+        let field = |i: usize| -> Result<u32, String> {
+            std::str::from_utf8(&h[6 + 8 * i..14 + 8 * i])
+                .ok()
+                .and_then(|t| u32::from_str_radix(t, 16).ok())
+                .ok_or_else(|| format!("a bad header field at byte {at}"))
+        };
+        let (mode, size, namesize) = (field(1)?, field(6)? as usize, field(11)? as usize);
+        if namesize == 0 || namesize > 4096 {
+            return Err(format!("a bad name size at byte {at}"));
+        }
+        let raw = bytes
+            .get(at + 110..at + 110 + namesize - 1)
+            .ok_or_else(short)?;
+        let data_at = (at + 110 + namesize + 3) & !3;
+        let data = bytes.get(data_at..data_at + size).ok_or_else(short)?;
+        at = (data_at + size + 3) & !3;
+        let name = std::str::from_utf8(raw).map_err(|_| {
+            format!(
+                "the guest made '{}', a name that is not UTF-8, which the host does not take",
+                String::from_utf8_lossy(raw).escape_debug()
+            )
+        })?;
+        if name == "TRAILER!!!" {
+            break;
+        }
+        let parts: Vec<&str> = name.split('/').collect();
+        if let Some(why) = parts.iter().find_map(|p| bad_host_name(p)) {
+            return Err(format!("/{}: {why}", name.escape_debug()));
+        }
+        if parts.len() > MAX_DEPTH {
+            return Err(format!(
+                "/{name} is {} levels deep; at most {MAX_DEPTH}",
+                parts.len()
+            ));
+        }
+        if parts.len() > 1 && !dirs.contains(&parts[..parts.len() - 1].join("/")) {
+            return Err(format!("/{name} comes before its directory"));
+        }
+        if !seen.insert(name.to_string()) {
+            return Err(format!("/{name} is there twice"));
+        }
+        let data = match mode {
+            MODE_DIR => {
+                dirs.insert(name.to_string());
+                None
+            }
+            MODE_FILE => {
+                if size as u64 > MAX_DIR_FILE {
+                    return Err(format!(
+                        "/{name} has {size} bytes; at most {} MiB a file",
+                        MAX_DIR_FILE >> 20
+                    ));
+                }
+                total += size as u64;
+                if total > MAX_OUT_BYTES {
+                    return Err(format!(
+                        "the files hold more than {} MiB in all",
+                        MAX_OUT_BYTES >> 20
+                    ));
+                }
+                Some(data.to_vec())
+            }
+            _ => return Err(format!("/{name} has mode {mode:o}")),
+        };
+        out.push(TreeEntry {
+            path: name.to_string(),
+            data,
+        });
+    }
+    Ok(out)
+}
+
+/// The entries of `entries` strictly below `guest` (components), keyed by their path
+/// relative to it; and whether `guest` itself is there as a directory.
+fn below(guest: &[String], entries: &[TreeEntry]) -> (BTreeMap<String, Option<Vec<u8>>>, bool) {
+    let root = guest.join("/");
+    let prefix = format!("{root}/");
+    let mut m = BTreeMap::new();
+    let mut has_root = false;
+    for e in entries {
+        if e.path == root {
+            has_root |= e.data.is_none();
+        } else if let Some(rel) = e.path.strip_prefix(&prefix) {
+            m.insert(rel.to_string(), e.data.clone());
+        }
+    }
+    (m, has_root)
+}
+
+/// The changes that turn what was imported under `guest` into what the guest exported
+/// there (module doc, 2); paths relative to GUESTDIR. Directories are made parents first;
+/// removals come files first, then directories, deepest first.
+pub fn diff(
+    guest: &[String],
+    import: &[TreeEntry],
+    export: &[TreeEntry],
+) -> Result<Vec<Change>, String> {
+    let shown = format!("/{}", guest.join("/"));
+    let (before, _) = below(guest, import);
+    let (after, present) = below(guest, export);
+    if !present {
+        return Err(format!(
+            "the guest removed {shown} (or made it a file); HOSTDIR itself is never removed"
+        ));
+    }
+    let mut made = Vec::new();
+    let mut writes = Vec::new();
+    for (rel, data) in &after {
+        match (before.get(rel), data) {
+            (Some(None), None) => {}
+            (None, None) => made.push(Change::MakeDir(rel.clone())),
+            (Some(Some(old)), Some(new)) if old == new => {}
+            (Some(Some(_)), Some(new)) | (None, Some(new)) => writes.push(Change::Write {
+                rel: rel.clone(),
+                data: new.clone(),
+                existing: before.contains_key(rel),
+            }),
+            (Some(old), _) => {
+                let (was, is) = if old.is_some() {
+                    ("file", "directory")
+                } else {
+                    ("directory", "file")
+                };
+                return Err(format!(
+                    "the guest turned the {was} {shown}/{rel} into a {is}; write-back does not \
+                     replace one kind with the other"
+                ));
+            }
+        }
+    }
+    // BTreeMap order puts a directory before what is in it ("a" < "a/b").
+    made.sort_by_key(|c| match c {
+        Change::MakeDir(r) => r.matches('/').count(),
+        _ => 0,
+    });
+    let mut files = Vec::new();
+    let mut gone_dirs: Vec<&String> = Vec::new();
+    for (rel, data) in &before {
+        if !after.contains_key(rel) {
+            match data {
+                Some(_) => files.push(Change::RemoveFile(rel.clone())),
+                None => gone_dirs.push(rel),
+            }
+        }
+    }
+    gone_dirs.sort_by_key(|r| std::cmp::Reverse(r.matches('/').count()));
+    let mut all = made;
+    all.extend(writes);
+    all.extend(files);
+    all.extend(gone_dirs.into_iter().map(|r| Change::RemoveDir(r.clone())));
+    Ok(all)
+}
+
+/// The write-back of a run that exited with the guest's own status: the export parsed and
+/// compared with the import for every `:rw` spec (module doc, 1 and 2).
+pub fn plan(specs: &[DirSpec], import: &Tree, export: &[u8]) -> Result<Plan, String> {
+    let entries = parse_export(export)?;
+    let mut plan = Plan::default();
+    for s in specs.iter().filter(|s| s.rw) {
+        let changes = diff(&s.guest, &import.entries, &entries)?;
+        plan.dirs.push((s.clone(), changes));
+    }
+    Ok(plan)
+}
+
+/// An error of the write-back on the host, one line.
+fn io_err(host: &Path, rel: &str, what: &str, e: std::io::Error) -> String {
+    format!("{}/{rel}: cannot {what}: {e}", host.display())
+}
+
+/// A C string for a path component or relative path.
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("checked names hold no NUL")
+}
+
+/// Opens `rel` (relative, no `..`, "" for the directory itself) beneath `base` without
+/// following any symbolic link (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS).
+fn open_beneath(base: &OwnedFd, rel: &str, flags: i32) -> std::io::Result<OwnedFd> {
+    let path = cstr(if rel.is_empty() { "." } else { rel });
+    // SAFETY: open_how is plain data; all-zero is a valid value (its fields set below).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 reads the NUL-terminated path and `how` (its size passed), both live
+    // for the call; it returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            base.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor openat2 just returned, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `rel`'s directory and last name.
+fn split(rel: &str) -> (&str, &str) {
+    rel.rsplit_once('/').unwrap_or(("", rel))
+}
+
+/// What is at `name` in directory `dir` (not following a link): its st_mode, None if absent.
+fn lstat_at(dir: &OwnedFd, name: &str) -> std::io::Result<Option<u32>> {
+    let c = cstr(name);
+    // SAFETY: an all-zero stat is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor, a NUL-terminated name, and a stat buffer we own.
+    let r = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        return Ok(Some(st.st_mode));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
+/// Whether the regular file at `rel` still holds `want` (not a link, not another kind).
+fn holds(base: &OwnedFd, rel: &str, want: &[u8]) -> std::io::Result<bool> {
+    let fd = match open_beneath(base, rel, libc::O_RDONLY | libc::O_NONBLOCK) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let f = std::fs::File::from(fd);
+    if !f.metadata()?.is_file() {
+        return Ok(false);
+    }
+    let mut got = Vec::with_capacity(want.len());
+    f.take(want.len() as u64 + 1).read_to_end(&mut got)?;
+    Ok(got == want)
+}
+
+/// Checks HOSTDIR as it is now against what the plan assumes (module doc, 3).
+pub fn check_host(plan: &Plan, import: &Tree) -> Result<(), String> {
+    for (spec, changes) in &plan.dirs {
+        let host = &spec.host;
+        let base = open_root(host)?;
+        let (imported, _) = below(&spec.guest, &import.entries);
+        let new_dirs: BTreeSet<&str> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::MakeDir(r) => Some(r.as_str()),
+                _ => None,
+            })
+            .collect();
+        let changed = |rel: &str| {
+            format!(
+                "{}/{rel} changed on the host during the run; nothing written back (run again)",
+                host.display()
+            )
+        };
+        let absent = |base: &OwnedFd, rel: &str| -> Result<(), String> {
+            let (dir, name) = split(rel);
+            if new_dirs.contains(dir) {
+                return Ok(());
+            }
+            let d = open_beneath(base, dir, libc::O_RDONLY | libc::O_DIRECTORY)
+                .map_err(|e| io_err(host, dir, "open the directory", e))?;
+            match lstat_at(&d, name) {
+                Ok(None) => Ok(()),
+                Ok(Some(_)) => Err(format!(
+                    "{}/{rel} exists on the host (made there during the run, or a link, \
+                     device or FIFO the import skipped); nothing written back",
+                    host.display()
+                )),
+                Err(e) => Err(io_err(host, rel, "look at", e)),
+            }
+        };
+        for c in changes {
+            match c {
+                Change::MakeDir(rel) => absent(&base, rel)?,
+                Change::Write {
+                    rel,
+                    existing: false,
+                    ..
+                } => absent(&base, rel)?,
+                Change::Write { rel, .. } | Change::RemoveFile(rel) => {
+                    let Some(Some(old)) = imported.get(rel.as_str()) else {
+                        return Err(changed(rel));
+                    };
+                    if !holds(&base, rel, old).map_err(|e| io_err(host, rel, "read", e))? {
+                        return Err(changed(rel));
+                    }
+                }
+                Change::RemoveDir(rel) => {
+                    let d = open_beneath(&base, rel, libc::O_RDONLY | libc::O_DIRECTORY)
+                        .map_err(|_| changed(rel))?;
+                    let listing = std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd()))
+                        .map_err(|e| io_err(host, rel, "list", e))?;
+                    let prefix = format!("{rel}/");
+                    for e in listing {
+                        let e = e.map_err(|e| io_err(host, rel, "list", e))?;
+                        let child = format!("{prefix}{}", e.file_name().to_string_lossy());
+                        if !imported.contains_key(&child) {
+                            return Err(format!(
+                                "{}/{child} is on the host but was never in the guest (made \
+                                 during the run, or skipped at import): the guest removed {}/{rel}, \
+                                 which would have to go; nothing written back",
+                                host.display(),
+                                host.display()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// HOSTDIR, opened as a directory (following it if it is a link: the user named it).
+fn open_root(host: &Path) -> Result<OwnedFd, String> {
+    std::fs::File::open(host)
+        .and_then(|f| {
+            if f.metadata()?.is_dir() {
+                Ok(OwnedFd::from(f))
+            } else {
+                Err(std::io::Error::other("not a directory any more"))
+            }
+        })
+        .map_err(|e| format!("{}: cannot open: {e}", host.display()))
+}
+
+/// The process's umask (from /proc/self/status: reading it with umask(2) would change it
+/// for a moment).
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// SIGINT, SIGTERM and SIGHUP held off while alive (delivered once it is dropped).
+struct HoldSignals(libc::sigset_t);
+
+impl HoldSignals {
+    fn new() -> HoldSignals {
+        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it, and
+        // pthread_sigmask only reads `set` and writes `old`, both ours.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::sigaddset(&mut set, s);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            HoldSignals(old)
+        }
+    }
+}
+
+impl Drop for HoldSignals {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in `new`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+/// A temporary file written and not yet renamed, or a directory made: undone on failure.
+enum Staged {
+    Dir {
+        base: usize,
+        rel: String,
+    },
+    Temp {
+        base: usize,
+        dir: String,
+        tmp: String,
+        name: String,
+    },
+}
+
+/// Unlinks `name` in `dir` (`flags`: 0 or AT_REMOVEDIR).
+fn unlink_at(dir: &OwnedFd, name: &str, flags: i32) -> std::io::Result<()> {
+    let c = cstr(name);
+    // SAFETY: a valid descriptor and a NUL-terminated name.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Writes `data` into a new private temporary file beside `name` in `dir`, with `mode` at
+/// the end; returns its name.
+fn write_temp(
+    dir: &OwnedFd,
+    name: &str,
+    data: &[u8],
+    mode: u32,
+    n: usize,
+) -> std::io::Result<String> {
+    let tmp = format!(".{name}.vmm-{}-{n}", std::process::id());
+    let c = cstr(&tmp);
+    // SAFETY: a valid descriptor, a NUL-terminated name; returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor openat just returned.
+    let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let done = f
+        .write_all(data)
+        .and_then(|()| f.set_permissions(std::fs::Permissions::from_mode(mode)))
+        .and_then(|()| f.sync_all());
+    if let Err(e) = done {
+        let _ = unlink_at(dir, &tmp, 0);
+        return Err(e);
+    }
+    Ok(tmp)
+}
+
+/// Makes the plan's changes in HOSTDIR (module doc, 4). On an error before the renames,
+/// everything staged is undone and HOSTDIR is as it was.
+pub fn apply(plan: &Plan) -> Result<(), String> {
+    let _held = HoldSignals::new();
+    let mask = umask();
+    let mut bases = Vec::new();
+    for (spec, _) in &plan.dirs {
+        bases.push(open_root(&spec.host)?);
+    }
+    let mut staged: Vec<Staged> = Vec::new();
+    let undo = |staged: &[Staged], bases: &[OwnedFd]| {
+        for s in staged.iter().rev() {
+            let (b, dir, name, flags) = match s {
+                Staged::Dir { base, rel } => {
+                    let (d, n) = split(rel);
+                    (*base, d, n, libc::AT_REMOVEDIR)
+                }
+                Staged::Temp { base, dir, tmp, .. } => (*base, dir.as_str(), tmp.as_str(), 0),
+            };
+            if let Ok(d) = open_beneath(&bases[b], dir, libc::O_RDONLY | libc::O_DIRECTORY) {
+                let _ = unlink_at(&d, name, flags);
+            }
+        }
+    };
+    let mut n = 0;
+    for (i, (spec, changes)) in plan.dirs.iter().enumerate() {
+        let host = &spec.host;
+        for c in changes {
+            let step = match c {
+                Change::MakeDir(rel) => {
+                    let (dir, name) = split(rel);
+                    open_beneath(&bases[i], dir, libc::O_RDONLY | libc::O_DIRECTORY)
+                        .and_then(|d| {
+                            let cn = cstr(name);
+                            // SAFETY: a valid descriptor and a NUL-terminated name.
+                            match unsafe { libc::mkdirat(d.as_raw_fd(), cn.as_ptr(), 0o777) } {
+                                0 => Ok(()),
+                                _ => Err(std::io::Error::last_os_error()),
+                            }
+                        })
+                        .map(|()| {
+                            staged.push(Staged::Dir {
+                                base: i,
+                                rel: rel.clone(),
+                            })
+                        })
+                        .map_err(|e| io_err(host, rel, "make the directory", e))
+                }
+                Change::Write {
+                    rel,
+                    data,
+                    existing,
+                } => {
+                    let (dir, name) = split(rel);
+                    n += 1;
+                    open_beneath(&bases[i], dir, libc::O_RDONLY | libc::O_DIRECTORY)
+                        .and_then(|d| {
+                            let mode = match (existing, lstat_at(&d, name)?) {
+                                (true, Some(m)) => m & 0o777,
+                                _ => 0o666 & !mask,
+                            };
+                            write_temp(&d, name, data, mode, n)
+                        })
+                        .map(|tmp| {
+                            staged.push(Staged::Temp {
+                                base: i,
+                                dir: dir.to_string(),
+                                tmp,
+                                name: name.to_string(),
+                            })
+                        })
+                        .map_err(|e| io_err(host, rel, "write", e))
+                }
+                Change::RemoveFile(_) | Change::RemoveDir(_) => Ok(()),
+            };
+            if let Err(e) = step {
+                undo(&staged, &bases);
+                return Err(format!("{e}; nothing written back"));
+            }
+        }
+    }
+    // Committing: renames, then removals. These fail only if HOSTDIR is changed under us.
+    let mut errors = Vec::new();
+    for s in &staged {
+        if let Staged::Temp {
+            base,
+            dir,
+            tmp,
+            name,
+        } = s
+        {
+            let (ct, cn) = (cstr(tmp), cstr(name));
+            let r = open_beneath(&bases[*base], dir, libc::O_RDONLY | libc::O_DIRECTORY).and_then(
+                |d| {
+                    // SAFETY: a valid descriptor (both sides) and NUL-terminated names.
+                    match unsafe {
+                        libc::renameat(d.as_raw_fd(), ct.as_ptr(), d.as_raw_fd(), cn.as_ptr())
+                    } {
+                        0 => Ok(()),
+                        _ => Err(std::io::Error::last_os_error()),
+                    }
+                },
+            );
+            if let Err(e) = r {
+                errors.push(io_err(
+                    &plan.dirs[*base].0.host,
+                    name,
+                    "rename into place",
+                    e,
+                ));
+            }
+        }
+    }
+    for (i, (spec, changes)) in plan.dirs.iter().enumerate() {
+        for c in changes {
+            let (rel, flags) = match c {
+                Change::RemoveFile(r) => (r, 0),
+                Change::RemoveDir(r) => (r, libc::AT_REMOVEDIR),
+                _ => continue,
+            };
+            let (dir, name) = split(rel);
+            let r = open_beneath(&bases[i], dir, libc::O_RDONLY | libc::O_DIRECTORY)
+                .and_then(|d| unlink_at(&d, name, flags));
+            if let Err(e) = r {
+                errors.push(io_err(&spec.host, rel, "remove", e));
+            }
+        }
+    }
+    match errors.first() {
+        None => Ok(()),
+        Some(e) => Err(format!(
+            "{e} (and {} more): the write-back is incomplete",
+            errors.len() - 1
+        )),
+    }
+}
+
+/// The write-back of one run that exited with the guest's own status: planned, checked
+/// against HOSTDIR, applied. `export` is None when the guest sent none or too much.
+pub fn write_back(specs: &[DirSpec], import: &Tree, export: Option<&[u8]>) -> Result<Plan, String> {
+    let export = export.ok_or_else(|| {
+        format!(
+            "the guest sent no complete export of its write-back directories (more than {} MiB, \
+             or the kernel never got to it)",
+            MAX_OUT_BYTES >> 20
+        )
+    })?;
+    let plan = plan(specs, import, export)?;
+    check_host(&plan, import)?;
+    apply(&plan)?;
+    Ok(plan)
+}
+
+/// The `--dir` options that ask for the write-back, parsed (those that do not parse are
+/// left out: the import refuses them before any boot).
+pub fn rw_specs(dir_options: &[String]) -> Vec<DirSpec> {
+    dir_options
+        .iter()
+        .filter_map(|o| crate::dirs::parse_spec(o).ok())
+        .filter(|s| s.rw)
+        .collect()
+}
+
+/// Whether any `--dir` option asks for the write-back.
+pub fn any_rw_option(dir_options: &[String]) -> bool {
+    !rw_specs(dir_options).is_empty()
+}
+
+/// The GUESTDIRs the kernel exports: the `:rw` ones of `--dir`, and (inside the lab) those
+/// of `--dir-out`.
+pub fn guestdirs(dir_options: &[String], dir_out: &[String]) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = rw_specs(dir_options).into_iter().map(|s| s.guest).collect();
+    out.extend(dir_out.iter().map(|g| {
+        g.split('/')
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    }));
+    out
+}
+
+/// The kernel's `dirout=` word for the write-back GUESTDIRs (None without any).
+pub fn cmdline_word(guestdirs: &[Vec<String>]) -> Option<String> {
+    (!guestdirs.is_empty()).then(|| {
+        let roots: Vec<String> = guestdirs.iter().map(|g| g.join("/")).collect();
+        format!("{}={}", xv6_abi::cmdline::DIROUT, roots.join(","))
+    })
+}
