@@ -255,6 +255,7 @@ mod tests {
                 "pgdump cr3=0x00002000\npgdump end: 0 pages, 0 translate mismatches\n".into(),
             ],
             pgdumps_skipped: 3,
+            dirout: None,
         };
         let back = Results::from_lines(&format!("noise\n{}", r.to_lines(&args)));
         assert_eq!(back.stats_json, r.stats_json);

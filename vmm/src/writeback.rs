@@ -755,3 +755,278 @@ pub fn cmdline_word(guestdirs: &[Vec<String>]) -> Option<String> {
         format!("{}={}", xv6_abi::cmdline::DIROUT, roots.join(","))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(path: &str, data: Option<&str>) -> TreeEntry {
+        TreeEntry {
+            path: path.to_string(),
+            data: data.map(|d| d.as_bytes().to_vec()),
+        }
+    }
+
+    fn cpio(entries: &[TreeEntry]) -> Vec<u8> {
+        Tree {
+            entries: entries.to_vec(),
+            notes: vec![],
+        }
+        .to_cpio()
+    }
+
+    fn guest(g: &str) -> Vec<String> {
+        g.split('/')
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_diff_names_what_was_made_changed_and_removed() {
+        let import = [
+            e("d", None),
+            e("d/a", Some("a")),
+            e("d/b", Some("b")),
+            e("d/same", Some("s")),
+            e("d/old", None),
+            e("d/old/x", Some("x")),
+            e("d/old/deeper", None),
+            e("other", None),
+            e("other/o", Some("o")),
+        ];
+        let export = [
+            e("d", None),
+            e("d/a", Some("A")),
+            e("d/same", Some("s")),
+            e("d/new", None),
+            e("d/new/in", None),
+            e("d/new/in/f", Some("f")),
+            e("d/c", Some("c")),
+        ];
+        let changes = diff(&guest("/d"), &import, &export).unwrap();
+        let w = |rel: &str, data: &str, existing| Change::Write {
+            rel: rel.into(),
+            data: data.as_bytes().to_vec(),
+            existing,
+        };
+        assert_eq!(
+            changes,
+            [
+                Change::MakeDir("new".into()),
+                Change::MakeDir("new/in".into()),
+                w("a", "A", true),
+                w("c", "c", false),
+                w("new/in/f", "f", false),
+                Change::RemoveFile("b".into()),
+                Change::RemoveFile("old/x".into()),
+                Change::RemoveDir("old/deeper".into()),
+                Change::RemoveDir("old".into()),
+            ]
+        );
+        // Nothing changed: nothing to do. Another GUESTDIR's entries do not count.
+        assert!(diff(&guest("/d"), &import, &import).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_diff_refuses_a_removed_guestdir_and_a_change_of_kind() {
+        let import = [e("d", None), e("d/a", Some("a")), e("d/s", None)];
+        let err = diff(&guest("/d"), &import, &[e("x", None)]).unwrap_err();
+        assert!(err.contains("removed /d"), "{err}");
+        let err = diff(
+            &guest("/d"),
+            &import,
+            &[e("d", None), e("d/a", None), e("d/s", None)],
+        )
+        .unwrap_err();
+        assert!(err.contains("file /d/a into a directory"), "{err}");
+        let err = diff(
+            &guest("/d"),
+            &import,
+            &[e("d", None), e("d/a", Some("a")), e("d/s", Some(""))],
+        )
+        .unwrap_err();
+        assert!(err.contains("directory /d/s into a file"), "{err}");
+    }
+
+    #[test]
+    fn exports_are_checked_like_imports() {
+        let ok = [e("d", None), e("d/f", Some("x"))];
+        assert_eq!(parse_export(&cpio(&ok)).unwrap(), ok);
+        for (bad, want) in [
+            (vec![e("d/f", Some("x"))], "before its directory"),
+            (vec![e("d", None), e("d/..", None)], "cannot be written"),
+            (vec![e("d", None), e("d", None)], "twice"),
+            (
+                vec![e("d", None), e("d/a\nb", Some(""))],
+                "control character",
+            ),
+            (
+                vec![e("d", None), e("d/abcdefghijklmno", None)],
+                "at most 14",
+            ),
+            (
+                vec![
+                    e("1", None),
+                    e("1/2", None),
+                    e("1/2/3", None),
+                    e("1/2/3/4", None),
+                    e("1/2/3/4/5", None),
+                    e("1/2/3/4/5/6", None),
+                    e("1/2/3/4/5/6/7", None),
+                    e("1/2/3/4/5/6/7/8", None),
+                    e("1/2/3/4/5/6/7/8/9", None),
+                ],
+                "levels deep",
+            ),
+        ] {
+            let err = parse_export(&cpio(&bad)).unwrap_err();
+            assert!(err.contains(want), "{want}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        // Cut short anywhere: refused, never half taken.
+        let whole = cpio(&ok);
+        for n in [0, 50, 120, whole.len() - 1] {
+            assert!(parse_export(&whole[..n]).is_err(), "{n}");
+        }
+        // A name that is not UTF-8.
+        let mut raw = cpio(&[e("d", None), e("d/zz", Some(""))]);
+        let at = raw.windows(4).position(|w| w == b"d/zz").unwrap();
+        raw[at + 2] = 0xff;
+        assert!(parse_export(&raw).unwrap_err().contains("not UTF-8"));
+    }
+
+    /// A HOSTDIR with a, b, sub/c, imported at /d; the import tree as the walk made it.
+    fn host_tree() -> (tempfile::TempDir, DirSpec, Tree) {
+        let dir = tempfile::tempdir().unwrap();
+        let h = dir.path().join("h");
+        std::fs::create_dir_all(h.join("sub")).unwrap();
+        std::fs::write(h.join("a"), "a").unwrap();
+        std::fs::write(h.join("b"), "b").unwrap();
+        std::fs::write(h.join("sub/c"), "c").unwrap();
+        std::fs::set_permissions(h.join("a"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        let spec = crate::dirs::parse_spec(&format!("{}:/d:rw", h.display())).unwrap();
+        let tree = crate::dirs::import(std::slice::from_ref(&spec), 0).unwrap();
+        (dir, spec, tree)
+    }
+
+    fn listing(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for en in std::fs::read_dir(&d).unwrap() {
+                let p = en.unwrap().path();
+                let meta = std::fs::symlink_metadata(&p).unwrap();
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                if meta.is_dir() {
+                    todo.push(p);
+                    out.push(format!("{rel}/"));
+                } else if meta.is_file() {
+                    let data = std::fs::read_to_string(&p).unwrap();
+                    out.push(format!(
+                        "{rel}={data} {:o}",
+                        meta.permissions().mode() & 0o777
+                    ));
+                } else {
+                    out.push(format!("{rel}@"));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_write_back_makes_changes_and_removes_beneath_hostdir() {
+        let (_d, spec, tree) = host_tree();
+        let export = cpio(&[
+            e("d", None),
+            e("d/a", Some("A!")),
+            e("d/n", None),
+            e("d/n/f", Some("new")),
+        ]);
+        let plan = write_back(std::slice::from_ref(&spec), &tree, Some(&export)).unwrap();
+        assert_eq!(plan.counts(), (2, 5, 1, 3));
+        let new_mode = 0o666 & !umask();
+        assert_eq!(
+            listing(&spec.host),
+            [
+                "a=A! 640".to_string(),
+                "n/".into(),
+                format!("n/f=new {new_mode:o}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_host_changed_during_the_run_or_holding_a_link_is_left_alone() {
+        // A file changed on the host since the import.
+        let (_d, spec, tree) = host_tree();
+        std::fs::write(spec.host.join("a"), "edited on the host").unwrap();
+        let before = listing(&spec.host);
+        let export = cpio(&[e("d", None), e("d/a", Some("A")), e("d/new", Some("n"))]);
+        let err = write_back(std::slice::from_ref(&spec), &tree, Some(&export)).unwrap_err();
+        assert!(err.contains("/a changed on the host"), "{err}");
+        assert_eq!(listing(&spec.host), before);
+        // A link where the guest makes a directory (planted after the import): refused,
+        // and nothing is written through it.
+        let (d, spec, tree) = host_tree();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, spec.host.join("l")).unwrap();
+        let export = cpio(&[e("d", None), e("d/l", None), e("d/l/f", Some("x"))]);
+        let err = write_back(std::slice::from_ref(&spec), &tree, Some(&export)).unwrap_err();
+        assert!(err.contains("/l exists on the host"), "{err}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // Even past the check (the link swapped in after it), the walk does not follow it.
+        let mut plan = plan(std::slice::from_ref(&spec), &tree, &export).unwrap();
+        plan.dirs[0].1.retain(|c| !matches!(c, Change::MakeDir(_)));
+        let err = apply(&plan).unwrap_err();
+        assert!(err.contains("nothing written back"), "{err}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // A directory the guest removed holds something new on the host.
+        let (_d, spec, tree) = host_tree();
+        std::fs::write(spec.host.join("sub/extra"), "x").unwrap();
+        let export = cpio(&[e("d", None), e("d/a", Some("a")), e("d/b", Some("b"))]);
+        let err = write_back(std::slice::from_ref(&spec), &tree, Some(&export)).unwrap_err();
+        assert!(err.contains("sub/extra is on the host"), "{err}");
+        assert!(spec.host.join("sub/c").exists());
+        // No export at all.
+        let err = write_back(std::slice::from_ref(&spec), &tree, None).unwrap_err();
+        assert!(err.contains("no complete export"), "{err}");
+    }
+
+    #[test]
+    fn a_failure_while_staging_undoes_what_was_staged() {
+        let (_d, spec, tree) = host_tree();
+        let before = listing(&spec.host);
+        let export = cpio(&[
+            e("d", None),
+            e("d/a", Some("A")),
+            e("d/m", None),
+            e("d/m/f", Some("f")),
+            e("d/z", Some("z")),
+        ]);
+        let mut plan = plan(std::slice::from_ref(&spec), &tree, &export).unwrap();
+        // A write into a directory that is not there fails after the others were staged.
+        plan.dirs[0].1.push(Change::Write {
+            rel: "nowhere/f".into(),
+            data: b"x".to_vec(),
+            existing: false,
+        });
+        let err = apply(&plan).unwrap_err();
+        assert!(
+            err.contains("nowhere/f") && err.contains("nothing written back"),
+            "{err}"
+        );
+        assert_eq!(listing(&spec.host), before);
+    }
+
+    #[test]
+    fn the_command_line_names_the_write_back_guestdirs() {
+        let opts = ["h:/a/b:rw".to_string(), "h:/ro".into(), "h:/c:rw".into()];
+        let g = guestdirs(&opts, &["/x//y".to_string()]);
+        assert_eq!(cmdline_word(&g).unwrap(), "dirout=a/b,c,x/y");
+        assert_eq!(cmdline_word(&guestdirs(&["h:/ro".into()], &[])), None);
+    }
+}
