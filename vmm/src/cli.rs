@@ -313,6 +313,10 @@ pub struct RunArgs {
     /// exports it at the end, and the export goes back in --lab-results.
     #[arg(long = "dir-out", value_name = "GUESTDIR", hide = true)]
     pub dir_out: Vec<String>,
+    /// Inside the lab: write the --dir-out export into FILE (the lab's collect file)
+    /// rather than into --lab-results.
+    #[arg(long = "dir-collect", value_name = "FILE", hide = true)]
+    pub dir_collect: Option<PathBuf>,
     /// The program to run and its arguments: a built-in program's name, or a host path (with a
     /// '/') to a static ELF32 i386 executable. Default: the built-in `tour`. Options of `vmm`
     /// come before PROGRAM; everything after it goes to the program (`--` also ends them).

@@ -404,6 +404,7 @@ const LAB_REWRITES: &[&str] = &[
     "dir",
     "dir_tree",
     "dir_out",
+    "dir_collect",
     "stats_json",
     "pgdump_svg",
     "lab_results",
@@ -449,6 +450,7 @@ pub fn lab_invocation(
     program: &Program,
     added: &[Program],
     tree: Option<&Path>,
+    collect: bool,
 ) -> (Vec<OsString>, Vec<(PathBuf, String)>) {
     let mut inner: Vec<OsString> = vec!["run".into(), "--engine".into(), "kvm".into()];
     inner.extend(["--mem".into(), format!("{}M", mem >> 20).into()]);
@@ -483,8 +485,13 @@ pub fn lab_invocation(
         inner.extend(["--dir-tree".into(), lab_path.into()]);
     }
     // `--dir …:rw`: the inner vmm has the kernel export these; we write back.
-    for s in crate::writeback::rw_specs(&args.dir) {
+    let rw = crate::writeback::rw_specs(&args.dir);
+    for s in &rw {
         inner.extend(["--dir-out".into(), format!("/{}", s.guest.join("/")).into()]);
+    }
+    // In the AMD lab the export comes back on the lab's collect port (LabRequest::collect).
+    if collect && !rw.is_empty() {
+        inner.extend(["--dir-collect".into(), lab::script::COLLECT_PATH.into()]);
     }
     inner.push("--".into());
     match &program.host_path {
@@ -596,6 +603,24 @@ fn run_in_lab(
             .with_context(|| format!("cannot write {}", f.path().display()))?;
         Some(f)
     };
+    // `--dir …:rw` in the AMD lab: the export comes back in a file of a private
+    // temporary directory (the lab creates the file; named as the lab's temporaries).
+    let rw_collect =
+        !crate::writeback::rw_specs(&args.dir).is_empty() && vendor == lab::Vendor::Amd;
+    let collect_dir = if rw_collect {
+        let dir = std::env::temp_dir();
+        Some(
+            tempfile::Builder::new()
+                .prefix(&format!("xv6-lab-{}-collect-", std::process::id()))
+                .tempdir_in(&dir)
+                .with_context(|| {
+                    format!("cannot create a temporary directory in {}", dir.display())
+                })?,
+        )
+    } else {
+        None
+    };
+    let collect_path = collect_dir.as_ref().map(|d| d.path().join("export.cpio"));
     let (inner, files) = lab_invocation(
         args,
         run,
@@ -603,6 +628,7 @@ fn run_in_lab(
         program,
         added,
         tree_file.as_ref().map(|f| f.path()),
+        rw_collect,
     );
     // From here on a signal stops the run cleanly (temporary files removed, 128 + N).
     lab::interrupt::install();
@@ -661,6 +687,7 @@ fn run_in_lab(
         // Streamed as it arrives: the guest boots at once, a terminal works.
         stdin: lab::LabStdin::Inherit,
         result_file: results.path(),
+        collect: collect_path.clone(),
         tcp_ports,
         unix_ports,
         guest_mem_mib: mem >> 20,
@@ -686,8 +713,13 @@ fn run_in_lab(
             if rw.is_empty() {
                 return Ok(status);
             }
-            // The inner vmm sends the export only when the guest exited with its own status.
-            let Some(export) = back.dirout else {
+            // The inner vmm sends the export only when the guest exited with its own status:
+            // in the result lines, or in the collect file with its length in them.
+            let from_file = back.dirout_file.and_then(|n| {
+                let bytes = std::fs::read(collect_path.as_ref()?).ok()?;
+                (bytes.len() == n).then_some(bytes)
+            });
+            let Some(export) = back.dirout.or(from_file) else {
                 eprintln!("{}", not_written_back(&rw));
                 return Ok(status);
             };
@@ -795,8 +827,15 @@ mod tests {
             }
             argv.push("hello");
             let a = run_args(&argv);
-            let (inner, _) =
-                lab_invocation(&a, &run_matches(&argv), 256 << 20, &program, &[], None);
+            let (inner, _) = lab_invocation(
+                &a,
+                &run_matches(&argv),
+                256 << 20,
+                &program,
+                &[],
+                None,
+                false,
+            );
             let i = inner.iter().position(|w| w == flag.as_str());
             assert!(i.is_some(), "{flag} is not passed to the lab: {inner:?}");
             if arg.get_action().takes_values() {
@@ -830,7 +869,15 @@ mod tests {
             image: Vec::new(),
             host_path: Some("/bin/prog".into()),
         };
-        let (inner, files) = lab_invocation(&a, &run_matches(&argv), 64 << 20, &program, &[], None);
+        let (inner, files) = lab_invocation(
+            &a,
+            &run_matches(&argv),
+            64 << 20,
+            &program,
+            &[],
+            None,
+            false,
+        );
         let inner: Vec<&str> = inner.iter().map(|s| s.to_str().unwrap()).collect();
         assert_eq!(
             inner,

@@ -7,7 +7,10 @@
 //! text of each dump), `pgdump-skipped N` — and the outer vmm sorts them into the files
 //! (the SVG is drawn on the host, from the dumps' text). With `--dir …:rw` (the inner vmm's
 //! `--dir-out`), the kernel's write-back export follows in base64, `dir-out TEXT` lines
-//! closed by `dir-out-end LENGTH` (writeback.rs applies it on the host).
+//! closed by `dir-out-end LENGTH` (writeback.rs applies it on the host) — or, in the AMD
+//! lab, with `--dir-collect FILE`, the export goes into the lab's collect file (its own
+//! virtio-serial port, much faster than the result lines) and only `dir-out-file LENGTH`
+//! travels here.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +25,7 @@ const PGDUMP_TAG: &str = "pgdump ";
 const SKIPPED_TAG: &str = "pgdump-skipped ";
 const DIROUT_TAG: &str = "dir-out ";
 const DIROUT_END_TAG: &str = "dir-out-end ";
+const DIROUT_FILE_TAG: &str = "dir-out-file ";
 /// Base64 characters per `dir-out` line (the lab passes lines of up to 4 KiB).
 const DIROUT_LINE: usize = 3000;
 
@@ -35,6 +39,8 @@ pub struct Results {
     pub pgdumps_skipped: usize,
     /// The write-back export (`--dir …:rw`), when the guest exited with its own status.
     pub dirout: Option<Vec<u8>>,
+    /// The length of the export the inner vmm left in the collect file, if it did.
+    pub dirout_file: Option<usize>,
 }
 
 impl Results {
@@ -44,6 +50,7 @@ impl Results {
             pgdumps: report.pgdumps.0.clone(),
             pgdumps_skipped: report.pgdumps.1,
             dirout: None,
+            dirout_file: None,
         }
     }
 
@@ -61,7 +68,11 @@ impl Results {
             }
             out.push_str(&format!("{SKIPPED_TAG}{}\n", self.pgdumps_skipped));
         }
-        if let (false, Some(d)) = (args.dir_out.is_empty(), &self.dirout) {
+        if let (false, Some(d), Some(_)) =
+            (args.dir_out.is_empty(), &self.dirout, &args.dir_collect)
+        {
+            out.push_str(&format!("{DIROUT_FILE_TAG}{}\n", d.len()));
+        } else if let (false, Some(d)) = (args.dir_out.is_empty(), &self.dirout) {
             use base64::Engine;
             let text = base64::engine::general_purpose::STANDARD.encode(d);
             for chunk in text.as_bytes().chunks(DIROUT_LINE) {
@@ -83,6 +94,8 @@ impl Results {
         for l in text.lines() {
             if let Some(d) = l.strip_prefix(DIROUT_TAG) {
                 dirout.push_str(d.trim_end());
+            } else if let Some(n) = l.strip_prefix(DIROUT_FILE_TAG) {
+                r.dirout_file = n.trim().parse().ok();
             } else if let Some(n) = l.strip_prefix(DIROUT_END_TAG) {
                 use base64::Engine;
                 let bytes = base64::engine::general_purpose::STANDARD
@@ -125,6 +138,12 @@ pub fn write(args: &RunArgs, results: &Results, machine: &Machine) -> Result<()>
     // Every file is created and truncated, written once: the one way of writing a file the
     // main thread's seccomp filter allows (seccomp.rs).
     if let Some(path) = &args.lab_results {
+        // The export first: the line that says it is there comes after it.
+        if let (Some(f), Some(d), false) =
+            (&args.dir_collect, &results.dirout, args.dir_out.is_empty())
+        {
+            std::fs::write(f, d).with_context(|| format!("cannot write {}", f.display()))?;
+        }
         return std::fs::write(path, results.to_lines(args))
             .with_context(|| format!("cannot write {}", path.display()));
     }
@@ -256,6 +275,7 @@ mod tests {
             ],
             pgdumps_skipped: 3,
             dirout: None,
+            dirout_file: None,
         };
         let back = Results::from_lines(&format!("noise\n{}", r.to_lines(&args)));
         assert_eq!(back.stats_json, r.stats_json);
@@ -276,6 +296,11 @@ mod tests {
         let mut lost = lines.lines().skip(1).collect::<Vec<_>>().join("\n");
         lost.push('\n');
         assert_eq!(Results::from_lines(&lost).dirout, None);
+        // Through the collect file, only its length travels here.
+        let args = run_args(&["--dir-out", "/d", "--dir-collect", "/lab/collect"]);
+        let lines = r.to_lines(&args);
+        assert_eq!(lines, "dir-out-file 10000\n");
+        assert_eq!(Results::from_lines(&lines).dirout_file, Some(10_000));
     }
 
     #[test]

@@ -172,6 +172,35 @@ fn what_the_guest_made_changed_and_removed_comes_back() {
     );
 }
 
+/// A large file comes back whole (in the AMD lab, on the lab's collect port).
+#[test]
+fn a_large_file_comes_back_byte_for_byte() {
+    let host = scratch("rw-large").join("host");
+    std::fs::create_dir(&host).unwrap();
+    let prog = build_c_program("dirsrw", false);
+    let spec = rw(&host);
+    let Some(out) = boot(&[
+        "--quiet",
+        "--dir",
+        &spec,
+        prog.to_str().unwrap(),
+        "b",
+        "/data/big",
+        "3000",
+    ]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let got = std::fs::read(host.join("big")).unwrap();
+    let want: Vec<u8> = (0..3000 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    assert!(
+        got == want,
+        "{} bytes back, {} written",
+        got.len(),
+        want.len()
+    );
+}
+
 #[test]
 fn new_files_follow_the_umask_and_a_nonzero_status_still_writes_back() {
     let host = tree("rw-umask");

@@ -140,6 +140,13 @@ pub struct LabRequest {
     /// Where on the host to write what the program leaves in [`script::RESULT_PATH`] inside
     /// the lab (text lines), once it has exited; nothing is written if it left nothing.
     pub result_file: Option<PathBuf>,
+    /// Where on the host to write what the program leaves in [`script::COLLECT_PATH`]
+    /// inside the lab (any bytes, at most [`COLLECT_MAX`]), sent on a virtio-serial port of
+    /// its own once it has exited; the file is created (0600, it must not exist) whenever
+    /// this is set, and holds all of it once the run returns [`LabOutcome::Exited`] (a run
+    /// that ends otherwise may leave a part). The AMD lab only: the Intel lab, with no
+    /// virtio-serial, leaves it empty.
+    pub collect: Option<PathBuf>,
     /// Guest RAM the program will want (MiB); the lab VM gets enough on top of it.
     pub guest_mem_mib: u64,
     /// Overall bound for the lab run (boot + program); on expiry QEMU is killed and
@@ -151,6 +158,9 @@ pub struct LabRequest {
     /// Which lab: AMD (QEMU, kvm_amd; the default) or Intel (Bochs, kvm_intel; see [`bochs`]).
     pub vendor: Vendor,
 }
+
+/// The most [`LabRequest::collect`] takes: more fails the run (`LabError::Output`).
+pub const COLLECT_MAX: u64 = 256 << 20;
 
 /// How a lab run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -609,12 +619,24 @@ fn spawn_and_supervise(
     let mut guard = QemuGuard::spawn(cmd, &wiring.qemu_fds())
         .map_err(|e| LabError::io_path("starting", Path::new(&program), e))?;
     let host = wiring.into_host_ends();
+    let mut collect: Box<dyn Write + Send> = match &req.collect {
+        Some(path) => Box::new(Capped {
+            file: private_file(path).map_err(|e| LabError::io_path("creating", path, e))?,
+            room: COLLECT_MAX,
+        }),
+        None => Box::new(io::sink()),
+    };
     let limits = Limits {
         deadline: start + req.timeout,
         run_timeout: req.run_timeout,
         restore_by: request.map(|_| spawned_at + warm::RESTORE_LIMIT),
     };
-    let watched = supervise(&mut guard, host, request, stdin, stdout, stderr, &limits);
+    let sinks = Sinks {
+        stdout,
+        stderr,
+        collect: &mut *collect,
+    };
+    let watched = supervise(&mut guard, host, request, stdin, sinks, &limits);
     log_timings(&watched, spawned_at, prepared);
     Ok(watched)
 }
@@ -660,6 +682,7 @@ pub(crate) struct Shared {
     qemu_err: Mutex<String>,
     out: Counter,
     err: Counter,
+    collect: Counter,
 }
 
 /// What watching one QEMU run gathered.
@@ -670,6 +693,7 @@ struct Watched {
     qemu_err: String,
     output_failed: Option<LabError>,
     received: (u64, u64),
+    collected: u64,
 }
 
 impl Watched {
@@ -682,6 +706,7 @@ impl Watched {
             qemu_err: shared.qemu_err.into_inner().unwrap(),
             output_failed: shared.output_failed.into_inner().unwrap(),
             received: (shared.out.bytes(), shared.err.bytes()),
+            collected: shared.collect.bytes(),
         }
     }
 
@@ -693,6 +718,36 @@ impl Watched {
     }
 }
 
+/// Where the program's output ports go.
+struct Sinks<'a> {
+    stdout: &'a mut (dyn Write + Send),
+    stderr: &'a mut (dyn Write + Send),
+    collect: &'a mut (dyn Write + Send),
+}
+
+/// [`LabRequest::collect`]'s file, refusing more than `room` bytes.
+struct Capped {
+    file: fs::File,
+    room: u64,
+}
+
+impl Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.room {
+            return Err(io::Error::other(format!(
+                "more than {COLLECT_MAX} bytes to collect"
+            )));
+        }
+        let n = self.file.write(buf)?;
+        self.room -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Runs the readers, the stdin feeder (and for a warm start, the request's sender) and the
 /// watch until QEMU is gone (every thread joined).
 fn supervise(
@@ -700,10 +755,14 @@ fn supervise(
     host: HostEnds,
     request: Option<&[u8]>,
     stdin: Option<&StdinSource>,
-    stdout: &mut (dyn Write + Send),
-    stderr: &mut (dyn Write + Send),
+    sinks: Sinks<'_>,
     limits: &Limits,
 ) -> Watched {
+    let Sinks {
+        stdout,
+        stderr,
+        collect,
+    } = sinks;
     let qemu_stderr = guard.take_stderr();
     let shared = Shared::default();
     shared.restored.store(request.is_none(), Ordering::Release);
@@ -714,6 +773,7 @@ fn supervise(
         control,
         stdout: out_r,
         stderr: err_r,
+        collect: collect_r,
         stdin: stdin_sock,
         request: request_sock,
     } = host;
@@ -732,6 +792,7 @@ fn supervise(
         s.spawn(move || read_control(control, sh, tx));
         s.spawn(move || forward(out_r, stdout, "stdout", &sh.out, sh));
         s.spawn(move || forward(err_r, stderr, "stderr", &sh.err, sh));
+        s.spawn(move || forward(collect_r, collect, "collect", &sh.collect, sh));
         if let Some(e) = qemu_stderr {
             s.spawn(move || read_qemu_stderr(e, sh));
         }
@@ -840,25 +901,42 @@ fn watch(
     }
 }
 
-/// What the program's output ports sent, once its exit has been reported too.
-fn sent_at_exit(markers: &[(Instant, Marker)]) -> Option<(u64, u64)> {
+/// What the program's output ports sent (stdout, stderr, the collect port), once its exit
+/// has been reported too.
+fn sent_at_exit(markers: &[(Instant, Marker)]) -> Option<(u64, u64, u64)> {
     let exited = markers.iter().any(|(_, m)| matches!(m, Marker::Exit(_)));
-    markers.iter().find_map(|(_, m)| match m {
+    let (out, err) = markers.iter().find_map(|(_, m)| match m {
         Marker::Sent { stdout, stderr } if exited => Some((*stdout, *stderr)),
         _ => None,
-    })
+    })?;
+    Some((out, err, collected(markers)))
+}
+
+/// What the collect port sent (0 if it sent nothing).
+fn collected(markers: &[(Instant, Marker)]) -> u64 {
+    markers
+        .iter()
+        .find_map(|(_, m)| match m {
+            Marker::Collected(n) => Some(*n),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
 
 /// After the program's exit: `Delivered` once all it `sent` has arrived, `Stalled` when
 /// nothing more has come for [`OUTPUT_STALL`] while we were not busy writing it out.
 /// `since` remembers when the received total last changed.
-fn drained(sent: (u64, u64), sh: &Shared, since: &mut Option<(Instant, u64)>) -> Option<Ending> {
-    let got = (sh.out.bytes(), sh.err.bytes());
-    if got.0 >= sent.0 && got.1 >= sent.1 {
+fn drained(
+    sent: (u64, u64, u64),
+    sh: &Shared,
+    since: &mut Option<(Instant, u64)>,
+) -> Option<Ending> {
+    let got = (sh.out.bytes(), sh.err.bytes(), sh.collect.bytes());
+    if got.0 >= sent.0 && got.1 >= sent.1 && got.2 >= sent.2 {
         return Some(Ending::Delivered);
     }
-    let total = got.0 + got.1;
-    let busy = sh.out.writing() || sh.err.writing();
+    let total = got.0 + got.1 + got.2;
+    let busy = sh.out.writing() || sh.err.writing() || sh.collect.writing();
     match since {
         Some((t, seen)) if *seen == total && !busy => {
             (t.elapsed() >= OUTPUT_STALL).then_some(Ending::Stalled)
@@ -955,6 +1033,7 @@ fn check_delivered(w: &Watched) -> Result<(), LabError> {
     for (stream, got, want) in [
         ("stdout", w.received.0, sent.0),
         ("stderr", w.received.1, sent.1),
+        ("collect", w.collected, collected(&w.markers)),
     ] {
         if got < want {
             return Err(LabError::OutputLost {
@@ -1008,7 +1087,7 @@ fn conclude(req: &LabRequest, w: Watched) -> Result<LabOutcome, LabError> {
                     console_tail: w.console_tail,
                 })
             }
-            Marker::Stage(_) | Marker::Result(_) | Marker::Sent { .. } => {}
+            Marker::Stage(_) | Marker::Result(_) | Marker::Sent { .. } | Marker::Collected(_) => {}
         }
     }
     match w.ending {

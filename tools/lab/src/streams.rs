@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::qemu::{self, PortBackend, VirtPort};
-use crate::script::{REQUEST_PORT, STDERR_PORT, STDIN_PORT, STDOUT_PORT};
+use crate::script::{COLLECT_PORT, REQUEST_PORT, STDERR_PORT, STDIN_PORT, STDOUT_PORT};
 use crate::{LabError, LabStdin};
 
 /// How long one wait on a descriptor lasts before the flags are looked at again (ms).
@@ -40,6 +40,8 @@ pub(crate) struct Wiring {
     control: Pair,
     stdout: Pair,
     stderr: Pair,
+    /// What the program leaves for the host after it exits (`LabRequest::collect`).
+    collect: Pair,
     stdin: Option<Pair>,
     /// A warm start's request port (see [`crate::warm`]).
     request: Option<Pair>,
@@ -53,6 +55,7 @@ pub(crate) struct HostEnds {
     pub control: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    pub collect: OwnedFd,
     /// Our end of the stdin socket (non-blocking), when stdin is streamed.
     pub stdin: Option<OwnedFd>,
     /// Our end of the request socket (blocking), for a warm start.
@@ -78,6 +81,7 @@ impl Wiring {
             control: socket_pair()?,
             stdout: pipe_pair()?,
             stderr: pipe_pair()?,
+            collect: pipe_pair()?,
             stdin: stdin.then(stdin_pair).transpose()?,
             request: None,
             tcp: tcp.to_vec(),
@@ -102,7 +106,8 @@ impl Wiring {
         ]
     }
 
-    /// The virtio-serial ports: the program's streams, then the TCP bridges.
+    /// The virtio-serial ports: the program's streams and the collect port, then the TCP
+    /// bridges.
     pub fn ports(&self) -> Vec<VirtPort> {
         let port = |name: &str, backend| VirtPort {
             name: name.to_string(),
@@ -116,6 +121,10 @@ impl Wiring {
             port(
                 STDERR_PORT,
                 PortBackend::Output(self.stderr.qemu.as_raw_fd()),
+            ),
+            port(
+                COLLECT_PORT,
+                PortBackend::Output(self.collect.qemu.as_raw_fd()),
             ),
         ];
         if let Some(p) = &self.stdin {
@@ -136,7 +145,7 @@ impl Wiring {
     /// The descriptors QEMU inherits.
     pub fn qemu_fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.console.qemu.as_raw_fd(), self.control.qemu.as_raw_fd()];
-        fds.extend([&self.stdout, &self.stderr].map(|p| p.qemu.as_raw_fd()));
+        fds.extend([&self.stdout, &self.stderr, &self.collect].map(|p| p.qemu.as_raw_fd()));
         fds.extend(self.stdin.as_ref().map(|p| p.qemu.as_raw_fd()));
         fds.extend(self.request.as_ref().map(|p| p.qemu.as_raw_fd()));
         fds
@@ -149,6 +158,7 @@ impl Wiring {
             control: self.control.ours,
             stdout: self.stdout.ours,
             stderr: self.stderr.ours,
+            collect: self.collect.ours,
             stdin: self.stdin.map(|p| p.ours),
             request: self.request.map(|p| p.ours),
         }
