@@ -346,3 +346,60 @@ fn a_file_changed_on_the_host_during_the_run_is_not_overwritten() {
     );
     assert_eq!(snapshot(&host), before, "{err}");
 }
+
+/// Ctrl-C while the guest runs: 130, nothing written back, no temporary file or directory
+/// of the run left in the temporary directory.
+#[test]
+fn an_interrupted_run_writes_nothing_and_leaves_no_temporary_files() {
+    if common::engine().is_none() {
+        return;
+    }
+    let host = tree("rw-int");
+    let before = snapshot(&host);
+    let prog = build_c_program("dirsrw", false);
+    let mut args = vec![
+        "run".to_string(),
+        "--quiet".into(),
+        "--dir".into(),
+        rw(&host),
+        prog.display().to_string(),
+    ];
+    args.extend(CHANGES.iter().map(|s| s.to_string()));
+    args.push("wait".into());
+    let mut child = Command::new(common::VMM)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "dirsrw: waiting\n");
+    let temps = || -> Vec<String> {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("xv6-lab-{pid}-")))
+            .collect()
+    };
+    if common::engine() == Some("lab") {
+        assert!(
+            temps().iter().any(|n| n.contains("-collect-")),
+            "{:?}",
+            temps()
+        );
+    }
+    // SAFETY: kill on our own child's pid; no memory involved.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let stdin = child.stdin.take();
+    let done = child.wait_with_output().unwrap();
+    drop(stdin);
+    let err = stderr(&done);
+    assert_eq!(done.status.code(), Some(130), "{err}");
+    assert_eq!(snapshot(&host), before, "{err}");
+    assert!(temps().is_empty(), "{:?}", temps());
+}
