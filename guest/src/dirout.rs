@@ -67,7 +67,7 @@ pub fn header(out: &mut [u8; HEADER_BUF], name: &[u8], mode: u32, size: u32, ino
     let mut n = HEADER + name_len;
     out[n] = 0;
     n += 1;
-    while n % 4 != 0 {
+    while !n.is_multiple_of(4) {
         out[n] = 0;
         n += 1;
     }

@@ -49,6 +49,8 @@ fn parse_mem(text: &str) -> Result<u64, String> {
     crate::memory::parse_mem_size(text).map_err(|e| format!("{e:#}"))
 }
 
+// Parsed once per process: the size of `run`'s options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Boot the kernel and run PROGRAM in it (default: the built-in default program).
