@@ -120,6 +120,7 @@ fn import_dirs(
     taken.extend(added.iter().map(|a| a.name.as_str()));
     taken.push(program.name.as_str());
     dirs::check_clashes(&specs, &taken)?;
+    crate::writeback::check_rw_hosts(&specs).map_err(DirError::Usage)?;
     let own = usize::from(program.host_path.is_some());
     let mut tree = dirs::import(&specs, added.len() + own)?;
     if let Some(path) = &args.dir_tree {
@@ -264,37 +265,49 @@ fn run_on_kvm(
     let report = machine::run(cfg)?;
     let mut results = crate::outputs::Results::of_report(&report);
     // `--dir …:rw`: the export, when the guest exited with its own status.
-    let export = match report.outcome {
-        Outcome::Exited(_) => report.dirout.as_deref(),
+    let rw_any = write_back || !args.dir_out.is_empty();
+    // `--dir …:rw`: what the guest exported, when it exited with its own status (an empty
+    // stream: the kernel never got to it — the program did not run).
+    let sent: Option<Result<&[u8], String>> = match (&report.outcome, &report.dirout) {
+        (Outcome::Exited(_), None) if rw_any => Some(Err(format!(
+            "the guest's export is larger than {} MiB, or unreadable; nothing written back",
+            crate::devices::debug::DIROUT_MAX >> 20
+        ))),
+        (Outcome::Exited(_), Some(d)) if rw_any && !d.is_empty() => Some(Ok(d)),
         _ => None,
     };
-    let guest_status = matches!(report.outcome, Outcome::Exited(_));
+    let nothing_sent = sent.is_none();
     let mut wb_failed = None;
-    let plan = if write_back && guest_status {
-        match crate::writeback::write_back(&rw, tree, export) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                wb_failed = Some(e);
-                None
+    let plan = match sent {
+        Some(Err(e)) => {
+            wb_failed = Some(e);
+            None
+        }
+        Some(Ok(export)) if write_back => {
+            match crate::writeback::write_back(&rw, tree, Some(export)) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    wb_failed = Some(e);
+                    None
+                }
             }
         }
-    } else if !args.dir_out.is_empty() && guest_status {
-        // Inside the lab: the outer vmm writes back; the plan here is for --stats.
-        results.dirout = report.dirout.clone();
-        let specs: Vec<crate::dirs::DirSpec> = crate::writeback::guestdirs(&[], &args.dir_out)
-            .into_iter()
-            .map(|guest| crate::dirs::DirSpec {
-                spec: String::new(),
-                host: PathBuf::new(),
-                guest,
-                rw: true,
-            })
-            .collect();
-        export.and_then(|e| crate::writeback::plan(&specs, tree, e).ok())
-    } else {
-        None
+        Some(Ok(export)) => {
+            // Inside the lab: the outer vmm writes back; the plan here is for --stats.
+            results.dirout = Some(export.to_vec());
+            let specs: Vec<crate::dirs::DirSpec> = crate::writeback::guestdirs(&[], &args.dir_out)
+                .into_iter()
+                .map(|guest| crate::dirs::DirSpec {
+                    spec: String::new(),
+                    host: PathBuf::new(),
+                    guest,
+                    rw: true,
+                })
+                .collect();
+            crate::writeback::plan(&specs, tree, export).ok()
+        }
+        None => None,
     };
-    let rw_any = write_back || !args.dir_out.is_empty();
     let out_text = match (&plan, rw_any) {
         (_, false) => "out 0 files, 0 bytes (read-only)".to_string(),
         (Some(p), true) => p.out_text(),
@@ -314,7 +327,7 @@ fn run_on_kvm(
     if let Some(e) = wb_failed {
         eprintln!("vmm: error: --dir …:rw: write-back refused: {e}");
         status = exit::FAILURE;
-    } else if write_back && !guest_status {
+    } else if write_back && nothing_sent {
         eprintln!("{}", not_written_back(&rw));
     }
     // The one-line error first (status_of), then the details.

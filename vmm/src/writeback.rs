@@ -730,6 +730,28 @@ pub fn rw_specs(dir_options: &[String]) -> Vec<DirSpec> {
         .collect()
 }
 
+/// Refuses two write-back `--dir`s whose HOSTDIRs are the same tree or one inside the
+/// other (their changes could collide). HOSTDIRs that cannot be resolved are left to the
+/// import, which refuses them.
+pub fn check_rw_hosts(specs: &[DirSpec]) -> Result<(), String> {
+    let rw: Vec<(&DirSpec, std::path::PathBuf)> = specs
+        .iter()
+        .filter(|s| s.rw)
+        .filter_map(|s| Some((s, s.host.canonicalize().ok()?)))
+        .collect();
+    for (i, (a, pa)) in rw.iter().enumerate() {
+        for (b, pb) in &rw[i + 1..] {
+            if pa.starts_with(pb) || pb.starts_with(pa) {
+                return Err(format!(
+                    "--dir {} and --dir {} write back into the same host tree; give one",
+                    a.spec, b.spec
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether any `--dir` option asks for the write-back.
 pub fn any_rw_option(dir_options: &[String]) -> bool {
     !rw_specs(dir_options).is_empty()
@@ -1020,6 +1042,26 @@ mod tests {
             "{err}"
         );
         assert_eq!(listing(&spec.host), before);
+    }
+
+    #[test]
+    fn two_write_backs_into_one_host_tree_are_refused() {
+        let (_d, spec, _) = host_tree();
+        let h = spec.host.display().to_string();
+        let specs = |v: &[String]| -> Vec<DirSpec> {
+            v.iter()
+                .map(|o| crate::dirs::parse_spec(o).unwrap())
+                .collect()
+        };
+        let nested = specs(&[format!("{h}:/a:rw"), format!("{h}/sub:/b:rw")]);
+        let err = check_rw_hosts(&nested).unwrap_err();
+        assert!(err.contains("the same host tree"), "{err}");
+        // Read-only beside a write-back, and two separate trees: fine.
+        std::fs::create_dir(spec.host.join("x")).unwrap();
+        assert!(check_rw_hosts(&specs(&[format!("{h}:/a:rw"), format!("{h}/sub:/b")])).is_ok());
+        assert!(
+            check_rw_hosts(&specs(&[format!("{h}/sub:/a:rw"), format!("{h}/x:/b:rw")])).is_ok()
+        );
     }
 
     #[test]
