@@ -189,7 +189,12 @@ fn confine_starter(confine: Confine, mut allowed: Ready) -> Result<seccomp::Stat
     if confine == Confine::AllThreads {
         allowed.insert(Role::Main.name(), seccomp::install(Role::Main)?);
     }
-    let (mode, threads) = seccomp::kernel_view()?;
+    let (mut mode, threads) = seccomp::kernel_view()?;
+    // The main thread unconfined (`--dir …:rw` writes back from it): the mode is that of
+    // the threads that have filters.
+    if confine == Confine::VcpuThreads && threads > 0 && mode == "disabled" {
+        mode = "filter".to_string();
+    }
     let all: BTreeSet<i64> = allowed.values().flatten().copied().collect();
     Ok(seccomp::Stats {
         mode,
