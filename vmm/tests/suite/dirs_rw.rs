@@ -3,7 +3,7 @@
 //! back from a run that fails, through a link planted in HOSTDIR, under a name the host does
 //! not take, or over a file changed on the host during the run.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
