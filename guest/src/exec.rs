@@ -30,7 +30,7 @@ use crate::mmu::{PGROUNDDOWN, PGROUNDUP, PGSIZE};
 use crate::vm::{allocuvm, clearpteu, clearptew, copyout, freevm, loaduvm_from, setupkvm, PageDir};
 
 /// The most arguments exec passes (xv6 param.h).
-pub const MAXARG: usize = 32;
+pub const MAXARG: usize = xv6_abi::exec::MAXARG;
 /// The fake return PC at the bottom of the user stack.
 pub const FAKE_RETURN_PC: u32 = 0xffff_ffff;
 
@@ -251,7 +251,7 @@ fn protect_text(pgdir: &mut PageDir, elf: &Elf<'_>) {
 }
 
 /// Words of xv6's `ustack`: fake return PC, argc, argv, MAXARG pointers and the 0.
-const USTACK_WORDS: usize = 3 + MAXARG + 1;
+const USTACK_WORDS: usize = xv6_abi::exec::USTACK_BYTES / 4;
 
 /// Where exec puts the arguments on the stack page below `sz` (xv6 exec.c's `ustack`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,7 +383,7 @@ mod tests {
         UserMem {
             pgdir: &mut img.pgdir,
             sz: img.sz,
-            lazy_from: KERNBASE,
+            lazy_from: None,
         }
     }
 

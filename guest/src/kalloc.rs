@@ -30,7 +30,7 @@ use crate::memlayout::KVAddr;
 use crate::spinlock::{Spinlock, SpinlockGuard};
 
 /// Page size, as a usize for address arithmetic.
-const PGSIZE: usize = crate::mmu::PGSIZE as usize;
+const PGSIZE: usize = xv6_abi::mmu::PGSIZE as usize;
 
 /// A free page; its first word links to the next free page (xv6 `struct run`).
 #[repr(C)]

@@ -10,6 +10,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::cmdline::config;
 use crate::exec::Image;
 use crate::fault::{pagefault_cause, FaultCause, FaultLine};
 use crate::gdt::switchuvm;
@@ -27,7 +28,7 @@ use crate::trapframe::TrapFrame;
 use crate::traps::PF_WRITE;
 use crate::uaccess::UserMem;
 use crate::vm::{self, PageDir};
-use crate::{debugport, uaccess, x86};
+use crate::{cow, debugport, lazy, uaccess, x86};
 
 /// The process table and its lock.
 pub static PTABLE: Spinlock<ProcTable<PageDir>> = Spinlock::new("ptable", ProcTable::new());
@@ -138,7 +139,7 @@ fn install(
 ) -> Option<PageDir> {
     let old = p.pgdir.replace(image.pgdir);
     p.sz = image.sz;
-    p.lazy_from = vm::lazy_from_for(image.sz);
+    p.lazy_from = lazy::lazy_from_for(image.sz);
     p.set_name(path);
     tf.eip = image.entry;
     tf.esp = image.sp;
@@ -268,9 +269,9 @@ pub fn fork(tf: &TrapFrame) -> i32 {
     };
     let (sz, lazy_from) = (pt.procs[me].sz, pt.procs[me].lazy_from);
     let parent = pt.procs[me].pgdir.as_mut().expect("no pgdir");
-    let pgdir = if vm::cow() {
+    let pgdir = if config().cow {
         // The parent is the running process: its pages just became read-only.
-        vm::cowuvm(parent, sz).map(vm::Forked::flush)
+        cow::cowuvm(parent, sz).map(cow::Forked::flush)
     } else {
         vm::copyuvm(parent, sz)
     };
@@ -383,8 +384,8 @@ pub fn growproc(n: i32) -> Option<u32> {
     let new = new as u32;
     let pgdir = p.pgdir.as_mut().expect("no pgdir");
     if new > sz {
-        if vm::lazy() {
-            p.lazy_from = p.lazy_from.min(sz);
+        if config().lazy {
+            p.lazy_from = lazy::lazy_from_after_growth(p.lazy_from, sz);
             p.sz = new;
         } else {
             p.sz = vm::allocuvm(pgdir, sz, new).ok()?;
@@ -457,13 +458,13 @@ pub fn mysz() -> u32 {
 pub fn pagefault(va: u32, err: u32) -> Result<(), FaultCause> {
     let va = UVAddr(va);
     with_mem(|m| {
-        match vm::lazyfault(m.pgdir, m.lazy_from, m.sz, va) {
+        match lazy::lazyfault(m.pgdir, m.lazy_from, m.sz, va) {
             Some(Ok(())) => return Ok(()),
             Some(Err(_)) => return Err(FaultCause::OutOfMemory),
             None => {}
         }
         if err & PF_WRITE != 0 && va.0 < m.sz {
-            match vm::cowfault(m.pgdir, va) {
+            match cow::cowfault(m.pgdir, va) {
                 // The running process's PTE changed.
                 Some(Ok(flush)) => {
                     flush.flush();

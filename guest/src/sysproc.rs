@@ -140,7 +140,7 @@ pub fn sys_export(tf: &mut TrapFrame) -> i32 {
 
 /// tsckhz(): the TSC frequency in kHz the VMM passed on the command line (0: none).
 pub fn sys_tsckhz(_tf: &mut TrapFrame) -> i32 {
-    crate::cmdline::tsc_khz() as i32
+    crate::cmdline::config().tsc_khz as i32
 }
 
 /// mark(n): asks the VMM to snapshot its VM-exit counters under mark `n`; 0.

@@ -9,24 +9,26 @@
 //! `BadAddr` too, not a kernel page fault.
 //!
 //! Demand paging: a page of the process's lazy sbrk region that was never touched is mapped
-//! here before the kernel reads or writes it (`vm::lazyfault`, the page-fault handler's
+//! here before the kernel reads or writes it (`lazy::lazyfault`, the page-fault handler's
 //! helper), so `write()` from a fresh lazy buffer, `read()` or `wait()` into one, and exec's
 //! argument strings there work without a page fault in kernel mode. If memory runs out
 //! doing so, the access is a `BadAddr` (the call returns −1).
 
+use crate::cow::{cowcopyout, cowfault};
+use crate::lazy::{is_lazy_page, lazyfault};
 use crate::memlayout::{KVAddr, UVAddr, KERNBASE, V2P};
 use crate::mmu::{PGROUNDDOWN, PGSIZE, PTE_COW, PTE_P, PTE_U, PTE_W};
-use crate::vm::{copyout, cowfault, getpte, is_lazy_page, lazyfault, uva2ka, PageDir};
+use crate::vm::{getpte, uva2ka, PageDir};
 
 pub use crate::vm::BadAddr;
 
 /// A process's memory as the kernel reaches it: its page directory, its size, and where its
-/// lazy sbrk region starts (`lazy_from`; KERNBASE: none, see vm.rs).
+/// lazy sbrk region starts (`lazy_from`; `None`: no lazy pages, see lazy.rs).
 #[derive(Debug)]
 pub struct UserMem<'a> {
     pub pgdir: &'a mut PageDir,
     pub sz: u32,
-    pub lazy_from: u32,
+    pub lazy_from: Option<UVAddr>,
 }
 
 /// Checks that `[va, va + len)` lies in a process's memory `[0, sz)`: below sz and
@@ -196,13 +198,13 @@ pub fn fetchstr<'b>(m: &mut UserMem<'_>, va: u32, buf: &'b mut [u8]) -> Result<&
 }
 
 /// Copies `src` to user address `va` of the process `m`: `checkrange`, lazy pages faulted
-/// in, then `vm::copyout` (which copies copy-on-write pages first and refuses read-only
+/// in, then `cow::cowcopyout` (which copies copy-on-write pages first and refuses read-only
 /// ones). For results a system call stores in user memory (wait's status, pipe's
 /// descriptors, read's data).
 pub fn copyto(m: &mut UserMem<'_>, va: u32, src: &[u8]) -> Result<(), BadAddr> {
     checkrange(m.sz, va, src.len())?;
     fault_in(m, va, src.len())?;
-    copyout(m.pgdir, UVAddr(va), src)
+    cowcopyout(m.pgdir, UVAddr(va), src)
 }
 
 /// Splits the user range `[va, va + len)` of the process `m` into its page-sized pieces and
@@ -273,7 +275,7 @@ mod tests {
         UserMem {
             pgdir,
             sz,
-            lazy_from: KERNBASE,
+            lazy_from: None,
         }
     }
 
@@ -360,7 +362,7 @@ mod tests {
         let mut m = UserMem {
             pgdir: &mut d,
             sz,
-            lazy_from: from,
+            lazy_from: Some(UVAddr(from)),
         };
         let used = before - testmem::free();
         // Reading a fresh page gives zeroes and maps it (copyin, fetchint).
@@ -390,7 +392,7 @@ mod tests {
         let mut me = UserMem {
             pgdir: &mut e,
             sz: esz + PGSIZE,
-            lazy_from: esz,
+            lazy_from: Some(UVAddr(esz)),
         };
         assert_eq!(putint(&mut me, esz, 1), Err(BadAddr));
         for p in held {
@@ -411,7 +413,7 @@ mod tests {
         let mut m = UserMem {
             pgdir: &mut d,
             sz,
-            lazy_from: from,
+            lazy_from: Some(UVAddr(from)),
         };
         // Data: readable and writable; text: readable only; the guard page: neither.
         assert_eq!(prepare_write(&mut m, 0x10, 8), Ok(()));
@@ -440,7 +442,7 @@ mod tests {
         let before = testmem::free();
         let mut d = setupkvm().unwrap();
         let sz = allocuvm(&mut d, 0, 2 * PGSIZE).unwrap();
-        let child = crate::vm::cowuvm(&mut d, sz).unwrap().ignore("host test");
+        let child = crate::cow::cowuvm(&mut d, sz).unwrap().ignore("host test");
         let mut m = um(&mut d, sz);
         let mut held = Vec::new();
         while let Some(p) = crate::kalloc::kalloc() {
@@ -471,7 +473,7 @@ mod tests {
         let mut m = UserMem {
             pgdir: &mut d,
             sz,
-            lazy_from: from,
+            lazy_from: Some(UVAddr(from)),
         };
         let mut got = Vec::new();
         physchunks(&mut m, from + 0xF00, 0x1200, |pa, n| got.push((pa, n))).unwrap();

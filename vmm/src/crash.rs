@@ -17,7 +17,7 @@ use crate::symbols::Symbols;
 use crate::vmexit::RecentExit;
 
 /// CR0.PG: paging is on, so EIP is translated through the page tables.
-const CR0_PG: u64 = 1 << 31;
+const CR0_PG: u64 = xv6_abi::mmu::CR0_PG as u64;
 /// How many instruction bytes are shown.
 const CODE_BYTES: u64 = 16;
 

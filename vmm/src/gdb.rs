@@ -37,8 +37,8 @@ use crate::gdb_debugregs::{dr7, HwSlot, HwUse};
 use crate::vcpu::{Outcome, Stop, Vcpu};
 
 const KERNBASE: u32 = xv6_abi::layout::KERNBASE;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PSE: u64 = 1 << 4;
+const CR0_PG: u64 = xv6_abi::mmu::CR0_PG as u64;
+const CR4_PSE: u64 = xv6_abi::mmu::CR4_PSE as u64;
 /// The breakpoint instruction: int3, whose #BP KVM reports as a debug exit under
 /// KVM_GUESTDBG_USE_SW_BP.
 const BREAK_INSN: u8 = 0xcc;
