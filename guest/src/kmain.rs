@@ -114,14 +114,7 @@ fn kinit1() -> KVAddr {
     // SAFETY: [end, P2V(4 MiB)) is RAM mapped by entrypgdir that nothing uses (past the
     // kernel image; the boot data and the VMM's structures are all below EXTMEM), and it
     // reads zero (docs/abi.md: RAM the VMM did not load anything into is zero).
-    let freed = unsafe {
-        KMEM.kinit1(
-            end.0 as usize,
-            top.0 as usize,
-            end.0 as usize,
-            four_mib.0 as usize,
-        )
-    };
+    let freed = unsafe { KMEM.kinit1(end, top, end, four_mib) };
     check_free(KMEM.countfree(), freed);
     bootlog!("xv6: kinit1: {} pages free", KMEM.countfree());
     four_mib
@@ -137,7 +130,7 @@ fn kinit2(four_mib: KVAddr) {
     // SAFETY: [P2V(4 MiB), P2V(PHYSTOP)) is RAM the VMM reported, now mapped by the kernel
     // page directory, unused (the kernel image and the boot data are below 4 MiB; the boot
     // modules are at or above PHYSTOP), and zero (docs/abi.md). kinit2 does not touch it.
-    let freed = unsafe { KMEM.kinit2(four_mib.0 as usize, top.0 as usize) };
+    let freed = unsafe { KMEM.kinit2(four_mib, top) };
     check_free(KMEM.countfree(), before + freed);
     bootlog!("xv6: kinit2: {} pages free", KMEM.countfree());
 }

@@ -25,7 +25,7 @@ use crate::spinlock::{Spinlock, SpinlockGuard};
 use crate::swtch::{swtch, Context};
 use crate::trapasm::trapret;
 use crate::trapframe::TrapFrame;
-use crate::traps::PF_WRITE;
+use crate::traps::PfErr;
 use crate::uaccess::UserMem;
 use crate::vm::{self, PageDir};
 use crate::{cow, debugport, lazy, uaccess, x86};
@@ -141,8 +141,8 @@ fn install(
     p.sz = image.sz;
     p.lazy_from = lazy::lazy_from_for(image.sz);
     p.set_name(path);
-    tf.eip = image.entry;
-    tf.esp = image.sp;
+    tf.eip = image.entry.0;
+    tf.esp = image.sp.0;
     old
 }
 
@@ -329,18 +329,19 @@ pub fn killed() -> Option<i32> {
 }
 
 /// Waits for a child to exit (xv6-riscv `wait`): returns its pid and stores its exit
-/// status at user address `addr` (unless 0); −1 if there are no children, the status
+/// status at user address `addr` (if any); −1 if there are no children, the status
 /// cannot be stored, or the caller is killed.
-pub fn wait(addr: u32) -> i32 {
+pub fn wait(addr: Option<UVAddr>) -> i32 {
     let me = current();
     let mut pt = PTABLE.lock();
     loop {
         let (havekids, zombie) = pt.zombie_child(me);
         if let Some(c) = zombie {
             let (pid, xstate) = (pt.procs[c].pid, pt.procs[c].xstate);
-            if addr != 0 && uaccess::putint(&mut usermem(&mut pt, me), addr, xstate as u32).is_err()
-            {
-                return -1;
+            if let Some(a) = addr {
+                if uaccess::putint(&mut usermem(&mut pt, me), a, xstate as u32).is_err() {
+                    return -1;
+                }
             }
             freeproc(&mut pt, c);
             return pid;
@@ -455,15 +456,14 @@ pub fn mysz() -> u32 {
 /// to a copy-on-write page made it the process's own (the process retries the
 /// instruction), else why the process must die — out of memory for a page kalloc could
 /// not provide, or the classification of a bad access (fault.rs).
-pub fn pagefault(va: u32, err: u32) -> Result<(), FaultCause> {
-    let va = UVAddr(va);
+pub fn pagefault(va: UVAddr, err: PfErr) -> Result<(), FaultCause> {
     with_mem(|m| {
         match lazy::lazyfault(m.pgdir, m.lazy_from, m.sz, va) {
             Some(Ok(())) => return Ok(()),
             Some(Err(_)) => return Err(FaultCause::OutOfMemory),
             None => {}
         }
-        if err & PF_WRITE != 0 && va.0 < m.sz {
+        if err.contains(PfErr::W) && va.0 < m.sz {
             match cow::cowfault(m.pgdir, va) {
                 // The running process's PTE changed.
                 Some(Ok(flush)) => {
@@ -475,12 +475,12 @@ pub fn pagefault(va: u32, err: u32) -> Result<(), FaultCause> {
             }
         }
         let flags = vm::getpte(m.pgdir, va).map(|p| p.flags());
-        Err(pagefault_cause(va.0, m.sz, flags, err))
+        Err(pagefault_cause(va, m.sz, flags, err))
     })
 }
 
 /// Prints the one log line for the current process killed by trap `trapno`.
-pub fn log_fault(trapno: u32, eip: u32, pf: Option<(u32, FaultCause)>) {
+pub fn log_fault(trapno: u32, eip: u32, pf: Option<(UVAddr, FaultCause)>) {
     let (pid, name) = {
         let pt = PTABLE.lock();
         let p = &pt.procs[current()];

@@ -605,7 +605,8 @@ pub(crate) mod testmem {
     use std::sync::{Mutex, MutexGuard, Once};
 
     use crate::kalloc::KMEM;
-    use crate::memlayout::{set_phystop, PhysAddr, P2V};
+    use crate::memlayout::{set_phystop, KVAddr, PhysAddr, P2V};
+    use crate::mmu::PGSIZE;
 
     /// First fake physical page (16 MiB; its P2V address, 0x81000000, is free in an
     /// x86-64 Linux process).
@@ -627,7 +628,7 @@ pub(crate) mod testmem {
         let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
         INIT.call_once(|| {
             let lo = P2V(BASE).0 as usize;
-            let len = PAGES * 4096;
+            let len = PAGES * PGSIZE as usize;
             // SAFETY: maps fresh anonymous memory at an address nothing uses (NOREPLACE
             // fails rather than clobber a mapping).
             let p = unsafe {
@@ -644,8 +645,9 @@ pub(crate) mod testmem {
             set_phystop(PhysAddr(0x0E00_0000));
             // SAFETY: the pages were just mapped for the allocator alone, and read zero.
             unsafe {
-                KMEM.kinit1(lo, lo + len, lo, lo + len / 2);
-                KMEM.kinit2(lo + len / 2, lo + len);
+                let at = |off: usize| KVAddr((lo + off) as u32);
+                KMEM.kinit1(at(0), at(len), at(0), at(len / 2));
+                KMEM.kinit2(at(len / 2), at(len));
             }
             super::kvmalloc(None);
         });

@@ -80,7 +80,8 @@ fn code_bytes(fd: &VcpuFd, mem: &GuestMemoryMmap, eip: u64, paging: bool) -> Str
     } else {
         eip
     };
-    let n = CODE_BYTES.min(4096 - (pa & 0xfff)) as usize;
+    let page = u64::from(xv6_abi::mmu::PGSIZE);
+    let n = CODE_BYTES.min(page - (pa & (page - 1))) as usize;
     let mut buf = vec![0u8; n];
     match mem.read_slice(&mut buf, GuestAddress(pa)) {
         Ok(()) => {

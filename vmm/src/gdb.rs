@@ -307,7 +307,8 @@ impl SingleThreadBase for GdbTarget<'_, '_> {
         while done < data.len() {
             let va = start.wrapping_add(done as u32);
             let Some(pa) = self.translate(va) else { break };
-            let n = (data.len() - done).min(4096 - (va as usize & 0xfff));
+            let page = xv6_abi::mmu::PGSIZE as usize;
+            let n = (data.len() - done).min(page - (va as usize & (page - 1)));
             let chunk = &mut data[done..done + n];
             if self
                 .vcpu
