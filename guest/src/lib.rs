@@ -9,7 +9,7 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
-// A dropped `TlbFlush` or `Forked` (tlb.rs, vm.rs) is a forgotten TLB flush: an error in every
+// A dropped `TlbFlush` or `Forked` (tlb.rs, cow.rs) is a forgotten TLB flush: an error in every
 // build, the nested one vmm/build.rs runs (without RUSTFLAGS) included. must_use_tests.rs
 // proves it.
 #![deny(unused_must_use)]

@@ -3,7 +3,7 @@
 //!
 //! The rules: a user range `[va, va + len)` must lie inside the process's memory `[0, sz)`,
 //! never reach KERNBASE, and not wrap around 4 GiB (`checkrange`); then the bytes are read or
-//! written through the process's page directory (`vm::uva2ka`, `vm::copyout`), never by
+//! written through the process's page directory (`vm::uva2ka`, `cow::cowcopyout`), never by
 //! dereferencing the user address itself — so a page that is not mapped (a hole below sz),
 //! not user-accessible (the guard page) or, for writes, not writable (program text) is a
 //! `BadAddr` too, not a kernel page fault.
