@@ -44,7 +44,7 @@ pub const DEFAULT_CPU: &str = "qemu64,+svm,+npt";
 /// The wake-up is lost, the one-shot timer is never re-armed, and every timer of the lab
 /// kernel stops: the guest's LAPIC timer (an hrtimer there), so its ticks freeze in
 /// `sleep`, and the inner `vmm`'s own `--timeout`. A periodic timer fires again a tick
-/// later and recovers the lost interrupt: 0 hangs in 46 runs (vmm/tests/fuzz.rs). The cost:
+/// later and recovers the lost interrupt: 0 hangs in 46 runs (vmm/tests/suite/fuzz.rs). The cost:
 /// the lab kernel ticks at its HZ while idle, and its hrtimers have tick resolution.
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet no_timer_check init_on_free=1 \
      cryptomgr.notests nohz=off highres=off rdinit=/init";

@@ -1,7 +1,7 @@
 //! Files in the guest: `--add` puts host files into `/`, the built-in programs read them
 //! through the file system, and what `vmm` says about bad `--add` arguments.
 
-mod common;
+use crate::common;
 
 use common::{boot, build_c_program, stderr, stdout, vmm};
 

@@ -7,7 +7,7 @@
 //!
 //! Runs where the lab is the engine; skipped on hardware KVM.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write;

@@ -1,7 +1,7 @@
 //! `--stats-json FILE`: the run's figures for scripts, from a real boot (through the lab too,
 //! which sends the inner vmm's file back), and a bad FILE refused before any boot.
 
-mod common;
+use crate::common;
 
 #[test]
 fn stats_json_holds_the_runs_figures() {

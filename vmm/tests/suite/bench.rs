@@ -1,7 +1,7 @@
 //! `vmm bench pagefault`, `fork` and `boot`: the reports' structure and sanity (not their
 //! speed).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -4,7 +4,7 @@
 //!
 //! Runs where the lab is the engine (its cache is there to copy); skipped on hardware KVM.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -7,7 +7,7 @@
 //!
 //! Without Bochs the tests say why and pass, except under CI=true, where they fail.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::sync::OnceLock;

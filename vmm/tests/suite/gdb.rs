@@ -9,7 +9,7 @@
 //! Ctrl-C (SIGINT to gdb, which sends its interrupt byte), asks the monitor commands, and
 //! kills the guest.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::io::BufRead;
@@ -161,7 +161,7 @@ fn gdb_session_breaks_walks_reads_watches_steps_and_sees_the_exit() {
     let session = Session::start(
         &[&p],
         Stdio::null(),
-        include_str!("fixtures/gdb/session.gdb"),
+        include_str!("../fixtures/gdb/session.gdb"),
         &[("PROGRAM", &p)],
         false,
     );
@@ -200,7 +200,7 @@ fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
     let session = Session::start(
         &["--stats", "cat"],
         Stdio::piped(),
-        include_str!("fixtures/gdb/interrupt.gdb"),
+        include_str!("../fixtures/gdb/interrupt.gdb"),
         &[],
         true,
     );

@@ -8,7 +8,7 @@
 //! (tools/lab/src/qemu.rs `KERNEL_CMDLINE`: `nohz=off highres=off`). A hang shows here as
 //! status 124 from the outer bound.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! `--no-seccomp` runs without filters. The guest's CPUID offers no hardware
 //! virtualization (VMX/SVM), as a user program sees it.
 
-mod common;
+use crate::common;
 use common::*;
 
 use std::process::{Command, Output, Stdio};

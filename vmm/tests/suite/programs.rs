@@ -1,7 +1,7 @@
 //! `vmm run PROGRAM`: user programs in their own address spaces, their output, their exit
 //! statuses, and what `vmm` says when the program cannot run.
 
-mod common;
+use crate::common;
 
 use common::{boot, stderr, stdout, vmm};
 
@@ -283,12 +283,19 @@ fn boot_backs_o1_of_guest_ram() {
             n == (64 << 20) / 4096
         }),
     ] {
-        let mut argv = vec!["--quiet", "--stats"];
-        argv.extend(flags);
-        argv.push("hello");
-        let Some(out) = boot(&argv) else {
+        if common::engine().is_none() {
             return;
-        };
+        }
+        // The lab boots cold here: a warm start would first build a snapshot of a lab big
+        // enough for 2 GiB of guest RAM, for this one run (the boot is measured the same).
+        let out = std::process::Command::new(common::VMM)
+            .args(["run", "--quiet", "--stats"])
+            .args(flags)
+            .arg("hello")
+            .env("XV6_LAB_WARM", "0")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("cannot run vmm");
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(0), "{err}");
         let line = err

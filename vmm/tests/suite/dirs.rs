@@ -2,7 +2,7 @@
 //! guest sees, that nothing it does reaches the host (whatever its status, and when the run
 //! is interrupted), what is skipped, and what is refused before boot.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};

@@ -4,7 +4,7 @@
 //! KVM reset the vCPU, a line saying so) and the last VM exits with their kernel symbols; an
 //! unexpected exit (KVM's emulator giving up on an MMIO access) by the same fields.
 
-mod common;
+use crate::common;
 use common::*;
 
 #[test]

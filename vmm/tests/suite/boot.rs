@@ -2,7 +2,7 @@
 //! page tables seen from outside, and the exit statuses — through the same engine choice as
 //! `vmm run`. `--append selftest=...` hooks run right after `boot ok`, before any process.
 
-mod common;
+use crate::common;
 
 use common::{boot, lines_with, stderr, stdout};
 use goblin::elf::Elf;

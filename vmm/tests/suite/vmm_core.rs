@@ -2,7 +2,7 @@
 //! assembled here with binutils' `as` and `ld`): start_info, the memory map, the MMIO hole,
 //! COM1, the exit port, and a triple fault.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

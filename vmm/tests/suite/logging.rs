@@ -2,7 +2,7 @@
 //! parsing and no colour codes (the lab's inner `vmm` writes to a serial line, which is a
 //! terminal to it).
 
-mod common;
+use crate::common;
 
 #[test]
 fn debug_log_into_a_file_is_plain_and_about_the_vmm() {

@@ -3,7 +3,7 @@
 //! with an XML parser and checked against the `--pgdump` text of the same run; an unwritable
 //! FILE refused before boot.
 
-mod common;
+use crate::common;
 
 use vmm::pgdump::{parse_dumps, parse_run, Run};
 

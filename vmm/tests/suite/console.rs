@@ -2,7 +2,7 @@
 //! late, end of input, a broken stdout pipe, and the VM exits a KiB costs (`--stats`). Each
 //! test boots a real VM on the engine `auto` picks.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Output, Stdio};

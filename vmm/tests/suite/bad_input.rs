@@ -1,7 +1,7 @@
 //! Bad input: each gets one clear line on stderr and a documented exit status, without a VM
 //! being spent on it where none is needed.
 
-mod common;
+use crate::common;
 
 use common::{stderr, vmm};
 

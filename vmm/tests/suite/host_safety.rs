@@ -6,7 +6,7 @@
 //! These exercise the lab path (the only one that creates files), so they run where the lab is
 //! the engine; on a host whose KVM runs the kernel directly they are skipped with a note.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Write;
