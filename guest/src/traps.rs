@@ -64,10 +64,23 @@ pub const fn task_gate(tss: u16) -> u64 {
     ((hi as u64) << 32) | lo as u64
 }
 
+/// The vectors the CPU pushes an error code for, one bit each: #DF (8), #TS, #NP, #SS, #GP,
+/// #PF (10-14), #AC (17), #CP (21), #VC (29), #SX (30). trapasm.rs's stubs read it too.
+pub const ERROR_CODE_VECTORS: u32 = 1 << 8
+    | 1 << 10
+    | 1 << 11
+    | 1 << 12
+    | 1 << 13
+    | 1 << 14
+    | 1 << 17
+    | 1 << 21
+    | 1 << 29
+    | 1 << 30;
+
 /// Does the CPU push an error code for this vector? (The stubs push a 0 for the others.)
 #[must_use]
 pub const fn has_error_code(vec: u32) -> bool {
-    matches!(vec, 8 | 10..=14 | 17 | 21 | 29 | 30)
+    vec < 32 && ERROR_CODE_VECTORS >> vec & 1 == 1
 }
 
 #[cfg(test)]
