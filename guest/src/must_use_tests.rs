@@ -1,8 +1,8 @@
 //! A forgotten TLB flush must fail the build, not warn: lib.rs denies `unused_must_use`, and
 //! vmm/build.rs builds the kernel without the outer RUSTFLAGS, so the crate itself has to say
 //! so. This test copies the kernel's sources into a scratch crate (under `target/`), adds a
-//! function that drops a `TlbFlush`, and runs `cargo check` for the kernel's own target:
-//! it must fail with that lint. The same function with `.flush()` must pass, so the failure is
+//! function that drops a `TlbFlush` and a `Forked`, and runs `cargo check` for the kernel's
+//! own target: it must fail with that lint, for both. The same function with `.flush()` must pass, so the failure is
 //! the dropped token's and nothing else's. About 5 s warm (the scratch crate's target
 //! directory is kept).
 
@@ -69,22 +69,27 @@ fn check(dir: &Path) -> (bool, String) {
     )
 }
 
-/// A caller that changes a mapping; `tail` is what it does with the token.
+/// A caller that changes mappings: a PTE (a `TlbFlush`) and a fork's (a `Forked`); `tail` is
+/// what it does with each token.
 fn probe(tail: &str) -> String {
     format!(
         "\n/// must_use_tests.rs's probe.\npub fn must_use_probe(pgdir: &mut vm::PageDir) {{\n    \
-         vm::clearpteu(pgdir, memlayout::UVAddr(0)){tail};\n}}\n"
+         vm::clearpteu(pgdir, memlayout::UVAddr(0)){tail};\n    \
+         cow::cowuvm(pgdir, 0).expect(\"probe\"){tail};\n}}\n"
     )
 }
 
 #[test]
 fn a_dropped_flush_token_fails_the_kernel_build() {
     let (ok, err) = check(&scratch(&probe("")));
-    assert!(!ok, "a dropped TlbFlush compiled:\n{err}");
-    assert!(
-        err.contains("unused `TlbFlush` that must be used") && err.contains("unused_must_use"),
-        "the build failed, but not for the dropped token:\n{err}"
-    );
+    assert!(!ok, "a dropped TlbFlush or Forked compiled:\n{err}");
+    for token in ["TlbFlush", "Forked"] {
+        assert!(
+            err.contains(&format!("unused `{token}` that must be used")),
+            "the build failed, but not for the dropped {token}:\n{err}"
+        );
+    }
+    assert!(err.contains("unused_must_use"), "{err}");
     let (ok, err) = check(&scratch(&probe(".flush()")));
     assert!(ok, "the flushed probe should compile:\n{err}");
 }
