@@ -114,10 +114,7 @@ pub fn cowfault(pgdir: &mut PageDir, va: UVAddr) -> Option<Result<TlbFlush, OutO
 /// written then.
 pub fn cowcopyout(pgdir: &mut PageDir, va: UVAddr, src: &[u8]) -> Result<(), BadAddr> {
     let len = u32::try_from(src.len()).map_err(|_| BadAddr)?;
-    if va
-        .checked_add(len)
-        .is_none_or(|end| !end.is_user() && end.0 != KERNBASE)
-    {
+    if va.checked_add(len).is_none_or(|end| end.0 > KERNBASE) {
         return Err(BadAddr); // copyout's own check, before any page is copied
     }
     let mut at = va;

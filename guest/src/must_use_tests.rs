@@ -2,9 +2,9 @@
 //! vmm/build.rs builds the kernel without the outer RUSTFLAGS, so the crate itself has to say
 //! so. This test copies the kernel's sources into a scratch crate (under `target/`), adds a
 //! function that drops a `TlbFlush` and a `Forked`, and runs `cargo check` for the kernel's
-//! own target: it must fail with that lint, for both. The same function with `.flush()` must pass, so the failure is
-//! the dropped token's and nothing else's. About 5 s warm (the scratch crate's target
-//! directory is kept).
+//! own target: it must fail with that lint, for both. The same function with `.flush()` must
+//! pass, so the failure is the dropped tokens' and nothing else's. About 5 s warm (the scratch
+//! crate's target directory is kept).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

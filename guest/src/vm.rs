@@ -11,9 +11,10 @@
 //!
 //! User half, below KERNBASE: inituvm, loaduvm, allocuvm, deallocuvm, clearpteu (and
 //! clearptew), copyuvm, uva2ka and copyout, with xv6's semantics. Demand paging for a lazy
-//! sbrk is lazy.rs, copy-on-write fork cow.rs; both build on this file. A process's memory is `[0, sz)`; unlike xv6, pages below sz may be unmapped (exec
-//! maps only the pages its segments cover): deallocuvm, copyuvm and freevm skip holes, and
-//! uva2ka/copyout refuse them. Nothing is ever mapped at or above `PGROUNDUP(sz)`. As in
+//! sbrk is lazy.rs, copy-on-write fork cow.rs; both build on this file. A process's memory
+//! is `[0, sz)`; unlike xv6, pages below sz may be unmapped (exec maps only the pages its
+//! segments cover): deallocuvm, copyuvm and freevm skip holes, and uva2ka/copyout refuse
+//! them. Nothing is ever mapped at or above `PGROUNDUP(sz)`. As in
 //! xv6, page-table pages stay with their directory until freevm.
 //!
 //! Types: user addresses are `UVAddr`, kernel ones `KVAddr`, physical ones `PhysAddr`; PTE
