@@ -16,8 +16,7 @@ use talc::cell::{TalcCell, TalcSyncCell};
 use talc::source::Source;
 use talc::DefaultBinning;
 
-/// xv6's PGSIZE.
-const PGSIZE: usize = 4096;
+use crate::PGSIZE;
 
 /// The least the heap grows by at a time, so small allocations do not cost a system call
 /// each.

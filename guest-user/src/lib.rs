@@ -23,7 +23,7 @@ mod rt;
 pub use args::{arg, arg_str, argc, args};
 pub use syscall::*;
 
-/// xv6's PGSIZE.
-pub const PGSIZE: usize = 4096;
-/// xv6's KERNBASE: the first virtual address of the kernel half.
-pub const KERNBASE: usize = 0x8000_0000;
+/// xv6's PGSIZE (xv6-abi).
+pub const PGSIZE: usize = xv6_abi::mmu::PGSIZE as usize;
+/// xv6's KERNBASE: the first virtual address of the kernel half (xv6-abi).
+pub const KERNBASE: usize = xv6_abi::layout::KERNBASE as usize;

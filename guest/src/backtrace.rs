@@ -16,7 +16,7 @@ pub struct Bounds {
 }
 
 /// The largest frame the walk believes (a kernel stack is one page).
-const MAX_FRAME: u32 = 4096;
+const MAX_FRAME: u32 = xv6_abi::mmu::PGSIZE;
 
 /// Follows the frame-pointer chain from `ebp`, writing return addresses (innermost first)
 /// into `out`; returns how many. Stops at EBP 0 (the entry code clears it), a misaligned or

@@ -14,7 +14,7 @@
 use core::sync::atomic::{compiler_fence, Ordering};
 
 use crate::inputbuf::InputBuf;
-use crate::memlayout::{KVAddr, V2P};
+use crate::memlayout::{KVAddr, UVAddr, V2P};
 use crate::mmu::PGSIZE;
 use crate::proc::{self, PTABLE};
 use crate::ptable::Chan;
@@ -81,7 +81,7 @@ fn kernel_pa(p: *const u8) -> u32 {
 /// Writes the current process's user bytes `[src, src + n)` to `stream` (xv6
 /// `consolewrite`). Returns the bytes written: fewer than n if the buffer runs into memory
 /// the process cannot read after some were written, −1 if not even the first byte can be.
-pub fn consolewrite(stream: Stream, src: u32, n: u32) -> i32 {
+pub fn consolewrite(stream: Stream, src: UVAddr, n: u32) -> i32 {
     let port = match stream {
         Stream::Stdout => CONS_STDOUT,
         Stream::Stderr => CONS_STDERR,
@@ -91,11 +91,11 @@ pub fn consolewrite(stream: Stream, src: u32, n: u32) -> i32 {
         let Some(va) = src.checked_add(done) else {
             break;
         };
-        let len = (PGSIZE - va % PGSIZE).min(n - done);
+        let len = (PGSIZE - va.offset()).min(n - done);
         let mut ok = true;
         let piece = proc::with_mem(|m| {
             uaccess::physchunks(m, va, len, |pa, l| {
-                ok &= OUTPUT.lock().request(port, pa, l) == l;
+                ok &= OUTPUT.lock().request(port, pa.0, l) == l;
             })
         });
         if piece.is_err() || !ok {
@@ -121,7 +121,7 @@ enum Asked {
 /// Reads up to `n` bytes of stdin into the current process's user memory at `dst` (xv6
 /// `consoleread`). Waits until at least one byte is there; returns the count, 0 at end of
 /// input, −1 for a bad buffer (the bytes stay for the next read) or if killed while waiting.
-pub fn consoleread(dst: u32, n: u32) -> i32 {
+pub fn consoleread(dst: UVAddr, n: u32) -> i32 {
     if n == 0 {
         return 0;
     }

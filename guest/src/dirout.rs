@@ -16,7 +16,7 @@
 //! then DIROUT with a guest-physical address), a header or up to a page of file data at a
 //! time. The walk itself is pure ([`export`]) and tested on the host.
 
-use crate::fs::{Fs, DIRENT_SIZE, DIRSIZ, ROOTINO, T_DIR, T_FILE};
+use crate::fs::{Fs, DIRENT_SIZE, DIRSIZ, NINODE, ROOTINO, T_DIR, T_FILE};
 
 /// Mode of a directory entry.
 pub const MODE_DIR: u32 = 0o040_755;
@@ -90,26 +90,60 @@ struct Frame {
     path_len: usize,
 }
 
-/// Exports the trees `roots` names (`data,out/x`) from `fs` into `sink` as a newc archive
-/// (the module doc); `page` is a bounce buffer for file data.
-pub fn export(fs: &Fs, roots: &[u8], page: &mut [u8], sink: &mut dyn Sink) {
-    let mut hdr = [0u8; HEADER_BUF];
-    let mut ino = 1u32;
-    for root in roots.split(|&c| c == b',').filter(|r| !r.is_empty()) {
+/// The export under way: where it goes, the bounce page, the next inode number.
+struct Exporter<'a> {
+    fs: &'a Fs,
+    page: &'a mut [u8],
+    sink: &'a mut dyn Sink,
+    hdr: [u8; HEADER_BUF],
+    ino: u32,
+}
+
+impl Exporter<'_> {
+    /// One entry's header.
+    fn header(&mut self, name: &[u8], mode: u32, size: u32) {
+        let n = header(&mut self.hdr, name, mode, size, self.ino);
+        self.ino += 1;
+        self.sink.put(&self.hdr[..n]);
+    }
+
+    /// Regular file `inum`'s entry: its header, its bytes a page at a time, the padding.
+    fn file(&mut self, name: &[u8], inum: u16) {
+        let size = self.fs.inode(inum).size;
+        self.header(name, MODE_FILE, size);
+        let mut off = 0u32;
+        while off < size {
+            let got = self.fs.readi(inum, off, self.page);
+            if got == 0 {
+                // readi never comes short of the size it reported, but the archive must
+                // stay well-formed whatever happens.
+                let m = (size - off).min(self.page.len() as u32) as usize;
+                self.page[..m].fill(0);
+                self.sink.put(&self.page[..m]);
+                off += m as u32;
+                continue;
+            }
+            self.sink.put(&self.page[..got]);
+            off += got as u32;
+        }
+        let pad = (4 - size as usize % 4) % 4;
+        self.sink.put(&ZEROS[..pad]);
+    }
+
+    /// The tree at `root` (a GUESTDIR without its `/`), if it is a directory.
+    fn tree(&mut self, root: &[u8]) {
         let mut path = [0u8; PATH_MAX];
         if root.len() > PATH_MAX {
-            continue;
+            return;
         }
         path[..root.len()].copy_from_slice(root);
-        let Ok(top) = fs.namei(ROOTINO, root) else {
-            continue;
+        let Ok(top) = self.fs.namei(ROOTINO, root) else {
+            return;
         };
-        if fs.inode(top).typ != T_DIR {
-            continue;
+        if self.fs.inode(top).typ != T_DIR {
+            return;
         }
-        let n = header(&mut hdr, root, MODE_DIR, 0, ino);
-        ino += 1;
-        sink.put(&hdr[..n]);
+        self.header(root, MODE_DIR, 0);
         let depth0 = root.split(|&c| c == b'/').filter(|c| !c.is_empty()).count();
         let mut stack = [Frame {
             dir: 0,
@@ -124,78 +158,74 @@ pub fn export(fs: &Fs, roots: &[u8], page: &mut [u8], sink: &mut dyn Sink) {
         let mut sp = 1;
         while sp > 0 {
             let f = stack[sp - 1];
-            let entries = fs.inode(f.dir).size / DIRENT_SIZE as u32;
-            if f.next >= entries {
-                sp -= 1;
-                continue;
-            }
             stack[sp - 1].next += 1;
-            let mut de = [0u8; DIRENT_SIZE];
-            fs.readi(f.dir, f.next * DIRENT_SIZE as u32, &mut de);
-            let inum = u16::from_le_bytes([de[0], de[1]]);
-            let name = &de[2..];
-            let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(DIRSIZ)];
-            if inum == 0 || name.is_empty() || name == b"." || name == b".." {
-                continue;
-            }
-            if usize::from(inum) > crate::fs::NINODE {
-                continue;
-            }
-            let typ = fs.inode(inum).typ;
-            if typ != T_DIR && typ != T_FILE {
-                continue;
-            }
-            let len = f.path_len + 1 + name.len();
-            if len > PATH_MAX {
-                continue;
-            }
-            path[f.path_len] = b'/';
-            path[f.path_len + 1..len].copy_from_slice(name);
-            let depth = depth0 + sp;
-            if typ == T_DIR {
-                let n = header(&mut hdr, &path[..len], MODE_DIR, 0, ino);
-                ino += 1;
-                sink.put(&hdr[..n]);
-                // Entered only while its children stay within MAX_DEPTH + 1 (the VMM
-                // refuses anything deeper than MAX_DEPTH; one level past it is enough to
-                // say so).
-                if depth <= MAX_DEPTH && sp < stack.len() {
-                    stack[sp] = Frame {
-                        dir: inum,
-                        next: 0,
-                        path_len: len,
-                    };
-                    sp += 1;
+            let Some(step) = self.entry(f, &mut path) else {
+                if f.next >= self.fs.inode(f.dir).size / DIRENT_SIZE as u32 {
+                    sp -= 1;
                 }
-            } else {
-                let size = fs.inode(inum).size;
-                let n = header(&mut hdr, &path[..len], MODE_FILE, size, ino);
-                ino += 1;
-                sink.put(&hdr[..n]);
-                let mut off = 0u32;
-                while off < size {
-                    let got = fs.readi(inum, off, page);
-                    if got == 0 {
-                        break;
-                    }
-                    sink.put(&page[..got]);
-                    off += got as u32;
-                }
-                // readi never comes short of the size it reported, but the archive must
-                // stay well-formed whatever happens.
-                while off < size {
-                    let m = (size - off).min(page.len() as u32) as usize;
-                    page[..m].fill(0);
-                    sink.put(&page[..m]);
-                    off += m as u32;
-                }
-                let pad = (4 - size as usize % 4) % 4;
-                sink.put(&ZEROS[..pad]);
+                continue;
+            };
+            if let (Some(dir), true) = (step.0, depth0 + sp <= MAX_DEPTH && sp < stack.len()) {
+                // Entered only while its children stay within MAX_DEPTH + 1 (the VMM refuses
+                // anything deeper than MAX_DEPTH; one level past it is enough to say so).
+                stack[sp] = Frame {
+                    dir,
+                    next: 0,
+                    path_len: step.1,
+                };
+                sp += 1;
             }
         }
     }
-    let n = header(&mut hdr, b"TRAILER!!!", 0, 0, 0);
-    sink.put(&hdr[..n]);
+
+    /// Exports entry `f.next` of directory `f.dir` (its path written into `path` after
+    /// `f.path_len`); returns the directory to enter, if it is one, and its path's length.
+    /// None: past the end, or an entry that is not exported (`.`, `..`, a free slot, a
+    /// device).
+    fn entry(&mut self, f: Frame, path: &mut [u8; PATH_MAX]) -> Option<(Option<u16>, usize)> {
+        if f.next >= self.fs.inode(f.dir).size / DIRENT_SIZE as u32 {
+            return None;
+        }
+        let mut de = [0u8; DIRENT_SIZE];
+        self.fs.readi(f.dir, f.next * DIRENT_SIZE as u32, &mut de);
+        let inum = u16::from_le_bytes([de[0], de[1]]);
+        let name = &de[2..];
+        let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(DIRSIZ)];
+        if inum == 0 || usize::from(inum) > NINODE || name.is_empty() || name == b"." {
+            return None;
+        }
+        let typ = self.fs.inode(inum).typ;
+        let len = f.path_len + 1 + name.len();
+        if name == b".." || (typ != T_DIR && typ != T_FILE) || len > PATH_MAX {
+            return None;
+        }
+        path[f.path_len] = b'/';
+        path[f.path_len + 1..len].copy_from_slice(name);
+        if typ == T_DIR {
+            self.header(&path[..len], MODE_DIR, 0);
+            Some((Some(inum), len))
+        } else {
+            self.file(&path[..len], inum);
+            Some((None, len))
+        }
+    }
+}
+
+/// Exports the trees `roots` names (`data,out/x`) from `fs` into `sink` as a newc archive
+/// (the module doc); `page` is a bounce buffer for file data.
+pub fn export(fs: &Fs, roots: &[u8], page: &mut [u8], sink: &mut dyn Sink) {
+    let mut ex = Exporter {
+        fs,
+        page,
+        sink,
+        hdr: [0; HEADER_BUF],
+        ino: 1,
+    };
+    for root in roots.split(|&c| c == b',').filter(|r| !r.is_empty()) {
+        ex.tree(root);
+    }
+    let n = header(&mut ex.hdr, b"TRAILER!!!", 0, 0, 0);
+    ex.sink.put(&ex.hdr[..n]);
 }
 
 #[cfg(all(target_arch = "x86", not(test)))]

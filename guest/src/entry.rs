@@ -8,14 +8,17 @@
 //! 0 and at KERNBASE), switches to the boot stack at its high address and jumps to `kmain`
 //! in the high half, passing EBX.
 
-use crate::mmu::{entrypgdir_entries, Pte, NPDENTRIES};
+use xv6_abi::layout::{BOOT_TIMES, KERNBASE};
+use xv6_abi::mmu::{CR0_PG, CR0_WP, CR4_PSE, PGSIZE};
 
-/// Bytes of the boot stack (xv6 KSTACKSIZE).
-pub const KSTACKSIZE: usize = 4096;
+use crate::bootstack::{KSTACKSIZE, STACK};
+use crate::mmu::{entrypgdir_entries, Pte, NPDENTRIES};
 
 /// A page-aligned page directory.
 #[repr(C, align(4096))]
 pub struct EntryPgDir(pub [Pte; NPDENTRIES]);
+
+const _: () = assert!(core::mem::align_of::<EntryPgDir>() == PGSIZE as usize);
 
 /// The boot page directory. It is in `.data` (writable): the MMU sets accessed bits in it.
 /// The kernel never reads it; only `entry` loads its physical address into CR3.
@@ -26,10 +29,6 @@ pub static entrypgdir: EntryPgDir = EntryPgDir(entrypgdir_entries());
 
 core::arch::global_asm!(
     r#"
-    .set KERNBASE, 0x80000000
-    .set CR0_PG_WP, 0x80010000
-    .set CR4_PSE, 0x10
-
     # The PVH entry note (Xen's XEN_ELFNOTE_PHYS32_ENTRY): name "Xen", type 18,
     # desc = the 32-bit physical entry address.
     .pushsection .note.Xen, "a", @note
@@ -39,23 +38,15 @@ core::arch::global_asm!(
     .long 18                    # type: XEN_ELFNOTE_PHYS32_ENTRY
     .asciz "Xen"
     .balign 4
-    .long entry - KERNBASE
+    .long entry - {kernbase}
     .balign 4
-    .popsection
-
-    # The boot stack.
-    .pushsection .bss.stack, "aw", @nobits
-    .balign 16
-    .globl stack
-stack:
-    .skip {kstacksize}
     .popsection
 
     .pushsection .text.entry, "ax"
     .code32
     # ELF entry point: the physical address of `entry` (paging is off when we get here).
     .globl _start
-    .set _start, entry - KERNBASE
+    .set _start, entry - {kernbase}
 
     .globl entry
 entry:
@@ -66,19 +57,19 @@ entry:
     mov [{boot_times} + 4], edx
     # Turn on page size extension for 4 MiB pages.
     mov eax, cr4
-    or eax, CR4_PSE
+    or eax, {cr4_pse}
     mov cr4, eax
     # Set the page directory.
-    mov eax, offset entrypgdir - KERNBASE
+    mov eax, offset {entrypgdir} - {kernbase}
     mov cr3, eax
     # Turn on paging, and make the kernel honour read-only pages.
     mov eax, cr0
-    or eax, CR0_PG_WP
+    or eax, {cr0_pg_wp}
     mov cr0, eax
     # Paging is on; we still run at the low address, which entrypgdir maps too.
     # Set up the stack pointer (high address) and call kmain(ebx) in the high half;
     # an indirect jump, because the assembler would make a direct one PC-relative.
-    mov esp, offset stack + {kstacksize}
+    mov esp, offset {stack} + {kstacksize}
     xor ebp, ebp
     sub esp, 12                 # keep esp 16-byte aligned at the call
     push ebx                    # kmain's argument: PA of hvm_start_info
@@ -89,26 +80,12 @@ entry:
     jmp 1b
     .popsection
     "#,
+    kernbase = const KERNBASE,
+    cr4_pse = const CR4_PSE,
+    cr0_pg_wp = const CR0_PG | CR0_WP,
     kstacksize = const KSTACKSIZE,
-    boot_times = const xv6_abi::layout::BOOT_TIMES,
+    boot_times = const BOOT_TIMES,
+    entrypgdir = sym entrypgdir,
+    stack = sym STACK,
     kmain = sym crate::kmain::kmain,
 );
-
-extern "C" {
-    /// The bottom of the boot stack (defined in the assembly above).
-    #[link_name = "stack"]
-    static STACK: [u8; KSTACKSIZE];
-}
-
-/// The most boot stack used so far, in bytes: the stack starts zeroed (it is in .bss), so
-/// this finds the lowest byte that is no longer zero.
-#[must_use]
-pub fn stack_high_water() -> usize {
-    let base = &raw const STACK as *const u8;
-    let untouched = (0..KSTACKSIZE)
-        // SAFETY: i < KSTACKSIZE, inside the stack; volatile, as the compiler cannot know
-        // who wrote it.
-        .take_while(|&i| unsafe { base.add(i).read_volatile() } == 0)
-        .count();
-    KSTACKSIZE - untouched
-}

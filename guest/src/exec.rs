@@ -30,7 +30,7 @@ use crate::mmu::{PGROUNDDOWN, PGROUNDUP, PGSIZE};
 use crate::vm::{allocuvm, clearpteu, clearptew, copyout, freevm, loaduvm_from, setupkvm, PageDir};
 
 /// The most arguments exec passes (xv6 param.h).
-pub const MAXARG: usize = 32;
+pub const MAXARG: usize = xv6_abi::exec::MAXARG;
 /// The fake return PC at the bottom of the user stack.
 pub const FAKE_RETURN_PC: u32 = 0xffff_ffff;
 
@@ -43,9 +43,9 @@ pub struct Image {
     /// The process size: the top of the stack page.
     pub sz: u32,
     /// Where to start: the ELF entry point (the trap frame's eip).
-    pub entry: u32,
+    pub entry: UVAddr,
     /// The initial user stack pointer (the trap frame's esp), at the fake return PC.
-    pub sp: u32,
+    pub sp: UVAddr,
 }
 
 /// Why exec failed. The caller's address space is untouched whatever the reason.
@@ -176,8 +176,8 @@ pub fn exec_file(file: &(impl ProgramFile + ?Sized), argv: &[&[u8]]) -> Result<I
         Ok(()) => Ok(Image {
             pgdir,
             sz,
-            entry: elf.entry(),
-            sp: args.sp,
+            entry: UVAddr(elf.entry()),
+            sp: UVAddr(args.sp),
         }),
         Err(e) => {
             freevm(pgdir);
@@ -251,7 +251,7 @@ fn protect_text(pgdir: &mut PageDir, elf: &Elf<'_>) {
 }
 
 /// Words of xv6's `ustack`: fake return PC, argc, argv, MAXARG pointers and the 0.
-const USTACK_WORDS: usize = 3 + MAXARG + 1;
+const USTACK_WORDS: usize = xv6_abi::exec::USTACK_BYTES / 4;
 
 /// Where exec puts the arguments on the stack page below `sz` (xv6 exec.c's `ustack`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -374,7 +374,7 @@ mod tests {
     /// Reads user memory of an image through its page directory.
     fn user(img: &mut Image, va: u32, n: usize) -> Vec<u8> {
         let mut b = vec![0; n];
-        copyin(&mut mem(img), va, &mut b).unwrap();
+        copyin(&mut mem(img), UVAddr(va), &mut b).unwrap();
         b
     }
 
@@ -383,7 +383,7 @@ mod tests {
         UserMem {
             pgdir: &mut img.pgdir,
             sz: img.sz,
-            lazy_from: KERNBASE,
+            lazy_from: None,
         }
     }
 
@@ -400,19 +400,19 @@ mod tests {
 
     /// The argv the new program sees, read back from its stack as it would.
     fn argv_of(img: &mut Image) -> Vec<Vec<u8>> {
-        let sp = img.sp;
+        let sp = img.sp.0;
         let pd = &mut mem(img);
-        assert_eq!(fetchint(pd, sp), Ok(FAKE_RETURN_PC));
-        let argc = fetchint(pd, sp + 4).unwrap();
-        let argv = fetchint(pd, sp + 8).unwrap();
+        assert_eq!(fetchint(pd, UVAddr(sp)), Ok(FAKE_RETURN_PC));
+        let argc = fetchint(pd, UVAddr(sp + 4)).unwrap();
+        let argv = fetchint(pd, UVAddr(sp + 8)).unwrap();
         assert_eq!(argv, sp + 12);
-        assert_eq!(fetchint(pd, argv + 4 * argc), Ok(0));
+        assert_eq!(fetchint(pd, UVAddr(argv + 4 * argc)), Ok(0));
         (0..argc)
             .map(|i| {
-                let p = fetchint(pd, argv + 4 * i).unwrap();
+                let p = fetchint(pd, UVAddr(argv + 4 * i)).unwrap();
                 assert_eq!(p % 4, 0);
                 let mut buf = [0u8; 256];
-                fetchstr(pd, p, &mut buf).unwrap().to_vec()
+                fetchstr(pd, UVAddr(p), &mut buf).unwrap().to_vec()
             })
             .collect()
     }
@@ -424,7 +424,7 @@ mod tests {
         let a = archive(&[(b"echo", &omagic())]);
         let mut img = exec_from(&a, b"/echo", &[b"echo", b"hello", b"world"]).unwrap();
         // One RWX segment at 0: 0x300 bytes from file offset 0x74, bss up to 0x1400.
-        assert_eq!((img.entry, img.sz), (0, 0x4000));
+        assert_eq!((img.entry, img.sz), (UVAddr(0), 0x4000));
         let text = user(&mut img, 0, 0x1400);
         assert!(text[..0x300]
             .iter()
@@ -438,7 +438,7 @@ mod tests {
         assert_eq!(flags(&img, 0x4000), None);
         assert_eq!(argv_of(&mut img), [&b"echo"[..], b"hello", b"world"]);
         // "echo\0" at 0x3ff8, "hello\0" at 0x3ff0, "world\0" at 0x3fe8, then 7 words.
-        assert_eq!(img.sp, 0x3fe8 - 7 * 4);
+        assert_eq!(img.sp, UVAddr(0x3fe8 - 7 * 4));
         freevm(img.pgdir);
         assert_eq!(testmem::free(), before);
     }
@@ -449,7 +449,7 @@ mod tests {
         let before = testmem::free();
         let a = archive(&[(b"x", b"junk"), (b"prog", &default_layout())]);
         let mut img = exec_from(&a, b"prog", &[b"prog"]).unwrap();
-        assert_eq!(img.entry, 0x1100);
+        assert_eq!(img.entry, UVAddr(0x1100));
         // Nothing below the first segment; text read-only; no page for the gap between
         // the text (ends 0x2234) and the data (0x3f0c..0x408c, with its bss); the
         // bss-only segment at 0x6000..0x8010 after another gap.

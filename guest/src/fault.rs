@@ -4,9 +4,9 @@
 
 use core::fmt;
 
-use crate::memlayout::KERNBASE;
+use crate::memlayout::UVAddr;
 use crate::mmu::{PteFlags, PTE_P, PTE_U, PTE_W};
-use crate::traps::{PF_WRITE, T_DIVIDE, T_ILLOP};
+use crate::traps::{PfErr, T_DIVIDE, T_ILLOP};
 
 /// The name of a processor exception (vectors 0..32), as the Intel manual gives it.
 #[must_use]
@@ -85,17 +85,17 @@ impl fmt::Display for FaultCause {
 /// Classifies a user page fault at `va` (CR2) with error code `err`, in a process of size
 /// `sz` whose PTE for `va` has the flags `pte` (`None`: no page table there).
 #[must_use]
-pub fn pagefault_cause(va: u32, sz: u32, pte: Option<PteFlags>, err: u32) -> FaultCause {
-    if va >= KERNBASE {
+pub fn pagefault_cause(va: UVAddr, sz: u32, pte: Option<PteFlags>, err: PfErr) -> FaultCause {
+    if !va.is_user() {
         return FaultCause::KernelAddress;
     }
     let flags = match pte {
-        Some(f) if f.contains(PTE_P) && va < sz => f,
+        Some(f) if f.contains(PTE_P) && va.0 < sz => f,
         _ => return FaultCause::Unmapped,
     };
     if !flags.contains(PTE_U) {
         FaultCause::GuardPage
-    } else if err & PF_WRITE != 0 && !flags.contains(PTE_W) {
+    } else if err.contains(PfErr::W) && !flags.contains(PTE_W) {
         FaultCause::WriteToReadOnly
     } else {
         FaultCause::Unmapped
@@ -110,7 +110,7 @@ pub struct FaultLine<'a> {
     pub trapno: u32,
     pub eip: u32,
     /// The faulting address and its cause, for page faults.
-    pub pf: Option<(u32, FaultCause)>,
+    pub pf: Option<(UVAddr, FaultCause)>,
     /// The symbol at `eip` in the program's own symbols (the VMM's answer), or "".
     pub sym: &'a str,
 }
@@ -119,7 +119,7 @@ impl fmt::Display for FaultLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "pid {} ({}): ", self.pid, self.name)?;
         match self.pf {
-            Some((va, cause)) => write!(f, "page fault at {va:#010x} ({cause})")?,
+            Some((va, cause)) => write!(f, "page fault at {:#010x} ({cause})", va.0)?,
             None => f.write_str(exception_name(self.trapno))?,
         }
         write!(f, " eip {:#010x}", self.eip)?;
@@ -159,34 +159,47 @@ mod tests {
         let (urw, ur, k) = (PTE_P | PTE_U | PTE_W, PTE_P | PTE_U, PTE_P | PTE_W);
         // The guard page: present, not user, below sz.
         assert_eq!(
-            pagefault_cause(0x3ff0, sz, Some(k), 0x4),
+            pagefault_cause(UVAddr(0x3ff0), sz, Some(k), PfErr::from_bits_retain(0x4)),
             FaultCause::GuardPage
         );
         assert_eq!(
-            pagefault_cause(0x8000_0000, sz, Some(k), 0x5),
+            pagefault_cause(
+                UVAddr(0x8000_0000),
+                sz,
+                Some(k),
+                PfErr::from_bits_retain(0x5)
+            ),
             FaultCause::KernelAddress
         );
         assert_eq!(
-            pagefault_cause(0xFFFF_FFFC, sz, None, 0x4),
+            pagefault_cause(UVAddr(0xFFFF_FFFC), sz, None, PfErr::from_bits_retain(0x4)),
             FaultCause::KernelAddress
         );
-        assert_eq!(pagefault_cause(0x5000, sz, None, 0x4), FaultCause::Unmapped);
         assert_eq!(
-            pagefault_cause(0x1000, sz, Some(PteFlags::empty()), 0x6),
+            pagefault_cause(UVAddr(0x5000), sz, None, PfErr::from_bits_retain(0x4)),
+            FaultCause::Unmapped
+        );
+        assert_eq!(
+            pagefault_cause(
+                UVAddr(0x1000),
+                sz,
+                Some(PteFlags::empty()),
+                PfErr::from_bits_retain(0x6)
+            ),
             FaultCause::Unmapped
         );
         // At or above sz, even if something stale were mapped.
         assert_eq!(
-            pagefault_cause(0x6000, sz, Some(urw), 0x6),
+            pagefault_cause(UVAddr(0x6000), sz, Some(urw), PfErr::from_bits_retain(0x6)),
             FaultCause::Unmapped
         );
         assert_eq!(
-            pagefault_cause(0x1000, sz, Some(ur), 0x7),
+            pagefault_cause(UVAddr(0x1000), sz, Some(ur), PfErr::from_bits_retain(0x7)),
             FaultCause::WriteToReadOnly
         );
         // A read of a present user page cannot fault for the page's sake.
         assert_eq!(
-            pagefault_cause(0x1000, sz, Some(ur), 0x5),
+            pagefault_cause(UVAddr(0x1000), sz, Some(ur), PfErr::from_bits_retain(0x5)),
             FaultCause::Unmapped
         );
     }
@@ -204,12 +217,12 @@ mod tests {
             }
             .to_string()
         };
-        let guard = Some((0x3ff0, FaultCause::GuardPage));
+        let guard = Some((UVAddr(0x3ff0), FaultCause::GuardPage));
         assert_eq!(
             line(3, "sbrktest", T_PGFLT, 0x12a4, guard, "main+0x24"),
             "pid 3 (sbrktest): page fault at 0x00003ff0 (guard page) eip 0x000012a4 (main+0x24) \u{2014} killed"
         );
-        let oom = Some((0x0100_0000, FaultCause::OutOfMemory));
+        let oom = Some((UVAddr(0x0100_0000), FaultCause::OutOfMemory));
         assert_eq!(
             line(5, "pfbench", T_PGFLT, 0x42, oom, ""),
             "pid 5 (pfbench): page fault at 0x01000000 (out of memory) eip 0x00000042 \u{2014} killed"

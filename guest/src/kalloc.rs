@@ -21,7 +21,8 @@
 //! frees the page only when it was the last.
 //!
 //! `FreeList` works on plain addresses within bounds given to it, so the host tests run it
-//! over a heap buffer; the kernel's instance `KMEM` covers `[end, P2V(PHYSTOP))`.
+//! over a heap buffer; the kernel's instance `KMEM` covers `[end, P2V(PHYSTOP))`, and its
+//! API (`Kmem`, `kalloc`, `kfree`, `kdup`) takes and gives kernel virtual addresses.
 
 use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +31,7 @@ use crate::memlayout::KVAddr;
 use crate::spinlock::{Spinlock, SpinlockGuard};
 
 /// Page size, as a usize for address arithmetic.
-const PGSIZE: usize = crate::mmu::PGSIZE as usize;
+const PGSIZE: usize = xv6_abi::mmu::PGSIZE as usize;
 
 /// A free page; its first word links to the next free page (xv6 `struct run`).
 #[repr(C)]
@@ -239,7 +240,18 @@ impl Default for FreeList {
     }
 }
 
-/// The kernel's allocator: the free list and xv6's `use_lock` flag.
+/// A kernel virtual address as the free list's plain address.
+fn addr(v: KVAddr) -> usize {
+    v.0 as usize
+}
+
+/// A page of the kernel's free list as the kernel virtual address it is.
+fn kva(v: usize) -> KVAddr {
+    KVAddr(u32::try_from(v).expect("kalloc: a page above 4 GiB"))
+}
+
+/// The kernel's allocator: the free list and xv6's `use_lock` flag; its API speaks kernel
+/// virtual addresses (`KVAddr`).
 pub struct Kmem {
     use_lock: AtomicBool,
     freelist: Spinlock<FreeList>,
@@ -275,11 +287,11 @@ impl Kmem {
     ///
     /// # Safety
     /// As for `FreeList::freerange`; `[lo, hi)` must be the memory the list may ever own.
-    pub unsafe fn kinit1(&self, lo: usize, hi: usize, vstart: usize, vend: usize) -> usize {
+    pub unsafe fn kinit1(&self, lo: KVAddr, hi: KVAddr, vstart: KVAddr, vend: KVAddr) -> usize {
         let mut l = self.list();
-        l.set_bounds(lo, hi);
+        l.set_bounds(addr(lo), addr(hi));
         // SAFETY: forwarded from the caller.
-        unsafe { l.freerange(vstart, vend) }
+        unsafe { l.freerange(addr(vstart), addr(vend)) }
     }
 
     /// Second step of boot (xv6 `kinit2`): frees `[vstart, vend)` (pristine, untouched),
@@ -288,10 +300,10 @@ impl Kmem {
     ///
     /// # Safety
     /// As for `FreeList::freerange`.
-    pub unsafe fn kinit2(&self, vstart: usize, vend: usize) -> usize {
+    pub unsafe fn kinit2(&self, vstart: KVAddr, vend: KVAddr) -> usize {
         let mut l = self.list();
         // SAFETY: forwarded from the caller.
-        let n = unsafe { l.freerange(vstart, vend) };
+        let n = unsafe { l.freerange(addr(vstart), addr(vend)) };
         let table = FreeList::refs_pages(l.lo, l.hi);
         assert!(
             l.reserve_refs(table),
@@ -304,7 +316,7 @@ impl Kmem {
 
     /// Allocates a page (junk or zero: the caller must not care).
     pub fn kalloc(&self) -> Option<KVAddr> {
-        self.list().pop().map(|(v, _)| KVAddr(v as u32))
+        self.list().pop().map(|(v, _)| kva(v))
     }
 
     /// Allocates a zeroed page: zeroed here if it was freed before, as is if pristine.
@@ -314,7 +326,7 @@ impl Kmem {
             // SAFETY: pop handed us this whole page; it is ours.
             unsafe { ptr::write_bytes(v as *mut u8, 0, PGSIZE) };
         }
-        Some(KVAddr(v as u32))
+        Some(kva(v))
     }
 
     /// Drops a reference to a page; frees it with the last one (`FreeList::kfree`).
@@ -323,17 +335,17 @@ impl Kmem {
     /// As for `FreeList::kfree`.
     pub unsafe fn kfree(&self, v: KVAddr) -> bool {
         // SAFETY: forwarded from the caller.
-        unsafe { self.list().kfree(v.0 as usize) }
+        unsafe { self.list().kfree(addr(v)) }
     }
 
     /// Adds a reference to a page (`FreeList::kdup`).
     pub fn kdup(&self, v: KVAddr) {
-        self.list().kdup(v.0 as usize);
+        self.list().kdup(addr(v));
     }
 
     /// Whether a page has references besides the caller's.
     pub fn shared(&self, v: KVAddr) -> bool {
-        self.list().shared(v.0 as usize)
+        self.list().shared(addr(v))
     }
 
     /// The number of free pages: the list plus the pristine range.
@@ -494,18 +506,48 @@ mod tests {
         assert_eq!(fl.countfree(), 7);
     }
 
+    /// `n` zeroed pages below 4 GiB (mmap's MAP_32BIT), where kernel virtual addresses fit;
+    /// never unmapped (a few pages per test run).
+    fn low_pages(n: usize) -> (KVAddr, KVAddr) {
+        extern "C" {
+            fn mmap(addr: *mut u8, len: usize, prot: i32, flags: i32, fd: i32, off: i64)
+                -> *mut u8;
+        }
+        const PROT_READ_WRITE: i32 = 0x3;
+        const MAP_PRIVATE_ANONYMOUS_32BIT: i32 = 0x02 | 0x20 | 0x40;
+        // SAFETY: asks for fresh anonymous memory; nothing else refers to it.
+        let p = unsafe {
+            mmap(
+                ptr::null_mut(),
+                n * PGSIZE,
+                PROT_READ_WRITE,
+                MAP_PRIVATE_ANONYMOUS_32BIT,
+                -1,
+                0,
+            )
+        } as usize;
+        assert!(p != usize::MAX && p + n * PGSIZE <= 1 << 32, "mmap: {p:#x}");
+        (kva(p), kva(p + n * PGSIZE))
+    }
+
     #[test]
     fn kmem_two_step_init_turns_lock_on() {
-        let (_buf, lo, hi) = pages(6);
+        let (lo, hi) = low_pages(6);
+        let at = |off: usize| KVAddr(lo.0 + off as u32);
         let kmem = Kmem::new();
-        // SAFETY: the buffer is ours.
-        let n = unsafe { kmem.kinit1(lo + 1, hi, lo + 1, lo + 3 * PGSIZE) };
+        // SAFETY: the pages are ours.
+        let n = unsafe { kmem.kinit1(at(1), hi, at(1), at(3 * PGSIZE)) };
         assert_eq!(n, 2);
         assert!(!kmem.use_lock());
         assert_eq!(kmem.countfree(), 2);
-        // SAFETY: the buffer is ours. 3 pages, one of them becomes the reference table.
-        assert_eq!(unsafe { kmem.kinit2(lo + 3 * PGSIZE, hi) }, 2);
+        // SAFETY: the pages are ours. 3 pages, one of them becomes the reference table.
+        assert_eq!(unsafe { kmem.kinit2(at(3 * PGSIZE), hi) }, 2);
         assert!(kmem.use_lock());
         assert_eq!(kmem.countfree(), 4);
+        let p = kmem.kalloc().unwrap();
+        assert!(
+            at(0) < p && p < hi,
+            "a page of the range, as a KVAddr: {p:?}"
+        );
     }
 }

@@ -8,12 +8,14 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use xv6_abi::mmu::PGSIZE;
+
 /// Start of extended memory: the kernel is loaded here (shared with the VMM: xv6-abi).
 pub const EXTMEM: u32 = xv6_abi::layout::EXTMEM;
 /// First kernel virtual address: `[KERNBASE, KERNBASE + PHYSTOP)` maps `[0, PHYSTOP)`.
 pub const KERNBASE: u32 = xv6_abi::layout::KERNBASE;
-/// Address where the kernel is linked.
-pub const KERNLINK: u32 = KERNBASE + EXTMEM;
+/// Address where the kernel is linked (`KERNBASE + EXTMEM`; kernel.ld).
+pub const KERNLINK: u32 = xv6_abi::layout::KERNLINK;
 /// Other devices (LAPIC, IOAPIC, ...) are at high addresses, mapped one to one.
 pub const DEVSPACE: u32 = xv6_abi::layout::DEVSPACE;
 /// The smallest PHYSTOP the kernel accepts: the first 4 MiB hold the kernel and the
@@ -67,13 +69,13 @@ impl UVAddr {
     /// The start of the page holding this address.
     #[must_use]
     pub const fn page(self) -> UVAddr {
-        UVAddr(self.0 & !(crate::mmu::PGSIZE - 1))
+        UVAddr(self.0 & !(PGSIZE - 1))
     }
 
     /// The offset inside its page.
     #[must_use]
     pub const fn offset(self) -> u32 {
-        self.0 & (crate::mmu::PGSIZE - 1)
+        self.0 & (PGSIZE - 1)
     }
 
     /// `self + n`, `None` past 4 GiB.

@@ -6,8 +6,8 @@ use bitflags::bitflags;
 
 use crate::memlayout::{Linear, PhysAddr, KERNBASE};
 
-/// Bytes mapped by a page.
-pub const PGSIZE: u32 = 4096;
+/// Bytes mapped by a page (shared with the VMM and user programs: xv6-abi).
+pub const PGSIZE: u32 = xv6_abi::mmu::PGSIZE;
 /// Directory entries per page directory.
 pub const NPDENTRIES: usize = 1024;
 /// PTEs per page table.
@@ -18,20 +18,21 @@ pub const PTXSHIFT: u32 = 12;
 pub const PDXSHIFT: u32 = 22;
 
 bitflags! {
-    /// The flag bits of a page-directory or page-table entry (the low 12 bits).
+    /// The flag bits of a page-directory or page-table entry (the low 12 bits; their values
+    /// are xv6-abi's, which the VMM's page-table dump reads too).
     #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
     pub struct PteFlags: u32 {
         /// Present.
-        const P = 0x001;
+        const P = xv6_abi::mmu::PTE_P;
         /// Writeable.
-        const W = 0x002;
+        const W = xv6_abi::mmu::PTE_W;
         /// User.
-        const U = 0x004;
+        const U = xv6_abi::mmu::PTE_U;
         /// Page size (4 MiB pages, in a PDE with CR4.PSE set).
-        const PS = 0x080;
+        const PS = xv6_abi::mmu::PTE_PS;
         /// Copy-on-write (a bit the CPU ignores, "available to software"): the page is
         /// shared after a `cow` fork and PTE_W is off until the first write copies it.
-        const COW = 0x200;
+        const COW = xv6_abi::mmu::PTE_COW;
     }
 }
 
@@ -45,15 +46,6 @@ pub const PTE_U: PteFlags = PteFlags::U;
 pub const PTE_PS: PteFlags = PteFlags::PS;
 /// Copy-on-write (software bit; not in xv6).
 pub const PTE_COW: PteFlags = PteFlags::COW;
-
-/// CR0: protection enable.
-pub const CR0_PE: u32 = 0x0000_0001;
-/// CR0: write protect (the kernel honours read-only pages too).
-pub const CR0_WP: u32 = 0x0001_0000;
-/// CR0: paging.
-pub const CR0_PG: u32 = 0x8000_0000;
-/// CR4: page size extension (4 MiB pages).
-pub const CR4_PSE: u32 = 0x0000_0010;
 
 /// EFLAGS: interrupt enable.
 pub const FL_IF: u32 = 0x0000_0200;

@@ -10,6 +10,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::cmdline::config;
 use crate::exec::Image;
 use crate::fault::{pagefault_cause, FaultCause, FaultLine};
 use crate::gdt::switchuvm;
@@ -24,10 +25,10 @@ use crate::spinlock::{Spinlock, SpinlockGuard};
 use crate::swtch::{swtch, Context};
 use crate::trapasm::trapret;
 use crate::trapframe::TrapFrame;
-use crate::traps::PF_WRITE;
+use crate::traps::PfErr;
 use crate::uaccess::UserMem;
 use crate::vm::{self, PageDir};
-use crate::{debugport, uaccess, x86};
+use crate::{cow, debugport, lazy, uaccess, x86};
 
 /// The process table and its lock.
 pub static PTABLE: Spinlock<ProcTable<PageDir>> = Spinlock::new("ptable", ProcTable::new());
@@ -138,10 +139,10 @@ fn install(
 ) -> Option<PageDir> {
     let old = p.pgdir.replace(image.pgdir);
     p.sz = image.sz;
-    p.lazy_from = vm::lazy_from_for(image.sz);
+    p.lazy_from = lazy::lazy_from_for(image.sz);
     p.set_name(path);
-    tf.eip = image.entry;
-    tf.esp = image.sp;
+    tf.eip = image.entry.0;
+    tf.esp = image.sp.0;
     old
 }
 
@@ -268,9 +269,9 @@ pub fn fork(tf: &TrapFrame) -> i32 {
     };
     let (sz, lazy_from) = (pt.procs[me].sz, pt.procs[me].lazy_from);
     let parent = pt.procs[me].pgdir.as_mut().expect("no pgdir");
-    let pgdir = if vm::cow() {
+    let pgdir = if config().cow {
         // The parent is the running process: its pages just became read-only.
-        vm::cowuvm(parent, sz).map(vm::Forked::flush)
+        cow::cowuvm(parent, sz).map(cow::Forked::flush)
     } else {
         vm::copyuvm(parent, sz)
     };
@@ -300,14 +301,12 @@ pub fn fork(tf: &TrapFrame) -> i32 {
 /// the first process exits, the machine ends with its status.
 pub fn exit(status: i32) -> ! {
     let me = current();
+    let mut pt = PTABLE.lock();
     let status = status & 0xFF;
-    if PTABLE.lock().initproc == Some(me) {
-        // `--dir …:rw`: what is under the write-back GUESTDIRs goes to the VMM first.
-        crate::dirout::export_trees();
+    let init = pt.initproc;
+    if init == Some(me) {
         debugport::exit(status as u8);
     }
-    let mut pt = PTABLE.lock();
-    let init = pt.initproc;
     if let Some(parent) = pt.procs[me].parent {
         pt.wakeup(Chan::Proc(parent));
     }
@@ -330,18 +329,19 @@ pub fn killed() -> Option<i32> {
 }
 
 /// Waits for a child to exit (xv6-riscv `wait`): returns its pid and stores its exit
-/// status at user address `addr` (unless 0); −1 if there are no children, the status
+/// status at user address `addr` (if any); −1 if there are no children, the status
 /// cannot be stored, or the caller is killed.
-pub fn wait(addr: u32) -> i32 {
+pub fn wait(addr: Option<UVAddr>) -> i32 {
     let me = current();
     let mut pt = PTABLE.lock();
     loop {
         let (havekids, zombie) = pt.zombie_child(me);
         if let Some(c) = zombie {
             let (pid, xstate) = (pt.procs[c].pid, pt.procs[c].xstate);
-            if addr != 0 && uaccess::putint(&mut usermem(&mut pt, me), addr, xstate as u32).is_err()
-            {
-                return -1;
+            if let Some(a) = addr {
+                if uaccess::putint(&mut usermem(&mut pt, me), a, xstate as u32).is_err() {
+                    return -1;
+                }
             }
             freeproc(&mut pt, c);
             return pid;
@@ -385,8 +385,8 @@ pub fn growproc(n: i32) -> Option<u32> {
     let new = new as u32;
     let pgdir = p.pgdir.as_mut().expect("no pgdir");
     if new > sz {
-        if vm::lazy() {
-            p.lazy_from = p.lazy_from.min(sz);
+        if config().lazy {
+            p.lazy_from = lazy::lazy_from_after_growth(p.lazy_from, sz);
             p.sz = new;
         } else {
             p.sz = vm::allocuvm(pgdir, sz, new).ok()?;
@@ -456,16 +456,15 @@ pub fn mysz() -> u32 {
 /// to a copy-on-write page made it the process's own (the process retries the
 /// instruction), else why the process must die — out of memory for a page kalloc could
 /// not provide, or the classification of a bad access (fault.rs).
-pub fn pagefault(va: u32, err: u32) -> Result<(), FaultCause> {
-    let va = UVAddr(va);
+pub fn pagefault(va: UVAddr, err: PfErr) -> Result<(), FaultCause> {
     with_mem(|m| {
-        match vm::lazyfault(m.pgdir, m.lazy_from, m.sz, va) {
+        match lazy::lazyfault(m.pgdir, m.lazy_from, m.sz, va) {
             Some(Ok(())) => return Ok(()),
             Some(Err(_)) => return Err(FaultCause::OutOfMemory),
             None => {}
         }
-        if err & PF_WRITE != 0 && va.0 < m.sz {
-            match vm::cowfault(m.pgdir, va) {
+        if err.contains(PfErr::W) && va.0 < m.sz {
+            match cow::cowfault(m.pgdir, va) {
                 // The running process's PTE changed.
                 Some(Ok(flush)) => {
                     flush.flush();
@@ -476,12 +475,12 @@ pub fn pagefault(va: u32, err: u32) -> Result<(), FaultCause> {
             }
         }
         let flags = vm::getpte(m.pgdir, va).map(|p| p.flags());
-        Err(pagefault_cause(va.0, m.sz, flags, err))
+        Err(pagefault_cause(va, m.sz, flags, err))
     })
 }
 
 /// Prints the one log line for the current process killed by trap `trapno`.
-pub fn log_fault(trapno: u32, eip: u32, pf: Option<(u32, FaultCause)>) {
+pub fn log_fault(trapno: u32, eip: u32, pf: Option<(UVAddr, FaultCause)>) {
     let (pid, name) = {
         let pt = PTABLE.lock();
         let p = &pt.procs[current()];

@@ -2,10 +2,12 @@
 //! the table's slots, pids, parents, wait channels, kill and the round-robin pick. Pure and
 //! tested on the host, with `()` standing in for page directories; proc.rs does the rest.
 
+use crate::memlayout::UVAddr;
+
 /// Maximum number of processes.
 pub const NPROC: usize = 64;
 /// Bytes of a process's kernel stack (one page from kalloc).
-pub const KSTACKSIZE: u32 = 4096;
+pub const KSTACKSIZE: u32 = xv6_abi::mmu::PGSIZE;
 /// Bytes of a process name (the last component of the program's path, NUL-padded).
 pub const NAMELEN: usize = 16;
 /// Exit status of a process ended by `kill()`: 128 + SIGKILL.
@@ -48,8 +50,8 @@ pub struct Proc<M> {
     /// Size of process memory (bytes): user addresses `[0, sz)`.
     pub sz: u32,
     /// Where the lazy sbrk region starts: pages of `[lazy_from, sz)` not present yet are
-    /// mapped on first touch (vm.rs, demand paging); KERNBASE when sbrk is eager.
-    pub lazy_from: u32,
+    /// mapped on first touch (lazy.rs, demand paging); `None` when sbrk is eager.
+    pub lazy_from: Option<UVAddr>,
     /// Page directory.
     pub pgdir: Option<M>,
     /// Bottom of the kernel stack page (kernel virtual address; 0: none).
@@ -81,7 +83,7 @@ impl<M> Proc<M> {
     pub const fn new() -> Proc<M> {
         Proc {
             sz: 0,
-            lazy_from: 0,
+            lazy_from: None,
             pgdir: None,
             kstack: 0,
             state: ProcState::Unused,

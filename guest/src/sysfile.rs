@@ -12,11 +12,12 @@ use crate::exec::{exec_file, ExecError, NotExec, ProgramFile, MAXARG};
 use crate::file::{Target, FS};
 use crate::fs::{FsError, Stat, T_DEV, T_DIR, T_FILE};
 use crate::kpage::KPage;
+use crate::memlayout::UVAddr;
 use crate::mmu::PGSIZE;
 use crate::pipe::PIPESIZE;
 use crate::proc::{self, PTABLE};
 use crate::ptable::Chan;
-use crate::sysarg::{argint, argptr, argstr, fetchint, fetchstr};
+use crate::sysarg::{argaddr, argint, argptr, argstr, fetchint, fetchstr};
 use crate::trapframe::TrapFrame;
 use crate::uaccess;
 use crate::{cprintln, file};
@@ -27,12 +28,12 @@ pub const MAXPATH: usize = 128;
 const CHUNK: usize = PIPESIZE;
 
 /// Copies kernel bytes to user address `va` of the current process.
-fn copy_out(va: u32, src: &[u8]) -> bool {
+fn copy_out(va: UVAddr, src: &[u8]) -> bool {
     proc::with_mem(|m| uaccess::copyto(m, va, src)).is_ok()
 }
 
 /// Copies user bytes at `va` of the current process into `dst`.
-fn copy_in(va: u32, dst: &mut [u8]) -> bool {
+fn copy_in(va: UVAddr, dst: &mut [u8]) -> bool {
     proc::with_mem(|m| uaccess::copyin(m, va, dst)).is_ok()
 }
 
@@ -55,13 +56,13 @@ struct RwArgs {
     f: u16,
     file: file::File,
     target: Target,
-    buf: u32,
+    buf: UVAddr,
     n: usize,
 }
 
 /// Fetches (fd, buf, n) for read and write: None for a bad descriptor or a negative n.
 fn rw_args(tf: &TrapFrame) -> Option<RwArgs> {
-    let (Some(f), Ok(buf), Ok(n)) = (argfd(tf, 0), argint(tf, 1), argint(tf, 2)) else {
+    let (Some(f), Ok(buf), Ok(n)) = (argfd(tf, 0), argaddr(tf, 1), argint(tf, 2)) else {
         return None;
     };
     let n = usize::try_from(n).ok()?;
@@ -70,7 +71,7 @@ fn rw_args(tf: &TrapFrame) -> Option<RwArgs> {
         f,
         file: *fsys.file(f),
         target: fsys.target(f),
-        buf: buf as u32,
+        buf,
         n,
     })
 }
@@ -136,7 +137,7 @@ pub fn sys_write(tf: &mut TrapFrame) -> i32 {
     while done < n {
         let len = (n - done).min(CHUNK);
         // Checked above: the process's memory cannot shrink while it is in this call.
-        if !copy_in(buf + done as u32, &mut chunk[..len]) {
+        if !copy_in(UVAddr(buf.0 + done as u32), &mut chunk[..len]) {
             return -1;
         }
         let r = match target {
@@ -154,7 +155,7 @@ pub fn sys_write(tf: &mut TrapFrame) -> i32 {
 
 /// Reads up to `n` bytes of inode file `f` at its offset into user `buf` (made writable by
 /// the caller); the offset moves only over bytes that reached the buffer.
-fn inoderead(f: u16, inum: u16, buf: u32, n: usize) -> i32 {
+fn inoderead(f: u16, inum: u16, buf: UVAddr, n: usize) -> i32 {
     let mut chunk = [0u8; CHUNK];
     let mut done = 0;
     while done < n {
@@ -165,7 +166,7 @@ fn inoderead(f: u16, inum: u16, buf: u32, n: usize) -> i32 {
         if got == 0 {
             break;
         }
-        if !copy_out(buf + done as u32, &chunk[..got]) {
+        if !copy_out(UVAddr(buf.0 + done as u32), &chunk[..got]) {
             return if done == 0 { -1 } else { done as i32 };
         }
         fsys.file_mut(f).off += got as u32;
@@ -192,7 +193,7 @@ fn inodewrite(f: u16, inum: u16, src: &[u8]) -> bool {
 /// writer is left; 0 once it is empty and every writer has closed. The bytes are copied to
 /// the reader's memory first and taken from the pipe only then, both under the locks: a
 /// copy that fails leaves them all in the pipe (−1).
-fn piperead(p: usize, buf: u32, n: usize) -> i32 {
+fn piperead(p: usize, buf: UVAddr, n: usize) -> i32 {
     let mut chunk = [0u8; CHUNK];
     let mut pt = PTABLE.lock();
     loop {
@@ -475,7 +476,7 @@ pub fn program(cwd: u16, path: &[u8]) -> Result<Program, ExecError> {
 /// the old image on success; −1 (the caller untouched) on failure. Any regular file that
 /// holds a static ELF32 i386 executable runs: the archive's, and files written at run time.
 pub fn sys_exec(tf: &mut TrapFrame) -> i32 {
-    let Ok(uargv) = argint(tf, 1) else { return -1 };
+    let Ok(uargv) = argaddr(tf, 1) else { return -1 };
     let Some(mut page) = KPage::new() else {
         return -1;
     };
@@ -486,7 +487,7 @@ pub fn sys_exec(tf: &mut TrapFrame) -> i32 {
     let mut argv: [&[u8]; MAXARG] = [&[]; MAXARG];
     let mut argc = 0;
     loop {
-        let Some(at) = (uargv as u32).checked_add(4 * argc as u32) else {
+        let Some(at) = uargv.checked_add(4 * argc as u32) else {
             return -1;
         };
         let Ok(uarg) = fetchint(at) else { return -1 };
@@ -496,7 +497,7 @@ pub fn sys_exec(tf: &mut TrapFrame) -> i32 {
         if argc == MAXARG {
             return -1; // MAXARG strings and still no terminating 0
         }
-        let Ok(len) = fetchstr(uarg, rest).map(<[u8]>::len) else {
+        let Ok(len) = fetchstr(UVAddr(uarg), rest).map(<[u8]>::len) else {
             return -1;
         };
         let (arg, tail) = core::mem::take(&mut rest).split_at_mut(len);

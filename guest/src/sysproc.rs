@@ -5,7 +5,7 @@
 use crate::kalloc::KMEM;
 use crate::proc::{self, PTABLE};
 use crate::ptable::Chan;
-use crate::sysarg::{argint, argptr};
+use crate::sysarg::{argaddr, argint, argptr};
 use crate::ticks::ticks;
 use crate::trapframe::TrapFrame;
 use crate::{debugport, file, uaccess};
@@ -27,6 +27,12 @@ pub fn sys_fork(tf: &mut TrapFrame) -> i32 {
 pub fn exit(status: i32) -> ! {
     let (ofile, cwd) = proc::take_files();
     file::close_all(&ofile, cwd);
+    // The first process's exit ends the machine: with `--dir …:rw`, what is under the
+    // write-back GUESTDIRs goes to the VMM first (dirout.rs).
+    let me = proc::myproc();
+    if me.is_some() && PTABLE.lock().initproc == me {
+        crate::dirout::export_trees();
+    }
     proc::exit(status)
 }
 
@@ -51,18 +57,17 @@ pub fn sys_exit_status(tf: &mut TrapFrame) -> i32 {
 
 /// wait(void), xv6-public's: the pid of an exited child; stores nothing.
 pub fn sys_wait(_tf: &mut TrapFrame) -> i32 {
-    proc::wait(0)
+    proc::wait(None)
 }
 
 /// wait(status) (28): the pid of an exited child, whose status is stored at `status` (unless
 /// it is 0).
 pub fn sys_wait_status(tf: &mut TrapFrame) -> i32 {
-    let Ok(addr) = argint(tf, 0) else { return -1 };
-    let addr = addr as u32;
-    if addr != 0 && argptr(tf, 0, 4).is_err() {
+    let Ok(addr) = argaddr(tf, 0) else { return -1 };
+    if addr.0 != 0 && argptr(tf, 0, 4).is_err() {
         return -1;
     }
-    proc::wait(addr)
+    proc::wait((addr.0 != 0).then_some(addr))
 }
 
 pub fn sys_kill(tf: &mut TrapFrame) -> i32 {
@@ -124,13 +129,15 @@ pub fn sys_countfree(_tf: &mut TrapFrame) -> i32 {
 /// page by page, by guest-physical address; lazy pages are faulted in first. 0, or −1 for a
 /// bad buffer or one the stream has no room left for (nothing exported then).
 pub fn sys_export(tf: &mut TrapFrame) -> i32 {
-    let (Ok(buf), Ok(len)) = (argint(tf, 0), argint(tf, 1)) else {
+    let (Ok(buf), Ok(len)) = (argaddr(tf, 0), argint(tf, 1)) else {
         return -1;
     };
     if len < 0 || len as u32 > debugport::export_room() {
         return -1;
     }
-    let ok = proc::with_mem(|m| uaccess::physchunks(m, buf as u32, len as u32, debugport::export));
+    let ok = proc::with_mem(|m| {
+        uaccess::physchunks(m, buf, len as u32, |pa, n| debugport::export(pa.0, n))
+    });
     if ok.is_ok() {
         0
     } else {
@@ -140,7 +147,7 @@ pub fn sys_export(tf: &mut TrapFrame) -> i32 {
 
 /// tsckhz(): the TSC frequency in kHz the VMM passed on the command line (0: none).
 pub fn sys_tsckhz(_tf: &mut TrapFrame) -> i32 {
-    crate::cmdline::tsc_khz() as i32
+    crate::cmdline::config().tsc_khz as i32
 }
 
 /// mark(n): asks the VMM to snapshot its VM-exit counters under mark `n`; 0.

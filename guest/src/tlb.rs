@@ -1,8 +1,9 @@
 //! TLB flush tokens (not in xv6, whose callers remember to reload CR3): every function that
 //! takes a mapping away or lowers its permissions in a page directory that may be live
 //! returns a `TlbFlush`, which is `#[must_use]` — dropping one without `.flush()` or
-//! `.ignore(why)` is a warning, and the build denies warnings — so a forgotten flush does not
-//! compile. (Like the x86_64 crate's `MapperFlush`.)
+//! `.ignore(why)` is an error, as lib.rs denies `unused_must_use` — so a forgotten flush does
+//! not compile (must_use_tests.rs checks that it does not). (Like the x86_64 crate's
+//! `MapperFlush`.)
 //!
 //! Adding a mapping where none was (not present → present) needs no token: the TLB never
 //! caches not-present entries.

@@ -13,14 +13,15 @@
 use core::cell::UnsafeCell;
 
 use crate::fault::{exception_name, fault_status, FaultCause};
-use crate::memlayout::KERNBASE;
+use crate::memlayout::{UVAddr, KERNBASE};
 use crate::mmu::SEG_DFTSS;
 use crate::mmu::{selector, DPL_USER, PGSIZE, SEG_KCODE};
 use crate::ptable::Chan;
 use crate::trapasm::VECTORS;
 use crate::trapframe::TrapFrame;
 use crate::traps::{
-    gate, task_gate, IRQ_ERROR, IRQ_SPURIOUS, IRQ_TIMER, T_DBLFLT, T_IRQ0, T_PGFLT, T_SYSCALL,
+    gate, task_gate, PfErr, IRQ_ERROR, IRQ_SPURIOUS, IRQ_TIMER, T_DBLFLT, T_IRQ0, T_PGFLT,
+    T_SYSCALL,
 };
 use crate::{lapic, proc, syscall, sysproc, ticks, x86};
 
@@ -68,8 +69,9 @@ extern "C" fn trap(tf: *mut TrapFrame) {
     // refers to it while trap runs (a nested trap builds its own).
     let tf = unsafe { &mut *tf };
     if tf.trapno == T_PGFLT && tf.from_user() && proc::myproc().is_some() {
-        let va = x86::rcr2();
-        match proc::pagefault(va, tf.err) {
+        // A fault in user mode: CR2 is the user address the process touched.
+        let va = UVAddr(x86::rcr2());
+        match proc::pagefault(va, PfErr::from_bits_retain(tf.err)) {
             // Demand paging: back to the instruction, which now finds its page. (A
             // kill() meanwhile is noticed at the next trap: only a running process
             // takes page faults, and with one CPU nobody else ran since its last trap.)
@@ -111,7 +113,7 @@ extern "C" fn trap(tf: *mut TrapFrame) {
 
 /// A user-mode exception: one log line, then the process exits with 128 + signal. `pf`:
 /// the address and cause of a page fault.
-fn user_fault(tf: &TrapFrame, pf: Option<(u32, FaultCause)>) -> ! {
+fn user_fault(tf: &TrapFrame, pf: Option<(UVAddr, FaultCause)>) -> ! {
     proc::log_fault(tf.trapno, tf.eip, pf);
     sysproc::exit(fault_status(tf.trapno))
 }

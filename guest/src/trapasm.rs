@@ -2,9 +2,10 @@
 //! error code (a 0 where the CPU pushes none, so every trap frame has the same layout) and its
 //! vector number and jumps to `alltraps`; `alltraps` saves the segment and general registers
 //! to complete a `TrapFrame` and calls `trap` (trap.rs, by its symbol); `trapret` undoes that
-//! and `iret`s. Which vectors carry an error code is `traps::has_error_code`.
+//! and `iret`s. Which vectors carry an error code is `traps::ERROR_CODE_VECTORS`.
 
 use crate::mmu::{selector, SEG_KDATA};
+use crate::traps::ERROR_CODE_VECTORS;
 
 core::arch::global_asm!(
     r#"
@@ -22,7 +23,9 @@ vectors:
     .long 1f
     .popsection
 1:
-    .if (vecno == 8) || ((vecno >= 10) && (vecno <= 14)) || (vecno == 17) || (vecno == 21) || (vecno == 29) || (vecno == 30)
+    # The CPU pushed an error code (a bit of ERROR_CODE_VECTORS; the guard, as the
+    # assembler's shift counts wrap at 64).
+    .if (vecno < 32) && (({errvecs} >> vecno) & 1)
     .else
     pushl $0
     .endif
@@ -72,6 +75,7 @@ dblflt_entry:
     .popsection
     "#,
     kdata = const selector(SEG_KDATA, 0),
+    errvecs = const ERROR_CODE_VECTORS,
     options(att_syntax)
 );
 

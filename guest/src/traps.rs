@@ -2,6 +2,8 @@
 //! the LAPIC use, which vectors come with an error code, and the encoding of a gate
 //! descriptor. Pure: tested on the host.
 
+use bitflags::bitflags;
+
 // Processor-defined trap numbers (xv6 traps.h).
 /// Divide error.
 pub const T_DIVIDE: u32 = 0;
@@ -24,8 +26,23 @@ pub const IRQ_ERROR: u32 = 19;
 /// LAPIC spurious-interrupt IRQ.
 pub const IRQ_SPURIOUS: u32 = 31;
 
-/// Page-fault error code bit: the fault was a write.
-pub const PF_WRITE: u32 = 0x2;
+bitflags! {
+    /// The error code the CPU pushes for a page fault (Intel SDM vol. 3, "Page-Fault
+    /// Exceptions").
+    #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+    pub struct PfErr: u32 {
+        /// The page was present: a protection fault, not a missing page.
+        const P = 1 << 0;
+        /// The access was a write.
+        const W = 1 << 1;
+        /// The access was made in user mode.
+        const U = 1 << 2;
+        /// A reserved bit was set in a paging-structure entry.
+        const RSVD = 1 << 3;
+        /// The access was an instruction fetch.
+        const I = 1 << 4;
+    }
+}
 
 /// An IDT gate descriptor (xv6 `SETGATE`): `istrap` makes a trap gate (interrupts stay
 /// enabled) rather than an interrupt gate; `dpl` is the privilege needed to `int` to it.
@@ -47,10 +64,23 @@ pub const fn task_gate(tss: u16) -> u64 {
     ((hi as u64) << 32) | lo as u64
 }
 
+/// The vectors the CPU pushes an error code for, one bit each: #DF (8), #TS, #NP, #SS, #GP,
+/// #PF (10-14), #AC (17), #CP (21), #VC (29), #SX (30). trapasm.rs's stubs read it too.
+pub const ERROR_CODE_VECTORS: u32 = 1 << 8
+    | 1 << 10
+    | 1 << 11
+    | 1 << 12
+    | 1 << 13
+    | 1 << 14
+    | 1 << 17
+    | 1 << 21
+    | 1 << 29
+    | 1 << 30;
+
 /// Does the CPU push an error code for this vector? (The stubs push a 0 for the others.)
 #[must_use]
 pub const fn has_error_code(vec: u32) -> bool {
-    matches!(vec, 8 | 10..=14 | 17 | 21 | 29 | 30)
+    vec < 32 && ERROR_CODE_VECTORS >> vec & 1 == 1
 }
 
 #[cfg(test)]
@@ -69,6 +99,17 @@ mod tests {
     fn task_gate_names_the_tss_and_nothing_else() {
         // Selector 0x30 in bits 16..31, present + type 5 in the high word, no offset.
         assert_eq!(task_gate(0x30), 0x0000_8500_0030_0000);
+    }
+
+    #[test]
+    fn page_fault_error_code_bits() {
+        let user_write_present = PfErr::from_bits_retain(0x7);
+        assert_eq!(user_write_present, PfErr::P | PfErr::W | PfErr::U);
+        assert!(
+            !PfErr::from_bits_retain(0x4).contains(PfErr::W),
+            "a user read"
+        );
+        assert_eq!((PfErr::RSVD | PfErr::I).bits(), 0x18);
     }
 
     #[test]

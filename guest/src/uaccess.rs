@@ -3,75 +3,74 @@
 //!
 //! The rules: a user range `[va, va + len)` must lie inside the process's memory `[0, sz)`,
 //! never reach KERNBASE, and not wrap around 4 GiB (`checkrange`); then the bytes are read or
-//! written through the process's page directory (`vm::uva2ka`, `vm::copyout`), never by
+//! written through the process's page directory (`vm::uva2ka`, `cow::cowcopyout`), never by
 //! dereferencing the user address itself — so a page that is not mapped (a hole below sz),
 //! not user-accessible (the guard page) or, for writes, not writable (program text) is a
 //! `BadAddr` too, not a kernel page fault.
 //!
 //! Demand paging: a page of the process's lazy sbrk region that was never touched is mapped
-//! here before the kernel reads or writes it (`vm::lazyfault`, the page-fault handler's
+//! here before the kernel reads or writes it (`lazy::lazyfault`, the page-fault handler's
 //! helper), so `write()` from a fresh lazy buffer, `read()` or `wait()` into one, and exec's
 //! argument strings there work without a page fault in kernel mode. If memory runs out
 //! doing so, the access is a `BadAddr` (the call returns −1).
 
-use crate::memlayout::{KVAddr, UVAddr, KERNBASE, V2P};
-use crate::mmu::{PGROUNDDOWN, PGSIZE, PTE_COW, PTE_P, PTE_U, PTE_W};
-use crate::vm::{copyout, cowfault, getpte, is_lazy_page, lazyfault, uva2ka, PageDir};
+use crate::cow::{cowcopyout, cowfault};
+use crate::lazy::{is_lazy_page, lazyfault};
+use crate::memlayout::{KVAddr, PhysAddr, UVAddr, KERNBASE, V2P};
+use crate::mmu::{PGSIZE, PTE_COW, PTE_P, PTE_U, PTE_W};
+use crate::vm::{getpte, uva2ka, PageDir};
 
 pub use crate::vm::BadAddr;
 
 /// A process's memory as the kernel reaches it: its page directory, its size, and where its
-/// lazy sbrk region starts (`lazy_from`; KERNBASE: none, see vm.rs).
+/// lazy sbrk region starts (`lazy_from`; `None`: no lazy pages, see lazy.rs).
 #[derive(Debug)]
 pub struct UserMem<'a> {
     pub pgdir: &'a mut PageDir,
     pub sz: u32,
-    pub lazy_from: u32,
+    pub lazy_from: Option<UVAddr>,
 }
 
 /// Checks that `[va, va + len)` lies in a process's memory `[0, sz)`: below sz and
 /// KERNBASE, without u32 wrap-around. An empty range must start at or below sz.
-pub fn checkrange(sz: u32, va: u32, len: usize) -> Result<(), BadAddr> {
+pub fn checkrange(sz: u32, va: UVAddr, len: usize) -> Result<(), BadAddr> {
     let len = u32::try_from(len).map_err(|_| BadAddr)?;
     match va.checked_add(len) {
-        Some(end) if end <= sz && end <= KERNBASE => Ok(()),
+        Some(end) if end.0 <= sz && end.0 <= KERNBASE => Ok(()),
         _ => Err(BadAddr),
     }
 }
 
 /// Bytes from `va` to the end of its page, at most `n`.
-fn in_page(va: u32, n: usize) -> usize {
-    ((PGSIZE - va % PGSIZE) as usize).min(n)
+fn in_page(va: UVAddr, n: usize) -> usize {
+    ((PGSIZE - va.offset()) as usize).min(n)
+}
+
+/// `va + n` within a range checked not to wrap.
+fn plus(va: UVAddr, n: usize) -> UVAddr {
+    UVAddr(va.0 + n as u32)
 }
 
 /// Maps the not-yet-touched lazy pages of `[va, va + len)` (checked by the caller), so that
 /// the kernel can use the range like any other present memory.
-pub fn fault_in(m: &mut UserMem<'_>, va: u32, len: usize) -> Result<(), BadAddr> {
-    if len == 0 {
-        return Ok(());
-    }
-    let last = PGROUNDDOWN(va + (len as u32 - 1));
-    let mut a = PGROUNDDOWN(va);
-    loop {
-        if let Some(r) = lazyfault(m.pgdir, m.lazy_from, m.sz, UVAddr(a)) {
+pub fn fault_in(m: &mut UserMem<'_>, va: UVAddr, len: usize) -> Result<(), BadAddr> {
+    for a in pages(va, len) {
+        if let Some(r) = lazyfault(m.pgdir, m.lazy_from, m.sz, a) {
             r.map_err(|_| BadAddr)?;
         }
-        if a == last {
-            return Ok(());
-        }
-        a += PGSIZE;
     }
+    Ok(())
 }
 
 /// The page addresses of the (checked, non-wrapping) range `[va, va + len)`.
-fn pages(va: u32, len: usize) -> impl Iterator<Item = u32> {
-    let first = PGROUNDDOWN(va);
+fn pages(va: UVAddr, len: usize) -> impl Iterator<Item = UVAddr> {
+    let first = va.page();
     let count = if len == 0 {
         0
     } else {
-        (PGROUNDDOWN(va + (len as u32 - 1)) - first) / PGSIZE + 1
+        (plus(va, len - 1).page().0 - first.0) / PGSIZE + 1
     };
-    (0..count).map(move |i| first + i * PGSIZE)
+    (0..count).map(move |i| UVAddr(first.0 + i * PGSIZE))
 }
 
 /// What the kernel may do with a user page as it is mapped now.
@@ -89,9 +88,9 @@ enum Access {
     Lazy,
 }
 
-fn access(m: &UserMem<'_>, a: u32) -> Access {
-    let pte = getpte(m.pgdir, UVAddr(a)).map(|p| p.flags());
-    if is_lazy_page(UVAddr(a), m.lazy_from, m.sz, pte) {
+fn access(m: &UserMem<'_>, a: UVAddr) -> Access {
+    let pte = getpte(m.pgdir, a).map(|p| p.flags());
+    if is_lazy_page(a, m.lazy_from, m.sz, pte) {
         return Access::Lazy;
     }
     match pte {
@@ -107,7 +106,7 @@ fn access(m: &UserMem<'_>, a: u32) -> Access {
 /// or a lazy page, which is then mapped. `BadAddr` — and nothing moved — for a buffer that
 /// runs off the process, into the guard page or a hole, or needs a lazy page when memory is
 /// out (xv6-public's `argptr`, which checks the whole buffer before read or write start).
-pub fn prepare_read(m: &mut UserMem<'_>, va: u32, len: usize) -> Result<(), BadAddr> {
+pub fn prepare_read(m: &mut UserMem<'_>, va: UVAddr, len: usize) -> Result<(), BadAddr> {
     checkrange(m.sz, va, len)?;
     if pages(va, len).any(|a| access(m, a) == Access::None) {
         return Err(BadAddr);
@@ -122,14 +121,14 @@ pub fn prepare_read(m: &mut UserMem<'_>, va: u32, len: usize) -> Result<(), BadA
 /// could not hold it. `BadAddr` for text, the guard page, a hole, or memory running out for
 /// a lazy page or a copy; the pages already made ready stay the process's (no leak: they
 /// are its pages, freed with it).
-pub fn prepare_write(m: &mut UserMem<'_>, va: u32, len: usize) -> Result<(), BadAddr> {
+pub fn prepare_write(m: &mut UserMem<'_>, va: UVAddr, len: usize) -> Result<(), BadAddr> {
     checkrange(m.sz, va, len)?;
     if pages(va, len).any(|a| matches!(access(m, a), Access::None | Access::Read)) {
         return Err(BadAddr);
     }
     fault_in(m, va, len)?;
     for a in pages(va, len) {
-        if let Some(broken) = cowfault(m.pgdir, UVAddr(a)) {
+        if let Some(broken) = cowfault(m.pgdir, a) {
             broken.map_err(|_| BadAddr)?.flush();
         }
     }
@@ -138,8 +137,7 @@ pub fn prepare_write(m: &mut UserMem<'_>, va: u32, len: usize) -> Result<(), Bad
 
 /// The kernel address of user byte `va` of a present user page (uva2ka), faulting the page
 /// in first if it is an untouched lazy page.
-fn user_byte(m: &mut UserMem<'_>, va: u32) -> Result<*mut u8, BadAddr> {
-    let va = UVAddr(va);
+fn user_byte(m: &mut UserMem<'_>, va: UVAddr) -> Result<*mut u8, BadAddr> {
     if let Some(ka) = uva2ka(m.pgdir, va) {
         return Ok(ka.as_ptr());
     }
@@ -151,24 +149,24 @@ fn user_byte(m: &mut UserMem<'_>, va: u32) -> Result<*mut u8, BadAddr> {
 
 /// Copies `dst.len()` bytes from user address `va` of the process `m` (xv6-riscv
 /// `copyin`).
-pub fn copyin(m: &mut UserMem<'_>, va: u32, dst: &mut [u8]) -> Result<(), BadAddr> {
+pub fn copyin(m: &mut UserMem<'_>, va: UVAddr, dst: &mut [u8]) -> Result<(), BadAddr> {
     checkrange(m.sz, va, dst.len())?;
-    let (mut va, mut done) = (va, 0);
+    let mut done = 0;
     while done < dst.len() {
-        let n = in_page(va, dst.len() - done);
-        let src = user_byte(m, va)?;
+        let at = plus(va, done);
+        let n = in_page(at, dst.len() - done);
+        let src = user_byte(m, at)?;
         // SAFETY: user_byte found a present user page; src..src + n stays inside it
         // (in_page), reached through P2V; dst is kernel memory, distinct from user pages.
         unsafe { core::ptr::copy(src, dst[done..].as_mut_ptr(), n) };
         done += n;
-        va += n as u32;
     }
     Ok(())
 }
 
 /// Fetches the 32-bit word at user address `va` (xv6 `fetchint`): for system-call arguments
 /// (at user %esp + 4 + 4n) and argv pointers.
-pub fn fetchint(m: &mut UserMem<'_>, va: u32) -> Result<u32, BadAddr> {
+pub fn fetchint(m: &mut UserMem<'_>, va: UVAddr) -> Result<u32, BadAddr> {
     let mut b = [0u8; 4];
     copyin(m, va, &mut b)?;
     Ok(u32::from_le_bytes(b))
@@ -177,32 +175,36 @@ pub fn fetchint(m: &mut UserMem<'_>, va: u32) -> Result<u32, BadAddr> {
 /// Fetches the NUL-terminated string at user address `va` into `buf` (xv6 `fetchstr`);
 /// returns it without the NUL. Fails if the string is not terminated inside the process's
 /// memory, or is too long for `buf` (it needs `buf.len() - 1` bytes at most).
-pub fn fetchstr<'b>(m: &mut UserMem<'_>, va: u32, buf: &'b mut [u8]) -> Result<&'b [u8], BadAddr> {
-    let sz = m.sz;
-    checkrange(sz, va, 0)?;
-    let (mut va, mut n) = (va, 0);
-    while n < buf.len() && va < sz.min(KERNBASE) {
-        let chunk = in_page(va, (buf.len() - n).min((sz.min(KERNBASE) - va) as usize));
-        let src = user_byte(m, va)?;
+pub fn fetchstr<'b>(
+    m: &mut UserMem<'_>,
+    va: UVAddr,
+    buf: &'b mut [u8],
+) -> Result<&'b [u8], BadAddr> {
+    checkrange(m.sz, va, 0)?;
+    let top = m.sz.min(KERNBASE);
+    let mut n = 0;
+    while n < buf.len() && plus(va, n).0 < top {
+        let at = plus(va, n);
+        let chunk = in_page(at, (buf.len() - n).min((top - at.0) as usize));
+        let src = user_byte(m, at)?;
         // SAFETY: as in copyin: chunk bytes inside one present user page, into kernel memory.
         unsafe { core::ptr::copy(src, buf[n..].as_mut_ptr(), chunk) };
         if let Some(nul) = buf[n..n + chunk].iter().position(|&c| c == 0) {
             return Ok(&buf[..n + nul]);
         }
         n += chunk;
-        va += chunk as u32;
     }
     Err(BadAddr)
 }
 
 /// Copies `src` to user address `va` of the process `m`: `checkrange`, lazy pages faulted
-/// in, then `vm::copyout` (which copies copy-on-write pages first and refuses read-only
+/// in, then `cow::cowcopyout` (which copies copy-on-write pages first and refuses read-only
 /// ones). For results a system call stores in user memory (wait's status, pipe's
 /// descriptors, read's data).
-pub fn copyto(m: &mut UserMem<'_>, va: u32, src: &[u8]) -> Result<(), BadAddr> {
+pub fn copyto(m: &mut UserMem<'_>, va: UVAddr, src: &[u8]) -> Result<(), BadAddr> {
     checkrange(m.sz, va, src.len())?;
     fault_in(m, va, src.len())?;
-    copyout(m.pgdir, UVAddr(va), src)
+    cowcopyout(m.pgdir, va, src)
 }
 
 /// Splits the user range `[va, va + len)` of the process `m` into its page-sized pieces and
@@ -212,35 +214,35 @@ pub fn copyto(m: &mut UserMem<'_>, va: u32, src: &[u8]) -> Result<(), BadAddr> {
 /// `f` is called at all, so a bad buffer yields nothing.
 pub fn physchunks(
     m: &mut UserMem<'_>,
-    va: u32,
+    va: UVAddr,
     len: u32,
-    mut f: impl FnMut(u32, u32),
+    mut f: impl FnMut(PhysAddr, u32),
 ) -> Result<(), BadAddr> {
     checkrange(m.sz, va, len as usize)?;
     fault_in(m, va, len as usize)?;
-    let end = va + len; // checkrange: no wrap
+    let end = va.0 + len; // checkrange: no wrap
     let chunks = || {
-        let mut a = va;
+        let mut a = va.0;
         core::iter::from_fn(move || {
             (a < end).then(|| {
-                let n = in_page(a, (end - a) as usize) as u32;
+                let n = in_page(UVAddr(a), (end - a) as usize) as u32;
                 a += n;
-                (a - n, n)
+                (UVAddr(a - n), n)
             })
         })
     };
     for (a, _) in chunks() {
-        uva2ka(m.pgdir, UVAddr(a)).ok_or(BadAddr)?;
+        uva2ka(m.pgdir, a).ok_or(BadAddr)?;
     }
     for (a, n) in chunks() {
-        let ka = uva2ka(m.pgdir, UVAddr(a)).ok_or(BadAddr)?;
-        f(V2P(ka).0, n);
+        let ka = uva2ka(m.pgdir, a).ok_or(BadAddr)?;
+        f(V2P(ka), n);
     }
     Ok(())
 }
 
 /// Stores the 32-bit word `v` at user address `va` (checked like `copyto`).
-pub fn putint(m: &mut UserMem<'_>, va: u32, v: u32) -> Result<(), BadAddr> {
+pub fn putint(m: &mut UserMem<'_>, va: UVAddr, v: u32) -> Result<(), BadAddr> {
     copyto(m, va, &v.to_le_bytes())
 }
 
@@ -252,20 +254,20 @@ mod tests {
     #[test]
     fn checkrange_sz_kernbase_and_wrap() {
         let sz = 0x5000;
-        assert_eq!(checkrange(sz, 0, 4), Ok(()));
-        assert_eq!(checkrange(sz, 0x4FFC, 4), Ok(()));
-        assert_eq!(checkrange(sz, 0x4FFD, 4), Err(BadAddr));
-        assert_eq!(checkrange(sz, 0x5000, 0), Ok(()));
-        assert_eq!(checkrange(sz, 0x5001, 0), Err(BadAddr));
-        assert_eq!(checkrange(sz, 0x5000, 1), Err(BadAddr));
+        assert_eq!(checkrange(sz, UVAddr(0), 4), Ok(()));
+        assert_eq!(checkrange(sz, UVAddr(0x4FFC), 4), Ok(()));
+        assert_eq!(checkrange(sz, UVAddr(0x4FFD), 4), Err(BadAddr));
+        assert_eq!(checkrange(sz, UVAddr(0x5000), 0), Ok(()));
+        assert_eq!(checkrange(sz, UVAddr(0x5001), 0), Err(BadAddr));
+        assert_eq!(checkrange(sz, UVAddr(0x5000), 1), Err(BadAddr));
         // Wrap-around: a huge length, or an address near 4 GiB.
-        assert_eq!(checkrange(sz, 0x10, usize::MAX), Err(BadAddr));
-        assert_eq!(checkrange(sz, 0xFFFF_FFFF, 2), Err(BadAddr));
-        assert_eq!(checkrange(sz, 0xFFFF_F000, 0x1001), Err(BadAddr));
+        assert_eq!(checkrange(sz, UVAddr(0x10), usize::MAX), Err(BadAddr));
+        assert_eq!(checkrange(sz, UVAddr(0xFFFF_FFFF), 2), Err(BadAddr));
+        assert_eq!(checkrange(sz, UVAddr(0xFFFF_F000), 0x1001), Err(BadAddr));
         // Never the kernel half, whatever sz says.
-        assert_eq!(checkrange(u32::MAX, KERNBASE, 1), Err(BadAddr));
-        assert_eq!(checkrange(u32::MAX, KERNBASE - 4, 4), Ok(()));
-        assert_eq!(checkrange(u32::MAX, KERNBASE - 4, 5), Err(BadAddr));
+        assert_eq!(checkrange(u32::MAX, UVAddr(KERNBASE), 1), Err(BadAddr));
+        assert_eq!(checkrange(u32::MAX, UVAddr(KERNBASE - 4), 4), Ok(()));
+        assert_eq!(checkrange(u32::MAX, UVAddr(KERNBASE - 4), 5), Err(BadAddr));
     }
 
     /// An eager process's memory (no lazy pages).
@@ -273,7 +275,7 @@ mod tests {
         UserMem {
             pgdir,
             sz,
-            lazy_from: KERNBASE,
+            lazy_from: None,
         }
     }
 
@@ -292,45 +294,57 @@ mod tests {
         let before = testmem::free();
         let (mut d, sz) = process();
         crate::vm::copyout(&mut d, UVAddr(0xFF0), b"hello\0").unwrap();
-        putint(&mut um(&mut d, sz), 0x10, 0xdead_beef).unwrap();
-        assert_eq!(fetchint(&mut um(&mut d, sz), 0x10), Ok(0xdead_beef));
+        putint(&mut um(&mut d, sz), UVAddr(0x10), 0xdead_beef).unwrap();
+        assert_eq!(fetchint(&mut um(&mut d, sz), UVAddr(0x10)), Ok(0xdead_beef));
         let mut b = [0u8; 6];
-        copyin(&mut um(&mut d, sz), 0xFF0, &mut b).unwrap();
+        copyin(&mut um(&mut d, sz), UVAddr(0xFF0), &mut b).unwrap();
         assert_eq!(&b, b"hello\0");
         let mut buf = [0u8; 16];
         assert_eq!(
-            fetchstr(&mut um(&mut d, sz), 0xFF0, &mut buf),
+            fetchstr(&mut um(&mut d, sz), UVAddr(0xFF0), &mut buf),
             Ok(&b"hello"[..])
         );
-        assert_eq!(fetchstr(&mut um(&mut d, sz), 0xFF5, &mut buf), Ok(&b""[..]));
+        assert_eq!(
+            fetchstr(&mut um(&mut d, sz), UVAddr(0xFF5), &mut buf),
+            Ok(&b""[..])
+        );
         // Too long for the buffer: 6 bytes with the NUL.
         assert_eq!(
-            fetchstr(&mut um(&mut d, sz), 0xFF0, &mut [0u8; 5]),
+            fetchstr(&mut um(&mut d, sz), UVAddr(0xFF0), &mut [0u8; 5]),
             Err(BadAddr)
         );
         assert_eq!(
-            fetchstr(&mut um(&mut d, sz), 0xFF0, &mut [0u8; 6]),
+            fetchstr(&mut um(&mut d, sz), UVAddr(0xFF0), &mut [0u8; 6]),
             Ok(&b"hello"[..])
         );
         // Running into the guard page without a NUL; reading the guard page at all.
         crate::vm::copyout(&mut d, UVAddr(0xFFC), b"abcd").unwrap();
-        assert_eq!(fetchstr(&mut um(&mut d, sz), 0xFFC, &mut buf), Err(BadAddr));
-        assert_eq!(fetchint(&mut um(&mut d, sz), 0xFFE), Err(BadAddr));
-        assert_eq!(fetchint(&mut um(&mut d, sz), 0x1000), Err(BadAddr));
-        // Text is readable, not writable.
-        assert_eq!(fetchint(&mut um(&mut d, sz), 0x2000), Ok(0));
-        assert_eq!(putint(&mut um(&mut d, sz), 0x2000, 1), Err(BadAddr));
-        // Beyond sz, at KERNBASE, wrapping.
-        assert_eq!(fetchint(&mut um(&mut d, sz), sz - 2), Err(BadAddr));
-        assert_eq!(fetchint(&mut um(&mut d, sz), sz), Err(BadAddr));
-        assert_eq!(fetchint(&mut um(&mut d, u32::MAX), KERNBASE), Err(BadAddr));
         assert_eq!(
-            fetchint(&mut um(&mut d, u32::MAX), 0xFFFF_FFFE),
+            fetchstr(&mut um(&mut d, sz), UVAddr(0xFFC), &mut buf),
             Err(BadAddr)
         );
-        assert_eq!(fetchstr(&mut um(&mut d, sz), sz, &mut buf), Err(BadAddr));
+        assert_eq!(fetchint(&mut um(&mut d, sz), UVAddr(0xFFE)), Err(BadAddr));
+        assert_eq!(fetchint(&mut um(&mut d, sz), UVAddr(0x1000)), Err(BadAddr));
+        // Text is readable, not writable.
+        assert_eq!(fetchint(&mut um(&mut d, sz), UVAddr(0x2000)), Ok(0));
+        assert_eq!(putint(&mut um(&mut d, sz), UVAddr(0x2000), 1), Err(BadAddr));
+        // Beyond sz, at KERNBASE, wrapping.
+        assert_eq!(fetchint(&mut um(&mut d, sz), UVAddr(sz - 2)), Err(BadAddr));
+        assert_eq!(fetchint(&mut um(&mut d, sz), UVAddr(sz)), Err(BadAddr));
         assert_eq!(
-            copyto(&mut um(&mut d, sz), 0xFFFF_FFFF, b"ab"),
+            fetchint(&mut um(&mut d, u32::MAX), UVAddr(KERNBASE)),
+            Err(BadAddr)
+        );
+        assert_eq!(
+            fetchint(&mut um(&mut d, u32::MAX), UVAddr(0xFFFF_FFFE)),
+            Err(BadAddr)
+        );
+        assert_eq!(
+            fetchstr(&mut um(&mut d, sz), UVAddr(sz), &mut buf),
+            Err(BadAddr)
+        );
+        assert_eq!(
+            copyto(&mut um(&mut d, sz), UVAddr(0xFFFF_FFFF), b"ab"),
             Err(BadAddr)
         );
         // A string that is not terminated before sz.
@@ -338,11 +352,11 @@ mod tests {
         let esz = allocuvm(&mut e, 0, 0x1000).unwrap();
         crate::vm::copyout(&mut e, UVAddr(0xFFE), b"ab").unwrap();
         assert_eq!(
-            fetchstr(&mut um(&mut e, esz), 0xFFE, &mut buf),
+            fetchstr(&mut um(&mut e, esz), UVAddr(0xFFE), &mut buf),
             Err(BadAddr)
         );
         assert_eq!(
-            fetchstr(&mut um(&mut e, 0xFFF), 0xFFE, &mut buf),
+            fetchstr(&mut um(&mut e, 0xFFF), UVAddr(0xFFE), &mut buf),
             Err(BadAddr)
         );
         freevm(e);
@@ -360,26 +374,29 @@ mod tests {
         let mut m = UserMem {
             pgdir: &mut d,
             sz,
-            lazy_from: from,
+            lazy_from: Some(UVAddr(from)),
         };
         let used = before - testmem::free();
         // Reading a fresh page gives zeroes and maps it (copyin, fetchint).
-        assert_eq!(fetchint(&mut m, from + 8), Ok(0));
+        assert_eq!(fetchint(&mut m, UVAddr(from + 8)), Ok(0));
         assert_eq!(before - testmem::free(), used + 1);
         // A store across two fresh pages maps both (copyto, as wait and read do).
-        copyto(&mut m, from + 2 * PGSIZE - 2, b"lazy").unwrap();
+        copyto(&mut m, UVAddr(from + 2 * PGSIZE - 2), b"lazy").unwrap();
         assert_eq!(before - testmem::free(), used + 3);
         let mut b = [0u8; 4];
-        copyin(&mut m, from + 2 * PGSIZE - 2, &mut b).unwrap();
+        copyin(&mut m, UVAddr(from + 2 * PGSIZE - 2), &mut b).unwrap();
         assert_eq!(&b, b"lazy");
         // A string running through the last fresh page up to sz: mapped, no NUL: refused.
-        copyto(&mut m, sz - 1, b"x").unwrap();
-        assert_eq!(fetchstr(&mut m, sz - 1, &mut [0u8; 8]), Err(BadAddr));
+        copyto(&mut m, UVAddr(sz - 1), b"x").unwrap();
+        assert_eq!(
+            fetchstr(&mut m, UVAddr(sz - 1), &mut [0u8; 8]),
+            Err(BadAddr)
+        );
         assert_eq!(before - testmem::free(), used + 4);
         // Still refused: beyond sz, the guard page, text (for writes).
-        assert_eq!(fetchint(&mut m, sz), Err(BadAddr));
-        assert_eq!(fetchint(&mut m, 0x1000), Err(BadAddr));
-        assert_eq!(putint(&mut m, 0x2000, 1), Err(BadAddr));
+        assert_eq!(fetchint(&mut m, UVAddr(sz)), Err(BadAddr));
+        assert_eq!(fetchint(&mut m, UVAddr(0x1000)), Err(BadAddr));
+        assert_eq!(putint(&mut m, UVAddr(0x2000), 1), Err(BadAddr));
         // Out of memory while faulting in: BadAddr, nothing lost.
         let mut e = setupkvm().unwrap();
         let esz = allocuvm(&mut e, 0, PGSIZE).unwrap();
@@ -390,9 +407,9 @@ mod tests {
         let mut me = UserMem {
             pgdir: &mut e,
             sz: esz + PGSIZE,
-            lazy_from: esz,
+            lazy_from: Some(UVAddr(esz)),
         };
-        assert_eq!(putint(&mut me, esz, 1), Err(BadAddr));
+        assert_eq!(putint(&mut me, UVAddr(esz), 1), Err(BadAddr));
         for p in held {
             // SAFETY: pages just taken from kalloc.
             unsafe { crate::kalloc::kfree(p) };
@@ -411,24 +428,24 @@ mod tests {
         let mut m = UserMem {
             pgdir: &mut d,
             sz,
-            lazy_from: from,
+            lazy_from: Some(UVAddr(from)),
         };
         // Data: readable and writable; text: readable only; the guard page: neither.
-        assert_eq!(prepare_write(&mut m, 0x10, 8), Ok(()));
-        assert_eq!(prepare_read(&mut m, 0x2000, 8), Ok(()));
-        assert_eq!(prepare_write(&mut m, 0x2000, 8), Err(BadAddr));
-        assert_eq!(prepare_write(&mut m, 0xFFC, 8), Err(BadAddr));
-        assert_eq!(prepare_read(&mut m, 0xFFC, 8), Err(BadAddr));
-        assert_eq!(prepare_read(&mut m, 0x1FFC, 8), Err(BadAddr));
+        assert_eq!(prepare_write(&mut m, UVAddr(0x10), 8), Ok(()));
+        assert_eq!(prepare_read(&mut m, UVAddr(0x2000), 8), Ok(()));
+        assert_eq!(prepare_write(&mut m, UVAddr(0x2000), 8), Err(BadAddr));
+        assert_eq!(prepare_write(&mut m, UVAddr(0xFFC), 8), Err(BadAddr));
+        assert_eq!(prepare_read(&mut m, UVAddr(0xFFC), 8), Err(BadAddr));
+        assert_eq!(prepare_read(&mut m, UVAddr(0x1FFC), 8), Err(BadAddr));
         // Straddling sz; empty at sz; nothing allocated for a refused buffer that would
         // also have needed a lazy page.
         let used = before - testmem::free();
-        assert_eq!(prepare_read(&mut m, sz - 4, 8), Err(BadAddr));
-        assert_eq!(prepare_write(&mut m, 0x2FFC, 8), Err(BadAddr));
+        assert_eq!(prepare_read(&mut m, UVAddr(sz - 4), 8), Err(BadAddr));
+        assert_eq!(prepare_write(&mut m, UVAddr(0x2FFC), 8), Err(BadAddr));
         assert_eq!(before - testmem::free(), used);
-        assert_eq!(prepare_write(&mut m, sz, 0), Ok(()));
+        assert_eq!(prepare_write(&mut m, UVAddr(sz), 0), Ok(()));
         // Lazy pages are mapped for either direction.
-        assert_eq!(prepare_write(&mut m, from + PGSIZE - 2, 4), Ok(()));
+        assert_eq!(prepare_write(&mut m, UVAddr(from + PGSIZE - 2), 4), Ok(()));
         assert_eq!(before - testmem::free(), used + 2);
         freevm(d);
         assert_eq!(testmem::free(), before);
@@ -440,19 +457,19 @@ mod tests {
         let before = testmem::free();
         let mut d = setupkvm().unwrap();
         let sz = allocuvm(&mut d, 0, 2 * PGSIZE).unwrap();
-        let child = crate::vm::cowuvm(&mut d, sz).unwrap().ignore("host test");
+        let child = crate::cow::cowuvm(&mut d, sz).unwrap().ignore("host test");
         let mut m = um(&mut d, sz);
         let mut held = Vec::new();
         while let Some(p) = crate::kalloc::kalloc() {
             held.push(p);
         }
-        assert_eq!(prepare_write(&mut m, 0, 8), Err(BadAddr));
-        assert_eq!(prepare_read(&mut m, 0, 8), Ok(()));
+        assert_eq!(prepare_write(&mut m, UVAddr(0), 8), Err(BadAddr));
+        assert_eq!(prepare_read(&mut m, UVAddr(0), 8), Ok(()));
         for p in held.drain(..) {
             // SAFETY: pages just taken from kalloc.
             unsafe { crate::kalloc::kfree(p) };
         }
-        assert_eq!(prepare_write(&mut m, PGSIZE - 4, 8), Ok(()));
+        assert_eq!(prepare_write(&mut m, UVAddr(PGSIZE - 4), 8), Ok(()));
         for a in [0, PGSIZE] {
             let f = crate::vm::getpte(m.pgdir, UVAddr(a)).unwrap().flags();
             assert!(f.contains(PTE_W) && !f.contains(PTE_COW));
@@ -471,10 +488,13 @@ mod tests {
         let mut m = UserMem {
             pgdir: &mut d,
             sz,
-            lazy_from: from,
+            lazy_from: Some(UVAddr(from)),
         };
         let mut got = Vec::new();
-        physchunks(&mut m, from + 0xF00, 0x1200, |pa, n| got.push((pa, n))).unwrap();
+        physchunks(&mut m, UVAddr(from + 0xF00), 0x1200, |pa, n| {
+            got.push((pa.0, n))
+        })
+        .unwrap();
         assert_eq!(got.len(), 3);
         assert_eq!((got[0].0 % PGSIZE, got[0].1), (0xF00, 0x100));
         assert_eq!((got[1].0 % PGSIZE, got[1].1), (0, 0x1000));
@@ -484,15 +504,15 @@ mod tests {
             .addr();
         assert_eq!(got[1].0, pa.0);
         got.clear();
-        physchunks(&mut m, from, 0, |pa, n| got.push((pa, n))).unwrap();
+        physchunks(&mut m, UVAddr(from), 0, |pa, n| got.push((pa.0, n))).unwrap();
         assert!(got.is_empty());
         // Bad buffers yield nothing: past sz, through the guard page.
         assert_eq!(
-            physchunks(&mut m, sz - 4, 8, |pa, n| got.push((pa, n))),
+            physchunks(&mut m, UVAddr(sz - 4), 8, |pa, n| got.push((pa.0, n))),
             Err(BadAddr)
         );
         assert_eq!(
-            physchunks(&mut m, 0xF00, 0x200, |pa, n| got.push((pa, n))),
+            physchunks(&mut m, UVAddr(0xF00), 0x200, |pa, n| got.push((pa.0, n))),
             Err(BadAddr)
         );
         assert!(got.is_empty());

@@ -10,11 +10,11 @@
 //! in the kernel half after kvmalloc, so the copies never go stale.
 //!
 //! User half, below KERNBASE: inituvm, loaduvm, allocuvm, deallocuvm, clearpteu (and
-//! clearptew), copyuvm, uva2ka and copyout, with xv6's semantics; demand paging for a lazy
-//! sbrk (`lazyfault`) and copy-on-write fork (`cowuvm`, `cowfault`), each in its section
-//! below. A process's memory is `[0, sz)`; unlike xv6, pages below sz may be unmapped (exec
-//! maps only the pages its segments cover): deallocuvm, copyuvm and freevm skip holes, and
-//! uva2ka/copyout refuse them. Nothing is ever mapped at or above `PGROUNDUP(sz)`. As in
+//! clearptew), copyuvm, uva2ka and copyout, with xv6's semantics. Demand paging for a lazy
+//! sbrk is lazy.rs, copy-on-write fork cow.rs; both build on this file. A process's memory
+//! is `[0, sz)`; unlike xv6, pages below sz may be unmapped (exec maps only the pages its
+//! segments cover): deallocuvm, copyuvm and freevm skip holes, and uva2ka/copyout refuse
+//! them. Nothing is ever mapped at or above `PGROUNDUP(sz)`. As in
 //! xv6, page-table pages stay with their directory until freevm.
 //!
 //! Types: user addresses are `UVAddr`, kernel ones `KVAddr`, physical ones `PhysAddr`; PTE
@@ -28,9 +28,9 @@
 //! (`testmem`).
 
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::kalloc::{kalloc, kalloc_zeroed, kdup, kfree, KMEM};
+use crate::kalloc::{kalloc, kalloc_zeroed, kfree};
 use crate::kmap::{kmap, Kmap};
 use crate::memlayout::{phystop, KVAddr, Linear, PhysAddr, UVAddr, KERNBASE, P2V, V2P};
 use crate::mmu::{
@@ -66,7 +66,7 @@ fn entries(pa: PhysAddr) -> *mut Pte {
 
 /// A fresh zeroed page (page directories, page tables and new user memory start empty):
 /// pristine pages come as they are, recycled ones are zeroed (kalloc_zeroed).
-fn zalloc() -> Option<PhysAddr> {
+pub(crate) fn zalloc() -> Option<PhysAddr> {
     kalloc_zeroed().map(V2P)
 }
 
@@ -74,7 +74,7 @@ fn zalloc() -> Option<PhysAddr> {
 ///
 /// # Safety
 /// The page came from kalloc and the caller's reference to it is gone (unmapped).
-unsafe fn kfree_pa(pa: PhysAddr) {
+pub(crate) unsafe fn kfree_pa(pa: PhysAddr) {
     // SAFETY: forwarded from the caller.
     unsafe { kfree(P2V(pa)) };
 }
@@ -383,7 +383,7 @@ pub fn loaduvm_from(
 }
 
 /// Splits `src`, to be placed at `va`, at page boundaries.
-fn page_chunks(va: UVAddr, src: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn page_chunks(va: UVAddr, src: &[u8]) -> impl Iterator<Item = &[u8]> {
     let first = ((PGSIZE - va.offset()) as usize).min(src.len());
     let (head, tail) = src.split_at(first);
     core::iter::once(head)
@@ -506,7 +506,7 @@ pub fn clearptew(pgdir: &mut PageDir, uva: UVAddr) -> TlbFlush {
 
 /// Calls `f(va, pte)` for every present user PTE of `pgdir` in `[0, sz)`, in order,
 /// skipping missing page tables; stops at the first error.
-fn for_each_present<E>(
+pub(crate) fn for_each_present<E>(
     pgdir: &mut PageDir,
     sz: u32,
     mut f: impl FnMut(UVAddr, &mut Pte) -> Result<(), E>,
@@ -575,10 +575,10 @@ pub fn uva2ka(pgdir: &PageDir, uva: UVAddr) -> Option<KVAddr> {
 
 /// Copies `src` to user address `va` in `pgdir` (xv6 `copyout`), which need not be the
 /// page directory in use: exec builds the new stack with it, system calls store results.
-/// Every page written must be present, user-accessible and writable — a copy-on-write page
-/// is copied first (`cowfault`), as a user write would — so text and the guard page are
-/// refused, and `[va, va + len)` must lie below KERNBASE. On error (also: out of memory
-/// for a copy) some leading bytes may have been written.
+/// Every page written must be present, user-accessible and writable, so text, the guard page
+/// and a copy-on-write page are refused (`cow::cowcopyout` copies the latter first, as a user
+/// write would), and `[va, va + len)` must lie below KERNBASE. On error some leading bytes
+/// may have been written.
 pub fn copyout(pgdir: &mut PageDir, va: UVAddr, src: &[u8]) -> Result<(), BadAddr> {
     let len = u32::try_from(src.len()).map_err(|_| BadAddr)?;
     if va.checked_add(len).is_none_or(|end| end.0 > KERNBASE) {
@@ -586,9 +586,6 @@ pub fn copyout(pgdir: &mut PageDir, va: UVAddr, src: &[u8]) -> Result<(), BadAdd
     }
     let mut va = va;
     for chunk in page_chunks(va, src) {
-        if let Some(broken) = cowfault(pgdir, va) {
-            broken.map_err(|_| BadAddr)?.flush();
-        }
         let writable = getpte(pgdir, va).is_some_and(|p| p.flags().contains(PTE_W));
         let dst = uva2ka(pgdir, va).filter(|_| writable).ok_or(BadAddr)?;
         // SAFETY: dst..dst + chunk.len() lies in one present, user-writable page of pgdir
@@ -597,193 +594,6 @@ pub fn copyout(pgdir: &mut PageDir, va: UVAddr, src: &[u8]) -> Result<(), BadAdd
         va = UVAddr(va.0 + chunk.len() as u32);
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// Demand paging ("lazy sbrk", on with the command-line word `lazy`).
-//
-// In lazy mode growproc only moves the break. The pages a process got that way, `[lazy_from,
-// sz)` with `lazy_from` kept in the process (the size exec gave it, lowered by every lazy
-// growth that starts below it), are mapped one at a time on first touch: by the page-fault
-// handler for user accesses, and by uaccess for the kernel's accesses to user memory (so a
-// system call never takes a page fault in kernel mode). Both go through `lazyfault`. A page
-// that was never touched is simply not present, which deallocuvm, copyuvm and freevm
-// already skip. A process with `lazy_from == KERNBASE` has no lazy pages (eager mode).
-
-/// Whether demand paging is on (the command-line word `lazy`); set once at boot.
-static LAZY: AtomicBool = AtomicBool::new(false);
-
-/// Turns demand paging on or off (boot, before the first process).
-pub fn set_lazy(on: bool) {
-    LAZY.store(on, Ordering::Relaxed);
-}
-
-/// Whether sbrk grows lazily.
-#[must_use]
-pub fn lazy() -> bool {
-    LAZY.load(Ordering::Relaxed)
-}
-
-/// The `lazy_from` of a fresh image of size `sz`: its top in lazy mode (the heap starts
-/// there), KERNBASE (no lazy pages at all) otherwise.
-#[must_use]
-pub fn lazy_from_for(sz: u32) -> u32 {
-    if lazy() {
-        sz
-    } else {
-        KERNBASE
-    }
-}
-
-/// Is a fault at user address `va` a first touch of a lazy page — one to allocate and map,
-/// rather than a bad access to kill for? Yes if `va` lies in the lazy region `[lazy_from,
-/// sz)` (below KERNBASE) and its page is not present (`pte`: the flags of its PTE, `None`
-/// when there is no page table there). Everything else — the guard page and text (present),
-/// holes below the heap, addresses at or above sz, the kernel half — is not.
-#[must_use]
-pub fn is_lazy_page(va: UVAddr, lazy_from: u32, sz: u32, pte: Option<PteFlags>) -> bool {
-    lazy_from <= va.0 && va.0 < sz && va.is_user() && pte.is_none_or(|f| !f.contains(PTE_P))
-}
-
-/// Maps a zeroed user-writable page (PTE_W|PTE_U) at the page holding `va` (not mapped yet):
-/// the demand-paging half of allocuvm. Nothing is leaked if memory runs out (a page table
-/// already made stays with the directory, as allocuvm's do). No TLB flush is needed: the
-/// entry goes from not present to present, and the TLB never holds not-present entries.
-pub fn lazyalloc(pgdir: &mut PageDir, va: UVAddr) -> Result<(), OutOfMemory> {
-    let mem = zalloc().ok_or(OutOfMemory)?;
-    mappages(pgdir, va.page(), PGSIZE, mem, PTE_W | PTE_U).inspect_err(|_| {
-        // SAFETY: the page was never mapped.
-        unsafe { kfree_pa(mem) };
-    })
-}
-
-/// The demand-paging fault handler, for the page fault handler and for uaccess alike: if
-/// `va` is a lazy page of the process (`is_lazy_page`), maps it and returns `Some(Ok)`, or
-/// `Some(Err)` when memory ran out; `None` if it is no lazy page (a real fault).
-pub fn lazyfault(
-    pgdir: &mut PageDir,
-    lazy_from: u32,
-    sz: u32,
-    va: UVAddr,
-) -> Option<Result<(), OutOfMemory>> {
-    let pte = getpte(pgdir, va).map(Pte::flags);
-    is_lazy_page(va, lazy_from, sz, pte).then(|| lazyalloc(pgdir, va))
-}
-
-// ---------------------------------------------------------------------------------------
-// Copy-on-write fork (on with the command-line word `cow`).
-//
-// cowuvm gives the child the parent's user pages instead of copies: every writable page
-// (PTE_W, or already PTE_COW) becomes read-only with PTE_COW in both, and every page gains
-// a reference (kalloc's counts); read-only pages (text) are simply shared, read-only for
-// good. The first write to a PTE_COW page — a user write faulting, or the kernel's copyout
-// — goes through cowfault: the page is copied into a fresh one mapped writable, and the
-// shared one loses a reference; if it has no other reference left, it is just made
-// writable again. freevm and deallocuvm drop references like any other; the last one frees.
-
-/// Whether fork shares pages copy-on-write (the command-line word `cow`); set once at boot.
-static COW: AtomicBool = AtomicBool::new(false);
-
-/// Turns copy-on-write fork on or off (boot, before the first process).
-pub fn set_cow(on: bool) {
-    COW.store(on, Ordering::Relaxed);
-}
-
-/// Whether fork shares pages copy-on-write.
-#[must_use]
-pub fn cow() -> bool {
-    COW.load(Ordering::Relaxed)
-}
-
-/// A child's page directory from cowuvm, with the flush the parent's changed PTEs need:
-/// the child is only had by flushing (the parent is the running process) or ignoring.
-#[must_use = "the parent's pages became read-only: flush its TLB"]
-#[derive(Debug)]
-pub struct Forked {
-    child: PageDir,
-    flush: TlbFlush,
-}
-
-impl Forked {
-    /// Flushes the TLB of the current address space (the parent's) and returns the child.
-    pub fn flush(self) -> PageDir {
-        self.flush.flush();
-        self.child
-    }
-
-    /// Returns the child without flushing; `why` says why the parent's directory is not
-    /// in use.
-    pub fn ignore(self, why: &'static str) -> PageDir {
-        self.flush.ignore(why);
-        self.child
-    }
-}
-
-/// The flags a page gets when shared by a fork: writable ones become read-only COW.
-fn cow_flags(f: PteFlags) -> PteFlags {
-    if f.intersects(PTE_W | PTE_COW) {
-        (f - PTE_W) | PTE_COW
-    } else {
-        f
-    }
-}
-
-/// copyuvm for a copy-on-write fork: a new directory (setupkvm) mapping the parent's pages
-/// themselves, writable ones read-only with PTE_COW in both (see above); each page gains a
-/// reference. Costs the child its directory and page tables only. `None` if memory runs out
-/// (the child freed again; the parent keeps whatever PTE_COW marks were made, which its next
-/// write resolves by making the page writable again).
-pub fn cowuvm(pgdir: &mut PageDir, sz: u32) -> Option<Forked> {
-    let mut d = setupkvm()?;
-    let mut flush = TlbFlush::nothing();
-    let shared = for_each_present(pgdir, sz, |va, pte| {
-        let flags = cow_flags(pte.flags());
-        let cpte = d.walk(va, true).ok_or(OutOfMemory)?;
-        *cpte = pte.with_flags(flags);
-        if *pte != pte.with_flags(flags) {
-            *pte = pte.with_flags(flags);
-            flush = TlbFlush::all();
-        }
-        kdup(P2V(pte.addr()));
-        Ok::<(), OutOfMemory>(())
-    });
-    match shared {
-        Ok(()) => Some(Forked { child: d, flush }),
-        Err(OutOfMemory) => {
-            freevm(d);
-            flush.flush();
-            None
-        }
-    }
-}
-
-/// Resolves a write to the copy-on-write page at `va`: `None` if the page is not PTE_COW
-/// (not this handler's business); else the page is made the writer's own — copied, or, if
-/// nobody else refers to it any more, made writable in place — and `Some(Ok(flush))` for its
-/// changed PTE; `Some(Err)` when no page is free for the copy (nothing changed).
-pub fn cowfault(pgdir: &mut PageDir, va: UVAddr) -> Option<Result<TlbFlush, OutOfMemory>> {
-    if !va.is_user() {
-        return None;
-    }
-    let pte = pgdir
-        .walk(va, false)
-        .filter(|p| p.present() && p.flags().contains(PTE_COW))?;
-    let flags = (pte.flags() - PTE_COW) | PTE_W;
-    let old = P2V(pte.addr());
-    if !KMEM.shared(old) {
-        *pte = pte.with_flags(flags);
-        return Some(Ok(TlbFlush::page(va)));
-    }
-    let Some(mem) = kalloc() else {
-        return Some(Err(OutOfMemory));
-    };
-    // SAFETY: both are whole pages: the shared one, mapped at P2V, and the new one (ours).
-    unsafe { ptr::copy_nonoverlapping(old.as_ptr::<u8>(), mem.as_ptr(), PGSIZE as usize) };
-    *pte = Pte::new(V2P(mem), flags);
-    // SAFETY: this address space's reference to the shared page, just unmapped; others
-    // remain (it was shared), so this only lowers its count.
-    unsafe { kfree(old) };
-    Some(Ok(TlbFlush::page(va)))
 }
 
 /// Host tests of page-directory code: fake physical memory at a fixed address, so that P2V
@@ -796,7 +606,8 @@ pub(crate) mod testmem {
     use std::sync::{Mutex, MutexGuard, Once};
 
     use crate::kalloc::KMEM;
-    use crate::memlayout::{set_phystop, PhysAddr, P2V};
+    use crate::memlayout::{set_phystop, KVAddr, PhysAddr, P2V};
+    use crate::mmu::PGSIZE;
 
     /// First fake physical page (16 MiB; its P2V address, 0x81000000, is free in an
     /// x86-64 Linux process).
@@ -818,7 +629,7 @@ pub(crate) mod testmem {
         let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
         INIT.call_once(|| {
             let lo = P2V(BASE).0 as usize;
-            let len = PAGES * 4096;
+            let len = PAGES * PGSIZE as usize;
             // SAFETY: maps fresh anonymous memory at an address nothing uses (NOREPLACE
             // fails rather than clobber a mapping).
             let p = unsafe {
@@ -835,8 +646,9 @@ pub(crate) mod testmem {
             set_phystop(PhysAddr(0x0E00_0000));
             // SAFETY: the pages were just mapped for the allocator alone, and read zero.
             unsafe {
-                KMEM.kinit1(lo, lo + len, lo, lo + len / 2);
-                KMEM.kinit2(lo + len / 2, lo + len);
+                let at = |off: usize| KVAddr((lo + off) as u32);
+                KMEM.kinit1(at(0), at(len), at(0), at(len / 2));
+                KMEM.kinit2(at(len / 2), at(len));
             }
             super::kvmalloc(None);
         });
@@ -851,4 +663,4 @@ pub(crate) mod testmem {
 
 #[cfg(test)]
 #[path = "vm_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -5,19 +5,19 @@ use super::*;
 use crate::kalloc::KMEM;
 
 /// A fresh address space (setupkvm: one page, the kernel half shared).
-fn newdir() -> PageDir {
+pub(crate) fn newdir() -> PageDir {
     setupkvm().unwrap()
 }
 
-fn u(va: u32) -> UVAddr {
+pub(crate) fn u(va: u32) -> UVAddr {
     UVAddr(va)
 }
 
-fn pte(d: &PageDir, va: u32) -> Option<Pte> {
+pub(crate) fn pte(d: &PageDir, va: u32) -> Option<Pte> {
     getpte(d, u(va)).filter(|p| p.present())
 }
 
-fn read_user(d: &PageDir, va: u32, n: usize) -> Vec<u8> {
+pub(crate) fn read_user(d: &PageDir, va: u32, n: usize) -> Vec<u8> {
     (0..n as u32)
         .map(|i| {
             let p = getpte(d, u(va + i)).unwrap();
@@ -28,7 +28,7 @@ fn read_user(d: &PageDir, va: u32, n: usize) -> Vec<u8> {
 }
 
 /// Takes pages off the free list until `left` remain; returns them.
-fn exhaust(left: usize) -> Vec<KVAddr> {
+pub(crate) fn exhaust(left: usize) -> Vec<KVAddr> {
     let mut held = Vec::new();
     while KMEM.countfree() > left {
         held.push(kalloc().unwrap());
@@ -36,7 +36,7 @@ fn exhaust(left: usize) -> Vec<KVAddr> {
     held
 }
 
-fn give_back(held: Vec<KVAddr>) {
+pub(crate) fn give_back(held: Vec<KVAddr>) {
     for p in held {
         // SAFETY: pages exhaust took from kalloc.
         unsafe { kfree(p) };
@@ -44,7 +44,7 @@ fn give_back(held: Vec<KVAddr>) {
 }
 
 /// Frees `d` and checks that the free count is back to `before`.
-fn done(d: PageDir, before: usize) {
+pub(crate) fn done(d: PageDir, before: usize) {
     freevm(d);
     assert_eq!(testmem::free(), before);
 }
@@ -230,7 +230,7 @@ fn walk_refuses_the_shared_kernel_half() {
 
 /// A parent of 3 pages and one after a 16 MiB hole: text at 0, data with "fork" at 0xFFE,
 /// a guard page at 0x2000.
-fn parent() -> PageDir {
+pub(crate) fn parent() -> PageDir {
     let mut d = newdir();
     allocuvm(&mut d, 0, 0x3000).unwrap();
     allocuvm(&mut d, 0x0100_0000, 0x0100_1000).unwrap(); // after a 16 MiB hole
@@ -318,70 +318,6 @@ fn setupkvm_shares_the_kernel_half_built_once() {
 }
 
 #[test]
-fn lazy_pages_are_untouched_heap_pages_only() {
-    let (sz, from) = (0x9000, 0x5000);
-    let (urw, k) = (PTE_P | PTE_U | PTE_W, PTE_P | PTE_W);
-    let lazy = |va, from, sz, f| is_lazy_page(u(va), from, sz, f);
-    // Not present (or no page table) in [lazy_from, sz): lazy.
-    assert!(lazy(0x5000, from, sz, None));
-    assert!(lazy(0x8fff, from, sz, Some(PteFlags::empty())));
-    assert!(lazy(0x6123, from, sz, Some(PTE_W | PTE_U)));
-    // Already present: a real fault (e.g. a protection fault), never remapped.
-    assert!(!lazy(0x6000, from, sz, Some(urw)));
-    // Below lazy_from: the guard page, text, holes below the image.
-    assert!(!lazy(0x4fff, from, sz, Some(k)));
-    assert!(!lazy(0x4fff, from, sz, None));
-    assert!(!lazy(0, from, sz, None));
-    // At or above sz, the kernel half.
-    assert!(!lazy(sz, from, sz, None));
-    assert!(!lazy(0x9fff, from, sz, None));
-    assert!(!lazy(KERNBASE, from, u32::MAX, None));
-    assert!(!lazy(0xFFFF_F000, 0, u32::MAX, None));
-    // Eager mode: lazy_from is KERNBASE, nothing is lazy.
-    assert!(!lazy(0x5000, KERNBASE, sz, None));
-    assert_eq!(lazy_from_for(0x5000), KERNBASE, "lazy is off by default");
-}
-
-#[test]
-fn lazyfault_maps_one_zeroed_page_and_nothing_else() {
-    let _g = testmem::lock();
-    let before = testmem::free();
-    let mut d = newdir();
-    allocuvm(&mut d, 0, 0x2000).unwrap();
-    clearpteu(&mut d, u(0)).ignore("host test");
-    let (from, sz) = (0x2000, 0x0080_2000); // lazily grown by 8 MiB
-    let lf = |d: &mut PageDir, va| lazyfault(d, from, sz, u(va));
-    assert_eq!(lf(&mut d, 0x2010), Some(Ok(())));
-    assert_eq!(pte(&d, 0x2000).unwrap().flags(), PTE_P | PTE_W | PTE_U);
-    assert!(read_user(&d, 0x2000, 0x1000).iter().all(|&b| b == 0));
-    assert_eq!(
-        testmem::free(),
-        before - 5,
-        "dir, table, 2 pages, 1 lazy page"
-    );
-    // A second touch of the same page, the guard page, above sz: not lazy faults.
-    assert_eq!(lf(&mut d, 0x2FFF), None);
-    assert_eq!(lf(&mut d, 0x10), None);
-    assert_eq!(lf(&mut d, sz), None);
-    // In a new 4 MiB region: a page table too.
-    assert_eq!(lf(&mut d, 0x0080_1000), Some(Ok(())));
-    assert_eq!(testmem::free(), before - 7);
-    assert!(pte(&d, 0x3000).is_none(), "untouched pages stay unmapped");
-    // Out of memory: an error, nothing mapped, nothing lost.
-    let held = exhaust(0);
-    assert_eq!(lf(&mut d, 0x4000), Some(Err(OutOfMemory)));
-    assert!(pte(&d, 0x4000).is_none());
-    give_back(held);
-    // Shrinking frees just what was mapped; fork copies just what was mapped.
-    let c = copyuvm(&mut d, sz).unwrap();
-    assert!(pte(&c, 0x0080_1000).is_some() && pte(&c, 0x0080_0000).is_none());
-    freevm(c);
-    deallocuvm(&mut d, sz, from).ignore("host test");
-    assert_eq!(testmem::free(), before - 5, "the two lazy pages came back");
-    done(d, before);
-}
-
-#[test]
 fn uva2ka_and_copyout() {
     let _g = testmem::lock();
     let mut d = newdir();
@@ -402,106 +338,11 @@ fn uva2ka_and_copyout() {
     );
     assert_eq!(copyout(&mut d, u(u32::MAX), b"ab"), Err(BadAddr));
     assert_eq!(copyout(&mut d, u(KERNBASE - 1), b"ab"), Err(BadAddr));
-    freevm(d);
-}
-
-#[test]
-fn cowuvm_shares_pages_read_only_for_the_cost_of_page_tables() {
-    let _g = testmem::lock();
-    let before = testmem::free();
-    let mut d = parent();
-    let used = before - testmem::free();
-    let f = cowuvm(&mut d, 0x0100_1000).unwrap();
-    assert!(f.flush.is_all(), "the parent's PTEs changed");
-    let mut c = f.ignore("host test");
-    // The child: its directory and two page tables, no page.
-    assert_eq!(before - testmem::free(), used + 3);
-    let cow = PTE_P | PTE_U | PTE_COW;
-    for (va, flags) in [
-        (0, PTE_P | PTE_U),        // text: shared read-only, for good
-        (0x1000, cow),             // data
-        (0x2000, PTE_P | PTE_COW), // the guard page (no PTE_U)
-        (0x0100_0000, cow),        // after the hole
-    ] {
-        let (p, q) = (pte(&d, va).unwrap(), pte(&c, va).unwrap());
-        assert_eq!((p, q.flags()), (q, flags), "{va:#x}");
-        assert!(KMEM.shared(P2V(p.addr())));
-    }
-    assert_eq!(read_user(&c, 0xFFE, 4), *b"fork");
-    // The child writes (as copyout, or its page fault): it gets its own copy.
-    copyout(&mut c, u(0x1000), b"!").unwrap();
-    assert_eq!(before - testmem::free(), used + 4);
-    assert_eq!(pte(&c, 0x1000).unwrap().flags(), PTE_P | PTE_U | PTE_W);
-    assert_eq!(read_user(&c, 0xFFE, 4), *b"fo!k");
-    assert_eq!(
-        read_user(&d, 0xFFE, 4),
-        *b"fork",
-        "the parent sees only its own"
-    );
-    // The parent writes the same page: now the last reference, made writable in place.
-    let pa = pte(&d, 0x1000).unwrap().addr();
-    assert!(!KMEM.shared(P2V(pa)));
-    let r = cowfault(&mut d, u(0x1001)).unwrap().unwrap();
-    assert_eq!(r, TlbFlush::page(u(0x1000)));
-    r.flush();
-    assert_eq!(
-        pte(&d, 0x1000).unwrap(),
-        Pte::new(pa, PTE_P | PTE_U | PTE_W)
-    );
-    assert_eq!(before - testmem::free(), used + 4, "no copy");
-    // Not copy-on-write: text, a hole, the kernel half.
-    assert!(cowfault(&mut d, u(0)).is_none());
-    assert!(cowfault(&mut d, u(0x3000)).is_none());
-    assert!(cowfault(&mut d, u(KERNBASE)).is_none());
-    assert_eq!(
-        copyout(&mut c, u(0x10), b"x"),
-        Err(BadAddr),
-        "text stays read-only"
-    );
-    // Exiting drops references; the last one frees.
-    freevm(c);
-    assert_eq!(testmem::free(), before - used);
-    assert!(!KMEM.shared(P2V(pte(&d, 0).unwrap().addr())));
-    done(d, before);
-}
-
-#[test]
-fn cow_forks_of_forks_and_running_out_of_memory() {
-    let _g = testmem::lock();
-    let before = testmem::free();
-    let mut d = newdir();
-    allocuvm(&mut d, 0, 0x4000).unwrap();
-    loaduvm(&mut d, u(0x10), b"gen0");
-    let mut c = cowuvm(&mut d, 0x4000).unwrap().ignore("host test");
-    let mut g = cowuvm(&mut c, 0x4000).unwrap().ignore("host test");
-    // Three address spaces share the pages; each write copies once.
-    copyout(&mut g, u(0x10), b"gen2").unwrap();
-    copyout(&mut c, u(0x10), b"gen1").unwrap();
-    assert_eq!(read_user(&d, 0x10, 4), *b"gen0");
-    assert_eq!(read_user(&c, 0x10, 4), *b"gen1");
-    assert_eq!(read_user(&g, 0x10, 4), *b"gen2");
-    // No page for a copy: the write fails, nothing changes, nothing is lost.
-    let free = testmem::free();
-    let held = exhaust(0);
-    assert_eq!(cowfault(&mut g, u(0x1000)), Some(Err(OutOfMemory)));
+    // A copy-on-write page is read-only to copyout too (cow::cowcopyout copies it first).
+    let mut c = crate::cow::cowuvm(&mut d, 0x2000)
+        .unwrap()
+        .ignore("host test");
     assert_eq!(copyout(&mut c, u(0x1000), b"x"), Err(BadAddr));
-    assert_eq!(pte(&g, 0x1000).unwrap().flags(), PTE_P | PTE_U | PTE_COW);
-    // Nor for the child's directory or page table: cowuvm fails, with nothing lost.
-    assert!(cowuvm(&mut d, 0x4000).is_none());
-    give_back(held);
-    let held = exhaust(1);
-    assert!(
-        cowuvm(&mut d, 0x4000).is_none(),
-        "a directory but no page table"
-    );
-    assert_eq!(testmem::free(), 1);
-    give_back(held);
-    assert_eq!(testmem::free(), free);
-    // An eager copy of a COW page is a private writable page.
-    let e = copyuvm(&mut g, 0x4000).unwrap();
-    assert_eq!(pte(&e, 0x2000).unwrap().flags(), PTE_P | PTE_U | PTE_W);
-    for x in [e, g, c] {
-        freevm(x);
-    }
-    done(d, before);
+    freevm(c);
+    freevm(d);
 }

@@ -44,12 +44,14 @@ pub fn outl(port: u16, v: u32) {
 
 /// Loads the 32-bit float at kernel address `va` onto the x87 stack and drops it again
 /// (`fld`, `fstp st(0)`): the selftest that makes KVM's instruction emulator give up on an
-/// MMIO access it cannot emulate.
+/// MMIO access it cannot emulate. Never inlined, and always `fld dword ptr [eax]`, so that
+/// the VMM's crash report shows the same EIP symbol, EAX and code bytes whoever calls it.
+#[inline(never)]
 pub fn fld_from(va: u32) {
     // SAFETY: reads 4 bytes at `va` (the caller's mapped address) and leaves the x87 stack
     // as it was; no Rust-visible memory is written.
     unsafe {
-        asm!("fld dword ptr [{0}]", "fstp st(0)", in(reg) va, options(nostack, readonly));
+        asm!("fld dword ptr [eax]", "fstp st(0)", in("eax") va, options(nostack, readonly));
     }
 }
 

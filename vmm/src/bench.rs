@@ -221,7 +221,7 @@ const PFBENCH_SLACK: u64 = 16 << 20;
 fn check_options(args: &BenchArgs) -> Result<()> {
     let usable = crate::layout::phystop(args.mem).saturating_sub(PFBENCH_SLACK);
     // Each page touched and its copy (the COW case), plus its 16 bytes of samples.
-    let max_pages = usable / (2 * 4096 + 16);
+    let max_pages = usable / (2 * u64::from(xv6_abi::mmu::PGSIZE) + 16);
     if args.pages as u64 > max_pages {
         return Err(exit::UsageError(format!(
             "--pages {} does not fit in --mem {}M (at most {max_pages} pages): lower --pages or \

@@ -18,7 +18,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use crate::layout::{self, phystop, DEVSPACE, E820_RAM, E820_RESERVED};
 
 /// Page size, for module alignment.
-const PGSIZE: u64 = 4096;
+const PGSIZE: u64 = xv6_abi::mmu::PGSIZE as u64;
 
 /// The memory map for `mem` bytes of RAM.
 pub fn memmap(mem: u64) -> Vec<hvm_memmap_table_entry> {

@@ -17,7 +17,7 @@ use crate::symbols::Symbols;
 use crate::vmexit::RecentExit;
 
 /// CR0.PG: paging is on, so EIP is translated through the page tables.
-const CR0_PG: u64 = 1 << 31;
+const CR0_PG: u64 = xv6_abi::mmu::CR0_PG as u64;
 /// How many instruction bytes are shown.
 const CODE_BYTES: u64 = 16;
 
@@ -80,7 +80,8 @@ fn code_bytes(fd: &VcpuFd, mem: &GuestMemoryMmap, eip: u64, paging: bool) -> Str
     } else {
         eip
     };
-    let n = CODE_BYTES.min(4096 - (pa & 0xfff)) as usize;
+    let page = u64::from(xv6_abi::mmu::PGSIZE);
+    let n = CODE_BYTES.min(page - (pa & (page - 1))) as usize;
     let mut buf = vec![0u8; n];
     match mem.read_slice(&mut buf, GuestAddress(pa)) {
         Ok(()) => {

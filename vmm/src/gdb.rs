@@ -37,8 +37,8 @@ use crate::gdb_debugregs::{dr7, HwSlot, HwUse};
 use crate::vcpu::{Outcome, Stop, Vcpu};
 
 const KERNBASE: u32 = xv6_abi::layout::KERNBASE;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PSE: u64 = 1 << 4;
+const CR0_PG: u64 = xv6_abi::mmu::CR0_PG as u64;
+const CR4_PSE: u64 = xv6_abi::mmu::CR4_PSE as u64;
 /// The breakpoint instruction: int3, whose #BP KVM reports as a debug exit under
 /// KVM_GUESTDBG_USE_SW_BP.
 const BREAK_INSN: u8 = 0xcc;
@@ -307,7 +307,8 @@ impl SingleThreadBase for GdbTarget<'_, '_> {
         while done < data.len() {
             let va = start.wrapping_add(done as u32);
             let Some(pa) = self.translate(va) else { break };
-            let n = (data.len() - done).min(4096 - (va as usize & 0xfff));
+            let page = xv6_abi::mmu::PGSIZE as usize;
+            let n = (data.len() - done).min(page - (va as usize & (page - 1)));
             let chunk = &mut data[done..done + n];
             if self
                 .vcpu

@@ -4,12 +4,9 @@
 //! The walk is pure (it reads guest-physical words through a closure) so it is tested on the
 //! host; `vcpu.rs` cross-checks every page it finds with KVM_TRANSLATE, i.e. with the MMU.
 
-/// PTE/PDE bits (xv6's mmu.h names).
-pub const PTE_P: u32 = 0x001;
-pub const PTE_W: u32 = 0x002;
-pub const PTE_U: u32 = 0x004;
-pub const PTE_PS: u32 = 0x080;
-const PGSIZE: u32 = 4096;
+use xv6_abi::mmu::PGSIZE;
+/// PTE/PDE bits (xv6's mmu.h names), as the kernel sets them (xv6-abi).
+pub use xv6_abi::mmu::{PTE_P, PTE_PS, PTE_U, PTE_W};
 
 /// One mapped 4 KiB page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,7 +28,7 @@ use svg::Document;
 use crate::layout::{DEVSPACE, EXTMEM, KERNBASE};
 use crate::pgdump::{format_run, Dump, Run};
 
-const PGSIZE: u64 = 4096;
+const PGSIZE: u64 = xv6_abi::mmu::PGSIZE as u64;
 const KERNLINK: u64 = KERNBASE + EXTMEM;
 const TOP: u64 = 1 << 32;
 

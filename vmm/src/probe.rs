@@ -126,7 +126,7 @@ fn paging_verdict(vcpu: &mut Vcpu<'_>) -> ProbeResult {
     match vcpu.run() {
         Outcome::Exited(MAGIC) => {
             let cr0 = vcpu.fd.get_sregs().map(|s| s.cr0).unwrap_or(0);
-            let paging = cr0 & 0x8000_0000 != 0;
+            let paging = cr0 & u64::from(xv6_abi::mmu::CR0_PG) != 0;
             ProbeResult {
                 legacy_paging: paging,
                 detail: if paging {

@@ -13,7 +13,7 @@ use crate::images;
 /// The program `vmm run` runs when given none.
 pub const DEFAULT_PROGRAM: &str = "tour";
 /// User memory ends where the kernel half starts.
-const KERNBASE: u64 = 0x8000_0000;
+const KERNBASE: u64 = xv6_abi::layout::KERNBASE as u64;
 
 /// A program to run: its name in the archive and its image.
 #[derive(Debug, Clone)]
@@ -183,10 +183,11 @@ pub fn check_argv(argv: &[OsString]) -> Result<(), ProgramError> {
     }
     // Each string NUL-terminated and aligned to 4 on the stack, below the argv words.
     let strings: usize = argv.iter().map(|a| (a.len() + 1).next_multiple_of(4)).sum();
-    if strings + USTACK_BYTES > 4096 {
+    const PGSIZE: usize = xv6_abi::mmu::PGSIZE as usize;
+    if strings + USTACK_BYTES > PGSIZE {
         return Err(ProgramError::NotExecutable(format!(
             "argument list too long: {strings} bytes of strings, at most {} fit on the stack page",
-            4096 - USTACK_BYTES
+            PGSIZE - USTACK_BYTES
         )));
     }
     Ok(())
@@ -320,7 +321,7 @@ pub fn check_space_with_tree(
         .map(|(n, b)| (110 + n + 1).next_multiple_of(4) + b.next_multiple_of(4))
         .sum::<usize>()
         + 124;
-    let room = xv6_abi::layout::BOOT_RESERVED as usize - 2 * 4096;
+    let room = xv6_abi::layout::BOOT_RESERVED as usize - 2 * xv6_abi::mmu::PGSIZE as usize;
     if archive > room {
         return Err(ProgramError::NotExecutable(format!(
             "--add/--dir: the added files, the --dir trees, a host program and the built-in \

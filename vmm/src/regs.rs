@@ -9,9 +9,9 @@ use crate::gdt::{kvm_segment_from_gdt, BOOT_GDT, CODE_SEL, DATA_SEL, TSS_SEL};
 use crate::layout;
 
 /// CR0.PE: protected mode.
-const X86_CR0_PE: u64 = 1 << 0;
+const X86_CR0_PE: u64 = xv6_abi::mmu::CR0_PE as u64;
 /// CR0.ET: the FPU is a 387 (always set on modern CPUs).
-const X86_CR0_ET: u64 = 1 << 4;
+const X86_CR0_ET: u64 = xv6_abi::mmu::CR0_ET as u64;
 
 /// Writes the boot GDT into guest memory.
 pub fn write_boot_gdt(mem: &GuestMemoryMmap) -> Result<()> {

@@ -241,7 +241,7 @@ impl<'a> Vcpu<'a> {
             .inspect_err(|e| log::warn!("pgdump: KVM_GET_SREGS failed: {e}"))
             .ok()?;
         let cr3 = sregs.cr3 as u32;
-        let pse = sregs.cr4 & (1 << 4) != 0;
+        let pse = sregs.cr4 & u64::from(xv6_abi::mmu::CR4_PSE) != 0;
         let mem = self.mem;
         let (maps, bad_tables) = pgdump::walk(cr3, pse, |pa| {
             mem.read_obj::<u32>(GuestAddress(u64::from(pa))).ok()

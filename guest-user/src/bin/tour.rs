@@ -31,7 +31,7 @@ fn address_space(sz: usize) {
     let local = 0u32;
     let stack = stack_page();
     let guard = guard_page();
-    println!("1. Where my things are (each page is PGSIZE = 4096 bytes):");
+    println!("1. Where my things are (each page is PGSIZE = {PGSIZE} bytes):");
     println!(
         "   text   main(), my code         {:#010x}   from 0: code and constants (R X)",
         main as *const () as usize
@@ -203,7 +203,7 @@ pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
         "Welcome to xv6's chapter 2 on a real MMU. I am process {}, the program `tour`.",
         getpid()
     );
-    println!("Every process has its own page directory: addresses 0 .. KERNBASE (0x80000000)");
+    println!("Every process has its own page directory: addresses 0 .. KERNBASE ({KERNBASE:#x})");
     println!("are its own memory; the kernel is mapped above KERNBASE in every process, with");
     println!("PTE_U clear, so user code cannot touch it.");
     println!();

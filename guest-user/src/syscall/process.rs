@@ -4,7 +4,7 @@ use super::raw;
 use core::ffi::CStr;
 
 /// xv6's MAXARG: the most arguments exec accepts (the kernel refuses more with −1).
-pub const MAXARG: usize = 32;
+pub const MAXARG: usize = xv6_abi::exec::MAXARG;
 
 /// The most arguments [`exec`] passes on, more than [`MAXARG`] so that programs can check
 /// that the kernel refuses too many.

@@ -55,6 +55,8 @@ pub mod layout {
     pub const EXTMEM: u32 = 0x0010_0000;
     /// First kernel virtual address; the kernel maps RAM at `P2V(pa) = pa + KERNBASE`.
     pub const KERNBASE: u32 = 0x8000_0000;
+    /// Where the kernel is linked: `KERNBASE + EXTMEM` (guest/kernel.ld, checked by a test).
+    pub const KERNLINK: u32 = KERNBASE + EXTMEM;
     /// Start of the MMIO hole, mapped one to one up to 4 GiB (xv6 `DEVSPACE`).
     pub const DEVSPACE: u32 = 0xFE00_0000;
     /// RAM at the top the VMM keeps for boot modules: `PHYSTOP = mem - BOOT_RESERVED`.
@@ -64,6 +66,34 @@ pub mod layout {
     /// to run its first user instruction (0 until then). The kernel writes them; the VMM
     /// reads them after the run (`--stats`, `vmm bench boot`).
     pub const BOOT_TIMES: u32 = 0x5000;
+}
+
+/// The x86 paging numbers both sides use (xv6's mmu.h): the page size, the page-table entry
+/// bits, and the control-register bits the kernel sets and the VMM reads back.
+pub mod mmu {
+    /// Bytes mapped by a page.
+    pub const PGSIZE: u32 = 4096;
+    /// PTE/PDE: present.
+    pub const PTE_P: u32 = 0x001;
+    /// PTE/PDE: writeable.
+    pub const PTE_W: u32 = 0x002;
+    /// PTE/PDE: user.
+    pub const PTE_U: u32 = 0x004;
+    /// PDE: page size (a 4 MiB page, with CR4.PSE set).
+    pub const PTE_PS: u32 = 0x080;
+    /// PTE: copy-on-write (a bit the CPU leaves to software; not in xv6): shared after a
+    /// `cow` fork, PTE_W off until the first write copies it.
+    pub const PTE_COW: u32 = 0x200;
+    /// CR0: protection enable.
+    pub const CR0_PE: u32 = 1 << 0;
+    /// CR0: extension type (the FPU is a 387; always set on modern CPUs).
+    pub const CR0_ET: u32 = 1 << 4;
+    /// CR0: write protect (the kernel honours read-only pages too).
+    pub const CR0_WP: u32 = 1 << 16;
+    /// CR0: paging.
+    pub const CR0_PG: u32 = 1 << 31;
+    /// CR4: page size extension (4 MiB pages).
+    pub const CR4_PSE: u32 = 1 << 4;
 }
 
 /// The kernel command-line words the VMM writes and the kernel reads (docs/abi.md).

@@ -1,10 +1,10 @@
 //! The Intel lab (`--engine lab-intel`: kvm_intel under Bochs's VMX): a short suite, once per
-//! test run — hello with `--stats-json` through `vmm run` (which KVM ran it), binary stdin
-//! through `cat` and back, and, in one more Bochs boot, usertests eager and with
-//! `--cow --lazy`, each run by the inner `vmm` on kvm_intel; and a `--dir …:rw` write-back
-//! (its export comes back in the result lines: the Intel lab has no virtio-serial). A Bochs
-//! boot costs ~11 s, so the usertests test runs both usertests in one boot (a shell in the
-//! lab runs the inner `vmm` twice) rather than paying for two.
+//! test run — binary stdin through `cat` and back with `--stats-json` through `vmm run` (which
+//! KVM ran it), and, in one more Bochs boot, hello and usertests eager and with `--cow --lazy`,
+//! each run by the inner `vmm` on kvm_intel; and a `--dir …:rw` write-back in a boot of its
+//! own (its export comes back in the result lines: the Intel lab has no virtio-serial). A
+//! Bochs boot costs ~11 s, so the second test runs all three in one boot (a shell in the lab
+//! runs the inner `vmm` three times) rather than paying for three.
 //!
 //! Without Bochs the tests say why and pass, except under CI=true, where they fail.
 
@@ -49,25 +49,40 @@ fn intel_lab() -> Option<()> {
     }
 }
 
+/// Through `vmm run` as a user runs it, in one Bochs boot: `--stats-json` says which KVM ran
+/// the guest, and stdin (in frames over the control UART) and stdout (its own UART) are 8-bit
+/// clean and complete: every byte value, CR and LF among them, goes through `cat` and back.
 #[test]
-fn hello_runs_on_kvm_intel_and_says_so() {
+fn binary_input_goes_through_cat_and_back_on_kvm_intel() {
     if intel_lab().is_none() {
         return;
     }
     let _one = one_bochs();
+    let mut x: u32 = 12345;
+    let data: Vec<u8> = (0..2000)
+        .map(|i| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            if i < 256 {
+                i as u8
+            } else {
+                (x >> 16) as u8
+            }
+        })
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let stats = dir.path().join("stats.json");
-    let out = common::vmm(&[
-        "run",
-        "--engine",
-        "lab-intel",
-        "--quiet",
-        "--stats-json",
-        stats.to_str().unwrap(),
-        "hello",
-    ]);
+    let args = ["run", "--engine", "lab-intel", "--quiet", "--stats-json"];
+    let mut args = args.to_vec();
+    args.extend([stats.to_str().unwrap(), "cat"]);
+    let out = common::vmm_with_stdin(&args, &data);
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
-    assert_eq!(common::stdout(&out), "hello, world\n");
+    assert!(
+        out.stdout == data,
+        "cat returned {} of {} bytes (or other bytes): {}",
+        out.stdout.len(),
+        data.len(),
+        common::stderr(&out)
+    );
     let text = std::fs::read_to_string(&stats).expect("the stats came back from the lab");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["kvm_module"], "kvm_intel", "{text}");
@@ -75,6 +90,72 @@ fn hello_runs_on_kvm_intel_and_says_so() {
     assert!(v["vm_exits_total"].as_u64().unwrap() > 0, "{text}");
 }
 
+/// The inner runs of the usertests boot: (name, `vmm run` arguments after `--engine kvm`).
+const USERTESTS: &[(&str, &str)] = &[
+    ("hello", "hello"),
+    ("usertests", "usertests"),
+    ("usertests --cow --lazy", "--cow --lazy usertests"),
+];
+
+#[test]
+fn hello_and_usertests_pass_on_kvm_intel_eager_and_with_cow_and_lazy() {
+    if intel_lab().is_none() {
+        return;
+    }
+    let _one = one_bochs();
+    let mut script = String::from("set -u\n");
+    for (name, args) in USERTESTS {
+        script.push_str(&format!(
+            "echo '=== {name}'\n/lab/files/vmm run --engine kvm --quiet --timeout 600 {args} </dev/null\n\
+             echo \"=== {name} exit $?\"\n"
+        ));
+    }
+    // The lab ships the program's (sh's) libraries; vmm's own go beside it.
+    let mut files = vec![(common::VMM.into(), "/lab/files/vmm".to_string())];
+    let deps = lab::elf::program_deps(std::path::Path::new(common::VMM)).unwrap();
+    for (soname, host) in deps.libraries {
+        files.push((host, format!("/lab/files/lib/{soname}")));
+    }
+    let req = lab::LabRequest {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        files,
+        env: vec![
+            (lab::progress::IN_LAB_ENV.into(), "1".into()),
+            ("XV6_VMM_ENGINE".into(), "lab-intel".into()),
+            ("LD_LIBRARY_PATH".into(), "/lab/lib:/lab/files/lib".into()),
+        ],
+        guest_mem_mib: 256,
+        timeout: Duration::from_secs(1500),
+        vendor: lab::Vendor::Intel,
+        ..Default::default()
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let outcome = lab::run_with(&req, &mut out, &mut err);
+    let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+    assert!(
+        matches!(outcome, Ok(lab::LabOutcome::Exited(0))),
+        "{outcome:?}\n{out}\n{err}"
+    );
+    for (name, _) in USERTESTS {
+        let section = out
+            .split(&format!("=== {name}\n"))
+            .nth(1)
+            .and_then(|rest| rest.split(&format!("=== {name} exit ")).next())
+            .unwrap_or_else(|| panic!("no output of {name}:\n{out}\n{err}"));
+        let passed = match *name {
+            "hello" => section == "hello, world\n",
+            _ => section.contains("ALL TESTS PASSED"),
+        };
+        assert!(passed, "{name}:\n{section}\n{err}");
+        assert!(
+            out.contains(&format!("=== {name} exit 0\n")),
+            "{name} failed:\n{out}\n{err}"
+        );
+    }
+}
+
+/// Bochs missing: one line naming the apt packages, exit status 125, nothing left behind.
 /// `--dir …:rw` in the Intel lab: with no virtio-serial there, the export comes back in the
 /// result lines (base64), and the changes reach the host as in the AMD lab.
 #[test]
@@ -121,100 +202,6 @@ fn a_write_back_comes_out_of_the_intel_lab() {
         .all(|(i, &c)| c == b'a' + (i % 26) as u8));
 }
 
-/// Stdin (in frames over the control UART) and stdout (its own UART) are 8-bit clean and
-/// complete: every byte value, CR and LF among them, goes through `cat` and back unchanged.
-#[test]
-fn binary_input_goes_through_cat_and_back_byte_exact() {
-    if intel_lab().is_none() {
-        return;
-    }
-    let _one = one_bochs();
-    let mut x: u32 = 12345;
-    let data: Vec<u8> = (0..2000)
-        .map(|i| {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            if i < 256 {
-                i as u8
-            } else {
-                (x >> 16) as u8
-            }
-        })
-        .collect();
-    let out = common::vmm_with_stdin(&["run", "--engine", "lab-intel", "--quiet", "cat"], &data);
-    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
-    assert!(
-        out.stdout == data,
-        "cat returned {} of {} bytes (or other bytes): {}",
-        out.stdout.len(),
-        data.len(),
-        common::stderr(&out)
-    );
-}
-
-/// The inner runs of the usertests boot: (name, `vmm run` arguments after `--engine kvm`).
-const USERTESTS: &[(&str, &str)] = &[
-    ("usertests", "usertests"),
-    ("usertests --cow --lazy", "--cow --lazy usertests"),
-];
-
-#[test]
-fn usertests_pass_on_kvm_intel_eager_and_with_cow_and_lazy() {
-    if intel_lab().is_none() {
-        return;
-    }
-    let _one = one_bochs();
-    let mut script = String::from("set -u\n");
-    for (name, args) in USERTESTS {
-        script.push_str(&format!(
-            "echo '=== {name}'\n/lab/files/vmm run --engine kvm --quiet --timeout 600 {args} </dev/null\n\
-             echo \"=== {name} exit $?\"\n"
-        ));
-    }
-    // The lab ships the program's (sh's) libraries; vmm's own go beside it.
-    let mut files = vec![(common::VMM.into(), "/lab/files/vmm".to_string())];
-    let deps = lab::elf::program_deps(std::path::Path::new(common::VMM)).unwrap();
-    for (soname, host) in deps.libraries {
-        files.push((host, format!("/lab/files/lib/{soname}")));
-    }
-    let req = lab::LabRequest {
-        program: "/bin/sh".into(),
-        args: vec!["-c".into(), script.into()],
-        files,
-        env: vec![
-            (lab::progress::IN_LAB_ENV.into(), "1".into()),
-            ("XV6_VMM_ENGINE".into(), "lab-intel".into()),
-            ("LD_LIBRARY_PATH".into(), "/lab/lib:/lab/files/lib".into()),
-        ],
-        guest_mem_mib: 256,
-        timeout: Duration::from_secs(1500),
-        vendor: lab::Vendor::Intel,
-        ..Default::default()
-    };
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let outcome = lab::run_with(&req, &mut out, &mut err);
-    let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
-    assert!(
-        matches!(outcome, Ok(lab::LabOutcome::Exited(0))),
-        "{outcome:?}\n{out}\n{err}"
-    );
-    for (name, _) in USERTESTS {
-        let section = out
-            .split(&format!("=== {name}\n"))
-            .nth(1)
-            .and_then(|rest| rest.split(&format!("=== {name} exit ")).next())
-            .unwrap_or_else(|| panic!("no output of {name}:\n{out}\n{err}"));
-        assert!(
-            section.contains("ALL TESTS PASSED"),
-            "{name}:\n{section}\n{err}"
-        );
-        assert!(
-            out.contains(&format!("=== {name} exit 0\n")),
-            "{name} failed:\n{out}\n{err}"
-        );
-    }
-}
-
-/// Bochs missing: one line naming the apt packages, exit status 125, nothing left behind.
 #[test]
 fn a_missing_bochs_is_one_line_naming_the_packages() {
     let tmp = tempfile::tempdir().unwrap();
