@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::boot::programs::{self, Program, ProgramError};
+use crate::boot::{images, loader};
 use crate::cli::{Engine, RunArgs};
+use crate::debug::gdb::conn::GdbEndpoint;
 use crate::exit;
-use crate::gdb_conn::GdbEndpoint;
 use crate::machine::{self, MachineConfig};
-use crate::programs::{self, Program, ProgramError};
-use crate::vcpu::{Outcome, PgdumpMode};
-use crate::{images, loader, probe};
+use crate::probe;
+use crate::vstate::vcpu::{Outcome, PgdumpMode};
 
 /// The largest `--kernel` file taken (the built-in kernel is well under 1 MiB).
 pub const MAX_KERNEL: u64 = 64 << 20;
@@ -72,8 +73,8 @@ fn try_run(args: &RunArgs) -> Result<i32> {
         Err(e) => {
             eprintln!("vmm: error: {e}");
             return Ok(match e {
-                crate::dirs::DirError::Usage(_) => exit::USAGE,
-                crate::dirs::DirError::Refused(_) => exit::NOT_EXECUTABLE,
+                crate::boot::dirs::DirError::Usage(_) => exit::USAGE,
+                crate::boot::dirs::DirError::Refused(_) => exit::NOT_EXECUTABLE,
             });
         }
     };
@@ -87,10 +88,10 @@ fn try_run(args: &RunArgs) -> Result<i32> {
         None => (images::KERNEL.to_vec(), PathBuf::from("(built-in kernel)")),
     };
     // Refuse a bad kernel here, before any engine (and the lab's boot) is spent on it.
-    loader::parse_kernel(&kernel, crate::layout::phystop(mem))
+    loader::parse_kernel(&kernel, crate::arch::layout::phystop(mem))
         .with_context(|| format!("invalid kernel {}", kernel_name.display()))?;
 
-    let landmarks = crate::pgdump_svg::Machine::new(mem, &kernel);
+    let landmarks = crate::debug::pgdump_svg::Machine::new(mem, &kernel);
     let vendor = match select(args.engine)? {
         Engine::Lab | Engine::LabAmd => lab::Vendor::Amd,
         Engine::LabIntel => lab::Vendor::Intel,
@@ -109,8 +110,8 @@ fn import_dirs(
     args: &RunArgs,
     added: &[Program],
     program: &Program,
-) -> Result<crate::dirs::Tree, crate::dirs::DirError> {
-    use crate::dirs::{self, DirError};
+) -> Result<crate::boot::dirs::Tree, crate::boot::dirs::DirError> {
+    use crate::boot::dirs::{self, DirError};
     let specs = args
         .dir
         .iter()
@@ -218,8 +219,8 @@ fn run_on_kvm(
     (kernel, kernel_name): (Vec<u8>, PathBuf),
     program: &Program,
     added: &[Program],
-    tree: &crate::dirs::Tree,
-    landmarks: &crate::pgdump_svg::Machine,
+    tree: &crate::boot::dirs::Tree,
+    landmarks: &crate::debug::pgdump_svg::Machine,
 ) -> Result<i32> {
     // Here, not in try_run: a lab run prints them once, from its inner run.
     for note in programs::shadow_notes(added) {
@@ -480,8 +481,8 @@ fn run_in_lab(
     mem: u64,
     program: &Program,
     added: &[Program],
-    tree: &crate::dirs::Tree,
-    landmarks: &crate::pgdump_svg::Machine,
+    tree: &crate::boot::dirs::Tree,
+    landmarks: &crate::debug::pgdump_svg::Machine,
     vendor: lab::Vendor,
 ) -> Result<i32> {
     let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;

@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use crate::arch::{layout, regs};
+use crate::boot::{loader, params};
 use crate::devices::console::Traffic;
 use crate::devices::{Devices, FdInput};
 use crate::seccomp::{self, Role};
-use crate::vcpu::{ExitStats, Outcome, PgdumpMode, Vcpu};
-use crate::{boot, layout, loader, memory, regs, vm};
+use crate::vstate::vcpu::{ExitStats, Outcome, PgdumpMode, Vcpu};
+use crate::vstate::{memory, vm};
 
 /// Which threads of a run install their seccomp filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +60,7 @@ pub struct MachineConfig {
     /// reads its results from the export stream instead).
     pub discard_stdout: bool,
     /// Serve gdb here and run the guest under its control (`--gdb`).
-    pub gdb: Option<crate::gdb_conn::GdbEndpoint>,
+    pub gdb: Option<crate::debug::gdb::conn::GdbEndpoint>,
     /// Which threads install their seccomp filter.
     pub confine: Confine,
 }
@@ -319,7 +321,7 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
     let cmdline = format!("{} {}={tsc_khz}", cfg.cmdline, xv6_abi::cmdline::TSC_KHZ);
     loader::load_kernel(&vm.mem, &cfg.kernel, &image)?;
     regs::write_boot_gdt(&vm.mem)?;
-    let start_info = boot::write_boot_params(&vm.mem, cfg.mem, &cmdline, &cfg.modules)?;
+    let start_info = params::write_boot_params(&vm.mem, cfg.mem, &cmdline, &cfg.modules)?;
     regs::setup_pvh_entry(&vcpu_fd, image.entry, start_info)?;
     let stdout: Box<dyn std::io::Write + Send> = if cfg.discard_stdout {
         Box::new(std::io::sink())
@@ -329,8 +331,9 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
     let devices = Devices::new(Some(&vm.fd), stdout, Box::new(FdInput(std::io::stdin())))?;
     let mut vcpu = Vcpu::new(vcpu_fd, &vm.mem, devices, cfg.pgdump);
     vcpu.expired = expired;
-    vcpu.symbols = Arc::new(crate::symbols::Symbols::from_elf(&cfg.kernel));
-    vcpu.devices.debug.user_symbols = crate::symbols::UserSymbols::new(cfg.user_programs.clone());
+    vcpu.symbols = Arc::new(crate::debug::symbols::Symbols::from_elf(&cfg.kernel));
+    vcpu.devices.debug.user_symbols =
+        crate::debug::symbols::UserSymbols::new(cfg.user_programs.clone());
     log::debug!(
         "booting {} at entry {:#x}, {} MiB RAM, PHYSTOP {phystop:#x}",
         cfg.kernel_name.display(),
@@ -356,7 +359,7 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
     };
     let start = std::time::Instant::now();
     let outcome = match &cfg.gdb {
-        Some(ep) => crate::gdb::serve(&mut vcpu, ep, confine, &mut ready)?,
+        Some(ep) => crate::debug::gdb::serve(&mut vcpu, ep, confine, &mut ready)?,
         None => {
             ready(None)?;
             vcpu.run()
@@ -366,7 +369,7 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
     let backed_pages = memory::host_backed_pages(&vm.mem)
         .inspect_err(|e| log::debug!("{e:#}"))
         .ok();
-    let first_user_cycles = boot::first_user_cycles(&vm.mem);
+    let first_user_cycles = params::first_user_cycles(&vm.mem);
     Ok(Report {
         outcome,
         stats: std::mem::take(&mut vcpu.stats),

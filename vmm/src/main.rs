@@ -1,8 +1,9 @@
 //! The `vmm` command: see `vmm --help`.
 
 use clap::Parser;
+use vmm::bench::{self, boot as bench_boot, console as bench_console, fork as bench_fork};
 use vmm::cli::{BenchWhat, Cli, Command, LabAction};
-use vmm::{bench, bench_boot, bench_console, bench_fork, engine, exit, probe};
+use vmm::{engine, exit, probe};
 
 fn main() {
     init_logging();
@@ -21,7 +22,7 @@ fn main() {
         } => bench_boot::run(&args),
         Command::Bench {
             what: BenchWhat::Lab(args),
-        } => vmm::bench_lab::run(&args),
+        } => vmm::bench::lab_cost::run(&args),
         Command::Bench {
             what: BenchWhat::Console(args),
         } => bench_console::run(&args),

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::cli::RunArgs;
+use crate::debug::pgdump_svg::{self, Machine};
 use crate::machine::Report;
-use crate::pgdump_svg::{self, Machine};
 
 const STATS_TAG: &str = "stats-json ";
 const PGDUMP_TAG: &str = "pgdump ";
@@ -113,7 +113,7 @@ fn write_svg(path: &Path, results: &Results, machine: &Machine) -> Result<()> {
     let dumps: Vec<_> = results
         .pgdumps
         .iter()
-        .flat_map(|t| crate::pgdump::parse_dumps(t))
+        .flat_map(|t| crate::debug::pgdump::parse_dumps(t))
         .collect();
     if dumps.is_empty() {
         eprintln!(

@@ -12,9 +12,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::arch::regs;
 use crate::devices::{Devices, NoInput};
-use crate::vcpu::{Outcome, PgdumpMode, Stop, Vcpu};
-use crate::{memory, regs, vm};
+use crate::vstate::vcpu::{Outcome, PgdumpMode, Stop, Vcpu};
+use crate::vstate::{memory, vm};
 
 const CODE: u64 = 0x1000;
 const PGDIR: u64 = 0x2000;
@@ -93,7 +94,7 @@ const INT3_CODE: &[u8] = &[0xcc, 0xf4];
 /// software breakpoints (KVM_GUESTDBG_USE_SW_BP). Hardware KVM: yes. The lab: no — QEMU's
 /// TCG checks an int3 of its nested guest against the INTn intercept only, never against the
 /// #BP intercept KVM sets, so the probe guest takes the #BP itself (and, with no IDT, shuts
-/// down). Decides how `vmm run --gdb` carries out gdb's `break` (see [`crate::gdb`]).
+/// down). Decides how `vmm run --gdb` carries out gdb's `break` (see [`crate::debug::gdb`]).
 pub fn int3_reaches_kvm() -> Result<bool> {
     let expired = Arc::new(AtomicBool::new(false));
     let flag = expired.clone();

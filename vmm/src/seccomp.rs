@@ -298,7 +298,7 @@ fn sigsys_line(w: &mut Buf<'_>, thread: &str, nr: i64) {
     });
     w.push(b" thread made a system call its filter does not allow: ");
     w.push(
-        crate::syscall_names::name(nr)
+        crate::debug::syscall_names::name(nr)
             .unwrap_or("unknown")
             .as_bytes(),
     );
@@ -507,8 +507,11 @@ mod tests {
              allow: socket (#41); the VMM stopped (vmm run --no-seccomp runs without the \
              filters)\n"
         );
-        assert_eq!(crate::syscall_names::name(libc::SYS_ioctl), Some("ioctl"));
-        assert_eq!(crate::syscall_names::name(100_000), None);
+        assert_eq!(
+            crate::debug::syscall_names::name(libc::SYS_ioctl),
+            Some("ioctl")
+        );
+        assert_eq!(crate::debug::syscall_names::name(100_000), None);
     }
 
     #[test]

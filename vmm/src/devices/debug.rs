@@ -5,11 +5,11 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::arch::layout::ports;
+use crate::debug::panic_report::PanicReport;
+use crate::debug::symbols::UserSymbols;
 use crate::devices::{fill_le, le_value, PortDevice, Request};
-use crate::layout::ports;
-use crate::panic_report::PanicReport;
-use crate::symbols::UserSymbols;
-use crate::vcpu::Outcome;
+use crate::vstate::vcpu::Outcome;
 
 /// The most a run may export (a bound on what a guest can make the VMM hold).
 pub const EXPORT_MAX: usize = 64 << 20;
@@ -138,11 +138,11 @@ mod tests {
 
     #[test]
     fn a_user_symbol_request_names_eip_in_the_programs_own_symbols() {
-        let (_, image) = crate::images::USER_PROGRAMS
+        let (_, image) = crate::boot::images::USER_PROGRAMS
             .iter()
             .find(|(n, _)| *n == "exitcode")
             .unwrap();
-        let main = crate::symbols::Symbols::from_elf(image)
+        let main = crate::debug::symbols::Symbols::from_elf(image)
             .address_of("main")
             .expect("the built-in programs keep their symbols");
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap();

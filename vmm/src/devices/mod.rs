@@ -23,7 +23,7 @@ pub use console::{Console, FdInput, Input, InputSource, NoInput};
 pub use debug::DebugPorts;
 pub use serial::Uart;
 
-use crate::vcpu::Outcome;
+use crate::vstate::vcpu::Outcome;
 
 /// What a port write asks of the run loop.
 #[derive(Debug)]

@@ -10,7 +10,7 @@ use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use crate::layout::KVM_TSS_ADDR;
+use crate::arch::layout::KVM_TSS_ADDR;
 
 /// A VM with its memory registered in KVM.
 pub struct Vm {

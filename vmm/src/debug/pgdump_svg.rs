@@ -25,8 +25,8 @@ use std::fmt::Write as _;
 use svg::node::element::{Group, Line, Polygon, Polyline, Rectangle, Text, Title};
 use svg::Document;
 
-use crate::layout::{DEVSPACE, EXTMEM, KERNBASE};
-use crate::pgdump::{format_run, Dump, Run};
+use crate::arch::layout::{DEVSPACE, EXTMEM, KERNBASE};
+use crate::debug::pgdump::{format_run, Dump, Run};
 
 const PGSIZE: u64 = 4096;
 const KERNLINK: u64 = KERNBASE + EXTMEM;
@@ -69,8 +69,8 @@ impl Machine {
     /// The machine of a run with `mem` bytes of RAM booting `kernel` (an ELF image; the
     /// kernel's end is left out if it does not parse).
     pub fn new(mem: u64, kernel: &[u8]) -> Machine {
-        let phystop = crate::layout::phystop(mem);
-        let kernel_end = crate::loader::parse_kernel(kernel, phystop)
+        let phystop = crate::arch::layout::phystop(mem);
+        let kernel_end = crate::boot::loader::parse_kernel(kernel, phystop)
             .ok()
             .and_then(|k| k.segments.iter().map(|s| s.paddr + s.memsz).max())
             .map(|e| e.div_ceil(PGSIZE) * PGSIZE);
@@ -1013,7 +1013,7 @@ pub fn render(dumps: &[Dump], skipped: usize, m: &Machine) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pgdump::parse_dumps;
+    use crate::debug::pgdump::parse_dumps;
 
     const TOUR: &str = "pgdump cr3=0x00174000
 0x00000000-0x00000fff -> 0x00175000 r-u

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::debug::pgdump;
+use crate::debug::symbols::Symbols;
 use crate::devices::{Devices, Request};
-use crate::pgdump;
-use crate::symbols::Symbols;
-pub use crate::vmexit::ExitStats;
+pub use crate::vstate::vmexit::ExitStats;
 
 /// How a run ended.
 #[derive(Debug)]
@@ -21,7 +21,7 @@ pub enum Outcome {
     /// The guest wrote its exit status to the exit port.
     Exited(u32),
     /// The guest kernel reported a panic on the panic port (with its report, if it gave one).
-    Panicked(Option<crate::panic_report::PanicReport>),
+    Panicked(Option<crate::debug::panic_report::PanicReport>),
     /// The CPU shut down: a triple fault.
     TripleFault,
     /// `--timeout` expired.
@@ -138,9 +138,12 @@ impl<'a> Vcpu<'a> {
     pub fn run_until_stop(&mut self) -> Stop {
         loop {
             let request = match self.fd.run() {
-                Ok(exit) => {
-                    crate::vmexit::handle(exit, &mut self.devices, self.mem, &mut self.stats)
-                }
+                Ok(exit) => crate::vstate::vmexit::handle(
+                    exit,
+                    &mut self.devices,
+                    self.mem,
+                    &mut self.stats,
+                ),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.fd.set_kvm_immediate_exit(0);
                     if self.expired.load(Ordering::SeqCst) {
@@ -179,10 +182,10 @@ impl<'a> Vcpu<'a> {
 
     /// Takes the crash report a run's end calls for.
     pub fn finish(&mut self, outcome: Outcome) -> Outcome {
-        let recent = crate::crash::recent_exits(&self.stats.recent, &self.symbols);
+        let recent = crate::debug::crash::recent_exits(&self.stats.recent, &self.symbols);
         match &outcome {
             Outcome::TripleFault | Outcome::Failed(_) => {
-                let regs = crate::crash::report(&self.fd, self.mem, &self.symbols);
+                let regs = crate::debug::crash::report(&self.fd, self.mem, &self.symbols);
                 self.crash = Some(format!("{regs}\n{recent}"));
             }
             Outcome::Panicked(Some(r)) => self.crash = Some(r.backtrace(&self.symbols)),
@@ -218,8 +221,8 @@ impl<'a> Vcpu<'a> {
                 }
                 if matches!(self.pgdump, PgdumpMode::Record | PgdumpMode::PrintAndRecord) {
                     let kept: usize = self.pgdumps.iter().map(String::len).sum();
-                    if self.pgdumps.len() < crate::pgdump_svg::MAX_PANELS
-                        && kept + text.len() <= crate::pgdump_svg::MAX_TEXT
+                    if self.pgdumps.len() < crate::debug::pgdump_svg::MAX_PANELS
+                        && kept + text.len() <= crate::debug::pgdump_svg::MAX_TEXT
                     {
                         self.pgdumps.push(text);
                     } else {

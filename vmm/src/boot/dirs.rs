@@ -31,13 +31,13 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::programs::{ProgramError, DIRSIZ, MAX_ADD_FILES};
+use crate::boot::programs::{ProgramError, DIRSIZ, MAX_ADD_FILES};
 
 /// The most path components a file under `--dir` may have in the guest, GUESTDIR's included
 /// (`/a/b/c` is 3): keeps every path well below the 128-byte buffers xv6's programs use.
 pub const MAX_DEPTH: usize = 8;
 /// The largest file `--dir` takes (as `--add`).
-pub const MAX_DIR_FILE: u64 = crate::programs::MAX_ADD_SIZE;
+pub const MAX_DIR_FILE: u64 = crate::boot::programs::MAX_ADD_SIZE;
 /// The largest `--dir-tree` file the inner vmm reads (the boot-module area).
 const MAX_TREE_FILE: u64 = xv6_abi::layout::BOOT_RESERVED as u64;
 
@@ -117,7 +117,7 @@ impl Tree {
     /// The tree as a cpio newc archive (what the lab ships to the inner vmm).
     pub fn to_cpio(&self) -> Vec<u8> {
         let entries: Vec<(&str, u32, &[u8])> = self.archive_entries().collect();
-        crate::programs::cpio_newc_modes(&entries)
+        crate::boot::programs::cpio_newc_modes(&entries)
     }
 
     /// Name, mode and bytes of each entry, for the program archive.

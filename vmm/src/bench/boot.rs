@@ -15,11 +15,12 @@ use anyhow::{bail, Context, Result};
 use pfbench::Row;
 use serde::{Deserialize, Serialize};
 
+use crate::bench::fork as bench_fork;
 use crate::bench::{self, Measurement};
 use crate::cli::BootArgs;
+use crate::engine;
 use crate::machine;
-use crate::vcpu::Outcome;
-use crate::{bench_fork, engine};
+use crate::vstate::vcpu::Outcome;
 
 /// The Linux row: starting a static program and waiting for it.
 const ROW_LINUX: &str = "Linux fork+execve+waitpid (static)";

@@ -12,6 +12,11 @@
 //! In the lab, this whole procedure runs inside the lab (`--raw`), so the baseline is the lab
 //! Linux's own fault, and the outer `vmm` renders the result, labelled as emulated time.
 
+pub mod boot;
+pub mod console;
+pub mod fork;
+pub mod lab_cost;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -24,10 +29,11 @@ use pfbench::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::boot::{images, programs};
 use crate::cli::{BenchArgs, BenchCommon, Engine};
 use crate::machine::{self, MachineConfig};
-use crate::vcpu::{Outcome, PgdumpMode};
-use crate::{engine, exit, images, programs};
+use crate::vstate::vcpu::{Outcome, PgdumpMode};
+use crate::{engine, exit};
 
 /// "PFB1", little-endian: the first word of pfbench's export record.
 use xv6_abi::pfbench::{FLAG_NO_RDTSCP, MAGIC as PFB_MAGIC};
@@ -219,7 +225,7 @@ const PFBENCH_SLACK: u64 = 16 << 20;
 /// Refuses, before any boot, what the bench could only fail at the end: more pages than the
 /// guest's RAM holds, an output file that cannot be written.
 fn check_options(args: &BenchArgs) -> Result<()> {
-    let usable = crate::layout::phystop(args.mem).saturating_sub(PFBENCH_SLACK);
+    let usable = crate::arch::layout::phystop(args.mem).saturating_sub(PFBENCH_SLACK);
     // Each page touched and its copy (the COW case), plus its 16 bytes of samples.
     let max_pages = usable / (2 * 4096 + 16);
     if args.pages as u64 > max_pages {

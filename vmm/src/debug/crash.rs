@@ -13,8 +13,8 @@ use std::collections::VecDeque;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::symbols::Symbols;
-use crate::vmexit::RecentExit;
+use crate::debug::symbols::Symbols;
+use crate::vstate::vmexit::RecentExit;
 
 /// CR0.PG: paging is on, so EIP is translated through the page tables.
 const CR0_PG: u64 = 1 << 31;

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, VecDeque};
 use kvm_ioctls::VcpuExit;
 use vm_memory::GuestMemoryMmap;
 
+use crate::arch::layout::ports;
 use crate::devices::{Devices, Request};
-use crate::layout::ports;
-use crate::vcpu::Outcome;
+use crate::vstate::vcpu::Outcome;
 
 /// How many recent exits a crash report shows.
 pub const RECENT_EXITS: usize = 8;

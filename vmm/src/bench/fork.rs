@@ -23,7 +23,7 @@ use crate::bench::{self, Measurement};
 use crate::cli::ForkArgs;
 use crate::engine;
 use crate::machine;
-use crate::vcpu::Outcome;
+use crate::vstate::vcpu::Outcome;
 use xv6_abi::forkbench::{HEADER_WORDS, MAGIC};
 
 /// The static Linux program the baseline exec's (vmm/linux/exit0.S).

@@ -5,7 +5,7 @@
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use xv6_abi::panic as abi;
 
-use crate::symbols::Symbols;
+use crate::debug::symbols::Symbols;
 
 /// What the kernel said about its panic.
 #[derive(Debug, Clone, PartialEq, Eq)]

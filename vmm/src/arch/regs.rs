@@ -5,8 +5,8 @@ use anyhow::{Context, Result};
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::gdt::{kvm_segment_from_gdt, BOOT_GDT, CODE_SEL, DATA_SEL, TSS_SEL};
-use crate::layout;
+use crate::arch::gdt::{kvm_segment_from_gdt, BOOT_GDT, CODE_SEL, DATA_SEL, TSS_SEL};
+use crate::arch::layout;
 
 /// CR0.PE: protected mode.
 const X86_CR0_PE: u64 = 1 << 0;

@@ -13,6 +13,10 @@
 //!   when gdb sends a byte while the guest runs);
 //! - `monitor pgdump`, `monitor regs`; the guest's exit ends the session with its status.
 
+pub mod conn;
+pub mod debugregs;
+pub mod regs;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,9 +36,9 @@ use gdbstub_arch::x86::X86_SSE;
 use kvm_bindings::*;
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::gdb_conn::{readable, GdbConn, GdbEndpoint};
-use crate::gdb_debugregs::{dr7, HwSlot, HwUse};
-use crate::vcpu::{Outcome, Stop, Vcpu};
+use crate::debug::gdb::conn::{readable, GdbConn, GdbEndpoint};
+use crate::debug::gdb::debugregs::{dr7, HwSlot, HwUse};
+use crate::vstate::vcpu::{Outcome, Stop, Vcpu};
 
 const KERNBASE: u32 = xv6_abi::layout::KERNBASE;
 const CR0_PG: u64 = 1 << 31;
@@ -162,7 +166,7 @@ impl GdbTarget<'_, '_> {
             return Some(if va >= KERNBASE { va - KERNBASE } else { va });
         }
         let mem = self.vcpu.mem;
-        crate::pgdump::translate(sregs.cr3 as u32, sregs.cr4 & CR4_PSE != 0, va, |pa| {
+        crate::debug::pgdump::translate(sregs.cr3 as u32, sregs.cr4 & CR4_PSE != 0, va, |pa| {
             mem.read_obj::<u32>(GuestAddress(pa.into())).ok()
         })
     }
@@ -285,7 +289,7 @@ impl SingleThreadBase for GdbTarget<'_, '_> {
             .fd
             .get_sregs()
             .map_err(|e| TargetError::Fatal(e.to_string()))?;
-        crate::gdb_regs::to_gdb(&r, &s, regs);
+        crate::debug::gdb::regs::to_gdb(&r, &s, regs);
         Ok(())
     }
 
@@ -295,7 +299,7 @@ impl SingleThreadBase for GdbTarget<'_, '_> {
             .fd
             .get_regs()
             .map_err(|e| TargetError::Fatal(e.to_string()))?;
-        crate::gdb_regs::from_gdb(regs, &mut r);
+        crate::debug::gdb::regs::from_gdb(regs, &mut r);
         self.vcpu
             .fd
             .set_regs(&r)
@@ -462,7 +466,7 @@ impl gdbstub::target::ext::monitor_cmd::MonitorCmd for GdbTarget<'_, '_> {
                 .page_table_dump()
                 .map_or("cannot read the registers\n".to_string(), |(t, _)| t),
             b"regs" => {
-                crate::crash::report(&self.vcpu.fd, self.vcpu.mem, &self.vcpu.symbols) + "\n"
+                crate::debug::crash::report(&self.vcpu.fd, self.vcpu.mem, &self.vcpu.symbols) + "\n"
             }
             _ => "monitor commands: pgdump (the current page directory, as --pgdump), regs \
                   (the crash-report registers)\n"

@@ -15,7 +15,7 @@ use linux_loader::loader::elf::start_info::{
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::layout::{self, phystop, DEVSPACE, E820_RAM, E820_RESERVED};
+use crate::arch::layout::{self, phystop, DEVSPACE, E820_RAM, E820_RESERVED};
 
 /// Page size, for module alignment.
 const PGSIZE: u64 = 4096;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use goblin::elf::{header, program_header::PT_LOAD, Elf};
 
-use crate::images;
+use crate::boot::images;
 
 /// The program `vmm run` runs when given none.
 pub const DEFAULT_PROGRAM: &str = "tour";
@@ -299,14 +299,14 @@ fn reserved(name: &str) -> Option<String> {
 /// the boot-module area above PHYSTOP (xv6-abi `layout::BOOT_RESERVED`) — checked here, with
 /// one line and 126, rather than when the modules are placed.
 fn check_module_space(added: &[Program], program: Option<&Program>) -> Result<(), ProgramError> {
-    check_space_with_tree(added, program, &crate::dirs::Tree::default())
+    check_space_with_tree(added, program, &crate::boot::dirs::Tree::default())
 }
 
 /// [`check_module_space`] with the `--dir` trees too.
 pub fn check_space_with_tree(
     added: &[Program],
     program: Option<&Program>,
-    tree: &crate::dirs::Tree,
+    tree: &crate::boot::dirs::Tree,
 ) -> Result<(), ProgramError> {
     let mut extra: Vec<Program> = added.to_vec();
     extra.extend(program.filter(|p| p.host_path.is_some()).cloned());
@@ -462,7 +462,7 @@ pub fn cpio_newc_modes(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {
 }
 
 /// The program archive with the `--dir` trees after the programs (dirs.rs).
-pub fn archive_with_tree(extra: &[Program], tree: &crate::dirs::Tree) -> Vec<u8> {
+pub fn archive_with_tree(extra: &[Program], tree: &crate::boot::dirs::Tree) -> Vec<u8> {
     let mut entries: Vec<(&str, u32, &[u8])> = archive_files(extra)
         .into_iter()
         .map(|(n, b)| (n, 0o100_755, b))

@@ -11,7 +11,7 @@
 use anyhow::{bail, Context, Result};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use crate::layout::{MAX_MEM, MEM_ALIGN, MIN_MEM};
+use crate::arch::layout::{MAX_MEM, MEM_ALIGN, MIN_MEM};
 
 /// Parses a RAM size as given to `--mem` (`64M`, `1G`, `268435456`, `512MiB`), in binary units.
 pub fn parse_mem_size(text: &str) -> Result<u64> {

@@ -20,9 +20,11 @@ mod tests {
 
     #[test]
     fn embedded_kernel_is_an_elf32_i386_pvh_image() {
-        let image = crate::loader::parse_kernel(KERNEL, crate::layout::phystop(256 << 20)).unwrap();
-        assert_eq!(image.segments[0].paddr, crate::layout::EXTMEM);
-        assert!(image.entry >= crate::layout::EXTMEM as u32);
+        let image =
+            crate::boot::loader::parse_kernel(KERNEL, crate::arch::layout::phystop(256 << 20))
+                .unwrap();
+        assert_eq!(image.segments[0].paddr, crate::arch::layout::EXTMEM);
+        assert!(image.entry >= crate::arch::layout::EXTMEM as u32);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use goblin::elf::{header, program_header::PT_LOAD, Elf};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::layout::EXTMEM;
+use crate::arch::layout::EXTMEM;
 
 /// ELF note type of the PVH 32-bit entry point (Xen's public elfnote.h).
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;

@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn the_built_kernel_has_its_functions() {
-        let t = Symbols::from_elf(crate::images::KERNEL);
+        let t = Symbols::from_elf(crate::boot::images::KERNEL);
         let kmain = t.address_of("kmain").expect("kmain");
         assert_eq!(t.describe(kmain + 1), "kmain+0x1");
         assert!(t.address_of("xv6::kalloc::Kmem::kinit2").is_some());
