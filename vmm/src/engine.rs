@@ -33,8 +33,8 @@ pub fn run(args: &RunArgs) -> i32 {
     match try_run(args) {
         Ok(status) => status,
         // Whatever failed after a signal failed because of it.
-        Err(_) if lab::interrupt::pending().is_some() => {
-            interrupted(lab::interrupt::pending().unwrap_or(libc::SIGINT))
+        Err(_) if term::interrupt::pending().is_some() => {
+            interrupted(term::interrupt::pending().unwrap_or(libc::SIGINT))
         }
         Err(e) => {
             eprintln!("vmm: error: {e:#}");
@@ -143,7 +143,7 @@ pub fn select(requested: Engine) -> Result<Engine> {
         Engine::Kvm => {
             // Inside the lab the KVM is known (kvm_amd or kvm_intel, checked by the lab's
             // init): no probe guest, whose VM costs a noticeable part of a lab run.
-            if std::env::var_os(lab::progress::IN_LAB_ENV).is_none() {
+            if std::env::var_os(lab::IN_LAB_ENV).is_none() {
                 require_legacy_paging()?;
             }
             Engine::Kvm
@@ -435,7 +435,7 @@ pub fn engine_name_from(var: Option<&str>) -> &'static str {
 pub fn lab_env(vendor: lab::Vendor) -> Vec<(String, String)> {
     let mut env = vec![
         ("RUST_LOG_STYLE".to_string(), "never".to_string()),
-        (lab::progress::IN_LAB_ENV.to_string(), "1".to_string()),
+        (lab::IN_LAB_ENV.to_string(), "1".to_string()),
         (ENGINE_ENV.to_string(), vendor.engine_name().to_string()),
     ];
     if let Ok(v) = std::env::var("RUST_LOG") {
@@ -467,9 +467,9 @@ pub fn check_writable(path: &std::path::Path) -> Result<()> {
 pub fn interrupted(sig: i32) -> i32 {
     eprintln!(
         "vmm: interrupted ({}); the run was stopped",
-        lab::interrupt::name(sig)
+        term::interrupt::name(sig)
     );
-    lab::interrupt::exit_status(sig)
+    term::interrupt::exit_status(sig)
 }
 
 /// The lab's virtio-serial port that carries `--gdb`.
@@ -516,7 +516,7 @@ fn run_in_lab(
         tree_file.as_ref().map(|f| f.path()),
     );
     // From here on a signal stops the run cleanly (temporary files removed, 128 + N).
-    lab::interrupt::install();
+    term::interrupt::install();
     let env = lab_env(vendor);
     let results = crate::outputs::LabResults::new(args)?;
     let (tcp_ports, unix_ports) = match &args.gdb {

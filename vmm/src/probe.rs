@@ -49,7 +49,7 @@ pub struct ProbeResult {
 /// The probe's bound: 2 s, or 30 s inside the lab, whose emulated CPU on a loaded host can
 /// take longer than 2 s to create a VM and run a few instructions.
 fn probe_bound() -> Duration {
-    match std::env::var_os(lab::progress::IN_LAB_ENV) {
+    match std::env::var_os(lab::IN_LAB_ENV) {
         Some(_) => Duration::from_secs(30),
         None => Duration::from_secs(2),
     }

@@ -666,7 +666,7 @@ pub fn ensure_assets() -> Result<Assets, LabError> {
     fs::create_dir_all(&dir).map_err(|e| LabError::io_path("creating", &dir, e))?;
     crate::tmp::sweep_stale(&dir, ".fetch-");
     check_space(&dir, FETCH_NEEDS_BYTES)?;
-    let stage_line = crate::progress::Stage::start(format!(
+    let stage_line = term::progress::Stage::start(format!(
         "fetching the lab's assets (a Debian kernel and busybox, ~60 MB with apt-get) into {}",
         final_dir.display()
     ));

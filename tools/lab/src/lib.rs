@@ -45,16 +45,18 @@ pub mod bochs;
 pub mod elf;
 mod error;
 pub mod initramfs;
-pub mod interrupt;
 pub mod iso;
 pub mod kernel;
-pub mod progress;
 pub mod qemu;
 pub mod qmp;
 pub mod script;
 mod streams;
 mod tmp;
 pub mod warm;
+
+/// Set in the environment of the program a lab runs (so a `vmm` there knows it is inside the
+/// lab: it draws no spinners, and its host-safety probe allows for the nested CPU).
+pub const IN_LAB_ENV: &str = term::progress::LINES_ONLY_ENV;
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
@@ -159,7 +161,7 @@ pub enum LabOutcome {
     Exited(i32),
     /// The timeout expired; QEMU was killed.
     TimedOut,
-    /// This process received this signal (see [`interrupt`]); QEMU was killed.
+    /// This process received this signal (see [`term::interrupt`]); QEMU was killed.
     Interrupted(i32),
 }
 
@@ -582,7 +584,7 @@ fn run_warm(
                 .to_string(),
         };
         let timed_out = matches!(watched.ending, Ending::TimedOut | Ending::RanTooLong);
-        if interrupt::pending().is_none() && !timed_out {
+        if term::interrupt::pending().is_none() && !timed_out {
             return Err(LabError::RestoreFailed(why));
         }
     }
@@ -834,7 +836,7 @@ fn watch(
                 return Ending::NotRestored;
             }
         }
-        if interrupt::pending().is_some() || sh.output_failed.lock().unwrap().is_some() {
+        if term::interrupt::pending().is_some() || sh.output_failed.lock().unwrap().is_some() {
             return Ending::Stopped;
         }
     }
@@ -983,7 +985,7 @@ fn conclude(req: &LabRequest, w: Watched) -> Result<LabOutcome, LabError> {
         );
         return Ok(LabOutcome::TimedOut);
     }
-    if let Some(sig) = interrupt::pending() {
+    if let Some(sig) = term::interrupt::pending() {
         return Ok(LabOutcome::Interrupted(sig));
     }
     check_delivered(&w)?;

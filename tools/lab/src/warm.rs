@@ -399,7 +399,7 @@ impl Plan {
         placed: &Placed,
     ) -> Result<Snapshot, LabError> {
         crate::tmp::sweep_stale(&self.root, ".build-");
-        let stage = crate::progress::Stage::start(
+        let stage = term::progress::Stage::start(
             "building the lab's warm snapshot (once per vmm build; later runs restore it)",
         );
         let started = Instant::now();
@@ -670,7 +670,7 @@ impl Lock {
                 eprintln!("lab: another vmm is building the warm snapshot; waiting for it");
                 said = true;
             }
-            if Instant::now() >= deadline || crate::interrupt::pending().is_some() {
+            if Instant::now() >= deadline || term::interrupt::pending().is_some() {
                 return Err(LabError::Snapshot(format!(
                     "another process held {} for {LOCK_LIMIT:?}",
                     path.display()

@@ -101,7 +101,7 @@ fn measure_here(args: &BootArgs) -> Result<BootMeasurement> {
     for run in 0..args.runs {
         for &mem in &args.mem {
             let mib = mem >> 20;
-            let stage = lab::progress::Stage::start_as(
+            let stage = term::progress::Stage::start_as(
                 "bench",
                 format!("run {}/{}: hello, {mib}M", run + 1, args.runs),
             );
@@ -120,7 +120,7 @@ fn measure_here(args: &BootArgs) -> Result<BootMeasurement> {
             *slot = (*slot).max(b.backed);
         }
     }
-    let stage = lab::progress::Stage::start_as("bench", "Linux fork+execve round trips");
+    let stage = term::progress::Stage::start_as("bench", "Linux fork+execve round trips");
     let linux = bench_fork::linux_exec_round_trips(args.linux_iterations)?;
     stage.done();
     let mut order: Vec<String> = mems_mib(args)

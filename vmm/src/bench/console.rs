@@ -134,7 +134,7 @@ fn measure_here(args: &ConsoleArgs) -> Result<ConsoleMeasurement> {
     for run in 0..args.runs {
         for (k, (name, guest, stdin)) in KINDS.iter().enumerate() {
             let what = format!("run {}/{}: {name}", run + 1, args.runs);
-            let stage = lab::progress::Stage::start_as("bench", what.clone());
+            let stage = term::progress::Stage::start_as("bench", what.clone());
             let t = if *guest {
                 guest_transfer(args, dir.path(), &data, *stdin)
             } else {

@@ -131,7 +131,7 @@ fn measure_here(args: &ForkArgs) -> Result<Measurement> {
     let mut tsc_khz = 0;
     for cow in [false, true] {
         let mode = if cow { "--cow" } else { "eager" };
-        let stage = lab::progress::Stage::start_as("bench", format!("guest forkbench, {mode}"));
+        let stage = term::progress::Stage::start_as("bench", format!("guest forkbench, {mode}"));
         let rec = guest_run(args, cow).with_context(|| format!("guest run ({mode})"))?;
         stage.done();
         tsc_khz = rec.tsc_khz;
@@ -140,7 +140,7 @@ fn measure_here(args: &ForkArgs) -> Result<Measurement> {
             rows.insert(name, Row::new(name, samples));
         }
     }
-    let stage = lab::progress::Stage::start_as("bench", "Linux fork round trips");
+    let stage = term::progress::Stage::start_as("bench", "Linux fork round trips");
     let host = linux_baseline(args)?;
     stage.done();
     for (kind, samples) in KINDS

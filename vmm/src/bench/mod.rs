@@ -105,8 +105,8 @@ pub fn run(args: &BenchArgs) -> i32 {
 pub fn exit_status(result: Result<()>) -> i32 {
     match result {
         Ok(()) => 0,
-        Err(_) if lab::interrupt::pending().is_some() => {
-            engine::interrupted(lab::interrupt::pending().unwrap_or(libc::SIGINT))
+        Err(_) if term::interrupt::pending().is_some() => {
+            engine::interrupted(term::interrupt::pending().unwrap_or(libc::SIGINT))
         }
         Err(e) => {
             eprintln!("vmm: error: {e:#}");
@@ -322,7 +322,7 @@ fn measure_here(args: &BenchArgs, mem: u64) -> Result<Measurement> {
     for run in 0..args.runs {
         for case in &GUEST_CASES {
             let what = format!("run {}/{}: {}", run + 1, args.runs, case.row);
-            let stage = lab::progress::Stage::start_as("bench", what.clone());
+            let stage = term::progress::Stage::start_as("bench", what.clone());
             let (rec, exits) = guest_run(args, mem, case).with_context(|| what.clone())?;
             stage.done();
             kvm_tsc_khz = rec.tsc_khz;
@@ -335,7 +335,7 @@ fn measure_here(args: &BenchArgs, mem: u64) -> Result<Measurement> {
                 *vm_exits.entry(reason.to_string()).or_default() += n;
             }
         }
-        let stage = lab::progress::Stage::start_as(
+        let stage = term::progress::Stage::start_as(
             "bench",
             format!(
                 "run {}/{}: Linux anonymous and COW faults",
@@ -458,7 +458,7 @@ pub fn lab_measurement(args: Vec<OsString>, mem: u64, timeout: Duration) -> Resu
 
 /// Runs `vmm ARGS` inside the lab with `mem` bytes for its guests; returns its stdout.
 pub fn lab_output(args: Vec<OsString>, mem: u64, timeout: Duration) -> Result<String> {
-    lab::interrupt::install();
+    term::interrupt::install();
     let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
     let req = lab::LabRequest {
         program: exe,
@@ -475,7 +475,7 @@ pub fn lab_output(args: Vec<OsString>, mem: u64, timeout: Duration) -> Result<St
         lab::LabOutcome::Exited(0) => {}
         lab::LabOutcome::Exited(n) => bail!("the bench inside the lab failed (exit status {n})"),
         lab::LabOutcome::TimedOut => bail!("the bench inside the lab timed out"),
-        lab::LabOutcome::Interrupted(sig) => bail!("interrupted ({})", lab::interrupt::name(sig)),
+        lab::LabOutcome::Interrupted(sig) => bail!("interrupted ({})", term::interrupt::name(sig)),
     }
     Ok(String::from_utf8_lossy(&out).into_owned())
 }

@@ -1,8 +1,8 @@
-//! Progress of the lab's slow stages (fetching its assets): a spinner with the elapsed time on
-//! a terminal (`indicatif`), one line when a stage starts and one when it ends otherwise (a CI
-//! log, a file), so a first run never sits silent for a minute. Inside the lab (the inner
-//! `vmm`, whose stderr is a serial line and so a terminal to it) there are only lines: the
-//! outer `vmm` sets [`IN_LAB_ENV`] there.
+//! Progress of slow stages (fetching the lab's assets, a bench): a spinner with the elapsed
+//! time on a terminal (`indicatif`), one line when a stage starts and one when it ends
+//! otherwise (a CI log, a file), so a first run never sits silent for a minute. Where stderr
+//! is a terminal nobody watches (the inner `vmm` in the lab, whose stderr is a serial line)
+//! there are only lines: whoever starts it there sets [`LINES_ONLY_ENV`].
 
 #![forbid(unsafe_code)]
 
@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Set (to anything) in the environment of a program the lab runs: no spinners there.
-pub const IN_LAB_ENV: &str = "XV6_VMM_IN_LAB";
+/// Set (to anything) in the environment: no spinners, only lines. The lab sets it for the
+/// program it runs (its name says so).
+pub const LINES_ONLY_ENV: &str = "XV6_VMM_IN_LAB";
 
 /// Whether a spinner can be drawn: stderr is a terminal a person watches.
 fn spinner_wanted() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os(IN_LAB_ENV).is_none()
+    std::io::stderr().is_terminal() && std::env::var_os(LINES_ONLY_ENV).is_none()
 }
 
 /// One stage under way; [`Stage::done`] ends it (dropping it ends it too, without the line).
