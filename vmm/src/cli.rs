@@ -313,3 +313,10 @@ pub struct RunArgs {
     #[arg(value_name = "PROGRAM", trailing_var_arg = true)]
     pub program: Vec<OsString>,
 }
+
+impl RunArgs {
+    /// `--timeout` as a bound (None: 0, no bound).
+    pub fn timeout_duration(&self) -> Option<std::time::Duration> {
+        (self.timeout > 0).then(|| std::time::Duration::from_secs(self.timeout))
+    }
+}

@@ -16,6 +16,8 @@ pub mod devices;
 pub mod engine;
 pub mod exit;
 pub mod machine;
+pub mod nested;
+pub mod outcome;
 pub mod outputs;
 pub mod probe;
 pub mod seccomp;

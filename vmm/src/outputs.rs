@@ -86,7 +86,7 @@ impl Results {
 /// Checks, before boot, that the output files can be written (a usage error, 2, if not).
 pub fn check(args: &RunArgs) -> Result<()> {
     for path in args.pgdump_svg.iter() {
-        crate::engine::check_writable(path)?;
+        check_writable(path)?;
     }
     Ok(())
 }
@@ -160,7 +160,7 @@ impl LabResults {
     /// The inner vmm's options for them: `--lab-results` and each wanted output, pointing at
     /// the lab's result path.
     pub fn inner_args(args: &RunArgs) -> Vec<std::ffi::OsString> {
-        let at = lab::script::RESULT_PATH;
+        let at = crate::nested::RESULT_PATH;
         let mut out: Vec<std::ffi::OsString> = Vec::new();
         if args.stats_json.is_none() && args.pgdump_svg.is_none() {
             return out;
@@ -193,6 +193,21 @@ impl LabResults {
         }
         write(&wanted, &results, machine)
     }
+}
+
+/// Whether `path` can be written: created (if new) and removed again, so a bad output
+/// file (`--json`, `--svg`, `--stats-json`) is reported before any boot (as a usage error).
+pub fn check_writable(path: &std::path::Path) -> Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| crate::exit::UsageError(format!("cannot write {}: {e}", path.display())))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -69,6 +69,20 @@ pub const RESERVED_PORT_PREFIX: &str = "lab.";
 /// init sends it back line by line after the program exits (see `LabRequest::result_file`).
 pub const RESULT_PATH: &str = "/lab/result";
 
+/// Where a request's files (`LabRequest::files`) go inside the lab, by convention: under
+/// this directory (the lab's own paths under `/lab` are reserved).
+pub const FILES_DIR: &str = "/lab/files";
+
+/// The path inside the lab of `rel` under [`FILES_DIR`].
+pub fn files_path(rel: &str) -> String {
+    format!("{FILES_DIR}/{rel}")
+}
+
+/// The path inside the lab of the virtio-serial port `name` (a request's own bridge).
+pub fn port_path(name: &str) -> String {
+    format!("/dev/virtio-ports/{name}")
+}
+
 /// Parses one control-channel line; anything else yields `None`.
 pub fn parse_marker(line: &str) -> Option<Marker> {
     let line = line.trim_end_matches(['\r', '\n']);

@@ -20,7 +20,7 @@ use crate::bench::{self, Measurement};
 use crate::cli::BootArgs;
 use crate::engine;
 use crate::machine;
-use crate::vstate::vcpu::Outcome;
+use crate::outcome::Outcome;
 
 /// The Linux row: starting a static program and waiting for it.
 const ROW_LINUX: &str = "Linux fork+execve+waitpid (static)";
@@ -205,7 +205,7 @@ fn measure_in_lab(args: &BootArgs) -> Result<BootMeasurement> {
     }
     let biggest = args.mem.iter().copied().max().unwrap_or(256 << 20);
     let boots = (args.runs * args.mem.len()) as u64;
-    let text = bench::lab_output(
+    let text = crate::nested::run_captured(
         inner,
         biggest,
         Duration::from_secs(boots * args.timeout + 120),

@@ -23,7 +23,7 @@ use crate::bench::{self, Measurement};
 use crate::cli::ForkArgs;
 use crate::engine;
 use crate::machine;
-use crate::vstate::vcpu::Outcome;
+use crate::outcome::Outcome;
 use xv6_abi::forkbench::{HEADER_WORDS, MAGIC};
 
 /// The static Linux program the baseline exec's (vmm/linux/exit0.S).

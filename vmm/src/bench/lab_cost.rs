@@ -15,7 +15,6 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::cli::LabBenchArgs;
-use crate::engine;
 
 /// One way of starting the lab.
 struct Config {
@@ -62,7 +61,7 @@ pub fn run(args: &LabBenchArgs) -> i32 {
 
 fn try_run(args: &LabBenchArgs) -> Result<()> {
     if let Some(path) = &args.json {
-        engine::check_writable(path)?;
+        crate::outputs::check_writable(path)?;
     }
     let exe = std::env::current_exe().context("cannot find the vmm binary")?;
     eprintln!(
@@ -82,16 +81,16 @@ fn try_run(args: &LabBenchArgs) -> Result<()> {
         .zip(times)
         .map(|(c, seconds)| summarize(c.name, seconds))
         .collect();
-    match lab::bochs::find_tools() {
+    match crate::nested::intel_lab_missing() {
         _ if args.intel_runs == 0 => {}
-        Ok(_) => {
+        None => {
             let mut t = Vec::new();
             for _ in 0..args.intel_runs {
                 t.push(time_one(&exe, &args.program, &INTEL).with_context(|| INTEL.name)?);
             }
             series.push(summarize(INTEL.name, t));
         }
-        Err(packages) => eprintln!(
+        Some(packages) => eprintln!(
             "bench: lab: no Intel lab here (needs apt packages {}); left out",
             packages.join(" ")
         ),

@@ -32,7 +32,8 @@ use serde::{Deserialize, Serialize};
 use crate::boot::{images, programs};
 use crate::cli::{BenchArgs, BenchCommon, Engine};
 use crate::machine::{self, MachineConfig};
-use crate::vstate::vcpu::{Outcome, PgdumpMode};
+use crate::outcome::Outcome;
+use crate::vstate::vcpu::PgdumpMode;
 use crate::{engine, exit};
 
 /// "PFB1", little-endian: the first word of pfbench's export record.
@@ -106,7 +107,7 @@ pub fn exit_status(result: Result<()>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(_) if term::interrupt::pending().is_some() => {
-            engine::interrupted(term::interrupt::pending().unwrap_or(libc::SIGINT))
+            exit::interrupted(term::interrupt::pending().unwrap_or(libc::SIGINT))
         }
         Err(e) => {
             eprintln!("vmm: error: {e:#}");
@@ -202,7 +203,7 @@ pub fn measure<M: Serialize>(
     in_lab: impl FnOnce() -> Result<M>,
 ) -> Result<Option<(M, &'static str)>> {
     if let Some(path) = &common.json {
-        engine::check_writable(path)?;
+        crate::outputs::check_writable(path)?;
     }
     let (m, name) = match engine::select(common.engine)? {
         Engine::Lab | Engine::LabAmd => (in_lab()?, "lab"),
@@ -238,7 +239,7 @@ fn check_options(args: &BenchArgs) -> Result<()> {
         .into());
     }
     for path in [&args.common.json, &args.svg].into_iter().flatten() {
-        engine::check_writable(path)?;
+        crate::outputs::check_writable(path)?;
     }
     Ok(())
 }
@@ -450,34 +451,10 @@ fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
 /// Runs `vmm ARGS` (a bench with `--engine kvm --raw`) inside the lab and parses the
 /// [`Measurement`] it prints as its last line.
 pub fn lab_measurement(args: Vec<OsString>, mem: u64, timeout: Duration) -> Result<Measurement> {
-    let text = lab_output(args, mem, timeout)?;
+    let text = crate::nested::run_captured(args, mem, timeout)?;
     let json = text.lines().last().unwrap_or_default();
     serde_json::from_str(json)
         .with_context(|| format!("the lab's bench output is not a result: {text}"))
-}
-
-/// Runs `vmm ARGS` inside the lab with `mem` bytes for its guests; returns its stdout.
-pub fn lab_output(args: Vec<OsString>, mem: u64, timeout: Duration) -> Result<String> {
-    term::interrupt::install();
-    let exe = std::env::current_exe().context("cannot find the vmm binary to run in the lab")?;
-    let req = lab::LabRequest {
-        program: exe,
-        args,
-        files: Vec::new(),
-        env: engine::lab_env(lab::Vendor::Amd),
-        guest_mem_mib: mem >> 20,
-        timeout,
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    let mut err = std::io::stderr();
-    match lab::run_with(&req, &mut out, &mut err).context("the nested-KVM lab failed")? {
-        lab::LabOutcome::Exited(0) => {}
-        lab::LabOutcome::Exited(n) => bail!("the bench inside the lab failed (exit status {n})"),
-        lab::LabOutcome::TimedOut => bail!("the bench inside the lab timed out"),
-        lab::LabOutcome::Interrupted(sig) => bail!("interrupted ({})", term::interrupt::name(sig)),
-    }
-    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]

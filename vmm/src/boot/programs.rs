@@ -299,14 +299,17 @@ fn reserved(name: &str) -> Option<String> {
 /// the boot-module area above PHYSTOP (xv6-abi `layout::BOOT_RESERVED`) — checked here, with
 /// one line and 126, rather than when the modules are placed.
 fn check_module_space(added: &[Program], program: Option<&Program>) -> Result<(), ProgramError> {
-    check_space_with_tree(added, program, &crate::boot::dirs::Tree::default())
+    check_space_with_tree(added, program, &[])
 }
 
-/// [`check_module_space`] with the `--dir` trees too.
+/// One more file or directory of the archive: its name, cpio mode and contents.
+pub type ArchiveEntry<'a> = (&'a str, u32, &'a [u8]);
+
+/// [`check_module_space`] with the `--dir` trees' entries (`Tree::archive_entries`) too.
 pub fn check_space_with_tree(
     added: &[Program],
     program: Option<&Program>,
-    tree: &crate::boot::dirs::Tree,
+    tree: &[ArchiveEntry<'_>],
 ) -> Result<(), ProgramError> {
     let mut extra: Vec<Program> = added.to_vec();
     extra.extend(program.filter(|p| p.host_path.is_some()).cloned());
@@ -316,7 +319,7 @@ pub fn check_space_with_tree(
     let archive: usize = files
         .iter()
         .map(|(n, b)| (n.len(), b.len()))
-        .chain(tree.archive_entries().map(|(n, _, b)| (n.len(), b.len())))
+        .chain(tree.iter().map(|(n, _, b)| (n.len(), b.len())))
         .map(|(n, b)| (110 + n + 1).next_multiple_of(4) + b.next_multiple_of(4))
         .sum::<usize>()
         + 124;
@@ -461,13 +464,14 @@ pub fn cpio_newc_modes(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {
     cpio::write_cpio(inputs, Vec::new()).expect("writing to memory cannot fail")
 }
 
-/// The program archive with the `--dir` trees after the programs (dirs.rs).
-pub fn archive_with_tree(extra: &[Program], tree: &crate::boot::dirs::Tree) -> Vec<u8> {
+/// The program archive with the `--dir` trees' entries (`Tree::archive_entries`, dirs.rs)
+/// after the programs.
+pub fn archive_with_tree(extra: &[Program], tree: &[ArchiveEntry<'_>]) -> Vec<u8> {
     let mut entries: Vec<(&str, u32, &[u8])> = archive_files(extra)
         .into_iter()
         .map(|(n, b)| (n, 0o100_755, b))
         .collect();
-    entries.extend(tree.archive_entries());
+    entries.extend_from_slice(tree);
     cpio_newc_modes(&entries)
 }
 

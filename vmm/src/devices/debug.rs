@@ -8,8 +8,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use crate::arch::layout::ports;
 use crate::debug::panic_report::PanicReport;
 use crate::debug::symbols::UserSymbols;
-use crate::devices::{fill_le, le_value, PortDevice, Request};
-use crate::vstate::vcpu::Outcome;
+use crate::devices::bus::{fill_le, le_value, PortDevice};
+use crate::outcome::{Outcome, Request};
 
 /// The most a run may export (a bound on what a guest can make the VMM hold).
 pub const EXPORT_MAX: usize = 64 << 20;

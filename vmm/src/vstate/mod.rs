@@ -3,6 +3,7 @@
 //! and [`vmexit`] (what each VM exit means).
 
 pub mod memory;
+pub mod thread;
 pub mod vcpu;
 pub mod vm;
 pub mod vmexit;

@@ -12,25 +12,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::debug::pgdump;
 use crate::debug::symbols::Symbols;
-use crate::devices::{Devices, Request};
+use crate::devices::Devices;
+use crate::outcome::{Outcome, Request};
 pub use crate::vstate::vmexit::ExitStats;
-
-/// How a run ended.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The guest wrote its exit status to the exit port.
-    Exited(u32),
-    /// The guest kernel reported a panic on the panic port (with its report, if it gave one).
-    Panicked(Option<crate::debug::panic_report::PanicReport>),
-    /// The CPU shut down: a triple fault.
-    TripleFault,
-    /// `--timeout` expired.
-    TimedOut,
-    /// The program's output could not be written to the host (broken pipe, full disk).
-    OutputFailed(String),
-    /// An exit the VMM cannot handle, or a KVM error.
-    Failed(String),
-}
 
 /// Why [`Vcpu::run_until_stop`] returned.
 #[derive(Debug)]

@@ -9,8 +9,8 @@ use kvm_ioctls::VcpuExit;
 use vm_memory::GuestMemoryMmap;
 
 use crate::arch::layout::ports;
-use crate::devices::{Devices, Request};
-use crate::vstate::vcpu::Outcome;
+use crate::devices::Devices;
+use crate::outcome::{Outcome, Request};
 
 /// How many recent exits a crash report shows.
 pub const RECENT_EXITS: usize = 8;

@@ -38,7 +38,8 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::debug::gdb::conn::{readable, GdbConn, GdbEndpoint};
 use crate::debug::gdb::debugregs::{dr7, HwSlot, HwUse};
-use crate::vstate::vcpu::{Outcome, Stop, Vcpu};
+use crate::outcome::Outcome;
+use crate::vstate::vcpu::{Stop, Vcpu};
 
 const KERNBASE: u32 = xv6_abi::layout::KERNBASE;
 const CR0_PG: u64 = 1 << 31;
@@ -91,8 +92,9 @@ pub fn serve(
     ep: &GdbEndpoint,
     confine: bool,
     ready: OnReady<'_>,
+    probe_bound: Duration,
 ) -> anyhow::Result<Outcome> {
-    let int3 = crate::probe::int3_reaches_kvm().unwrap_or_else(|e| {
+    let int3 = crate::probe::int3_reaches_kvm(probe_bound).unwrap_or_else(|e| {
         log::debug!("breakpoint probe: {e:#}");
         false
     });
