@@ -36,9 +36,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::elf::{module_depends, module_load_order, module_name};
+use crate::error::LabError;
 use crate::initramfs::Cpio;
 use crate::tmp::TempDir;
-use crate::LabError;
 
 /// Name of the asset directory inside the lab directory; bump when the layout changes.
 pub const ASSETS_SUBDIR: &str = "assets-v6"; // v2: digests; v3: virtio-serial; v4-6: kvm_intel,

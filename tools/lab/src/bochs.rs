@@ -54,11 +54,14 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::assets::{self, which, Assets, Vendor};
+use crate::error::LabError;
 use crate::iso::{self, IsoParts};
 use crate::qemu::{LineSplitter, QemuGuard};
+use crate::request::{LabOutcome, LabRequest};
 use crate::script::{parse_marker, InitSpec, Marker, MARKER_PREFIX};
 use crate::streams::StdinSource;
-use crate::{tmp, LabError, LabOutcome, LabRequest, Shared, Watched};
+use crate::supervise::{Shared, Watched};
+use crate::tmp;
 
 /// The Debian packages the Intel lab needs. `bochs-term` only satisfies `bochs`'s need for a
 /// display library, which apt would otherwise meet with `bochs-wx` and wxWidgets (the lab uses
@@ -298,9 +301,9 @@ pub(crate) fn strip_debug(program: &Path, dir: &Path) -> Option<PathBuf> {
 
 /// Writes the run's initramfs to `path` (the cached base, then the run's part); its size.
 fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, LabError> {
-    let placed = crate::place(req)?;
+    let placed = crate::payload::place(req)?;
     let args: Vec<&OsStr> = req.args.iter().map(OsString::as_os_str).collect();
-    let init = init_script(&crate::run_spec(
+    let init = init_script(&crate::payload::run_spec(
         req,
         &placed,
         assets.modules_for(Vendor::Intel),
@@ -310,7 +313,7 @@ fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, L
     let dir = path.parent().unwrap_or(Path::new("."));
     let stripped = strip_debug(&req.program, dir);
     let program = stripped.as_deref().unwrap_or(&req.program);
-    crate::write_initrd(assets, program, &placed, &init, &req.files, path)
+    crate::payload::write_initrd(assets, program, &placed, &init, &req.files, path)
 }
 
 /// A pty for ttyS1: the master (ours, close-on-exec, non-blocking), the slave (kept open by us
@@ -538,7 +541,7 @@ pub(crate) fn run(
 ) -> Result<LabOutcome, LabError> {
     let start = Instant::now();
     let deadline = start + req.timeout;
-    crate::check_request(req)?;
+    crate::request::check_request(req)?;
     if !req.tcp_ports.is_empty() || !req.unix_ports.is_empty() {
         return Err(LabError::InvalidRequest(
             "the Intel lab has no TCP bridges (Bochs has no virtio-serial): use the AMD lab".into(),
@@ -563,7 +566,8 @@ pub(crate) fn run(
         initrd: &initrd,
     };
     iso::build(&parts, &cmdline, dir, &iso_path)?;
-    let mem = req.guest_mem_mib + crate::LAB_OVERHEAD_MIB + 2 * initrd_size.div_ceil(1 << 20);
+    let mem =
+        req.guest_mem_mib + crate::request::LAB_OVERHEAD_MIB + 2 * initrd_size.div_ceil(1 << 20);
 
     let pipe = || crate::qemu::pipe().map_err(|e| LabError::io("creating a pipe", e));
     let (console_r, console_w) = pipe()?;
@@ -598,24 +602,24 @@ pub(crate) fn run(
     let ending = std::thread::scope(|s| {
         let sh = &shared;
         let master = &master;
-        s.spawn(move || crate::read_console(console_r, sh));
+        s.spawn(move || crate::supervise::read_console(console_r, sh));
         s.spawn(move || read_control(master, sh, tx, more_tx));
-        s.spawn(move || crate::forward(out_r, stdout, "stdout", &sh.out, sh));
-        s.spawn(move || crate::forward(err_r, stderr, "stderr", &sh.err, sh));
+        s.spawn(move || crate::supervise::forward(out_r, stdout, "stdout", &sh.out, sh));
+        s.spawn(move || crate::supervise::forward(err_r, stderr, "stderr", &sh.err, sh));
         if let Some(e) = bochs_err {
-            s.spawn(move || crate::read_qemu_stderr(e, sh));
+            s.spawn(move || crate::supervise::read_qemu_stderr(e, sh));
         }
         if let Some(src) = stdin.as_ref() {
             s.spawn(move || feed_stdin(src, master, more_rx, sh));
         }
         let log = dir.join("bochs.log");
         s.spawn(move || watch_log(&log, sh));
-        let limits = crate::Limits {
+        let limits = crate::supervise::Limits {
             deadline,
             run_timeout: req.run_timeout,
             restore_by: None,
         };
-        let ending = crate::watch(&mut guard, &rx, &mut markers, &limits, sh);
+        let ending = crate::supervise::watch(&mut guard, &rx, &mut markers, &limits, sh);
         guard.kill();
         sh.done.store(true, Ordering::Release);
         ending
@@ -623,12 +627,12 @@ pub(crate) fn run(
     markers.extend(rx.try_iter());
     drop((slave, master));
     let watched = Watched::gather(ending, markers, shared);
-    crate::log_timings(&watched, spawned_at, prepared);
-    if watched.markers.is_empty() && !matches!(watched.ending, crate::Ending::TimedOut) {
+    crate::supervise::log_timings(&watched, spawned_at, prepared);
+    if watched.markers.is_empty() && !matches!(watched.ending, crate::supervise::Ending::TimedOut) {
         log_bochs_tail(dir);
     }
     drop(tmp);
-    crate::conclude(req, watched)
+    crate::supervise::conclude(req, watched)
 }
 
 /// What Bochs logs when its UART drops input: the guest left its receive FIFO full.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use goblin::elf::Elf;
 
-use crate::LabError;
+use crate::error::LabError;
 
 /// Where the program's shared libraries are put inside the lab.
 pub const LAB_LIB_DIR: &str = "/lab/lib";

@@ -10,9 +10,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::error::LabError;
 use crate::qemu::{self, PortBackend, VirtPort};
+use crate::request::LabStdin;
 use crate::script::{REQUEST_PORT, STDERR_PORT, STDIN_PORT, STDOUT_PORT};
-use crate::{LabError, LabStdin};
 
 /// How long one wait on a descriptor lasts before the flags are looked at again (ms).
 const STEP_MS: i32 = 50;

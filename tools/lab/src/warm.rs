@@ -48,16 +48,16 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::assets::{lab_dir, sha256_file, Assets};
+use crate::error::{self, LabError};
 use crate::initramfs::Cpio;
+use crate::payload::{add_file, place, write_initrd, Placed};
 use crate::qemu::{self, PortBackend, QemuGuard, VirtPort};
 use crate::qmp::Qmp;
+use crate::request::{LabOptions, LabRequest, Start, LAB_OVERHEAD_MIB};
 use crate::script::{self, Marker};
 use crate::streams::{self, Wiring};
+use crate::supervise::{read_console, read_control, Shared};
 use crate::tmp::TempDir;
-use crate::{
-    add_file, error, place, read_console, read_control, write_initrd, LabError, LabOptions,
-    LabRequest, Placed, Shared, Start, LAB_OVERHEAD_MIB,
-};
 
 /// The directory in the lab directory that holds the snapshots; bump when the layout changes.
 pub const WARM_SUBDIR: &str = "warm-v1";
@@ -182,7 +182,7 @@ pub(crate) fn ensure(
 /// need be (`vmm lab setup`: so that no run has to).
 pub fn prepare(program: &Path, guest_mem_mib: u64) -> Result<Snapshot, LabError> {
     let qemu_bin = crate::assets::find_qemu()?;
-    let assets = crate::ensure_assets()?;
+    let assets = crate::assets::ensure_assets()?;
     let req = LabRequest {
         program: program.to_path_buf(),
         guest_mem_mib,
