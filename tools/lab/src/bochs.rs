@@ -53,7 +53,8 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::assets::{self, which, Assets, Vendor};
+use crate::apt::which;
+use crate::assets::{self, Assets, Vendor};
 use crate::error::LabError;
 use crate::iso::{self, IsoParts};
 use crate::qemu::{LineSplitter, QemuGuard};

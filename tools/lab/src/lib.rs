@@ -40,6 +40,7 @@
 //!
 //! `RUST_LOG=debug` shows the QEMU command line and the lab's console; `info` shows timings.
 
+pub mod apt;
 pub mod assets;
 pub mod bochs;
 pub mod elf;
@@ -52,6 +53,7 @@ pub mod qemu;
 pub mod qmp;
 mod request;
 pub mod script;
+pub mod status;
 mod streams;
 mod supervise;
 mod tmp;
@@ -68,12 +70,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-pub use assets::{
-    ensure_assets, lab_dir, parse_qemu_version, qemu_too_old_for_debugging, status, Assets,
-    LabStatus, Vendor, QEMU_NESTED_DEBUG_MIN,
-};
+pub use assets::{ensure_assets, lab_dir, Assets, Vendor};
 pub use error::LabError;
+pub use qemu::{parse_qemu_version, qemu_too_old_for_debugging, QEMU_NESTED_DEBUG_MIN};
 pub use request::{LabOptions, LabOutcome, LabRequest, LabStdin, Start, LAB_OVERHEAD_MIB};
+pub use status::{status, LabStatus};
 pub use tmp::sweep_stale;
 
 use payload::{build_initrd, run_spec, Placed};
@@ -116,7 +117,7 @@ pub fn run_with_options(
     let start = Instant::now();
     check_request(req)?;
     let stdin = StdinSource::open(&req.stdin)?;
-    let qemu_bin = assets::find_qemu()?;
+    let qemu_bin = qemu::find_qemu()?;
     let assets = ensure_assets()?;
     tmp::sweep_stale(&std::env::temp_dir(), "xv6-lab-");
     if warm::wanted(req, opts) {

@@ -65,6 +65,9 @@ pub const RUN_SCRIPT_PATH: &str = "/lab/run";
 /// Port names starting with this are the lab's own.
 pub const RESERVED_PORT_PREFIX: &str = "lab.";
 
+/// The agent's stage once the machine runs again after a restore.
+pub const RESTORED_STAGE: &str = "restored";
+
 /// Where a program inside the lab may leave a small text result (e.g. `vmm --stats-json`);
 /// init sends it back line by line after the program exits (see `LabRequest::result_file`).
 pub const RESULT_PATH: &str = "/lab/result";

@@ -339,6 +339,24 @@ impl Counter {
     }
 }
 
+/// Sends the go-ahead on the control socket `go`, then `request` on `sock` and its end
+/// (bounded: gives up once `done` is set).
+pub(crate) fn send_request(go: OwnedFd, sock: &OwnedFd, request: &[u8], done: &AtomicBool) {
+    let mut go = std::fs::File::from(go);
+    if let Err(e) = std::io::Write::write_all(&mut go, b"go\n") {
+        log::warn!("lab: cannot send the go-ahead: {e}");
+        return;
+    }
+    if let Err(e) = set_nonblocking(sock) {
+        log::warn!("lab: cannot set up the request socket: {e}");
+        return;
+    }
+    if send_all(sock, request, done) {
+        shut_write(sock);
+        log::debug!("lab: request sent ({} bytes)", request.len());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};

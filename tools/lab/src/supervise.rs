@@ -14,9 +14,12 @@ use std::time::{Duration, Instant};
 use crate::error::LabError;
 use crate::qemu::{pump, LineSplitter, QemuGuard};
 use crate::request::{LabOutcome, LabRequest};
-use crate::script::{parse_marker, Marker};
+use crate::script::{self, parse_marker, Marker};
 use crate::streams::{Counter, HostEnds, StdinSource, Wiring};
-use crate::{error, streams, warm};
+use crate::{error, streams};
+
+/// How long a restored machine may take to report [`script::RESTORED_STAGE`].
+pub(crate) const RESTORE_LIMIT: Duration = Duration::from_secs(30);
 
 /// Console lines kept for error messages.
 const CONSOLE_TAIL: usize = 60;
@@ -49,7 +52,7 @@ pub(crate) fn spawn_and_supervise(
     let limits = Limits {
         deadline: start + req.timeout,
         run_timeout: req.run_timeout,
-        restore_by: request.map(|_| spawned_at + warm::RESTORE_LIMIT),
+        restore_by: request.map(|_| spawned_at + RESTORE_LIMIT),
     };
     let watched = supervise(&mut guard, host, request, stdin, stdout, stderr, &limits);
     log_timings(&watched, spawned_at, prepared);
@@ -126,7 +129,7 @@ impl Watched {
     pub(crate) fn restored(&self) -> bool {
         self.markers
             .iter()
-            .any(|(_, m)| matches!(m, Marker::Stage(s) if s == warm::RESTORED_STAGE))
+            .any(|(_, m)| matches!(m, Marker::Stage(s) if s == script::RESTORED_STAGE))
     }
 }
 
@@ -173,7 +176,7 @@ pub(crate) fn supervise(
             s.spawn(move || read_qemu_stderr(e, sh));
         }
         if let (Some(data), Some(sock), Some(go)) = (request, request_sock.as_ref(), go) {
-            s.spawn(move || warm::send_request(go, sock, data, &sh.done));
+            s.spawn(move || streams::send_request(go, sock, data, &sh.done));
         }
         match (stdin, stdin_sock.as_ref()) {
             (Some(src), Some(sock)) => {
@@ -233,7 +236,7 @@ pub(crate) fn watch(
     loop {
         match rx.recv_timeout(Duration::from_millis(10)) {
             Ok(m) => {
-                if matches!(&m.1, Marker::Stage(s) if s == warm::RESTORED_STAGE) {
+                if matches!(&m.1, Marker::Stage(s) if s == script::RESTORED_STAGE) {
                     sh.restored.store(true, Ordering::Release);
                 }
                 markers.push(m)
@@ -379,7 +382,7 @@ pub(crate) fn log_timings(w: &Watched, spawned_at: Instant, prepared: Duration) 
         prepared.as_secs_f64(),
         stage("init"),
         stage("kvm"),
-        stage(warm::RESTORED_STAGE),
+        stage(script::RESTORED_STAGE),
         stage("exec"),
         spawned_at.elapsed().as_secs_f64(),
         w.ending

@@ -51,6 +51,8 @@ pub struct Report {
     /// Each circle: the modules that reach each other, and a path around them (the last step
     /// returns to the first module).
     pub circles: Vec<(Vec<String>, Vec<Step>)>,
+    /// Every dependency between two modules of the same circle (what to cut from).
+    pub circle_edges: Vec<Step>,
     pub long_fns: Vec<LongFn>,
 }
 
@@ -77,6 +79,15 @@ impl Report {
                 "import circle among {{{}}}: {}",
                 members.join(", "),
                 steps.join(", ")
+            ));
+        }
+        for s in &self.circle_edges {
+            out.push(format!(
+                "  circle edge: {} -> {} ({}:{})",
+                s.from,
+                s.to,
+                s.file.display(),
+                s.line
             ));
         }
         for f in &self.long_fns {
@@ -134,8 +145,21 @@ pub fn check_dir(dir: &Path, max_fn_lines: usize) -> io::Result<Report> {
             }
         }
     }
+    let circles = circles(&edges);
+    let in_circle = |m: &Vec<String>| circles.iter().find(|(ms, _)| ms.contains(&name(m)));
+    let circle_edges = edges
+        .iter()
+        .filter(|((from, to), _)| in_circle(from).is_some_and(|c| c.0.contains(&name(to))))
+        .map(|((from, to), (file, line))| Step {
+            from: name(from),
+            to: name(to),
+            file: file.clone(),
+            line: *line,
+        })
+        .collect();
     Ok(Report {
-        circles: circles(&edges),
+        circles,
+        circle_edges,
         long_fns,
     })
 }
