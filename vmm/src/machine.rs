@@ -16,12 +16,13 @@ use anyhow::{Context, Result};
 
 use crate::arch::{layout, regs};
 use crate::boot::{loader, params};
+use crate::debug::symbols::{Symbols, UserSymbols};
 use crate::devices::console::Traffic;
 use crate::devices::{Devices, FdInput};
 use crate::outcome::Outcome;
 use crate::seccomp::{self, Role};
 use crate::vstate::thread::{run_on_vcpu_thread, Ready, Started};
-use crate::vstate::vcpu::{ExitStats, PgdumpMode, Vcpu};
+use crate::vstate::vcpu::{ExitStats, PgdumpMode, Vcpu, VcpuSetup};
 use crate::vstate::{memory, vm};
 
 /// Which threads of a run install their seccomp filter.
@@ -202,74 +203,24 @@ fn confine_starter(confine: Confine, mut allowed: Ready) -> Result<seccomp::Stat
 }
 
 fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started) -> Result<Report> {
-    let phystop = layout::phystop(cfg.mem);
-    let image = loader::parse_kernel(&cfg.kernel, phystop)
-        .with_context(|| format!("invalid kernel {}", cfg.kernel_name.display()))?;
-    let kvm = vm::open_kvm()?;
-    let guest = memory::create_guest_memory(cfg.mem)?;
-    memory::check_not_executable(&guest)?;
-    if cfg.prefault {
-        memory::prefault(&guest)?;
-    } else {
-        memory::populate_boot_working_set(&guest);
-    }
-    let vm = vm::Vm::new(kvm, guest, true)?;
-    let vcpu_fd = vm.create_vcpu()?;
-    // The guest times with the TSC; tell it the frequency rather than let it guess.
-    let tsc_khz = vcpu_fd.get_tsc_khz().unwrap_or(0);
-    let cmdline = format!("{} {}={tsc_khz}", cfg.cmdline, xv6_abi::cmdline::TSC_KHZ);
-    loader::load_kernel(&vm.mem, &cfg.kernel, &image)?;
-    regs::write_boot_gdt(&vm.mem)?;
-    let start_info = params::write_boot_params(&vm.mem, cfg.mem, &cmdline, &cfg.modules)?;
-    regs::setup_pvh_entry(&vcpu_fd, image.entry, start_info)?;
+    let (vm, vcpu_fd, tsc_khz) = build_vm(cfg)?;
     let stdout: Box<dyn std::io::Write + Send> = if cfg.discard_stdout {
         Box::new(std::io::sink())
     } else {
         Box::new(std::io::stdout())
     };
-    let devices = Devices::new(Some(&vm.fd), stdout, Box::new(FdInput(std::io::stdin())))?;
-    let mut vcpu = Vcpu::new(vcpu_fd, &vm.mem, devices, cfg.pgdump);
-    vcpu.expired = expired;
-    vcpu.symbols = Arc::new(crate::debug::symbols::Symbols::from_elf(&cfg.kernel));
-    vcpu.devices.debug.user_symbols =
-        crate::debug::symbols::UserSymbols::new(cfg.user_programs.clone());
-    log::debug!(
-        "booting {} at entry {:#x}, {} MiB RAM, PHYSTOP {phystop:#x}",
-        cfg.kernel_name.display(),
-        image.entry,
-        cfg.mem >> 20
-    );
-    vcpu.seccomp_selftest = seccomp::selftest_requested();
-    // Setup is done: from here on each thread makes only the system calls its filter allows.
-    let confine = cfg.confine != Confine::Off;
-    let vcpu_fd = std::os::fd::AsRawFd::as_raw_fd(&vcpu.fd);
-    let gdb = cfg.gdb.is_some();
-    let mut ready = |watcher: Option<BTreeSet<i64>>| -> Result<()> {
-        let mut allowed = Ready::new();
-        if let Some(w) = watcher {
-            allowed.insert(Role::Gdb.name(), w);
-        }
-        if confine {
-            let role = Role::Vcpu { fd: vcpu_fd, gdb };
-            allowed.insert(role.name(), seccomp::install(role)?);
-        }
-        started.ready(allowed);
-        Ok(())
+    let user_symbols = UserSymbols::new(cfg.user_programs.clone());
+    let stdin = Box::new(FdInput(std::io::stdin()));
+    let devices = Devices::new(Some(&vm.fd), stdout, stdin, user_symbols)?;
+    let setup = VcpuSetup {
+        pgdump: cfg.pgdump,
+        expired,
+        symbols: Arc::new(Symbols::from_elf(&cfg.kernel)),
+        seccomp_selftest: seccomp::selftest_requested(),
     };
+    let mut vcpu = Vcpu::new(vcpu_fd, &vm.mem, devices, setup);
     let start = std::time::Instant::now();
-    let outcome = match &cfg.gdb {
-        Some(ep) => crate::debug::gdb::serve(
-            &mut vcpu,
-            ep,
-            confine,
-            &mut ready,
-            crate::nested::probe_bound(),
-        )?,
-        None => {
-            ready(None)?;
-            vcpu.run()
-        }
-    };
+    let outcome = run_confined(&mut vcpu, cfg, &started)?;
     let elapsed = start.elapsed();
     let backed_pages = memory::host_backed_pages(&vm.mem)
         .inspect_err(|e| log::debug!("{e:#}"))
@@ -291,5 +242,69 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
         first_user_cycles,
         pgdumps: (std::mem::take(&mut vcpu.pgdumps), vcpu.pgdumps_skipped),
         seccomp: seccomp::Stats::default(),
+    })
+}
+
+/// The VM of `cfg` ready to enter the kernel: guest RAM, the kernel loaded, the boot GDT and
+/// parameters written, the vCPU at the PVH entry. Returns the VM, its vCPU and the vCPU's
+/// TSC rate in kHz (0 if unknown; the kernel is told it on its command line).
+fn build_vm(cfg: &MachineConfig) -> Result<(vm::Vm, kvm_ioctls::VcpuFd, u32)> {
+    let phystop = layout::phystop(cfg.mem);
+    let image = loader::parse_kernel(&cfg.kernel, phystop)
+        .with_context(|| format!("invalid kernel {}", cfg.kernel_name.display()))?;
+    let kvm = vm::open_kvm()?;
+    let guest = memory::create_guest_memory(cfg.mem)?;
+    memory::check_not_executable(&guest)?;
+    if cfg.prefault {
+        memory::prefault(&guest)?;
+    } else {
+        memory::populate_boot_working_set(&guest);
+    }
+    let vm = vm::Vm::new(kvm, guest, true)?;
+    let vcpu_fd = vm.create_vcpu()?;
+    // The guest times with the TSC; tell it the frequency rather than let it guess.
+    let tsc_khz = vcpu_fd.get_tsc_khz().unwrap_or(0);
+    let cmdline = format!("{} {}={tsc_khz}", cfg.cmdline, xv6_abi::cmdline::TSC_KHZ);
+    loader::load_kernel(&vm.mem, &cfg.kernel, &image)?;
+    regs::write_boot_gdt(&vm.mem)?;
+    let start_info = params::write_boot_params(&vm.mem, cfg.mem, &cmdline, &cfg.modules)?;
+    regs::setup_pvh_entry(&vcpu_fd, image.entry, start_info)?;
+    log::debug!(
+        "booting {} at entry {:#x}, {} MiB RAM, PHYSTOP {phystop:#x}",
+        cfg.kernel_name.display(),
+        image.entry,
+        cfg.mem >> 20
+    );
+    Ok((vm, vcpu_fd, tsc_khz))
+}
+
+/// Runs the guest to its end (under gdb with `--gdb`), each thread confined by its seccomp
+/// filter before the guest's first instruction, the starting thread told when.
+fn run_confined(vcpu: &mut Vcpu<'_>, cfg: &MachineConfig, started: &Started) -> Result<Outcome> {
+    // Setup is done: from here on each thread makes only the system calls its filter allows.
+    let confine = cfg.confine != Confine::Off;
+    let vcpu_fd = std::os::fd::AsRawFd::as_raw_fd(&vcpu.fd);
+    let gdb = cfg.gdb.is_some();
+    let mut ready = |watcher: Option<BTreeSet<i64>>| -> Result<()> {
+        let mut allowed = Ready::new();
+        if let Some(w) = watcher {
+            allowed.insert(Role::Gdb.name(), w);
+        }
+        if confine {
+            let role = Role::Vcpu { fd: vcpu_fd, gdb };
+            allowed.insert(role.name(), seccomp::install(role)?);
+        }
+        started.ready(allowed);
+        Ok(())
+    };
+    Ok(match &cfg.gdb {
+        Some(ep) => {
+            let bound = crate::nested::probe_bound();
+            crate::debug::gdb::serve(vcpu, ep, confine, &mut ready, bound)?
+        }
+        None => {
+            ready(None)?;
+            vcpu.run()
+        }
     })
 }

@@ -13,10 +13,11 @@ use anyhow::{Context, Result};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::arch::regs;
+use crate::debug::symbols::UserSymbols;
 use crate::devices::{Devices, NoInput};
 use crate::outcome::Outcome;
 use crate::vstate::thread::run_on_vcpu_thread;
-use crate::vstate::vcpu::{PgdumpMode, Stop, Vcpu};
+use crate::vstate::vcpu::{PgdumpMode, Stop, Vcpu, VcpuSetup};
 use crate::vstate::{memory, vm};
 
 const CODE: u64 = 0x1000;
@@ -79,9 +80,15 @@ fn with_probe_vcpu<T>(
     let vm = vm::Vm::new(kvm, mem, false)?;
     let fd = vm.create_vcpu()?;
     regs::setup_pvh_entry(&fd, CODE as u32, 0)?;
-    let devices = Devices::new(None, Box::new(std::io::sink()), Box::new(NoInput))?;
-    let mut vcpu = Vcpu::new(fd, &vm.mem, devices, PgdumpMode::Off);
-    vcpu.expired = expired;
+    let sink = Box::new(std::io::sink());
+    let devices = Devices::new(None, sink, Box::new(NoInput), UserSymbols::default())?;
+    let setup = VcpuSetup {
+        pgdump: PgdumpMode::Off,
+        expired,
+        symbols: Arc::default(),
+        seccomp_selftest: false,
+    };
+    let mut vcpu = Vcpu::new(fd, &vm.mem, devices, setup);
     f(&mut vcpu)
 }
 

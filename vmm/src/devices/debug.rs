@@ -41,6 +41,14 @@ impl Default for DebugPorts {
 }
 
 impl DebugPorts {
+    /// The debug ports, naming user-program symbols from `user_symbols`.
+    pub fn new(user_symbols: UserSymbols) -> Self {
+        DebugPorts {
+            user_symbols,
+            ..DebugPorts::default()
+        }
+    }
+
     /// Appends `export_len` bytes at guest-physical `pa` to the export stream.
     fn export(&mut self, pa: u32, mem: &GuestMemoryMmap) {
         let len = self.export_len as usize;

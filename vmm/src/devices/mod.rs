@@ -24,6 +24,7 @@ pub use console::{Console, FdInput, Input, InputSource, NoInput};
 pub use debug::DebugPorts;
 pub use serial::Uart;
 
+use crate::debug::symbols::UserSymbols;
 use crate::outcome::Request;
 use bus::{le_value, PortDevice};
 
@@ -38,17 +39,18 @@ pub struct Devices {
 impl Devices {
     /// The machine's devices: the UARTs' interrupts wired to `vm`'s irqchip when given, COM1
     /// to the host's stdout, COM2 (the kernel log) to its stderr, the console to `stdout`,
-    /// stderr and `stdin`.
+    /// stderr and `stdin`; the debug ports name user-program symbols from `user_symbols`.
     pub fn new(
         vm: Option<&VmFd>,
         stdout: Box<dyn Write + Send>,
         stdin: Box<dyn InputSource>,
+        user_symbols: UserSymbols,
     ) -> Result<Devices> {
         Ok(Devices {
             com1: Uart::com1(vm, Box::new(std::io::stdout()))?,
             com2: Uart::com2(vm, Box::new(std::io::stderr()))?,
             console: Console::new(stdout, Box::new(std::io::stderr()), stdin),
-            debug: DebugPorts::default(),
+            debug: DebugPorts::new(user_symbols),
         })
     }
 

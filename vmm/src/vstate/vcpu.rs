@@ -64,7 +64,7 @@ pub struct Vcpu<'a> {
     pub pgdumps_skipped: usize,
     pub stats: ExitStats,
     /// Set by the watchdog when `--timeout` expires; it then kicks KVM_RUN with a signal.
-    pub expired: Arc<AtomicBool>,
+    expired: Arc<AtomicBool>,
     /// VM exits inside the guest's measured windows (port MARK), summed over the windows.
     pub measured: BTreeMap<&'static str, u64>,
     /// The counts when the current measured window opened.
@@ -77,26 +77,39 @@ pub struct Vcpu<'a> {
     pub interrupt: Arc<AtomicBool>,
     /// `XV6_VMM_SECCOMP_SELFTEST=1`: after the guest's first exit, make a system call no
     /// filter allows (seccomp.rs), once.
+    seccomp_selftest: bool,
+}
+
+/// What a vCPU is given besides its fd, guest memory and devices.
+pub struct VcpuSetup {
+    pub pgdump: PgdumpMode,
+    /// Set by the watchdog when the run's bound expires ([`crate::vstate::thread`]).
+    pub expired: Arc<AtomicBool>,
+    /// The kernel's symbols, for crash reports.
+    pub symbols: Arc<Symbols>,
+    /// Make one system call no filter allows after the guest's first exit (the seccomp
+    /// self-test, `XV6_VMM_SECCOMP_SELFTEST=1`).
     pub seccomp_selftest: bool,
 }
 
 impl<'a> Vcpu<'a> {
-    pub fn new(fd: VcpuFd, mem: &'a GuestMemoryMmap, devices: Devices, pgdump: PgdumpMode) -> Self {
+    /// The vCPU `fd` over `mem` and `devices`, set up as `setup` says.
+    pub fn new(fd: VcpuFd, mem: &'a GuestMemoryMmap, devices: Devices, setup: VcpuSetup) -> Self {
         Vcpu {
             fd,
             mem,
             devices,
-            pgdump,
+            pgdump: setup.pgdump,
             pgdumps: Vec::new(),
             pgdumps_skipped: 0,
             stats: ExitStats::default(),
-            expired: Arc::new(AtomicBool::new(false)),
+            expired: setup.expired,
             measured: BTreeMap::new(),
             window_start: None,
             crash: None,
-            symbols: Arc::new(Symbols::default()),
+            symbols: setup.symbols,
             interrupt: Arc::new(AtomicBool::new(false)),
-            seccomp_selftest: false,
+            seccomp_selftest: setup.seccomp_selftest,
         }
     }
 

@@ -77,12 +77,7 @@ pub fn handle(
         }
         VcpuExit::MmioRead(addr, data) => {
             stats.count_at("mmio", addr);
-            log::debug!(
-                "MMIO read of {} bytes at {addr:#x} (unbacked): all-ones",
-                data.len()
-            );
-            data.fill(0xff);
-            Request::Continue
+            mmio_read(addr, data)
         }
         VcpuExit::MmioWrite(addr, data) => {
             stats.count_at("mmio", addr);
@@ -116,4 +111,14 @@ pub fn handle(
         )),
         other => Request::End(Outcome::Failed(format!("unexpected VM exit: {other:?}"))),
     }
+}
+
+/// A read in the MMIO hole (nothing is backed there): all-ones.
+fn mmio_read(addr: u64, data: &mut [u8]) -> Request {
+    log::debug!(
+        "MMIO read of {} bytes at {addr:#x} (unbacked): all-ones",
+        data.len()
+    );
+    data.fill(0xff);
+    Request::Continue
 }
