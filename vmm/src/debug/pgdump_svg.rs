@@ -205,6 +205,44 @@ fn end_of(r: &Run) -> u64 {
     u64::from(r.last_va) + PGSIZE
 }
 
+/// What the page at `va` of run `r` is, given the user half's guard page (if any).
+fn kind_of(va: u64, r: &Run, guard: Option<u64>, m: &Machine) -> Kind {
+    if va < KERNBASE {
+        match guard {
+            _ if !r.user => Kind::Guard,
+            Some(g) if va < g => {
+                if r.writable {
+                    Kind::Data
+                } else {
+                    Kind::Text
+                }
+            }
+            Some(g) if va == g + PGSIZE => Kind::Stack,
+            Some(_) => Kind::Heap,
+            None if r.writable => Kind::UserWritable,
+            None => Kind::UserReadOnly,
+        }
+    } else if va < KERNBASE + EXTMEM {
+        Kind::KmapLow
+    } else if va < KERNBASE + m.phystop {
+        if r.writable {
+            Kind::KmapData
+        } else if va == KERNLINK {
+            Kind::KmapText
+        } else {
+            Kind::Kernel
+        }
+    } else if va < DEVSPACE {
+        if r.writable {
+            Kind::Kernel
+        } else {
+            Kind::BootModules
+        }
+    } else {
+        Kind::DevSpace
+    }
+}
+
 /// The dump's regions, in VA order.
 pub fn regions(dump: &Dump, m: &Machine) -> Vec<Region> {
     let user_half: Vec<&Run> = dump
@@ -222,42 +260,7 @@ pub fn regions(dump: &Dump, m: &Machine) -> Vec<Region> {
     if let Some(g) = guard {
         cuts.extend([g, g + PGSIZE, g + 2 * PGSIZE]);
     }
-    let kind_of = |va: u64, r: &Run| -> Kind {
-        if va < KERNBASE {
-            match guard {
-                _ if !r.user => Kind::Guard,
-                Some(g) if va < g => {
-                    if r.writable {
-                        Kind::Data
-                    } else {
-                        Kind::Text
-                    }
-                }
-                Some(g) if va == g + PGSIZE => Kind::Stack,
-                Some(_) => Kind::Heap,
-                None if r.writable => Kind::UserWritable,
-                None => Kind::UserReadOnly,
-            }
-        } else if va < KERNBASE + EXTMEM {
-            Kind::KmapLow
-        } else if va < KERNBASE + m.phystop {
-            if r.writable {
-                Kind::KmapData
-            } else if va == KERNLINK {
-                Kind::KmapText
-            } else {
-                Kind::Kernel
-            }
-        } else if va < DEVSPACE {
-            if r.writable {
-                Kind::Kernel
-            } else {
-                Kind::BootModules
-            }
-        } else {
-            Kind::DevSpace
-        }
-    };
+    let kind_of = |va: u64, r: &Run| kind_of(va, r, guard, m);
     let mut out: Vec<Region> = Vec::new();
     for r in &dump.runs {
         let (mut start, end) = (u64::from(r.first_va), end_of(r));
@@ -382,23 +385,7 @@ struct PhysBox {
 /// The physical strip's boxes: the landmarks, and the free memory cut around the frames of
 /// the user pages (grouped into at most 6 clusters).
 fn phys_boxes(regions: &[Region], m: &Machine) -> Vec<PhysBox> {
-    let text_end = regions
-        .iter()
-        .find(|r| r.kind == Kind::KmapText)
-        .map(|r| r.end_va - KERNBASE);
-    let mut marks: Vec<(u64, &str, &'static str)> = vec![(0, "low memory, I/O space", "#e4e4e4")];
-    let mut free_from = EXTMEM;
-    if let Some(t) = text_end.filter(|&t| t > EXTMEM && t < m.phystop) {
-        marks.push((EXTMEM, "kernel text, rodata", "#909090"));
-        free_from = t;
-        if let Some(k) = m.kernel_end.filter(|&k| k > t && k < m.phystop) {
-            marks.push((t, "kernel data, bss", "#c8bfb9"));
-            free_from = k;
-        }
-    } else if let Some(k) = m.kernel_end.filter(|&k| k > EXTMEM && k < m.phystop) {
-        marks.push((EXTMEM, "kernel", "#909090"));
-        free_from = k;
-    }
+    let (marks, free_from) = kernel_marks(regions, m);
     let mut out: Vec<PhysBox> = Vec::new();
     for (i, &(s, name, fill)) in marks.iter().enumerate() {
         let e = marks.get(i + 1).map_or(free_from, |n| n.0);
@@ -409,44 +396,16 @@ fn phys_boxes(regions: &[Region], m: &Machine) -> Vec<PhysBox> {
             fill,
         });
     }
-    // The user pages' frames inside free memory, clustered.
-    let mut frames: Vec<(u64, u64)> = regions
-        .iter()
-        .filter(|r| r.kind.is_user_half())
-        .flat_map(|r| &r.pieces)
-        .map(|p| {
-            let s = u64::from(p.pa);
-            (s, s + u64::from(p.pages()) * PGSIZE)
-        })
-        .filter(|&(s, e)| s >= free_from && e <= m.phystop)
-        .collect();
-    frames.sort_unstable();
-    let mut gap = 64 << 10;
-    let clusters = loop {
-        let mut c: Vec<(u64, u64, u64)> = Vec::new(); // start, end, frames
-        for &(s, e) in &frames {
-            match c.last_mut() {
-                Some(l) if s <= l.1 + gap => {
-                    l.1 = l.1.max(e);
-                    l.2 += (e - s) / PGSIZE;
-                }
-                _ => c.push((s, e, (e - s) / PGSIZE)),
-            }
-        }
-        if c.len() <= 6 {
-            break c;
-        }
-        gap *= 4;
+    let free = |start, end| PhysBox {
+        start,
+        end,
+        name: "free memory (kalloc)".into(),
+        fill: "#f6f6f6",
     };
     let mut at = free_from;
-    for (s, e, n) in clusters {
+    for (s, e, n) in user_frame_clusters(regions, free_from, m) {
         if s > at {
-            out.push(PhysBox {
-                start: at,
-                end: s,
-                name: "free memory (kalloc)".into(),
-                fill: "#f6f6f6",
-            });
+            out.push(free(at, s));
         }
         out.push(PhysBox {
             start: s,
@@ -457,12 +416,7 @@ fn phys_boxes(regions: &[Region], m: &Machine) -> Vec<PhysBox> {
         at = e;
     }
     if m.phystop > at {
-        out.push(PhysBox {
-            start: at,
-            end: m.phystop,
-            name: "free memory (kalloc)".into(),
-            fill: "#f6f6f6",
-        });
+        out.push(free(at, m.phystop));
     }
     if m.ram_end > m.phystop {
         out.push(PhysBox {
@@ -479,6 +433,62 @@ fn phys_boxes(regions: &[Region], m: &Machine) -> Vec<PhysBox> {
         fill: "#dccbbd",
     });
     out
+}
+
+/// The boxes below free memory (start, name, fill): low memory, then the kernel (its text
+/// and its data when the dump shows where the text ends); and where free memory starts.
+fn kernel_marks(regions: &[Region], m: &Machine) -> (Vec<(u64, &'static str, &'static str)>, u64) {
+    let text_end = regions
+        .iter()
+        .find(|r| r.kind == Kind::KmapText)
+        .map(|r| r.end_va - KERNBASE);
+    let mut marks = vec![(0, "low memory, I/O space", "#e4e4e4")];
+    let mut free_from = EXTMEM;
+    if let Some(t) = text_end.filter(|&t| t > EXTMEM && t < m.phystop) {
+        marks.push((EXTMEM, "kernel text, rodata", "#909090"));
+        free_from = t;
+        if let Some(k) = m.kernel_end.filter(|&k| k > t && k < m.phystop) {
+            marks.push((t, "kernel data, bss", "#c8bfb9"));
+            free_from = k;
+        }
+    } else if let Some(k) = m.kernel_end.filter(|&k| k > EXTMEM && k < m.phystop) {
+        marks.push((EXTMEM, "kernel", "#909090"));
+        free_from = k;
+    }
+    (marks, free_from)
+}
+
+/// The user pages' frames inside free memory (from `free_from` to PHYSTOP), clustered into
+/// at most 6 (start, end, frames), the gap that joins two growing until they fit.
+fn user_frame_clusters(regions: &[Region], free_from: u64, m: &Machine) -> Vec<(u64, u64, u64)> {
+    let mut frames: Vec<(u64, u64)> = regions
+        .iter()
+        .filter(|r| r.kind.is_user_half())
+        .flat_map(|r| &r.pieces)
+        .map(|p| {
+            let s = u64::from(p.pa);
+            (s, s + u64::from(p.pages()) * PGSIZE)
+        })
+        .filter(|&(s, e)| s >= free_from && e <= m.phystop)
+        .collect();
+    frames.sort_unstable();
+    let mut gap = 64 << 10;
+    loop {
+        let mut c: Vec<(u64, u64, u64)> = Vec::new(); // start, end, frames
+        for &(s, e) in &frames {
+            match c.last_mut() {
+                Some(l) if s <= l.1 + gap => {
+                    l.1 = l.1.max(e);
+                    l.2 += (e - s) / PGSIZE;
+                }
+                _ => c.push((s, e, (e - s) / PGSIZE)),
+            }
+        }
+        if c.len() <= 6 {
+            return c;
+        }
+        gap *= 4;
+    }
 }
 
 /// The landmark a range starts at, for its label.
@@ -566,40 +576,95 @@ fn label(x: f64, cy: f64, anchor: &str, head: &str, sub: &str) -> Group {
         )
 }
 
+/// Height of a panel's header (its title and summary lines).
+const HEADER_H: f64 = 56.0;
+
+/// Where a panel's parts go: its regions and physical boxes, the two strips' scales, and
+/// the vertical positions they hang from.
+struct Layout {
+    regions: Vec<Region>,
+    boxes: Vec<PhysBox>,
+    vaxis: Axis,
+    paxis: Axis,
+    /// The panel's top and the body's bottom, px from the document's top.
+    top: f64,
+    bottom: f64,
+    /// Where address 0 of each strip is drawn.
+    v_bottom: f64,
+    p_bottom: f64,
+}
+
+impl Layout {
+    /// Lays out the panel of `dump`, `top` px from the document's top.
+    fn new(dump: &Dump, m: &Machine, top: f64) -> Layout {
+        let regions = regions(dump, m);
+        let vaxis = Axis::new(&cover(
+            &regions
+                .iter()
+                .map(|r| (r.first_va, r.end_va))
+                .collect::<Vec<_>>(),
+        ));
+        let boxes = phys_boxes(&regions, m);
+        let paxis = Axis::new(&cover(
+            &boxes.iter().map(|b| (b.start, b.end)).collect::<Vec<_>>(),
+        ));
+        let strip_h = vaxis.height().max(paxis.height());
+        // Labels may need more room than the strips.
+        let labels_h = |k: usize| k as f64 * LABEL_H;
+        let body_h = strip_h
+            .max(labels_h(regions.len()))
+            .max(labels_h(boxes.len()));
+        let bottom = top + HEADER_H + body_h + 10.0;
+        // Strips are centred vertically in the body.
+        let v_bottom = bottom - (body_h - vaxis.height()) / 2.0;
+        let p_bottom = bottom - (body_h - paxis.height()) / 2.0;
+        Layout {
+            regions,
+            boxes,
+            vaxis,
+            paxis,
+            top,
+            bottom,
+            v_bottom,
+            p_bottom,
+        }
+    }
+
+    /// The y of virtual address `a`.
+    fn vy(&self, a: u64) -> f64 {
+        self.v_bottom - self.vaxis.pos(a)
+    }
+
+    /// The y of physical address `a`.
+    fn py(&self, a: u64) -> f64 {
+        self.p_bottom - self.paxis.pos(a)
+    }
+}
+
 /// One panel: the drawing of `dump` (number `n` of `total`), `top` px from the document's
 /// top. Returns the group and its height.
 fn panel(dump: &Dump, n: usize, total: usize, m: &Machine, top: f64) -> (Group, f64) {
-    let regions = regions(dump, m);
-    let vaxis = Axis::new(&cover(
-        &regions
-            .iter()
-            .map(|r| (r.first_va, r.end_va))
-            .collect::<Vec<_>>(),
-    ));
-    let boxes = phys_boxes(&regions, m);
-    let paxis = Axis::new(&cover(
-        &boxes.iter().map(|b| (b.start, b.end)).collect::<Vec<_>>(),
-    ));
-    let user_pages: u64 = regions
+    let l = Layout::new(dump, m, top);
+    let mut g = panel_header(&l, dump, n, total);
+    g = g.add(bands(&l));
+    g = virtual_strip(g, &l, m);
+    g = physical_strip(g, &l, m);
+    g = strip_ends(g, &l);
+    let legend_top = l.bottom + 14.0;
+    let (legend, legend_h) = legend(&l.regions, legend_top);
+    g = g.add(legend);
+    (g, legend_top + legend_h - top)
+}
+
+/// The panel's group with its title, summary and strip names.
+fn panel_header(l: &Layout, dump: &Dump, n: usize, total: usize) -> Group {
+    let user_pages: u64 = l
+        .regions
         .iter()
         .filter(|r| r.kind.is_user_half())
         .map(Region::pages)
         .sum();
-    let all_pages: u64 = regions.iter().map(Region::pages).sum();
-    let header_h = 56.0;
-    let strip_h = vaxis.height().max(paxis.height());
-    // Labels may need more room than the strips.
-    let labels_h = |k: usize| k as f64 * LABEL_H;
-    let body_h = strip_h
-        .max(labels_h(regions.len()))
-        .max(labels_h(boxes.len()));
-    let bottom = top + header_h + body_h + 10.0;
-    // Strips are centred vertically in the body.
-    let v_bottom = bottom - (body_h - vaxis.height()) / 2.0;
-    let p_bottom = bottom - (body_h - paxis.height()) / 2.0;
-    let vy = |a: u64| v_bottom - vaxis.pos(a);
-    let py = |a: u64| p_bottom - paxis.pos(a);
-
+    let all_pages: u64 = l.regions.iter().map(Region::pages).sum();
     let what = if user_pages == 0 {
         "the kernel's page table (no user pages)".to_string()
     } else {
@@ -608,14 +673,14 @@ fn panel(dump: &Dump, n: usize, total: usize, m: &Machine, top: f64) -> (Group, 
             if user_pages == 1 { "" } else { "s" }
         )
     };
-    let mut g = Group::new()
+    Group::new()
         .set("class", "panel")
         .set("data-cr3", hex(u64::from(dump.cr3)))
         .set("data-dump", n)
         .add(
             text(
                 20.0,
-                top + 22.0,
+                l.top + 22.0,
                 format!(
                     "pgdump {n} of {total}: cr3={}, {what}",
                     hex(u64::from(dump.cr3))
@@ -626,7 +691,7 @@ fn panel(dump: &Dump, n: usize, total: usize, m: &Machine, top: f64) -> (Group, 
         .add(
             text(
                 20.0,
-                top + 40.0,
+                l.top + 40.0,
                 format!(
                     "{all_pages} pages mapped in {} runs. Virtual addresses on the left, physical \
                      on the right; bands join each run's pages to its frames.",
@@ -635,50 +700,27 @@ fn panel(dump: &Dump, n: usize, total: usize, m: &Machine, top: f64) -> (Group, 
             )
             .set("class", "sub"),
         )
-        .add(text(V_X + STRIP_W / 2.0, top + header_h, "virtual").set("class", "axis"))
-        .add(text(P_X + STRIP_W / 2.0, top + header_h, "physical").set("class", "axis"));
+        .add(text(V_X + STRIP_W / 2.0, l.top + HEADER_H, "virtual").set("class", "axis"))
+        .add(text(P_X + STRIP_W / 2.0, l.top + HEADER_H, "physical").set("class", "axis"))
+}
 
-    // Bands first, under the strips: the kernel's, then the user's on top.
+/// The bands joining each run's pages to its frames: drawn first, under the strips, the
+/// kernel's, then the user's on top.
+fn bands(l: &Layout) -> Group {
     let mut bands = Group::new().set("class", "bands");
-    let mut ordered: Vec<&Region> = regions.iter().filter(|r| !r.kind.is_user_half()).collect();
-    ordered.extend(regions.iter().filter(|r| r.kind.is_user_half()));
+    let mut ordered: Vec<&Region> = l
+        .regions
+        .iter()
+        .filter(|r| !r.kind.is_user_half())
+        .collect();
+    ordered.extend(l.regions.iter().filter(|r| r.kind.is_user_half()));
     for r in ordered {
         let opacity = if r.kind.is_user_half() { 0.55 } else { 0.3 };
-        let shapes: Vec<(u64, u64, u64, u64, String)> = if r.pieces.len() <= MAX_BANDS_PER_REGION {
-            r.pieces
-                .iter()
-                .map(|p| {
-                    let pa = u64::from(p.pa);
-                    let len = u64::from(p.pages()) * PGSIZE;
-                    (
-                        u64::from(p.first_va),
-                        u64::from(p.first_va) + len,
-                        pa,
-                        pa + len,
-                        format_run(p),
-                    )
-                })
-                .collect()
-        } else {
-            let lo = r.pieces.iter().map(|p| u64::from(p.pa)).min().unwrap_or(0);
-            let hi = r
-                .pieces
-                .iter()
-                .map(|p| u64::from(p.pa) + u64::from(p.pages()) * PGSIZE)
-                .max()
-                .unwrap_or(0);
-            vec![(
-                r.first_va,
-                r.end_va,
-                lo,
-                hi,
-                format!("{} runs, scattered", r.pieces.len()),
-            )]
-        };
+        let shapes = band_shapes(r);
         for (v0, v1, p0, p1, run) in shapes {
             // A one-pixel minimum so a page's band stays visible.
-            let (a, b) = (vy(v0), vy(v1).min(vy(v0) - 1.0));
-            let (c, d) = (py(p0), py(p1).min(py(p0) - 1.0));
+            let (a, b) = (l.vy(v0), l.vy(v1).min(l.vy(v0) - 1.0));
+            let (c, d) = (l.py(p0), l.py(p1).min(l.py(p0) - 1.0));
             let pts = format!(
                 "{},{} {},{} {},{} {},{}",
                 num(V_X + STRIP_W),
@@ -701,57 +743,63 @@ fn panel(dump: &Dump, n: usize, total: usize, m: &Machine, top: f64) -> (Group, 
             );
         }
     }
-    g = g.add(bands);
+    bands
+}
 
+/// The bands of region `r` as (first va, end va, first pa, end pa, run): one per piece, or
+/// one for the whole region when its pieces are too many to draw.
+fn band_shapes(r: &Region) -> Vec<(u64, u64, u64, u64, String)> {
+    if r.pieces.len() <= MAX_BANDS_PER_REGION {
+        r.pieces
+            .iter()
+            .map(|p| {
+                let pa = u64::from(p.pa);
+                let len = u64::from(p.pages()) * PGSIZE;
+                (
+                    u64::from(p.first_va),
+                    u64::from(p.first_va) + len,
+                    pa,
+                    pa + len,
+                    format_run(p),
+                )
+            })
+            .collect()
+    } else {
+        let lo = r.pieces.iter().map(|p| u64::from(p.pa)).min().unwrap_or(0);
+        let hi = r
+            .pieces
+            .iter()
+            .map(|p| u64::from(p.pa) + u64::from(p.pages()) * PGSIZE)
+            .max()
+            .unwrap_or(0);
+        vec![(
+            r.first_va,
+            r.end_va,
+            lo,
+            hi,
+            format!("{} runs, scattered", r.pieces.len()),
+        )]
+    }
+}
+
+/// The virtual strip: its regions, its gaps and their labels.
+fn virtual_strip(mut g: Group, l: &Layout, m: &Machine) -> Group {
     // The virtual strip.
-    for s in &vaxis.segs {
-        let (y0, y1) = (v_bottom - s.y1, v_bottom - s.y0);
+    for s in &l.vaxis.segs {
+        let (y0, y1) = (l.v_bottom - s.y1, l.v_bottom - s.y0);
         if s.broken {
             g = g.add(gap_box(V_X, y0, y1, s.end - s.start, "unmapped"));
         }
     }
     let mut want = Vec::new();
-    for r in &regions {
-        let (y0, y1) = (vy(r.end_va), vy(r.first_va));
-        let pages = r.pages();
-        let fl = r.flags();
-        let tip = format!(
-            "{}: {}-{}, {pages} pages, {fl}",
-            r.kind.name(),
-            hex(r.first_va),
-            hex(r.end_va - 1)
-        );
-        let mut b = Group::new()
-            .set("class", "vregion")
-            .set("data-kind", r.kind.name())
-            .set("data-first", hex(r.first_va))
-            .set("data-last", hex(r.end_va - 1))
-            .set("data-pages", pages)
-            .set("data-flags", fl.clone())
-            .add(
-                Rectangle::new()
-                    .set("x", num(V_X))
-                    .set("y", num(y0))
-                    .set("width", num(STRIP_W))
-                    .set("height", num(y1 - y0))
-                    .set("fill", r.kind.colour())
-                    .set("stroke", "#333")
-                    .set("stroke-width", 0.6),
-            )
-            .add(Title::new(tip));
-        if y1 - y0 >= 12.0 {
-            b = b.add(
-                text(V_X + STRIP_W / 2.0, (y0 + y1) / 2.0 + 4.0, r.kind.short())
-                    .set("class", "inbox")
-                    .set("text-anchor", "middle"),
-            );
-        }
-        g = g.add(b);
+    for r in &l.regions {
+        let (y0, y1) = (l.vy(r.end_va), l.vy(r.first_va));
+        g = g.add(vregion_box(r, y0, y1));
         want.push((y0 + y1) / 2.0);
     }
-    let top_body = top + header_h + 6.0;
-    let placed = spread(&want, top_body, bottom);
-    for ((r, &y), &w) in regions.iter().zip(&placed).zip(&want) {
+    let top_body = l.top + HEADER_H + 6.0;
+    let placed = spread(&want, top_body, l.bottom);
+    for ((r, &y), &w) in l.regions.iter().zip(&placed).zip(&want) {
         let mark = landmark(r.first_va, true, m).map_or(String::new(), |l| format!("{l} "));
         let head = format!(
             "{} · {} page{} · {}",
@@ -766,22 +814,66 @@ fn panel(dump: &Dump, n: usize, total: usize, m: &Machine, top: f64) -> (Group, 
             .add(leader(V_LABEL_X + 4.0, y, V_X - 2.0, w));
     }
 
+    g
+}
+
+/// The box of region `r` on the virtual strip, from `y0` to `y1`.
+fn vregion_box(r: &Region, y0: f64, y1: f64) -> Group {
+    let pages = r.pages();
+    let fl = r.flags();
+    let tip = format!(
+        "{}: {}-{}, {pages} pages, {fl}",
+        r.kind.name(),
+        hex(r.first_va),
+        hex(r.end_va - 1)
+    );
+    let mut b = Group::new()
+        .set("class", "vregion")
+        .set("data-kind", r.kind.name())
+        .set("data-first", hex(r.first_va))
+        .set("data-last", hex(r.end_va - 1))
+        .set("data-pages", pages)
+        .set("data-flags", fl.clone())
+        .add(
+            Rectangle::new()
+                .set("x", num(V_X))
+                .set("y", num(y0))
+                .set("width", num(STRIP_W))
+                .set("height", num(y1 - y0))
+                .set("fill", r.kind.colour())
+                .set("stroke", "#333")
+                .set("stroke-width", 0.6),
+        )
+        .add(Title::new(tip));
+    if y1 - y0 >= 12.0 {
+        b = b.add(
+            text(V_X + STRIP_W / 2.0, (y0 + y1) / 2.0 + 4.0, r.kind.short())
+                .set("class", "inbox")
+                .set("text-anchor", "middle"),
+        );
+    }
+    b
+}
+
+/// The physical strip: RAM's boxes, the gaps and their labels.
+fn physical_strip(mut g: Group, l: &Layout, m: &Machine) -> Group {
+    let top_body = l.top + HEADER_H + 6.0;
     // The physical strip.
-    for s in &paxis.segs {
+    for s in &l.paxis.segs {
         if s.broken {
             let what = if s.start >= m.ram_end { "no RAM" } else { "" };
             g = g.add(gap_box(
                 P_X,
-                p_bottom - s.y1,
-                p_bottom - s.y0,
+                l.p_bottom - s.y1,
+                l.p_bottom - s.y0,
                 s.end - s.start,
                 what,
             ));
         }
     }
     let mut want = Vec::new();
-    for b in &boxes {
-        let (y0, y1) = (py(b.end), py(b.start));
+    for b in &l.boxes {
+        let (y0, y1) = (l.py(b.end), l.py(b.start));
         g = g.add(
             Group::new()
                 .set("class", "pregion")
@@ -807,8 +899,8 @@ fn panel(dump: &Dump, n: usize, total: usize, m: &Machine, top: f64) -> (Group, 
         );
         want.push((y0 + y1) / 2.0);
     }
-    let placed = spread(&want, top_body, bottom);
-    for ((b, &y), &w) in boxes.iter().zip(&placed).zip(&want) {
+    let placed = spread(&want, top_body, l.bottom);
+    for ((b, &y), &w) in l.boxes.iter().zip(&placed).zip(&want) {
         let mark = landmark(b.start, false, m).map_or(String::new(), |l| format!("{l} "));
         let head = format!("{} · {}", b.name, size(b.end - b.start));
         let sub = format!("{mark}{}-{}", hex(b.start), hex(b.end - 1));
@@ -816,10 +908,14 @@ fn panel(dump: &Dump, n: usize, total: usize, m: &Machine, top: f64) -> (Group, 
             .add(label(P_LABEL_X, y, "start", &head, &sub).set("class", "plabel"))
             .add(leader(P_X + STRIP_W + 2.0, w, P_LABEL_X - 4.0, y));
     }
-    // 0 and 4 GiB at the strips' ends.
+    g
+}
+
+/// 0 and 4 GiB at the strips' ends.
+fn strip_ends(mut g: Group, l: &Layout) -> Group {
     for (x, b, h) in [
-        (V_X, v_bottom, vaxis.height()),
-        (P_X, p_bottom, paxis.height()),
+        (V_X, l.v_bottom, l.vaxis.height()),
+        (P_X, l.p_bottom, l.paxis.height()),
     ] {
         g = g
             .add(
@@ -833,10 +929,7 @@ fn panel(dump: &Dump, n: usize, total: usize, m: &Machine, top: f64) -> (Group, 
                     .set("text-anchor", "end"),
             );
     }
-    let legend_top = bottom + 14.0;
-    let (legend, legend_h) = legend(&regions, legend_top);
-    g = g.add(legend);
-    (g, legend_top + legend_h - top)
+    g
 }
 
 /// The leader line from a label's edge to its box.
