@@ -356,14 +356,8 @@ fn walk_dir(
     depth: usize,
 ) -> Result<(), DirError> {
     let refused = |why: String| DirError::Refused(format!("--dir {}: {why}", spec.spec));
-    let list = std::fs::read_dir(beneath(dir, std::ffi::OsStr::new(".")))
-        .map_err(|e| refused(format!("cannot read {}: {e}", host.display())))?;
-    let mut names = Vec::new();
-    for entry in list {
-        let entry = entry.map_err(|e| refused(format!("cannot read {}: {e}", host.display())))?;
-        names.push(entry.file_name());
-    }
-    names.sort();
+    let names =
+        sorted_names(dir).map_err(|e| refused(format!("cannot read {}: {e}", host.display())))?;
     for name in names {
         let host_path = host.join(&name);
         let shown = host_path.display();
@@ -379,20 +373,7 @@ fn walk_dir(
             ));
             continue;
         }
-        let Some(text) = name.to_str() else {
-            return Err(refused(format!(
-                "the name of {shown} is not UTF-8; the guest's names are; rename it"
-            )));
-        };
-        if let Some(why) = bad_name(text) {
-            return Err(refused(format!("{shown}: {why}; rename it")));
-        }
-        if depth + 1 > MAX_DEPTH {
-            return Err(refused(format!(
-                "{shown} is more than {MAX_DEPTH} levels deep in the guest (GUESTDIR's \
-                 included); the guest takes at most {MAX_DEPTH}"
-            )));
-        }
+        let text = guest_name(&name, &host_path, depth).map_err(refused)?;
         let path = format!("{guest}/{text}");
         let open_error = |e: std::io::Error| match e.raw_os_error() {
             Some(libc::ELOOP) => refused(format!("{shown} became a symbolic link during the walk")),
@@ -413,6 +394,40 @@ fn walk_dir(
         }
     }
     Ok(())
+}
+
+/// The names in the opened directory `dir`, sorted.
+fn sorted_names(dir: &std::fs::File) -> std::io::Result<Vec<std::ffi::OsString>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(beneath(dir, std::ffi::OsStr::new(".")))? {
+        names.push(entry?.file_name());
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// `name` (of `host_path`, found `depth` levels deep) as a guest name, or why it cannot be.
+fn guest_name<'n>(
+    name: &'n std::ffi::OsStr,
+    host_path: &Path,
+    depth: usize,
+) -> Result<&'n str, String> {
+    let shown = host_path.display();
+    let Some(text) = name.to_str() else {
+        return Err(format!(
+            "the name of {shown} is not UTF-8; the guest's names are; rename it"
+        ));
+    };
+    if let Some(why) = bad_name(text) {
+        return Err(format!("{shown}: {why}; rename it"));
+    }
+    if depth + 1 > MAX_DEPTH {
+        return Err(format!(
+            "{shown} is more than {MAX_DEPTH} levels deep in the guest (GUESTDIR's \
+             included); the guest takes at most {MAX_DEPTH}"
+        ));
+    }
+    Ok(text)
 }
 
 /// Reads an opened file that must (still) be a regular file, at most MAX_DIR_FILE bytes.

@@ -636,6 +636,14 @@ mod tests {
             .collect();
         refused(&specs, "at most 128");
         assert_eq!(resolve_adds(&specs[..MAX_ADD_FILES]).unwrap().len(), 128);
+    }
+
+    #[test]
+    fn host_programs_and_module_space_are_checked_before_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("a"), "a").unwrap();
+        let p = |n: &str| d.join(n).display().to_string();
         // A host program named like an added file.
         let prog = d.join("sub");
         std::fs::create_dir(&prog).unwrap();
