@@ -360,9 +360,37 @@ pub fn unsigned_module(data: &[u8]) -> &[u8] {
 
 /// Fetches and builds the assets into `stage` (a fresh directory).
 fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
-    let debs = work.join("debs");
     let root = work.join("root");
-    for d in [&debs, &root, &stage.to_path_buf()] {
+    let (image, packages) = fetch_packages(work, &root, stage)?;
+    let (kernel, bzimage, kernel_version) = stage_kernel(&root, stage, &image)?;
+    let modules = module_closure(&root, &kernel_version, &image)?;
+    let base = write_base_initrd(&root, stage, &modules)?;
+    let [amd_modules, intel_modules] = modules.vendor_modules;
+    let assets = Assets {
+        dir: stage.to_path_buf(),
+        kernel,
+        bzimage,
+        base_initrd: base,
+        kernel_version,
+        packages,
+        modules: amd_modules,
+        intel_modules,
+    };
+    let manifest = stage.join("manifest");
+    let text = render_manifest(&assets).map_err(|e| LabError::io_path("hashing", stage, e))?;
+    fs::write(&manifest, text).map_err(|e| LabError::io_path("writing", &manifest, e))?;
+    Ok(assets)
+}
+
+/// Downloads the kernel image and busybox packages into `work/debs` and unpacks them into
+/// `root`. Returns the kernel image package's name and the packages' `name=version`s.
+fn fetch_packages(
+    work: &Path,
+    root: &Path,
+    stage: &Path,
+) -> Result<(String, Vec<String>), LabError> {
+    let debs = work.join("debs");
+    for d in [&debs, &root.to_path_buf(), &stage.to_path_buf()] {
         fs::create_dir_all(d).map_err(|e| LabError::io_path("creating", d, e))?;
     }
     apt_download(&debs, &[KERNEL_METAPACKAGE, BUSYBOX_PACKAGE])?;
@@ -383,8 +411,17 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
         log::info!("lab: unpacking {}", deb.display());
         dpkg_deb(&["-x".as_ref(), deb.as_os_str(), root.as_os_str()])?;
     }
+    Ok((image, packages))
+}
 
-    // The kernel.
+/// Puts the unpacked kernel into `stage`: the bzImage as shipped (a boot loader's kernel)
+/// and, when it can be extracted, the PVH ELF inside (what QEMU boots). Returns the kernel
+/// QEMU boots, the bzImage and the kernel's version.
+fn stage_kernel(
+    root: &Path,
+    stage: &Path,
+    image: &str,
+) -> Result<(PathBuf, PathBuf, String), LabError> {
     let boot = root.join("boot");
     let vmlinuz = fs::read_dir(&boot)
         .map_err(|e| LabError::io_path("listing", &boot, e))?
@@ -415,12 +452,23 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
             bzimage.clone()
         }
     };
+    Ok((kernel, bzimage, kernel_version))
+}
 
+/// The kernel modules the lab loads: every `.ko` of the kernel by canonical name, the load
+/// order of [`ROOT_MODULES`] and their dependencies, and each vendor's own order.
+struct Modules {
+    by_name: BTreeMap<String, PathBuf>,
+    order: Vec<String>,
+    /// The module paths in the lab, AMD's then Intel's, in load order.
+    vendor_modules: [Vec<String>; 2],
+}
+
+/// Finds the modules of [`ROOT_MODULES`] and their dependencies in the unpacked kernel
+/// `kernel_version` of package `image`.
+fn module_closure(root: &Path, kernel_version: &str, image: &str) -> Result<Modules, LabError> {
     // The modules: index every .ko by canonical name, then walk the roots' dependencies.
-    let moddir = root
-        .join("lib/modules")
-        .join(&kernel_version)
-        .join("kernel");
+    let moddir = root.join("lib/modules").join(kernel_version).join("kernel");
     let mut files = Vec::new();
     walk(&moddir, &mut files).map_err(|e| LabError::io_path("listing", &moddir, e))?;
     let by_name: BTreeMap<String, PathBuf> = files
@@ -453,8 +501,16 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
             .map(|m| format!("{LAB_MODULE_DIR}/{m}.ko"))
             .collect();
     }
-    let [amd_modules, intel_modules] = vendor_modules;
+    Ok(Modules {
+        by_name,
+        order,
+        vendor_modules,
+    })
+}
 
+/// Writes `stage/base.cpio`: busybox and the lab's modules (signatures cut off). Returns
+/// its path.
+fn write_base_initrd(root: &Path, stage: &Path, modules: &Modules) -> Result<PathBuf, LabError> {
     let busybox = root.join("bin/busybox");
     let base = stage.join("base.cpio");
     let f = fs::File::create(&base).map_err(|e| LabError::io_path("creating", &base, e))?;
@@ -473,9 +529,9 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
         cpio.dir(d).map_err(werr)?;
     }
     cpio.host_file("/bin/busybox", &busybox).map_err(werr)?;
-    for m in &order {
+    for m in &modules.order {
         let lab_path = format!("{LAB_MODULE_DIR}/{m}.ko");
-        let path = &by_name[m];
+        let path = &modules.by_name[m];
         let data = fs::read(path).map_err(|e| LabError::io_path("reading", path, e))?;
         cpio.bytes(&lab_path, 0o644, unsigned_module(&data))
             .map_err(werr)?;
@@ -485,21 +541,7 @@ fn fetch_into(work: &Path, stage: &Path) -> Result<Assets, LabError> {
         .map_err(|e| werr(e.into_error()))?
         .sync_all()
         .map_err(werr)?;
-
-    let assets = Assets {
-        dir: stage.to_path_buf(),
-        kernel,
-        bzimage,
-        base_initrd: base,
-        kernel_version,
-        packages,
-        modules: amd_modules,
-        intel_modules,
-    };
-    let manifest = stage.join("manifest");
-    let text = render_manifest(&assets).map_err(|e| LabError::io_path("hashing", stage, e))?;
-    fs::write(&manifest, text).map_err(|e| LabError::io_path("writing", &manifest, e))?;
-    Ok(assets)
+    Ok(base)
 }
 
 /// Makes sure the lab's kernel and base initramfs are cached, fetching them if needed.
@@ -581,12 +623,10 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn manifest_round_trip_and_damage_is_found() {
-        let dir = TempDir::new_in(&std::env::temp_dir(), "lab-test-").unwrap();
-        let d = dir.path().to_path_buf();
-        let a = Assets {
-            dir: d.clone(),
+    /// Assets in `d` as a test writes them.
+    fn sample_assets(d: &Path) -> Assets {
+        Assets {
+            dir: d.to_path_buf(),
             kernel: d.join("vmlinuz"),
             bzimage: d.join("vmlinuz"),
             base_initrd: d.join("base.cpio"),
@@ -600,7 +640,14 @@ mod tests {
                 "/lib/modules/lab/kvm.ko".into(),
                 "/lib/modules/lab/kvm_intel.ko".into(),
             ],
-        };
+        }
+    }
+
+    #[test]
+    fn manifest_round_trip_and_damage_is_found() {
+        let dir = TempDir::new_in(&std::env::temp_dir(), "lab-test-").unwrap();
+        let d = dir.path().to_path_buf();
+        let a = sample_assets(&d);
         assert_eq!(check_assets(&d), Cached::Missing);
         fs::write(d.join("vmlinuz"), b"kernel bytes").unwrap();
         fs::write(d.join("base.cpio"), b"cpio bytes").unwrap();

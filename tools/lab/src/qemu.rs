@@ -492,9 +492,7 @@ mod tests {
             qmp: None,
             incoming: None,
         };
-        let a = m.args();
-        let s: Vec<String> = a.iter().map(|x| x.to_string_lossy().into_owned()).collect();
-        let joined = s.join(" ");
+        let joined = joined_args(&m);
         assert!(joined.contains("-m 768M"));
         assert!(joined.contains("-accel tcg -cpu qemu64,+svm,+npt"));
         assert!(joined.contains(
@@ -511,21 +509,33 @@ mod tests {
         ));
         assert!(joined.contains("-monitor none"));
         assert!(!joined.contains("-incoming"));
-        let serials = [PortBackend::Output(7), PortBackend::Socket(9)];
-        let state = Path::new("/s/state");
-        let warm = Machine {
-            serials: &serials,
-            ports: &[],
-            qmp: Some(10),
-            incoming: Some(state),
-            ..m
-        };
-        let w: Vec<String> = warm
+    }
+
+    /// A machine's QEMU arguments as one string.
+    fn joined_args(m: &Machine) -> String {
+        let a: Vec<String> = m
             .args()
             .iter()
             .map(|x| x.to_string_lossy().into_owned())
             .collect();
-        let w = w.join(" ");
+        a.join(" ")
+    }
+
+    #[test]
+    fn a_warm_machine_has_its_qmp_socket_and_incoming_state() {
+        let serials = [PortBackend::Output(7), PortBackend::Socket(9)];
+        let warm = Machine {
+            kernel: Path::new("/k"),
+            initrd: Path::new("/i"),
+            bios: None,
+            cpu: DEFAULT_CPU,
+            mem_mib: 768,
+            serials: &serials,
+            ports: &[],
+            qmp: Some(10),
+            incoming: Some(Path::new("/s/state")),
+        };
+        let w = joined_args(&warm);
         assert!(!w.contains("virtio-serial-pci,id=vser0"));
         assert!(w.contains(
             "-serial file:/dev/fd/7 -chardev socket,id=serial1,fd=9,server=off -serial chardev:serial1"

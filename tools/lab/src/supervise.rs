@@ -157,15 +157,7 @@ pub(crate) fn supervise(
         stdin: stdin_sock,
         request: request_sock,
     } = host;
-    // The go-ahead goes in on the control socket; markers come out of a copy of it.
-    let go = match (request, control.try_clone()) {
-        (Some(_), Ok(c)) => Some(c),
-        (Some(_), Err(e)) => {
-            log::warn!("lab: cannot copy the control socket: {e}");
-            None
-        }
-        (None, _) => None,
-    };
+    let go = request.and_then(|_| go_ahead_end(&control));
     let ending = std::thread::scope(|s| {
         let sh = &shared;
         s.spawn(move || read_console(console, sh));
@@ -201,6 +193,15 @@ pub(crate) fn supervise(
     drop(stdin_sock);
     drop(request_sock);
     Watched::gather(ending, markers, shared)
+}
+
+/// A warm start's go-ahead goes in on the control socket while markers come out of it: a
+/// copy of it for the go-ahead (None, said in the log, if it cannot be copied).
+fn go_ahead_end(control: &std::os::fd::OwnedFd) -> Option<std::os::fd::OwnedFd> {
+    control
+        .try_clone()
+        .inspect_err(|e| log::warn!("lab: cannot copy the control socket: {e}"))
+        .ok()
 }
 
 /// Waits until `flag` is set (true) or `done` is (false), in short steps.

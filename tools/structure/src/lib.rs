@@ -25,7 +25,7 @@ pub const MAX_FN_LINES: usize = 60;
 /// A flat dispatch match: at most this many of the function's lines lie outside the match...
 const DISPATCH_OUTSIDE_LINES: usize = 12;
 /// ...and no arm of it is longer than this.
-const DISPATCH_ARM_LINES: usize = 8;
+const DISPATCH_ARM_LINES: usize = 12;
 
 /// A function over the limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
