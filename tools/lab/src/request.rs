@@ -73,7 +73,7 @@ pub struct LabRequest {
     /// A bound on the program's own run, from the moment it starts (on the host's clock, so
     /// nothing inside the lab can stretch it); on expiry as [`LabRequest::timeout`].
     pub run_timeout: Option<Duration>,
-    /// Which lab: AMD (QEMU, kvm_amd; the default) or Intel (Bochs, kvm_intel; see [`bochs`]).
+    /// Which lab: AMD (QEMU, kvm_amd; the default) or Intel (Bochs, kvm_intel; see [`crate::bochs`]).
     pub vendor: Vendor,
 }
 
@@ -88,7 +88,7 @@ pub enum LabOutcome {
     Interrupted(i32),
 }
 
-/// Knobs for tests and experiments; [`run`] uses the defaults.
+/// Knobs for tests and experiments; [`crate::run`] uses the defaults.
 #[derive(Debug, Clone)]
 pub struct LabOptions {
     /// QEMU `-cpu` model. Without `+svm`, kvm_amd cannot load (used to test that failure).
@@ -103,7 +103,7 @@ pub struct LabOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Start {
     /// Restored from the warm snapshot when the request allows (no TCP bridges, the default
-    /// machine) and [`warm::WARM_ENV`] is not `0`; else booted.
+    /// machine) and [`crate::warm::WARM_ENV`] is not `0`; else booted.
     #[default]
     Auto,
     /// Always booted (what the warm start saves: `vmm bench lab`).

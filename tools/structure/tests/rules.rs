@@ -93,7 +93,12 @@ fn repo() -> PathBuf {
 }
 
 /// The host crates that keep both rules. (guest/src and guest/abi/src join when they do.)
-const CHECKED: &[&str] = &["vmm/src", "tools/lab/src", "tools/term/src", "tools/structure/src"];
+const CHECKED: &[&str] = &[
+    "vmm/src",
+    "tools/lab/src",
+    "tools/term/src",
+    "tools/structure/src",
+];
 
 #[test]
 fn this_repository_keeps_the_rules() {
