@@ -4,7 +4,7 @@
 //! Reading order: [`cli`] (what the user asks) → [`engine`] (this host's KVM, or the
 //! nested-KVM lab) → [`machine`] (one boot) → [`boot`] and [`arch`] (what goes into guest
 //! memory and the vCPU) → [`vstate`] (the VM and the vCPU run loop) → [`devices`]. Beside
-//! the run: [`debug`] (gdb, page-table dumps, crash reports) and [`bench`].
+//! the run: [`debug`] (gdb, page-table dumps, crash reports) and [`bench`](mod@bench).
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod arch;

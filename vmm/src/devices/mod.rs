@@ -7,7 +7,7 @@
 //! - [`DebugPorts`]: exit, panic, pgdump, export, mark (docs/abi.md).
 //!
 //! A write may end the run or ask something of the vCPU itself (a page-table walk, a
-//! measured-window mark): it returns a [`Request`](crate::outcome::Request) that the run loop carries out.
+//! measured-window mark): it returns a [`crate::outcome::Request`] that the run loop carries out.
 
 pub mod bus;
 pub mod console;

@@ -3,7 +3,7 @@
 //! - registers: KVM_GET/SET_REGS and the selectors from KVM_GET_SREGS (selectors are shown,
 //!   not written: loading one would need its descriptor);
 //! - memory by guest virtual address, through the vCPU's current CR3 with the VMM's walker
-//!   ([`pgdump::translate`]); with paging still off, addresses at or above KERNBASE are read
+//!   ([`crate::debug::pgdump::translate`]); with paging still off, addresses at or above KERNBASE are read
 //!   at `va − KERNBASE` (what entrypgdir maps), the others as physical; unmapped → an error;
 //! - software breakpoints: an int3 written into guest memory (KVM_GUESTDBG_USE_SW_BP) at
 //!   kernel addresses where an int3 reaches KVM, else a debug register (see [`SwBreak`]);
