@@ -29,9 +29,9 @@ fn run_help() -> String {
     format!(
         "Built-in programs: {} (default: {}). A PROGRAM with a '/' is a host file: a static \
          ELF32 i386 executable of at most {} MiB.",
-        crate::programs::builtin_names().join(", "),
-        crate::programs::DEFAULT_PROGRAM,
-        crate::programs::MAX_HOST_FILE >> 20
+        crate::boot::programs::builtin_names().join(", "),
+        crate::boot::programs::DEFAULT_PROGRAM,
+        crate::boot::programs::MAX_HOST_FILE >> 20
     )
 }
 
@@ -46,7 +46,7 @@ fn positive_usize(text: &str) -> Result<usize, String> {
 
 /// `--mem`: a size the kernel can use, checked while parsing (a bad one is a usage error, 2).
 fn parse_mem(text: &str) -> Result<u64, String> {
-    crate::memory::parse_mem_size(text).map_err(|e| format!("{e:#}"))
+    crate::vstate::memory::parse_mem_size(text).map_err(|e| format!("{e:#}"))
 }
 
 // Parsed once per process: the size of `run`'s options does not matter.
@@ -269,8 +269,8 @@ pub struct RunArgs {
     /// no authentication: whoever connects first controls the guest. A PATH (with a '/')
     /// creates a Unix socket there, mode 0600, which only you can connect to (--engine kvm);
     /// a PATH naming a character device serves on that device (used by the lab).
-    #[arg(long, value_name = "[ADDR:]PORT|PATH", value_parser = crate::gdb_conn::parse_endpoint)]
-    pub gdb: Option<crate::gdb_conn::GdbEndpoint>,
+    #[arg(long, value_name = "[ADDR:]PORT|PATH", value_parser = crate::debug::gdb::conn::parse_endpoint)]
+    pub gdb: Option<crate::debug::gdb::conn::GdbEndpoint>,
     /// Demand paging: sbrk only moves the break; each page is allocated on its first touch.
     #[arg(long)]
     pub lazy: bool,
@@ -324,4 +324,11 @@ pub struct RunArgs {
     /// come before PROGRAM; everything after it goes to the program (`--` also ends them).
     #[arg(value_name = "PROGRAM", trailing_var_arg = true)]
     pub program: Vec<OsString>,
+}
+
+impl RunArgs {
+    /// `--timeout` as a bound (None: 0, no bound).
+    pub fn timeout_duration(&self) -> Option<std::time::Duration> {
+        (self.timeout > 0).then(|| std::time::Duration::from_secs(self.timeout))
+    }
 }

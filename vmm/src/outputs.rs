@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::cli::RunArgs;
+use crate::debug::pgdump_svg::{self, Machine};
 use crate::machine::Report;
-use crate::pgdump_svg::{self, Machine};
 
 const STATS_TAG: &str = "stats-json ";
 const PGDUMP_TAG: &str = "pgdump ";
@@ -128,7 +128,7 @@ impl Results {
 /// Checks, before boot, that the output files can be written (a usage error, 2, if not).
 pub fn check(args: &RunArgs) -> Result<()> {
     for path in args.pgdump_svg.iter() {
-        crate::engine::check_writable(path)?;
+        check_writable(path)?;
     }
     Ok(())
 }
@@ -161,7 +161,7 @@ fn write_svg(path: &Path, results: &Results, machine: &Machine) -> Result<()> {
     let dumps: Vec<_> = results
         .pgdumps
         .iter()
-        .flat_map(|t| crate::pgdump::parse_dumps(t))
+        .flat_map(|t| crate::debug::pgdump::parse_dumps(t))
         .collect();
     if dumps.is_empty() {
         eprintln!(
@@ -210,7 +210,7 @@ impl LabResults {
     /// The inner vmm's options for them: `--lab-results` and each wanted output, pointing at
     /// the lab's result path.
     pub fn inner_args(args: &RunArgs) -> Vec<std::ffi::OsString> {
-        let at = lab::script::RESULT_PATH;
+        let at = crate::nested::RESULT_PATH;
         let mut out: Vec<std::ffi::OsString> = Vec::new();
         let rw = crate::writeback::any_rw_option(&args.dir);
         if args.stats_json.is_none() && args.pgdump_svg.is_none() && !rw {
@@ -248,6 +248,21 @@ impl LabResults {
         write(&wanted, &results, machine)?;
         Ok(results)
     }
+}
+
+/// Whether `path` can be written: created (if new) and removed again, so a bad output
+/// file (`--json`, `--svg`, `--stats-json`) is reported before any boot (as a usage error).
+pub fn check_writable(path: &std::path::Path) -> Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| crate::exit::UsageError(format!("cannot write {}: {e}", path.display())))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -42,8 +42,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::dirs::{DirSpec, Tree, TreeEntry, MAX_DEPTH, MAX_DIR_FILE, MODE_DIR, MODE_FILE};
-use crate::programs::DIRSIZ;
+use crate::boot::dirs::{DirSpec, Tree, TreeEntry, MAX_DEPTH, MAX_DIR_FILE, MODE_DIR, MODE_FILE};
+use crate::boot::programs::DIRSIZ;
 
 /// The most a run writes back, all files together (the guest's RAM holds them; the lab
 /// carries them back through its result file).
@@ -121,82 +121,117 @@ pub fn parse_export(bytes: &[u8]) -> Result<Vec<TreeEntry>, String> {
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut total = 0u64;
     let mut at = 0usize;
-    let short = || "the export ended early (no trailer)".to_string();
     loop {
-        let h = bytes.get(at..at + 110).ok_or_else(short)?;
-        if &h[..6] != b"070701" {
-            return Err(format!("the export is not a newc archive at byte {at}"));
-        }
-        let field = |i: usize| -> Result<u32, String> {
-            std::str::from_utf8(&h[6 + 8 * i..14 + 8 * i])
-                .ok()
-                .and_then(|t| u32::from_str_radix(t, 16).ok())
-                .ok_or_else(|| format!("a bad header field at byte {at}"))
-        };
-        let (mode, size, namesize) = (field(1)?, field(6)? as usize, field(11)? as usize);
-        if namesize == 0 || namesize > 4096 {
-            return Err(format!("a bad name size at byte {at}"));
-        }
-        let raw = bytes
-            .get(at + 110..at + 110 + namesize - 1)
-            .ok_or_else(short)?;
-        let data_at = (at + 110 + namesize + 3) & !3;
-        let data = bytes.get(data_at..data_at + size).ok_or_else(short)?;
-        at = (data_at + size + 3) & !3;
-        let name = std::str::from_utf8(raw).map_err(|_| {
-            format!(
-                "the guest made '{}', a name that is not UTF-8, which the host does not take",
-                String::from_utf8_lossy(raw).escape_debug()
-            )
-        })?;
+        let rec = record(bytes, at)?;
+        at = rec.next;
+        let name = rec.name;
         if name == "TRAILER!!!" {
-            break;
+            return Ok(out);
         }
-        let parts: Vec<&str> = name.split('/').collect();
-        if let Some(why) = parts.iter().find_map(|p| bad_host_name(p)) {
-            return Err(format!("/{}: {why}", name.escape_debug()));
-        }
-        if parts.len() > MAX_DEPTH {
-            return Err(format!(
-                "/{name} is {} levels deep; at most {MAX_DEPTH}",
-                parts.len()
-            ));
-        }
-        if parts.len() > 1 && !dirs.contains(&parts[..parts.len() - 1].join("/")) {
-            return Err(format!("/{name} comes before its directory"));
-        }
-        if !seen.insert(name.to_string()) {
-            return Err(format!("/{name} is there twice"));
-        }
-        let data = match mode {
+        check_export_name(name, &dirs, &mut seen)?;
+        let data = match rec.mode {
             MODE_DIR => {
                 dirs.insert(name.to_string());
                 None
             }
-            MODE_FILE => {
-                if size as u64 > MAX_DIR_FILE {
-                    return Err(format!(
-                        "/{name} has {size} bytes; at most {} MiB a file",
-                        MAX_DIR_FILE >> 20
-                    ));
-                }
-                total += size as u64;
-                if total > MAX_OUT_BYTES {
-                    return Err(format!(
-                        "the files hold more than {} MiB in all",
-                        MAX_OUT_BYTES >> 20
-                    ));
-                }
-                Some(data.to_vec())
-            }
-            _ => return Err(format!("/{name} has mode {mode:o}")),
+            MODE_FILE => Some(export_file(name, rec.data, &mut total)?),
+            mode => return Err(format!("/{name} has mode {mode:o}")),
         };
         out.push(TreeEntry {
             path: name.to_string(),
             data,
         });
     }
-    Ok(out)
+}
+
+/// One newc record of an export.
+struct Record<'a> {
+    mode: u32,
+    name: &'a str,
+    data: &'a [u8],
+    /// Where the next record starts.
+    next: usize,
+}
+
+/// The newc record at byte `at` of `bytes`.
+fn record(bytes: &[u8], at: usize) -> Result<Record<'_>, String> {
+    let short = || "the export ended early (no trailer)".to_string();
+    let h = bytes.get(at..at + 110).ok_or_else(short)?;
+    if &h[..6] != b"070701" {
+        return Err(format!("the export is not a newc archive at byte {at}"));
+    }
+    let field = |i: usize| -> Result<u32, String> {
+        std::str::from_utf8(&h[6 + 8 * i..14 + 8 * i])
+            .ok()
+            .and_then(|t| u32::from_str_radix(t, 16).ok())
+            .ok_or_else(|| format!("a bad header field at byte {at}"))
+    };
+    let (mode, size, namesize) = (field(1)?, field(6)? as usize, field(11)? as usize);
+    if namesize == 0 || namesize > 4096 {
+        return Err(format!("a bad name size at byte {at}"));
+    }
+    let raw = bytes
+        .get(at + 110..at + 110 + namesize - 1)
+        .ok_or_else(short)?;
+    let data_at = (at + 110 + namesize + 3) & !3;
+    let data = bytes.get(data_at..data_at + size).ok_or_else(short)?;
+    let name = std::str::from_utf8(raw).map_err(|_| {
+        format!(
+            "the guest made '{}', a name that is not UTF-8, which the host does not take",
+            String::from_utf8_lossy(raw).escape_debug()
+        )
+    })?;
+    Ok(Record {
+        mode,
+        name,
+        data,
+        next: (data_at + size + 3) & !3,
+    })
+}
+
+/// An exported name the host can take: good components, not too deep, after its directory
+/// (`dirs`), and once (`seen`).
+fn check_export_name(
+    name: &str,
+    dirs: &BTreeSet<String>,
+    seen: &mut BTreeSet<String>,
+) -> Result<(), String> {
+    let parts: Vec<&str> = name.split('/').collect();
+    if let Some(why) = parts.iter().find_map(|p| bad_host_name(p)) {
+        return Err(format!("/{}: {why}", name.escape_debug()));
+    }
+    if parts.len() > MAX_DEPTH {
+        return Err(format!(
+            "/{name} is {} levels deep; at most {MAX_DEPTH}",
+            parts.len()
+        ));
+    }
+    if parts.len() > 1 && !dirs.contains(&parts[..parts.len() - 1].join("/")) {
+        return Err(format!("/{name} comes before its directory"));
+    }
+    if !seen.insert(name.to_string()) {
+        return Err(format!("/{name} is there twice"));
+    }
+    Ok(())
+}
+
+/// An exported file's bytes, within the bounds of one file and (with `total`) of all.
+fn export_file(name: &str, data: &[u8], total: &mut u64) -> Result<Vec<u8>, String> {
+    let size = data.len() as u64;
+    if size > MAX_DIR_FILE {
+        return Err(format!(
+            "/{name} has {size} bytes; at most {} MiB a file",
+            MAX_DIR_FILE >> 20
+        ));
+    }
+    *total += size;
+    if *total > MAX_OUT_BYTES {
+        return Err(format!(
+            "the files hold more than {} MiB in all",
+            MAX_OUT_BYTES >> 20
+        ));
+    }
+    Ok(data.to_vec())
 }
 
 /// The entries of `entries` strictly below `guest` (components), keyed by their path
@@ -378,79 +413,103 @@ fn holds(base: &OwnedFd, rel: &str, want: &[u8]) -> std::io::Result<bool> {
 /// Checks HOSTDIR as it is now against what the plan assumes (module doc, 3).
 pub fn check_host(plan: &Plan, import: &Tree) -> Result<(), String> {
     for (spec, changes) in &plan.dirs {
-        let host = &spec.host;
-        let base = open_root(host)?;
         let (imported, _) = below(&spec.guest, &import.entries);
-        let new_dirs: BTreeSet<&str> = changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::MakeDir(r) => Some(r.as_str()),
-                _ => None,
-            })
-            .collect();
-        let changed = |rel: &str| {
-            format!(
-                "{}/{rel} changed on the host during the run; nothing written back (run again)",
-                host.display()
-            )
-        };
-        let absent = |base: &OwnedFd, rel: &str| -> Result<(), String> {
-            let (dir, name) = split(rel);
-            if new_dirs.contains(dir) {
-                return Ok(());
-            }
-            let d = open_beneath(base, dir, libc::O_RDONLY | libc::O_DIRECTORY)
-                .map_err(|e| io_err(host, dir, "open the directory", e))?;
-            match lstat_at(&d, name) {
-                Ok(None) => Ok(()),
-                Ok(Some(_)) => Err(format!(
-                    "{}/{rel} exists on the host (made there during the run, or a link, \
-                     device or FIFO the import skipped); nothing written back",
-                    host.display()
-                )),
-                Err(e) => Err(io_err(host, rel, "look at", e)),
-            }
+        let hc = HostCheck {
+            host: &spec.host,
+            base: open_root(&spec.host)?,
+            imported,
+            new_dirs: changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::MakeDir(r) => Some(r.as_str()),
+                    _ => None,
+                })
+                .collect(),
         };
         for c in changes {
             match c {
-                Change::MakeDir(rel) => absent(&base, rel)?,
+                Change::MakeDir(rel) => hc.absent(rel)?,
                 Change::Write {
                     rel,
                     existing: false,
                     ..
-                } => absent(&base, rel)?,
-                Change::Write { rel, .. } | Change::RemoveFile(rel) => {
-                    let Some(Some(old)) = imported.get(rel.as_str()) else {
-                        return Err(changed(rel));
-                    };
-                    if !holds(&base, rel, old).map_err(|e| io_err(host, rel, "read", e))? {
-                        return Err(changed(rel));
-                    }
-                }
-                Change::RemoveDir(rel) => {
-                    let d = open_beneath(&base, rel, libc::O_RDONLY | libc::O_DIRECTORY)
-                        .map_err(|_| changed(rel))?;
-                    let listing = std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd()))
-                        .map_err(|e| io_err(host, rel, "list", e))?;
-                    let prefix = format!("{rel}/");
-                    for e in listing {
-                        let e = e.map_err(|e| io_err(host, rel, "list", e))?;
-                        let child = format!("{prefix}{}", e.file_name().to_string_lossy());
-                        if !imported.contains_key(&child) {
-                            return Err(format!(
-                                "{}/{child} is on the host but was never in the guest (made \
-                                 during the run, or skipped at import): the guest removed {}/{rel}, \
-                                 which would have to go; nothing written back",
-                                host.display(),
-                                host.display()
-                            ));
-                        }
-                    }
-                }
+                } => hc.absent(rel)?,
+                Change::Write { rel, .. } | Change::RemoveFile(rel) => hc.as_imported(rel)?,
+                Change::RemoveDir(rel) => hc.holds_only_imported(rel)?,
             }
         }
     }
     Ok(())
+}
+
+/// One HOSTDIR being checked: what was imported from it and the directories the plan makes.
+struct HostCheck<'a> {
+    host: &'a Path,
+    base: OwnedFd,
+    imported: BTreeMap<String, Option<Vec<u8>>>,
+    new_dirs: BTreeSet<&'a str>,
+}
+
+impl HostCheck<'_> {
+    fn changed(&self, rel: &str) -> String {
+        format!(
+            "{}/{rel} changed on the host during the run; nothing written back (run again)",
+            self.host.display()
+        )
+    }
+
+    /// `rel` is not on the host (it is to be made).
+    fn absent(&self, rel: &str) -> Result<(), String> {
+        let (dir, name) = split(rel);
+        if self.new_dirs.contains(dir) {
+            return Ok(());
+        }
+        let d = open_beneath(&self.base, dir, libc::O_RDONLY | libc::O_DIRECTORY)
+            .map_err(|e| io_err(self.host, dir, "open the directory", e))?;
+        match lstat_at(&d, name) {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(format!(
+                "{}/{rel} exists on the host (made there during the run, or a link, \
+                 device or FIFO the import skipped); nothing written back",
+                self.host.display()
+            )),
+            Err(e) => Err(io_err(self.host, rel, "look at", e)),
+        }
+    }
+
+    /// The file `rel` holds what was imported (it is to be changed or removed).
+    fn as_imported(&self, rel: &str) -> Result<(), String> {
+        let Some(Some(old)) = self.imported.get(rel) else {
+            return Err(self.changed(rel));
+        };
+        if !holds(&self.base, rel, old).map_err(|e| io_err(self.host, rel, "read", e))? {
+            return Err(self.changed(rel));
+        }
+        Ok(())
+    }
+
+    /// The directory `rel` holds nothing that was not imported (it is to be removed).
+    fn holds_only_imported(&self, rel: &str) -> Result<(), String> {
+        let host = self.host;
+        let d = open_beneath(&self.base, rel, libc::O_RDONLY | libc::O_DIRECTORY)
+            .map_err(|_| self.changed(rel))?;
+        let listing = std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd()))
+            .map_err(|e| io_err(host, rel, "list", e))?;
+        for e in listing {
+            let e = e.map_err(|e| io_err(host, rel, "list", e))?;
+            let child = format!("{rel}/{}", e.file_name().to_string_lossy());
+            if !self.imported.contains_key(&child) {
+                return Err(format!(
+                    "{}/{child} is on the host but was never in the guest (made \
+                     during the run, or skipped at import): the guest removed {}/{rel}, \
+                     which would have to go; nothing written back",
+                    host.display(),
+                    host.display()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// HOSTDIR, opened as a directory (following it if it is a link: the user named it).
@@ -571,14 +630,99 @@ fn write_temp(
 /// everything staged is undone and HOSTDIR is as it was.
 pub fn apply(plan: &Plan) -> Result<(), String> {
     let _held = HoldSignals::new();
-    let mask = umask();
     let mut bases = Vec::new();
     for (spec, _) in &plan.dirs {
         bases.push(open_root(&spec.host)?);
     }
-    let mut staged: Vec<Staged> = Vec::new();
-    let undo = |staged: &[Staged], bases: &[OwnedFd]| {
-        for s in staged.iter().rev() {
+    let mut a = Applier {
+        bases,
+        staged: Vec::new(),
+        mask: umask(),
+        n: 0,
+    };
+    for (i, (spec, changes)) in plan.dirs.iter().enumerate() {
+        for c in changes {
+            if let Err(e) = a.stage(i, &spec.host, c) {
+                a.undo();
+                return Err(format!("{e}; nothing written back"));
+            }
+        }
+    }
+    // Committing: renames, then removals. These fail only if HOSTDIR is changed under us.
+    let mut errors = a.rename_all(plan);
+    errors.extend(a.remove_all(plan));
+    match errors.first() {
+        None => Ok(()),
+        Some(e) => Err(format!(
+            "{e} (and {} more): the write-back is incomplete",
+            errors.len() - 1
+        )),
+    }
+}
+
+/// One write-back being applied: each HOSTDIR opened, what is staged so far.
+struct Applier {
+    bases: Vec<OwnedFd>,
+    staged: Vec<Staged>,
+    /// This process's umask, for new files.
+    mask: u32,
+    /// Temporary files made (their names' serial).
+    n: usize,
+}
+
+impl Applier {
+    /// Opens directory `dir` beneath HOSTDIR number `base`.
+    fn open_dir(&self, base: usize, dir: &str) -> std::io::Result<OwnedFd> {
+        open_beneath(&self.bases[base], dir, libc::O_RDONLY | libc::O_DIRECTORY)
+    }
+
+    /// Stages one change of HOSTDIR number `i` (`host`): a directory made, or a file
+    /// written to a temporary beside its name. Removals wait for the commit.
+    fn stage(&mut self, i: usize, host: &Path, c: &Change) -> Result<(), String> {
+        match c {
+            Change::MakeDir(rel) => {
+                let (dir, name) = split(rel);
+                self.open_dir(i, dir)
+                    .and_then(|d| mkdir_at(&d, name))
+                    .map_err(|e| io_err(host, rel, "make the directory", e))?;
+                self.staged.push(Staged::Dir {
+                    base: i,
+                    rel: rel.clone(),
+                });
+            }
+            Change::Write {
+                rel,
+                data,
+                existing,
+            } => {
+                let (dir, name) = split(rel);
+                self.n += 1;
+                let (mask, n) = (self.mask, self.n);
+                let tmp = self
+                    .open_dir(i, dir)
+                    .and_then(|d| {
+                        let mode = match (existing, lstat_at(&d, name)?) {
+                            (true, Some(m)) => m & 0o777,
+                            _ => 0o666 & !mask,
+                        };
+                        write_temp(&d, name, data, mode, n)
+                    })
+                    .map_err(|e| io_err(host, rel, "write", e))?;
+                self.staged.push(Staged::Temp {
+                    base: i,
+                    dir: dir.to_string(),
+                    tmp,
+                    name: name.to_string(),
+                });
+            }
+            Change::RemoveFile(_) | Change::RemoveDir(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Removes everything staged, last first.
+    fn undo(&self) {
+        for s in self.staged.iter().rev() {
             let (b, dir, name, flags) = match s {
                 Staged::Dir { base, rel } => {
                     let (d, n) = split(rel);
@@ -586,121 +730,76 @@ pub fn apply(plan: &Plan) -> Result<(), String> {
                 }
                 Staged::Temp { base, dir, tmp, .. } => (*base, dir.as_str(), tmp.as_str(), 0),
             };
-            if let Ok(d) = open_beneath(&bases[b], dir, libc::O_RDONLY | libc::O_DIRECTORY) {
+            if let Ok(d) = self.open_dir(b, dir) {
                 let _ = unlink_at(&d, name, flags);
             }
         }
-    };
-    let mut n = 0;
-    for (i, (spec, changes)) in plan.dirs.iter().enumerate() {
-        let host = &spec.host;
-        for c in changes {
-            let step = match c {
-                Change::MakeDir(rel) => {
-                    let (dir, name) = split(rel);
-                    open_beneath(&bases[i], dir, libc::O_RDONLY | libc::O_DIRECTORY)
-                        .and_then(|d| {
-                            let cn = cstr(name);
-                            // SAFETY: a valid descriptor and a NUL-terminated name.
-                            match unsafe { libc::mkdirat(d.as_raw_fd(), cn.as_ptr(), 0o777) } {
-                                0 => Ok(()),
-                                _ => Err(std::io::Error::last_os_error()),
-                            }
-                        })
-                        .map(|()| {
-                            staged.push(Staged::Dir {
-                                base: i,
-                                rel: rel.clone(),
-                            })
-                        })
-                        .map_err(|e| io_err(host, rel, "make the directory", e))
-                }
-                Change::Write {
-                    rel,
-                    data,
-                    existing,
-                } => {
-                    let (dir, name) = split(rel);
-                    n += 1;
-                    open_beneath(&bases[i], dir, libc::O_RDONLY | libc::O_DIRECTORY)
-                        .and_then(|d| {
-                            let mode = match (existing, lstat_at(&d, name)?) {
-                                (true, Some(m)) => m & 0o777,
-                                _ => 0o666 & !mask,
-                            };
-                            write_temp(&d, name, data, mode, n)
-                        })
-                        .map(|tmp| {
-                            staged.push(Staged::Temp {
-                                base: i,
-                                dir: dir.to_string(),
-                                tmp,
-                                name: name.to_string(),
-                            })
-                        })
-                        .map_err(|e| io_err(host, rel, "write", e))
-                }
-                Change::RemoveFile(_) | Change::RemoveDir(_) => Ok(()),
+    }
+
+    /// Renames every staged temporary file into place; the errors.
+    fn rename_all(&self, plan: &Plan) -> Vec<String> {
+        let mut errors = Vec::new();
+        for s in &self.staged {
+            let Staged::Temp {
+                base,
+                dir,
+                tmp,
+                name,
+            } = s
+            else {
+                continue;
             };
-            if let Err(e) = step {
-                undo(&staged, &bases);
-                return Err(format!("{e}; nothing written back"));
-            }
-        }
-    }
-    // Committing: renames, then removals. These fail only if HOSTDIR is changed under us.
-    let mut errors = Vec::new();
-    for s in &staged {
-        if let Staged::Temp {
-            base,
-            dir,
-            tmp,
-            name,
-        } = s
-        {
-            let (ct, cn) = (cstr(tmp), cstr(name));
-            let r = open_beneath(&bases[*base], dir, libc::O_RDONLY | libc::O_DIRECTORY).and_then(
-                |d| {
-                    // SAFETY: a valid descriptor (both sides) and NUL-terminated names.
-                    match unsafe {
-                        libc::renameat(d.as_raw_fd(), ct.as_ptr(), d.as_raw_fd(), cn.as_ptr())
-                    } {
-                        0 => Ok(()),
-                        _ => Err(std::io::Error::last_os_error()),
-                    }
-                },
-            );
+            let r = self
+                .open_dir(*base, dir)
+                .and_then(|d| rename_at(&d, tmp, name));
             if let Err(e) = r {
-                errors.push(io_err(
-                    &plan.dirs[*base].0.host,
-                    name,
-                    "rename into place",
-                    e,
-                ));
+                let host = &plan.dirs[*base].0.host;
+                errors.push(io_err(host, name, "rename into place", e));
             }
         }
+        errors
     }
-    for (i, (spec, changes)) in plan.dirs.iter().enumerate() {
-        for c in changes {
-            let (rel, flags) = match c {
-                Change::RemoveFile(r) => (r, 0),
-                Change::RemoveDir(r) => (r, libc::AT_REMOVEDIR),
-                _ => continue,
-            };
-            let (dir, name) = split(rel);
-            let r = open_beneath(&bases[i], dir, libc::O_RDONLY | libc::O_DIRECTORY)
-                .and_then(|d| unlink_at(&d, name, flags));
-            if let Err(e) = r {
-                errors.push(io_err(&spec.host, rel, "remove", e));
+
+    /// Makes the plan's removals; the errors.
+    fn remove_all(&self, plan: &Plan) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (i, (spec, changes)) in plan.dirs.iter().enumerate() {
+            for c in changes {
+                let (rel, flags) = match c {
+                    Change::RemoveFile(r) => (r, 0),
+                    Change::RemoveDir(r) => (r, libc::AT_REMOVEDIR),
+                    _ => continue,
+                };
+                let (dir, name) = split(rel);
+                let r = self
+                    .open_dir(i, dir)
+                    .and_then(|d| unlink_at(&d, name, flags));
+                if let Err(e) = r {
+                    errors.push(io_err(&spec.host, rel, "remove", e));
+                }
             }
         }
+        errors
     }
-    match errors.first() {
-        None => Ok(()),
-        Some(e) => Err(format!(
-            "{e} (and {} more): the write-back is incomplete",
-            errors.len() - 1
-        )),
+}
+
+/// Makes directory `name` in `dir` (mode 0777, less the umask).
+fn mkdir_at(dir: &OwnedFd, name: &str) -> std::io::Result<()> {
+    let cn = cstr(name);
+    // SAFETY: a valid descriptor and a NUL-terminated name.
+    match unsafe { libc::mkdirat(dir.as_raw_fd(), cn.as_ptr(), 0o777) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Renames `from` to `to`, both in `dir` (replacing `to`).
+fn rename_at(dir: &OwnedFd, from: &str, to: &str) -> std::io::Result<()> {
+    let (cf, ct) = (cstr(from), cstr(to));
+    // SAFETY: a valid descriptor (both sides) and NUL-terminated names.
+    match unsafe { libc::renameat(dir.as_raw_fd(), cf.as_ptr(), dir.as_raw_fd(), ct.as_ptr()) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
     }
 }
 
@@ -725,7 +824,7 @@ pub fn write_back(specs: &[DirSpec], import: &Tree, export: Option<&[u8]>) -> Re
 pub fn rw_specs(dir_options: &[String]) -> Vec<DirSpec> {
     dir_options
         .iter()
-        .filter_map(|o| crate::dirs::parse_spec(o).ok())
+        .filter_map(|o| crate::boot::dirs::parse_spec(o).ok())
         .filter(|s| s.rw)
         .collect()
 }
@@ -776,6 +875,145 @@ pub fn cmdline_word(guestdirs: &[Vec<String>]) -> Option<String> {
         let roots: Vec<String> = guestdirs.iter().map(|g| g.join("/")).collect();
         format!("{}={}", xv6_abi::cmdline::DIROUT, roots.join(","))
     })
+}
+
+/// What `--dir …:rw` made of one run of the guest in this process (on this host's KVM, or as
+/// the inner `vmm` of a lab run, which hands the export to the outer one instead): built by
+/// [`after_run`] once the guest has ended.
+pub struct RunWriteBack {
+    /// The `:rw` specs this process writes back (none inside the lab).
+    rw: Vec<DirSpec>,
+    /// Any write-back asked for, here or by the outer `vmm` (`--dir-out`).
+    asked: bool,
+    /// What was (or, inside the lab, would be) written back.
+    plan: Option<Plan>,
+    /// Why nothing was written back although the guest sent an export.
+    failed: Option<String>,
+    /// The guest sent no export (it did not exit with its own status).
+    nothing_sent: bool,
+    /// Inside the lab: the export, for the outer `vmm`.
+    export: Option<Vec<u8>>,
+}
+
+/// After the guest ended with `outcome` and exported `dirout` (the debug device's stream;
+/// None when it overflowed): writes back what this process's `--dir …:rw` asks for, or,
+/// inside the lab (`--dir-out`), keeps the export for the outer `vmm`.
+pub fn after_run(
+    args: &crate::cli::RunArgs,
+    tree: &Tree,
+    outcome: &crate::outcome::Outcome,
+    dirout: Option<&[u8]>,
+) -> RunWriteBack {
+    use crate::outcome::Outcome;
+    let rw = rw_specs(&args.dir);
+    let asked = !rw.is_empty() || !args.dir_out.is_empty();
+    let mut wb = RunWriteBack {
+        rw,
+        asked,
+        plan: None,
+        failed: None,
+        nothing_sent: false,
+        export: None,
+    };
+    let sent = match (outcome, dirout) {
+        (Outcome::Exited(_), None) if asked => Err(format!(
+            "the guest's export is larger than {} MiB, or unreadable; nothing written back",
+            crate::devices::debug::DIROUT_MAX >> 20
+        )),
+        (Outcome::Exited(_), Some(d)) if asked && !d.is_empty() => Ok(d),
+        _ => {
+            wb.nothing_sent = true;
+            return wb;
+        }
+    };
+    match sent {
+        Err(e) => wb.failed = Some(e),
+        Ok(export) if !wb.rw.is_empty() => match write_back(&wb.rw, tree, Some(export)) {
+            Ok(p) => wb.plan = Some(p),
+            Err(e) => wb.failed = Some(e),
+        },
+        Ok(export) => {
+            // Inside the lab: the outer vmm writes back; the plan here is for --stats.
+            wb.export = Some(export.to_vec());
+            wb.plan = plan(&lab_side_specs(&args.dir_out), tree, export).ok();
+        }
+    }
+    wb
+}
+
+/// The `:rw` GUESTDIRs the outer `vmm` named (`--dir-out`), as specs with no host side.
+fn lab_side_specs(dir_out: &[String]) -> Vec<DirSpec> {
+    guestdirs(&[], dir_out)
+        .into_iter()
+        .map(|guest| DirSpec {
+            spec: String::new(),
+            host: std::path::PathBuf::new(),
+            guest,
+            rw: true,
+        })
+        .collect()
+}
+
+impl RunWriteBack {
+    /// What `--stats`' `vmm: dir:` line says went out.
+    pub fn out_text(&self) -> String {
+        match (&self.plan, self.asked) {
+            (_, false) => "out 0 files, 0 bytes (read-only)".to_string(),
+            (Some(p), true) => p.out_text(),
+            (None, true) => "out nothing (no write-back)".to_string(),
+        }
+    }
+
+    /// Inside the lab: the export, for the outer `vmm` (the run's results carry it out).
+    pub fn take_export(&mut self) -> Option<Vec<u8>> {
+        self.export.take()
+    }
+
+    /// `--stats-json`'s document `json` with the `dir` object: what went in, what came out.
+    pub fn stats_json(&self, json: &str, tree: &Tree) -> String {
+        with_dir_stats(json, tree, self.plan.as_ref(), self.asked)
+    }
+
+    /// The run's exit status: `status`, unless a write-back was refused (125, with its one
+    /// line); a run that sent nothing says so in one line.
+    pub fn status(&self, status: i32) -> i32 {
+        if let Some(e) = &self.failed {
+            eprintln!("vmm: error: --dir …:rw: write-back refused: {e}");
+            return crate::exit::FAILURE;
+        }
+        if !self.rw.is_empty() && self.nothing_sent {
+            eprintln!("{}", not_written_back(&self.rw));
+        }
+        status
+    }
+}
+
+/// The one line a write-back run prints when it did not end with the guest's own status.
+pub fn not_written_back(rw: &[DirSpec]) -> String {
+    let hosts: Vec<String> = rw.iter().map(|s| s.host.display().to_string()).collect();
+    format!(
+        "vmm: dir: nothing written back to {} (the run did not end with the guest's own exit \
+         status)",
+        hosts.join(", ")
+    )
+}
+
+/// `--stats-json`'s document with a `dir` object: what went in, what came out.
+fn with_dir_stats(json: &str, tree: &Tree, plan: Option<&Plan>, rw: bool) -> String {
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return json.to_string();
+    };
+    let (files, bytes, dirs) = tree.counts();
+    let out = plan.map(|p| {
+        let (f, b, made, removed) = p.counts();
+        serde_json::json!({"files": f, "bytes": b, "dirs_made": made, "removed": removed})
+    });
+    v["dir"] = serde_json::json!({
+        "in": {"files": files, "bytes": bytes, "dirs": dirs},
+        "write_back": rw,
+        "out": out,
+    });
+    v.to_string()
 }
 
 #[cfg(test)]
@@ -927,8 +1165,8 @@ mod tests {
         std::fs::write(h.join("b"), "b").unwrap();
         std::fs::write(h.join("sub/c"), "c").unwrap();
         std::fs::set_permissions(h.join("a"), std::fs::Permissions::from_mode(0o640)).unwrap();
-        let spec = crate::dirs::parse_spec(&format!("{}:/d:rw", h.display())).unwrap();
-        let tree = crate::dirs::import(std::slice::from_ref(&spec), 0).unwrap();
+        let spec = crate::boot::dirs::parse_spec(&format!("{}:/d:rw", h.display())).unwrap();
+        let tree = crate::boot::dirs::import(std::slice::from_ref(&spec), 0).unwrap();
         (dir, spec, tree)
     }
 
@@ -1050,7 +1288,7 @@ mod tests {
         let h = spec.host.display().to_string();
         let specs = |v: &[String]| -> Vec<DirSpec> {
             v.iter()
-                .map(|o| crate::dirs::parse_spec(o).unwrap())
+                .map(|o| crate::boot::dirs::parse_spec(o).unwrap())
                 .collect()
         };
         let nested = specs(&[format!("{h}:/a:rw"), format!("{h}/sub:/b:rw")]);

@@ -73,9 +73,26 @@ pub const COLLECT_PATH: &str = "/lab/collect";
 /// Port names starting with this are the lab's own.
 pub const RESERVED_PORT_PREFIX: &str = "lab.";
 
+/// The agent's stage once the machine runs again after a restore.
+pub const RESTORED_STAGE: &str = "restored";
+
 /// Where a program inside the lab may leave a small text result (e.g. `vmm --stats-json`);
 /// init sends it back line by line after the program exits (see `LabRequest::result_file`).
 pub const RESULT_PATH: &str = "/lab/result";
+
+/// Where a request's files (`LabRequest::files`) go inside the lab, by convention: under
+/// this directory (the lab's own paths under `/lab` are reserved).
+pub const FILES_DIR: &str = "/lab/files";
+
+/// The path inside the lab of `rel` under [`FILES_DIR`].
+pub fn files_path(rel: &str) -> String {
+    format!("{FILES_DIR}/{rel}")
+}
+
+/// The path inside the lab of the virtio-serial port `name` (a request's own bridge).
+pub fn port_path(name: &str) -> String {
+    format!("/dev/virtio-ports/{name}")
+}
 
 /// Parses one control-channel line; anything else yields `None`.
 pub fn parse_marker(line: &str) -> Option<Marker> {

@@ -10,9 +10,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::error::LabError;
 use crate::qemu::{self, PortBackend, VirtPort};
+use crate::request::LabStdin;
 use crate::script::{COLLECT_PORT, REQUEST_PORT, STDERR_PORT, STDIN_PORT, STDOUT_PORT};
-use crate::{LabError, LabStdin};
 
 /// How long one wait on a descriptor lasts before the flags are looked at again (ms).
 const STEP_MS: i32 = 50;
@@ -345,6 +346,24 @@ impl Counter {
     /// The sink write is over.
     pub fn written(&self) {
         self.writing.store(false, Ordering::Release);
+    }
+}
+
+/// Sends the go-ahead on the control socket `go`, then `request` on `sock` and its end
+/// (bounded: gives up once `done` is set).
+pub(crate) fn send_request(go: OwnedFd, sock: &OwnedFd, request: &[u8], done: &AtomicBool) {
+    let mut go = std::fs::File::from(go);
+    if let Err(e) = std::io::Write::write_all(&mut go, b"go\n") {
+        log::warn!("lab: cannot send the go-ahead: {e}");
+        return;
+    }
+    if let Err(e) = set_nonblocking(sock) {
+        log::warn!("lab: cannot set up the request socket: {e}");
+        return;
+    }
+    if send_all(sock, request, done) {
+        shut_write(sock);
+        log::debug!("lab: request sent ({} bytes)", request.len());
     }
 }
 

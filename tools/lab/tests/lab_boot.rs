@@ -16,7 +16,7 @@ fn probe_binary() -> PathBuf {
 }
 
 fn lab_ready() -> bool {
-    let why = match (lab::assets::find_qemu(), lab::ensure_assets()) {
+    let why = match (lab::qemu::find_qemu(), lab::ensure_assets()) {
         (Ok(_), Ok(_)) => return true,
         (Err(e), _) | (_, Err(e)) => e.to_string(),
     };

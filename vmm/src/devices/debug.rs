@@ -5,11 +5,11 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::devices::{fill_le, le_value, PortDevice, Request};
-use crate::layout::ports;
-use crate::panic_report::PanicReport;
-use crate::symbols::UserSymbols;
-use crate::vcpu::Outcome;
+use crate::arch::layout::ports;
+use crate::debug::panic_report::PanicReport;
+use crate::debug::symbols::UserSymbols;
+use crate::devices::bus::{fill_le, le_value, PortDevice};
+use crate::outcome::{Outcome, Request};
 
 /// The most a run may export (a bound on what a guest can make the VMM hold).
 pub const EXPORT_MAX: usize = 64 << 20;
@@ -51,6 +51,14 @@ impl Default for DebugPorts {
 }
 
 impl DebugPorts {
+    /// The debug ports, naming user-program symbols from `user_symbols`.
+    pub fn new(user_symbols: UserSymbols) -> Self {
+        DebugPorts {
+            user_symbols,
+            ..DebugPorts::default()
+        }
+    }
+
     /// Appends `export_len` bytes at guest-physical `pa` to the export stream.
     fn export(&mut self, pa: u32, mem: &GuestMemoryMmap) {
         let len = self.export_len as usize;
@@ -172,11 +180,11 @@ mod tests {
 
     #[test]
     fn a_user_symbol_request_names_eip_in_the_programs_own_symbols() {
-        let (_, image) = crate::images::USER_PROGRAMS
+        let (_, image) = crate::boot::images::USER_PROGRAMS
             .iter()
             .find(|(n, _)| *n == "exitcode")
             .unwrap();
-        let main = crate::symbols::Symbols::from_elf(image)
+        let main = crate::debug::symbols::Symbols::from_elf(image)
             .address_of("main")
             .expect("the built-in programs keep their symbols");
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap();

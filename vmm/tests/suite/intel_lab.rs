@@ -79,7 +79,7 @@ fn hello_and_usertests_pass_on_kvm_intel_eager_and_with_cow_and_lazy() {
         args: vec!["-c".into(), script.into()],
         files,
         env: vec![
-            (lab::progress::IN_LAB_ENV.into(), "1".into()),
+            (lab::IN_LAB_ENV.into(), "1".into()),
             ("XV6_VMM_ENGINE".into(), "lab-intel".into()),
             ("LD_LIBRARY_PATH".into(), "/lab/lib:/lab/files/lib".into()),
         ],
