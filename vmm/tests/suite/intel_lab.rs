@@ -2,8 +2,9 @@
 //! test run, in three Bochs boots (a boot costs ~11 s): one `vmm run` as a user runs it, with
 //! binary stdin through the program and back, a `--dir …:rw` write-back (its export comes back
 //! in the result lines: the Intel lab has no virtio-serial) and `--stats-json` (which KVM ran
-//! it); one in which a shell runs the inner `vmm` three times on kvm_intel — hello, usertests
-//! eager and with `--cow --lazy`; and a Ctrl-C during a boot.
+//! it); one in which a shell runs the inner `vmm` on kvm_intel — hello, usertests eager and
+//! with `--cow --lazy`, and xv6-public's own usertests when `XV6_PUBLIC_DIR` names their
+//! binaries (`tools/dev test --conformance DIR` sets it); and a Ctrl-C during a boot.
 //!
 //! Without Bochs the tests say why and pass, except under CI=true, where they fail.
 
@@ -55,14 +56,51 @@ const USERTESTS: &[(&str, &str)] = &[
     ("usertests --cow --lazy", "--cow --lazy usertests"),
 ];
 
+/// Where xv6-public's binaries go in the lab, and the ones its usertests needs.
+const XV6_IN_LAB: &str = "/lab/files/xv6";
+const XV6_PROGRAMS: [&str; 3] = ["init", "echo", "usertests"];
+/// The run of xv6-public's usertests (as tools/conformance runs it), from [`XV6_IN_LAB`].
+const XV6_USERTESTS: (&str, &str) = (
+    "xv6-public usertests",
+    "--add init --add echo --add usertests usertests",
+);
+
+/// xv6-public's binaries, from `XV6_PUBLIC_DIR`: (host path, lab path) of each, or None
+/// (said) when it is not set.
+fn xv6_public_files() -> Option<Vec<(std::path::PathBuf, String)>> {
+    let Some(dir) = std::env::var_os("XV6_PUBLIC_DIR").filter(|d| !d.is_empty()) else {
+        eprintln!(
+            "xv6-public's usertests left out of the Intel suite: XV6_PUBLIC_DIR is not set \
+             (tools/dev test --conformance DIR sets it)"
+        );
+        return None;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    Some(
+        XV6_PROGRAMS
+            .iter()
+            .map(|p| {
+                let host = dir.join(p);
+                assert!(host.is_file(), "XV6_PUBLIC_DIR: no {}", host.display());
+                (host, format!("{XV6_IN_LAB}/{p}"))
+            })
+            .collect(),
+    )
+}
+
 #[test]
 fn hello_and_usertests_pass_on_kvm_intel_eager_and_with_cow_and_lazy() {
     if intel_lab().is_none() {
         return;
     }
     let _one = one_bochs();
-    let mut script = String::from("set -u\n");
-    for (name, args) in USERTESTS {
+    let xv6 = xv6_public_files();
+    let mut runs = USERTESTS.to_vec();
+    if xv6.is_some() {
+        runs.push(XV6_USERTESTS);
+    }
+    let mut script = format!("set -u\ncd {XV6_IN_LAB} 2>/dev/null || cd /\n");
+    for (name, args) in &runs {
         script.push_str(&format!(
             "echo '=== {name}'\n/lab/files/vmm run --engine kvm --quiet --timeout 600 {args} </dev/null\n\
              echo \"=== {name} exit $?\"\n"
@@ -70,6 +108,7 @@ fn hello_and_usertests_pass_on_kvm_intel_eager_and_with_cow_and_lazy() {
     }
     // The lab ships the program's (sh's) libraries; vmm's own go beside it.
     let mut files = vec![(common::VMM.into(), "/lab/files/vmm".to_string())];
+    files.extend(xv6.into_iter().flatten());
     let deps = lab::elf::program_deps(std::path::Path::new(common::VMM)).unwrap();
     for (soname, host) in deps.libraries {
         files.push((host, format!("/lab/files/lib/{soname}")));
@@ -95,7 +134,7 @@ fn hello_and_usertests_pass_on_kvm_intel_eager_and_with_cow_and_lazy() {
         matches!(outcome, Ok(lab::LabOutcome::Exited(0))),
         "{outcome:?}\n{out}\n{err}"
     );
-    for (name, _) in USERTESTS {
+    for (name, _) in &runs {
         let section = out
             .split(&format!("=== {name}\n"))
             .nth(1)
