@@ -33,7 +33,7 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     crate::printf::loginit();
     // Our own GDT first: the VMM's boot GDT sits at a low linear address that the kernel
     // page directory no longer maps.
-    crate::gdt::seginit();
+    crate::gdt::seginit(0);
     let boot = bootinfo::read(start_info_pa).unwrap_or_else(|e| panic!("{}", e));
     cmdline::set_config(BootConfig::parse(boot.cmdline));
     log_boot_info(&boot);
