@@ -77,6 +77,8 @@ pub mod proc;
 #[cfg(all(target_arch = "x86", not(test)))]
 pub mod selftest;
 #[cfg(all(target_arch = "x86", not(test)))]
+pub mod smp;
+#[cfg(all(target_arch = "x86", not(test)))]
 pub mod sysfile;
 #[cfg(all(target_arch = "x86", not(test)))]
 pub mod sysproc;
