@@ -67,6 +67,7 @@ static GDTS: [AtomicU32; NCPU] = [const { AtomicU32::new(0) }; NCPU];
 
 /// How many CPUs there are.
 #[must_use]
+#[inline]
 pub fn ncpu() -> usize {
     NCPUS.load(Ordering::Relaxed)
 }
@@ -96,9 +97,15 @@ pub fn set_gdt(i: usize, base: u32) {
 /// The index of the CPU this runs on (xv6 `cpuid`). Interrupts must be off, or the answer
 /// may be stale by the time it is used.
 #[must_use]
+#[inline]
 pub fn cpuid() -> usize {
     #[cfg(all(target_arch = "x86", not(test)))]
     {
+        if ncpu() == 1 {
+            // One CPU (and every CPU's answer before mpinit): the question needs no
+            // answer from the hardware, and nothing could move us to another CPU.
+            return 0;
+        }
         // (The panic handler turns interrupts off before it asks.)
         assert!(
             crate::x86::readeflags() & crate::mmu::FL_IF == 0,
@@ -115,6 +122,7 @@ pub fn cpuid() -> usize {
 
 /// This CPU's state (xv6 `mycpu`); interrupts must be off.
 #[must_use]
+#[inline]
 pub fn mycpu() -> &'static Cpu {
     &CPUS[cpuid()]
 }

@@ -29,6 +29,7 @@ impl PushCli {
 
 /// Disables interrupts and counts one more level of nesting (xv6 `pushcli`); the first level
 /// remembers whether interrupts were on.
+#[inline]
 pub fn pushcli() -> PushCli {
     #[cfg(all(target_arch = "x86", not(test)))]
     let was_enabled = {
@@ -39,16 +40,18 @@ pub fn pushcli() -> PushCli {
     #[cfg(not(all(target_arch = "x86", not(test))))]
     let was_enabled = false;
     let c = mycpu();
-    if c.ncli.load(Ordering::Relaxed) == 0 {
+    let n = c.ncli.load(Ordering::Relaxed);
+    if n == 0 {
         c.intena.store(was_enabled, Ordering::Relaxed);
     }
-    c.ncli.fetch_add(1, Ordering::Relaxed);
+    set_depth(&c.ncli, n, n + 1);
     PushCli(())
 }
 
 /// Undoes one pushcli (xv6 `popcli`): at depth zero, interrupts go back on if the outermost
 /// pushcli found them on. Panics if interrupts are on (something enabled them inside a
 /// critical section) or there is no pushcli to undo.
+#[inline]
 pub fn popcli(p: PushCli) {
     let PushCli(()) = p;
     #[cfg(all(target_arch = "x86", not(test)))]
@@ -57,13 +60,26 @@ pub fn popcli(p: PushCli) {
         "popcli: interruptible"
     );
     let c = mycpu();
-    let n = c
-        .ncli
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-        .expect("popcli: no pushcli");
+    let n = c.ncli.load(Ordering::Relaxed);
+    assert!(n > 0, "popcli: no pushcli");
+    set_depth(&c.ncli, n, n - 1);
     if n == 1 && c.intena.load(Ordering::Relaxed) {
         #[cfg(all(target_arch = "x86", not(test)))]
         crate::x86::sti();
+    }
+}
+
+/// Moves a CPU's pushcli depth from `old` to `new`. In the kernel only that CPU, with
+/// interrupts off, touches it: a plain store (no locked instruction on every lock
+/// operation). Host tests share "CPU 0" between threads: an atomic update there.
+#[inline]
+fn set_depth(ncli: &core::sync::atomic::AtomicU32, old: u32, new: u32) {
+    if cfg!(all(target_arch = "x86", not(test))) {
+        ncli.store(new, Ordering::Relaxed);
+    } else if new > old {
+        ncli.fetch_add(1, Ordering::Relaxed);
+    } else {
+        ncli.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -81,18 +81,24 @@ impl<T> Spinlock<T> {
     /// Does this CPU hold the lock (xv6 `holding`)? Interrupts must be off.
     #[must_use]
     pub fn holding(&self) -> bool {
-        self.locked.load(Ordering::Relaxed) && self.cpu.load(Ordering::Relaxed) == cpuid()
+        self.held_by(cpuid())
+    }
+
+    /// Does CPU `me` hold the lock?
+    fn held_by(&self, me: usize) -> bool {
+        self.locked.load(Ordering::Relaxed) && self.cpu.load(Ordering::Relaxed) == me
     }
 
     fn acquire(&self, intr: Option<PushCli>) -> SpinlockGuard<'_, T> {
-        if CHECKED && self.holding() {
+        let me = cpuid();
+        if CHECKED && self.held_by(me) {
             panic!("acquire: {} already held", self.name);
         }
         // An atomic exchange: `xchg` on x86, which is also a full barrier.
         while self.locked.swap(true, Ordering::Acquire) {
             core::hint::spin_loop();
         }
-        self.cpu.store(cpuid(), Ordering::Relaxed);
+        self.cpu.store(me, Ordering::Relaxed);
         SpinlockGuard { lock: self, intr }
     }
 
