@@ -39,6 +39,8 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     crate::gdt::seginit(0);
     let boot = bootinfo::read(start_info_pa).unwrap_or_else(|e| panic!("{}", e));
     cmdline::set_config(BootConfig::parse(boot.cmdline));
+    // `--dir …:rw`: the trees to export when the first process exits.
+    crate::dirout::init(boot.cmdline);
     log_boot_info(&boot);
     set_phystop(boot.memmap.phystop().unwrap_or_else(|e| panic!("{}", e)));
     log_config(boot.nr_modules);

@@ -21,6 +21,7 @@ pub mod bootstack;
 pub mod cmdline;
 pub mod cow;
 pub mod cpu;
+pub mod dirout;
 pub mod elf;
 pub mod exec;
 pub mod fault;

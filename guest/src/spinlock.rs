@@ -7,9 +7,10 @@
 //! releasing one it does not hold: xv6's `holding` checks.
 //!
 //! The kernel's lock order (a lock may be taken while holding only locks left of it):
-//! cons-in → ptable → fs → {kmem, cons-out, symbol → log}. ptable is the lock every sleep
-//! condition is checked under (proc.rs `sleep`), so a pipe holds it while it takes fs for
-//! the pipe's bytes, and a read from a file takes it before fs to copy into user memory.
+//! cons-in → ptable → fs → {kmem, cons-out, dirout page, symbol → log}. ptable is the lock
+//! every sleep condition is checked under (proc.rs `sleep`), so a pipe holds it while it
+//! takes fs for the pipe's bytes, and a read from a file takes it before fs to copy into
+//! user memory.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};

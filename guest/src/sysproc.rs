@@ -27,6 +27,12 @@ pub fn sys_fork(tf: &mut TrapFrame) -> i32 {
 pub fn exit(status: i32) -> ! {
     let (ofile, cwd) = proc::take_files();
     file::close_all(&ofile, cwd);
+    // The first process's exit ends the machine: with `--dir …:rw`, what is under the
+    // write-back GUESTDIRs goes to the VMM first (dirout.rs).
+    let me = proc::myproc();
+    if me.is_some() && PTABLE.lock().initproc == me {
+        crate::dirout::export_trees();
+    }
     proc::exit(status)
 }
 

@@ -29,9 +29,9 @@ fn run_help() -> String {
     format!(
         "Built-in programs: {} (default: {}). A PROGRAM with a '/' is a host file: a static \
          ELF32 i386 executable of at most {} MiB.",
-        crate::programs::builtin_names().join(", "),
-        crate::programs::DEFAULT_PROGRAM,
-        crate::programs::MAX_HOST_FILE >> 20
+        crate::boot::programs::builtin_names().join(", "),
+        crate::boot::programs::DEFAULT_PROGRAM,
+        crate::boot::programs::MAX_HOST_FILE >> 20
     )
 }
 
@@ -46,9 +46,11 @@ fn positive_usize(text: &str) -> Result<usize, String> {
 
 /// `--mem`: a size the kernel can use, checked while parsing (a bad one is a usage error, 2).
 fn parse_mem(text: &str) -> Result<u64, String> {
-    crate::memory::parse_mem_size(text).map_err(|e| format!("{e:#}"))
+    crate::vstate::memory::parse_mem_size(text).map_err(|e| format!("{e:#}"))
 }
 
+// Parsed once per process: the size of `run`'s options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Boot the kernel and run PROGRAM in it (default: the built-in default program).
@@ -267,8 +269,8 @@ pub struct RunArgs {
     /// no authentication: whoever connects first controls the guest. A PATH (with a '/')
     /// creates a Unix socket there, mode 0600, which only you can connect to (--engine kvm);
     /// a PATH naming a character device serves on that device (used by the lab).
-    #[arg(long, value_name = "[ADDR:]PORT|PATH", value_parser = crate::gdb_conn::parse_endpoint)]
-    pub gdb: Option<crate::gdb_conn::GdbEndpoint>,
+    #[arg(long, value_name = "[ADDR:]PORT|PATH", value_parser = crate::debug::gdb::conn::parse_endpoint)]
+    pub gdb: Option<crate::debug::gdb::conn::GdbEndpoint>,
     /// Demand paging: sbrk only moves the break; each page is allocated on its first touch.
     #[arg(long)]
     pub lazy: bool,
@@ -301,15 +303,32 @@ pub struct RunArgs {
     pub add: Vec<String>,
     /// Import the host directory tree HOSTDIR (regular files and directories; links, devices
     /// and FIFOs are skipped with a note) into the guest at GUESTDIR, an absolute path made
-    /// as needed. Read-only: nothing the guest does goes back. Repeatable.
-    #[arg(long = "dir", value_name = "HOSTDIR:GUESTDIR")]
+    /// as needed. Read-only: nothing the guest does goes back, unless `:rw` is added: then,
+    /// when the guest exits with its own status, what the run created, changed or removed
+    /// under GUESTDIR is written back into HOSTDIR. Repeatable.
+    #[arg(long = "dir", value_name = "HOSTDIR:GUESTDIR[:rw]")]
     pub dir: Vec<String>,
     /// Inside the lab: the --dir trees the outer vmm imported, as a cpio archive.
     #[arg(long = "dir-tree", value_name = "FILE", hide = true)]
     pub dir_tree: Option<PathBuf>,
+    /// Inside the lab: a GUESTDIR the outer vmm writes back (`--dir …:rw`): the kernel
+    /// exports it at the end, and the export goes back in --lab-results.
+    #[arg(long = "dir-out", value_name = "GUESTDIR", hide = true)]
+    pub dir_out: Vec<String>,
+    /// Inside the lab: write the --dir-out export into FILE (the lab's collect file)
+    /// rather than into --lab-results.
+    #[arg(long = "dir-collect", value_name = "FILE", hide = true)]
+    pub dir_collect: Option<PathBuf>,
     /// The program to run and its arguments: a built-in program's name, or a host path (with a
     /// '/') to a static ELF32 i386 executable. Default: the built-in `tour`. Options of `vmm`
     /// come before PROGRAM; everything after it goes to the program (`--` also ends them).
     #[arg(value_name = "PROGRAM", trailing_var_arg = true)]
     pub program: Vec<OsString>,
+}
+
+impl RunArgs {
+    /// `--timeout` as a bound (None: 0, no bound).
+    pub fn timeout_duration(&self) -> Option<std::time::Duration> {
+        (self.timeout > 0).then(|| std::time::Duration::from_secs(self.timeout))
+    }
 }

@@ -35,3 +35,12 @@ pub const FAILURE: i32 = 125;
 pub const NOT_EXECUTABLE: i32 = xv6_abi::status::NOT_EXECUTABLE as i32;
 /// No such program (issue B).
 pub const NOT_FOUND: i32 = xv6_abi::status::NOT_FOUND as i32;
+
+/// Reports a run stopped by signal `sig` and returns the shells' status for it (130, 143, ...).
+pub fn interrupted(sig: i32) -> i32 {
+    eprintln!(
+        "vmm: interrupted ({}); the run was stopped",
+        term::interrupt::name(sig)
+    );
+    term::interrupt::exit_status(sig)
+}

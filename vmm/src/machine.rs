@@ -8,19 +8,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use crate::arch::{layout, regs};
+use crate::boot::{loader, params};
+use crate::debug::symbols::{Symbols, UserSymbols};
 use crate::devices::console::Traffic;
 use crate::devices::{Devices, FdInput};
+use crate::outcome::Outcome;
 use crate::seccomp::{self, Role};
-use crate::vcpu::{ExitStats, Outcome, PgdumpMode, Vcpu};
-use crate::{boot, layout, loader, memory, regs, vm};
+use crate::vstate::thread::{run_on_vcpu_thread, Ready, Started};
+use crate::vstate::vcpu::{ExitStats, PgdumpMode, Vcpu, VcpuSetup};
+use crate::vstate::{memory, vm};
 
 /// Which threads of a run install their seccomp filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +61,7 @@ pub struct MachineConfig {
     /// reads its results from the export stream instead).
     pub discard_stdout: bool,
     /// Serve gdb here and run the guest under its control (`--gdb`).
-    pub gdb: Option<crate::gdb_conn::GdbEndpoint>,
+    pub gdb: Option<crate::debug::gdb::conn::GdbEndpoint>,
     /// Which threads install their seccomp filter.
     pub confine: Confine,
 }
@@ -89,6 +92,9 @@ pub struct Report {
     pub pgdumps: (Vec<String>, usize),
     /// The threads' confinement as the kernel reported it when the guest started.
     pub seccomp: seccomp::Stats,
+    /// The write-back stream (`--dir …:rw`), None if the guest sent more than its bound or
+    /// an unreadable piece.
+    pub dirout: Option<Vec<u8>>,
 }
 
 impl Report {
@@ -97,7 +103,7 @@ impl Report {
         let (out, inp, empty) = self.console;
         serde_json::json!({
             "kvm_module": crate::probe::kvm_flavour(),
-            "engine": crate::engine::engine_name(),
+            "engine": crate::nested::engine_name(),
             "guest_seconds": self.elapsed.as_secs_f64(),
             "first_user_seconds": self.first_user_seconds(),
             "vm_exits": self.stats.by_reason,
@@ -144,7 +150,7 @@ impl Report {
              vmm: console: out {} bytes in {} exits, in {} bytes in {} exits \
              ({empty} more found nothing yet)",
             crate::probe::kvm_flavour(),
-            crate::engine::engine_name(),
+            crate::nested::engine_name(),
             self.elapsed.as_secs_f64(),
             reasons.join(", "),
             self.tsc_khz,
@@ -186,7 +192,12 @@ fn confine_starter(confine: Confine, mut allowed: Ready) -> Result<seccomp::Stat
     if confine == Confine::AllThreads {
         allowed.insert(Role::Main.name(), seccomp::install(Role::Main)?);
     }
-    let (mode, threads) = seccomp::kernel_view()?;
+    let (mut mode, threads) = seccomp::kernel_view()?;
+    // The main thread unconfined (`--dir …:rw` writes back from it): the mode is that of
+    // the threads that have filters.
+    if confine == Confine::VcpuThreads && threads > 0 && mode == "disabled" {
+        mode = "filter".to_string();
+    }
     let all: BTreeSet<i64> = allowed.values().flatten().copied().collect();
     Ok(seccomp::Stats {
         mode,
@@ -199,108 +210,57 @@ fn confine_starter(confine: Confine, mut allowed: Ready) -> Result<seccomp::Stat
     })
 }
 
-/// What the vCPU thread reports when it is about to run the guest: the system calls each
-/// confined thread (by role name) is allowed.
-pub type Ready = BTreeMap<&'static str, BTreeSet<i64>>;
-
-/// The vCPU thread's handle on the thread that started it.
-pub struct Started {
-    tell: Box<dyn Fn(Ready, mpsc::Sender<()>) -> bool + Send>,
-}
-
-impl Started {
-    /// Tells the starting thread that the guest is about to run (with what is confined), and
-    /// waits (at most 10 s) until it has confined itself.
-    pub fn ready(&self, allowed: Ready) {
-        let (ack, acked) = mpsc::channel();
-        if (self.tell)(allowed, ack) && acked.recv_timeout(Duration::from_secs(10)).is_err() {
-            log::warn!("the main thread did not answer within 10 s; running on");
-        }
-    }
-}
-
-/// What the vCPU thread sends its starter.
-enum Msg<T> {
-    Ready(Ready, mpsc::Sender<()>),
-    Done(Result<T>),
-}
-
-/// Runs `body` (which owns a vCPU) on a thread; when `timeout` expires, sets `expired` and
-/// kicks the thread out of KVM_RUN with a signal until it returns. When the body says it is
-/// ready ([`Started::ready`]), `on_ready` runs here, on this thread, before the body goes on.
-pub fn run_on_vcpu_thread<T: Send + 'static>(
-    timeout: Option<Duration>,
-    expired: Arc<AtomicBool>,
-    on_ready: impl FnOnce(Ready),
-    body: impl FnOnce(Started) -> Result<T> + Send + 'static,
-) -> Result<T> {
-    install_kick_handler()?;
-    let (tx, rx) = mpsc::channel::<Msg<T>>();
-    let done = tx.clone();
-    let tell = std::sync::Mutex::new(tx);
-    let started = Started {
-        tell: Box::new(move |allowed, ack| {
-            tell.lock()
-                .is_ok_and(|t| t.send(Msg::Ready(allowed, ack)).is_ok())
-        }),
-    };
-    let handle = thread::Builder::new()
-        .name("vcpu0".into())
-        .spawn(move || {
-            let _ = done.send(Msg::Done(body(started)));
-        })
-        .context("cannot start the vCPU thread")?;
-    let mut on_ready = Some(on_ready);
-    let deadline = timeout.map(|t| Instant::now() + t);
-    loop {
-        let msg = match deadline {
-            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
-            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-        };
-        match msg {
-            Ok(Msg::Ready(allowed, ack)) => {
-                if let Some(f) = on_ready.take() {
-                    f(allowed);
-                }
-                let _ = ack.send(());
-            }
-            Ok(Msg::Done(result)) => {
-                let _ = handle.join();
-                return result;
-            }
-            Err(_) => break,
-        }
-    }
-    expired.store(true, Ordering::SeqCst);
-    // Bounded: 500 kicks, 10 ms apart.
-    for _ in 0..500 {
-        let _ = handle.kill(SIGRTMIN());
-        match rx.recv_timeout(Duration::from_millis(10)) {
-            Ok(Msg::Done(result)) => {
-                let _ = handle.join();
-                return result;
-            }
-            Ok(Msg::Ready(_, ack)) => {
-                let _ = ack.send(());
-            }
-            Err(_) => {}
-        }
-    }
-    anyhow::bail!("the vCPU thread did not stop after the timeout")
-}
-
-fn install_kick_handler() -> Result<()> {
-    extern "C" fn kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    let mut result = Ok(());
-    ONCE.call_once(|| {
-        result = register_signal_handler(SIGRTMIN(), kick)
-            .map_err(|e| anyhow::anyhow!("cannot install the vCPU kick signal handler: {e}"));
-    });
-    result
-}
-
 fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started) -> Result<Report> {
+    let (vm, vcpu_fd, tsc_khz) = build_vm(cfg)?;
+    let stdout: Box<dyn std::io::Write + Send> = if cfg.discard_stdout {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let user_symbols = UserSymbols::new(cfg.user_programs.clone());
+    let stdin = Box::new(FdInput(std::io::stdin()));
+    let devices = Devices::new(Some(&vm.fd), stdout, stdin, user_symbols)?;
+    let setup = VcpuSetup {
+        pgdump: cfg.pgdump,
+        expired,
+        symbols: Arc::new(Symbols::from_elf(&cfg.kernel)),
+        seccomp_selftest: seccomp::selftest_requested(),
+    };
+    let mut vcpu = Vcpu::new(vcpu_fd, &vm.mem, devices, setup);
+    let start = std::time::Instant::now();
+    let outcome = run_confined(&mut vcpu, cfg, &started)?;
+    let elapsed = start.elapsed();
+    let backed_pages = memory::host_backed_pages(&vm.mem)
+        .inspect_err(|e| log::debug!("{e:#}"))
+        .ok();
+    let first_user_cycles = params::first_user_cycles(&vm.mem);
+    Ok(Report {
+        outcome,
+        stats: std::mem::take(&mut vcpu.stats),
+        elapsed,
+        tsc_khz,
+        exported: std::mem::take(&mut vcpu.devices.debug.exported),
+        measured_exits: std::mem::take(&mut vcpu.measured),
+        console: {
+            let c = &vcpu.devices.console;
+            (c.output, c.input, c.input_empty)
+        },
+        backed_pages,
+        crash: vcpu.crash.take(),
+        first_user_cycles,
+        pgdumps: (std::mem::take(&mut vcpu.pgdumps), vcpu.pgdumps_skipped),
+        seccomp: seccomp::Stats::default(),
+        dirout: {
+            let d = &mut vcpu.devices.debug;
+            (!d.dirout_overflow).then(|| std::mem::take(&mut d.dirout))
+        },
+    })
+}
+
+/// The VM of `cfg` ready to enter the kernel: guest RAM, the kernel loaded, the boot GDT and
+/// parameters written, the vCPU at the PVH entry. Returns the VM, its vCPU and the vCPU's
+/// TSC rate in kHz (0 if unknown; the kernel is told it on its command line).
+fn build_vm(cfg: &MachineConfig) -> Result<(vm::Vm, kvm_ioctls::VcpuFd, u32)> {
     let phystop = layout::phystop(cfg.mem);
     let image = loader::parse_kernel(&cfg.kernel, phystop)
         .with_context(|| format!("invalid kernel {}", cfg.kernel_name.display()))?;
@@ -319,25 +279,20 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
     let cmdline = format!("{} {}={tsc_khz}", cfg.cmdline, xv6_abi::cmdline::TSC_KHZ);
     loader::load_kernel(&vm.mem, &cfg.kernel, &image)?;
     regs::write_boot_gdt(&vm.mem)?;
-    let start_info = boot::write_boot_params(&vm.mem, cfg.mem, &cmdline, &cfg.modules)?;
+    let start_info = params::write_boot_params(&vm.mem, cfg.mem, &cmdline, &cfg.modules)?;
     regs::setup_pvh_entry(&vcpu_fd, image.entry, start_info)?;
-    let stdout: Box<dyn std::io::Write + Send> = if cfg.discard_stdout {
-        Box::new(std::io::sink())
-    } else {
-        Box::new(std::io::stdout())
-    };
-    let devices = Devices::new(Some(&vm.fd), stdout, Box::new(FdInput(std::io::stdin())))?;
-    let mut vcpu = Vcpu::new(vcpu_fd, &vm.mem, devices, cfg.pgdump);
-    vcpu.expired = expired;
-    vcpu.symbols = Arc::new(crate::symbols::Symbols::from_elf(&cfg.kernel));
-    vcpu.devices.debug.user_symbols = crate::symbols::UserSymbols::new(cfg.user_programs.clone());
     log::debug!(
         "booting {} at entry {:#x}, {} MiB RAM, PHYSTOP {phystop:#x}",
         cfg.kernel_name.display(),
         image.entry,
         cfg.mem >> 20
     );
-    vcpu.seccomp_selftest = seccomp::selftest_requested();
+    Ok((vm, vcpu_fd, tsc_khz))
+}
+
+/// Runs the guest to its end (under gdb with `--gdb`), each thread confined by its seccomp
+/// filter before the guest's first instruction, the starting thread told when.
+fn run_confined(vcpu: &mut Vcpu<'_>, cfg: &MachineConfig, started: &Started) -> Result<Outcome> {
     // Setup is done: from here on each thread makes only the system calls its filter allows.
     let confine = cfg.confine != Confine::Off;
     let vcpu_fd = std::os::fd::AsRawFd::as_raw_fd(&vcpu.fd);
@@ -354,34 +309,14 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
         started.ready(allowed);
         Ok(())
     };
-    let start = std::time::Instant::now();
-    let outcome = match &cfg.gdb {
-        Some(ep) => crate::gdb::serve(&mut vcpu, ep, confine, &mut ready)?,
+    Ok(match &cfg.gdb {
+        Some(ep) => {
+            let bound = crate::nested::probe_bound();
+            crate::debug::gdb::serve(vcpu, ep, confine, &mut ready, bound)?
+        }
         None => {
             ready(None)?;
             vcpu.run()
         }
-    };
-    let elapsed = start.elapsed();
-    let backed_pages = memory::host_backed_pages(&vm.mem)
-        .inspect_err(|e| log::debug!("{e:#}"))
-        .ok();
-    let first_user_cycles = boot::first_user_cycles(&vm.mem);
-    Ok(Report {
-        outcome,
-        stats: std::mem::take(&mut vcpu.stats),
-        elapsed,
-        tsc_khz,
-        exported: std::mem::take(&mut vcpu.devices.debug.exported),
-        measured_exits: std::mem::take(&mut vcpu.measured),
-        console: {
-            let c = &vcpu.devices.console;
-            (c.output, c.input, c.input_empty)
-        },
-        backed_pages,
-        crash: vcpu.crash.take(),
-        first_user_cycles,
-        pgdumps: (std::mem::take(&mut vcpu.pgdumps), vcpu.pgdumps_skipped),
-        seccomp: seccomp::Stats::default(),
     })
 }

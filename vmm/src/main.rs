@@ -1,8 +1,9 @@
 //! The `vmm` command: see `vmm --help`.
 
 use clap::Parser;
+use vmm::bench::{self, boot as bench_boot, console as bench_console, fork as bench_fork};
 use vmm::cli::{BenchWhat, Cli, Command, LabAction};
-use vmm::{bench, bench_boot, bench_console, bench_fork, engine, exit, probe};
+use vmm::{engine, nested, probe};
 
 fn main() {
     init_logging();
@@ -21,7 +22,7 @@ fn main() {
         } => bench_boot::run(&args),
         Command::Bench {
             what: BenchWhat::Lab(args),
-        } => vmm::bench_lab::run(&args),
+        } => vmm::bench::lab_cost::run(&args),
         Command::Bench {
             what: BenchWhat::Console(args),
         } => bench_console::run(&args),
@@ -44,7 +45,7 @@ fn init_logging() {
 /// `vmm check`: the KVM flavour, the probe's verdict, and the engine `auto` picks.
 fn check() -> i32 {
     println!("kvm module: {}", probe::kvm_flavour());
-    match probe::probe_legacy_paging() {
+    match probe::probe_legacy_paging(nested::probe_bound()) {
         Ok(p) => {
             let yes = if p.legacy_paging { "yes" } else { "no" };
             println!("legacy 32-bit paging: {yes} ({})", p.detail);
@@ -56,47 +57,16 @@ fn check() -> i32 {
             println!("engine auto: lab");
         }
     }
-    println!("{}", lab::status());
+    println!("{}", nested::status_text());
     0
 }
 
 /// The guest RAM of a default `vmm run`, whose warm snapshot `vmm lab setup` builds.
 const DEFAULT_MEM_MIB: u64 = 256;
 
-/// The warm snapshot line of `vmm lab status` for this `vmm`.
-fn warm_status() -> String {
-    match std::env::current_exe() {
-        Ok(exe) => lab::warm::status_line(&exe, DEFAULT_MEM_MIB),
-        Err(e) => format!("warm snapshot: unavailable ({e})"),
-    }
-}
-
 fn lab(action: LabAction) -> i32 {
     match action {
-        LabAction::Setup => match lab::ensure_assets().and_then(|_| {
-            let exe =
-                std::env::current_exe().map_err(|e| lab::LabError::Snapshot(e.to_string()))?;
-            lab::warm::prepare(&exe, DEFAULT_MEM_MIB)
-        }) {
-            Ok(_) => {
-                println!("{}", lab::status());
-                println!("{}", warm_status());
-                0
-            }
-            Err(e) => {
-                eprintln!("vmm: error: {e}");
-                exit::FAILURE
-            }
-        },
-        LabAction::Status => {
-            let status = lab::status();
-            println!("{status}");
-            println!("{}", warm_status());
-            if status.ready() {
-                0
-            } else {
-                exit::FAILURE
-            }
-        }
+        LabAction::Setup => nested::setup(DEFAULT_MEM_MIB),
+        LabAction::Status => nested::status(DEFAULT_MEM_MIB),
     }
 }

@@ -12,9 +12,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::arch::regs;
+use crate::debug::symbols::UserSymbols;
 use crate::devices::{Devices, NoInput};
-use crate::vcpu::{Outcome, PgdumpMode, Stop, Vcpu};
-use crate::{memory, regs, vm};
+use crate::outcome::Outcome;
+use crate::vstate::thread::run_on_vcpu_thread;
+use crate::vstate::vcpu::{PgdumpMode, Stop, Vcpu, VcpuSetup};
+use crate::vstate::{memory, vm};
 
 const CODE: u64 = 0x1000;
 const PGDIR: u64 = 0x2000;
@@ -45,21 +49,17 @@ pub struct ProbeResult {
     pub detail: String,
 }
 
-/// The probe's bound: 2 s, or 30 s inside the lab, whose emulated CPU on a loaded host can
-/// take longer than 2 s to create a VM and run a few instructions.
-fn probe_bound() -> Duration {
-    match std::env::var_os(lab::progress::IN_LAB_ENV) {
-        Some(_) => Duration::from_secs(30),
-        None => Duration::from_secs(2),
-    }
-}
-
-/// Runs the probe guest (bounded by [`probe_bound`]).
-pub fn probe_legacy_paging() -> Result<ProbeResult> {
+/// Runs the probe guest, for at most `bound` (the caller knows how slow this host's CPU
+/// may be: `nested::probe_bound`).
+pub fn probe_legacy_paging(bound: Duration) -> Result<ProbeResult> {
     let expired = Arc::new(AtomicBool::new(false));
     let flag = expired.clone();
-    let timeout = Some(probe_bound());
-    crate::machine::run_on_vcpu_thread(timeout, expired, |_| {}, move |_| run_probe(flag))
+    run_on_vcpu_thread(
+        Some(bound),
+        expired,
+        |_| {},
+        move |_| run_probe(flag, bound),
+    )
 }
 
 /// Builds the probe guest (4 MiB; `code` at [`CODE`], the page directory and the magic word
@@ -80,9 +80,15 @@ fn with_probe_vcpu<T>(
     let vm = vm::Vm::new(kvm, mem, false)?;
     let fd = vm.create_vcpu()?;
     regs::setup_pvh_entry(&fd, CODE as u32, 0)?;
-    let devices = Devices::new(None, Box::new(std::io::sink()), Box::new(NoInput))?;
-    let mut vcpu = Vcpu::new(fd, &vm.mem, devices, PgdumpMode::Off);
-    vcpu.expired = expired;
+    let sink = Box::new(std::io::sink());
+    let devices = Devices::new(None, sink, Box::new(NoInput), UserSymbols::default())?;
+    let setup = VcpuSetup {
+        pgdump: PgdumpMode::Off,
+        expired,
+        symbols: Arc::default(),
+        seccomp_selftest: false,
+    };
+    let mut vcpu = Vcpu::new(fd, &vm.mem, devices, setup);
     f(&mut vcpu)
 }
 
@@ -93,12 +99,12 @@ const INT3_CODE: &[u8] = &[0xcc, 0xf4];
 /// software breakpoints (KVM_GUESTDBG_USE_SW_BP). Hardware KVM: yes. The lab: no — QEMU's
 /// TCG checks an int3 of its nested guest against the INTn intercept only, never against the
 /// #BP intercept KVM sets, so the probe guest takes the #BP itself (and, with no IDT, shuts
-/// down). Decides how `vmm run --gdb` carries out gdb's `break` (see [`crate::gdb`]).
-pub fn int3_reaches_kvm() -> Result<bool> {
+/// down). Decides how `vmm run --gdb` carries out gdb's `break` (see [`crate::debug::gdb`]).
+pub fn int3_reaches_kvm(bound: Duration) -> Result<bool> {
     let expired = Arc::new(AtomicBool::new(false));
     let flag = expired.clone();
-    crate::machine::run_on_vcpu_thread(
-        Some(probe_bound()),
+    run_on_vcpu_thread(
+        Some(bound),
         expired,
         |_| {},
         move |_| {
@@ -117,12 +123,12 @@ pub fn int3_reaches_kvm() -> Result<bool> {
     )
 }
 
-fn run_probe(expired: Arc<AtomicBool>) -> Result<ProbeResult> {
-    with_probe_vcpu(PROBE_CODE, expired, |vcpu| Ok(paging_verdict(vcpu)))
+fn run_probe(expired: Arc<AtomicBool>, bound: Duration) -> Result<ProbeResult> {
+    with_probe_vcpu(PROBE_CODE, expired, |vcpu| Ok(paging_verdict(vcpu, bound)))
 }
 
 /// What the paging probe's run says.
-fn paging_verdict(vcpu: &mut Vcpu<'_>) -> ProbeResult {
+fn paging_verdict(vcpu: &mut Vcpu<'_>, bound: Duration) -> ProbeResult {
     match vcpu.run() {
         Outcome::Exited(MAGIC) => {
             let cr0 = vcpu.fd.get_sregs().map(|s| s.cr0).unwrap_or(0);
@@ -149,7 +155,7 @@ fn paging_verdict(vcpu: &mut Vcpu<'_>) -> ProbeResult {
             legacy_paging: false,
             detail: format!(
                 "the probe guest did not finish within {} s",
-                probe_bound().as_secs()
+                bound.as_secs()
             ),
         },
         other => ProbeResult {

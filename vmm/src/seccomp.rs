@@ -142,50 +142,8 @@ pub fn rules(role: Role) -> BTreeMap<i64, Vec<SeccompRule>> {
         ])]
     };
     match role {
-        Role::Main => {
-            m.insert(libc::SYS_getpid, vec![]);
-            m.insert(libc::SYS_tgkill, kick());
-            // Reading /proc/self/task/*/status back, and writing --stats-json: these open
-            // modes only (no new executable, no O_APPEND to a log, no O_PATH games).
-            let modes = [
-                libc::O_RDONLY | libc::O_CLOEXEC,
-                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_DIRECTORY | libc::O_NONBLOCK,
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-            ];
-            let opens = modes
-                .iter()
-                .map(|&f| rule(vec![cond(2, Op::Eq, f as u64)]))
-                .collect();
-            m.insert(libc::SYS_openat, opens);
-            for n in [
-                libc::SYS_read,
-                libc::SYS_close,
-                libc::SYS_getdents64,
-                libc::SYS_newfstatat,
-                libc::SYS_fstat,
-                libc::SYS_statx,
-            ] {
-                m.insert(n, vec![]);
-            }
-        }
-        Role::Vcpu { fd, gdb } => {
-            let ioctls = vcpu_ioctls(gdb)
-                .into_iter()
-                .map(|(_, req)| rule(vec![cond(0, Op::Eq, fd as u64), cond(1, Op::Eq, req)]))
-                .collect();
-            m.insert(libc::SYS_ioctl, ioctls);
-            // stdin and the debugger's connection; their readiness; the end of the run
-            // (guest RAM's residency, closing the VM's descriptors).
-            for n in [
-                libc::SYS_read,
-                libc::SYS_poll,
-                libc::SYS_ppoll,
-                libc::SYS_mincore,
-                libc::SYS_close,
-            ] {
-                m.insert(n, vec![]);
-            }
-        }
+        Role::Main => main_rules(&mut m, kick()),
+        Role::Vcpu { fd, gdb } => vcpu_rules(&mut m, fd, gdb),
         Role::Gdb => {
             m.insert(libc::SYS_poll, vec![]);
             m.insert(libc::SYS_ppoll, vec![]);
@@ -194,6 +152,54 @@ pub fn rules(role: Role) -> BTreeMap<i64, Vec<SeccompRule>> {
         }
     }
     m
+}
+
+/// The main thread's rules beyond the base: the vCPU kick (`kick`), reading
+/// /proc/self/task/*/status back, and writing `--stats-json`.
+fn main_rules(m: &mut BTreeMap<i64, Vec<SeccompRule>>, kick: Vec<SeccompRule>) {
+    m.insert(libc::SYS_getpid, vec![]);
+    m.insert(libc::SYS_tgkill, kick);
+    // These open modes only (no new executable, no O_APPEND to a log, no O_PATH games).
+    let modes = [
+        libc::O_RDONLY | libc::O_CLOEXEC,
+        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_DIRECTORY | libc::O_NONBLOCK,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+    ];
+    let opens = modes
+        .iter()
+        .map(|&f| rule(vec![cond(2, Op::Eq, f as u64)]))
+        .collect();
+    m.insert(libc::SYS_openat, opens);
+    for n in [
+        libc::SYS_read,
+        libc::SYS_close,
+        libc::SYS_getdents64,
+        libc::SYS_newfstatat,
+        libc::SYS_fstat,
+        libc::SYS_statx,
+    ] {
+        m.insert(n, vec![]);
+    }
+}
+
+/// The vCPU thread's rules beyond the base: its own vCPU's ioctls (on `fd`; the debug ones
+/// with `gdb`), stdin and the debugger's connection, their readiness, and the end of the run
+/// (guest RAM's residency, closing the VM's descriptors).
+fn vcpu_rules(m: &mut BTreeMap<i64, Vec<SeccompRule>>, fd: i32, gdb: bool) {
+    let ioctls = vcpu_ioctls(gdb)
+        .into_iter()
+        .map(|(_, req)| rule(vec![cond(0, Op::Eq, fd as u64), cond(1, Op::Eq, req)]))
+        .collect();
+    m.insert(libc::SYS_ioctl, ioctls);
+    for n in [
+        libc::SYS_read,
+        libc::SYS_poll,
+        libc::SYS_ppoll,
+        libc::SYS_mincore,
+        libc::SYS_close,
+    ] {
+        m.insert(n, vec![]);
+    }
 }
 
 /// The system calls `role` is refused with EACCES instead of trapped (see the module doc).
@@ -298,7 +304,7 @@ fn sigsys_line(w: &mut Buf<'_>, thread: &str, nr: i64) {
     });
     w.push(b" thread made a system call its filter does not allow: ");
     w.push(
-        crate::syscall_names::name(nr)
+        crate::debug::syscall_names::name(nr)
             .unwrap_or("unknown")
             .as_bytes(),
     );
@@ -507,8 +513,11 @@ mod tests {
              allow: socket (#41); the VMM stopped (vmm run --no-seccomp runs without the \
              filters)\n"
         );
-        assert_eq!(crate::syscall_names::name(libc::SYS_ioctl), Some("ioctl"));
-        assert_eq!(crate::syscall_names::name(100_000), None);
+        assert_eq!(
+            crate::debug::syscall_names::name(libc::SYS_ioctl),
+            Some("ioctl")
+        );
+        assert_eq!(crate::debug::syscall_names::name(100_000), None);
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub fn mark(n: i32) -> i32 {
 /// Whether the kernel's sbrk is lazy (booted with `lazy`): a fresh page costs no free page
 /// until it is first touched. Leaves the break where it was.
 pub fn sbrk_is_lazy() -> bool {
-    let page = crate::PGSIZE as i32;
+    let page = xv6_abi::mmu::PGSIZE as i32;
     let before = countfree();
     if sbrk(page) == -1 {
         return false;

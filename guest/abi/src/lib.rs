@@ -124,6 +124,9 @@ pub mod cmdline {
     pub const COW: &str = "cow";
     /// The key of `tsc_khz=N`: the TSC frequency from KVM_GET_TSC_KHZ.
     pub const TSC_KHZ: &str = "tsc_khz";
+    /// The key of `dirout=data,out/x`: the GUESTDIRs (no leading `/`, comma-separated) the
+    /// kernel exports through `ports::DIROUT` when the first process exits (`--dir …:rw`).
+    pub const DIROUT: &str = "dirout";
 }
 
 /// Exit statuses the kernel gives and `vmm` passes on or gives itself (docs/abi.md).
@@ -222,6 +225,12 @@ pub mod ports {
     /// `out` (32-bit) the guest-physical address of a user-symbol request
     /// ([`crate::usersym`]): the VMM names a user address for a fault line.
     pub const USER_SYMBOL: u16 = 0x50B;
+    /// `out` (32-bit): a guest-physical address; the VMM appends `DIROUT_LEN` bytes there to
+    /// the run's write-back stream (`--dir …:rw`: the kernel's export of the GUESTDIRs at
+    /// the first process's exit, a cpio newc archive).
+    pub const DIROUT: u16 = 0x50C;
+    /// `out` (32-bit): the length for the next `DIROUT`.
+    pub const DIROUT_LEN: u16 = 0x50D;
 }
 
 /// The user-symbol request, at the guest-physical address the kernel `out32`s to

@@ -56,7 +56,7 @@ fn main() {
             std::process::exit(124)
         }
         Ok(lab::LabOutcome::Interrupted(sig)) => {
-            std::process::exit(lab::interrupt::exit_status(sig))
+            std::process::exit(term::interrupt::exit_status(sig))
         }
         Err(e) => {
             eprintln!("lab_run: {e}");

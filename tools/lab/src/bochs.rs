@@ -53,12 +53,16 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::assets::{self, which, Assets, Vendor};
+use crate::apt::which;
+use crate::assets::{self, Assets, Vendor};
+use crate::error::LabError;
 use crate::iso::{self, IsoParts};
 use crate::qemu::{LineSplitter, QemuGuard};
+use crate::request::{LabOutcome, LabRequest};
 use crate::script::{parse_marker, InitSpec, Marker, MARKER_PREFIX};
 use crate::streams::StdinSource;
-use crate::{tmp, LabError, LabOutcome, LabRequest, Shared, Watched};
+use crate::supervise::{Shared, Watched};
+use crate::tmp;
 
 /// The Debian packages the Intel lab needs. `bochs-term` only satisfies `bochs`'s need for a
 /// display library, which apt would otherwise meet with `bochs-wx` and wxWidgets (the lab uses
@@ -298,9 +302,9 @@ pub(crate) fn strip_debug(program: &Path, dir: &Path) -> Option<PathBuf> {
 
 /// Writes the run's initramfs to `path` (the cached base, then the run's part); its size.
 fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, LabError> {
-    let placed = crate::place(req)?;
+    let placed = crate::payload::place(req)?;
     let args: Vec<&OsStr> = req.args.iter().map(OsString::as_os_str).collect();
-    let init = init_script(&crate::run_spec(
+    let init = init_script(&crate::payload::run_spec(
         req,
         &placed,
         assets.modules_for(Vendor::Intel),
@@ -310,7 +314,7 @@ fn build_initrd(assets: &Assets, req: &LabRequest, path: &Path) -> Result<u64, L
     let dir = path.parent().unwrap_or(Path::new("."));
     let stripped = strip_debug(&req.program, dir);
     let program = stripped.as_deref().unwrap_or(&req.program);
-    crate::write_initrd(assets, program, &placed, &init, &req.files, path)
+    crate::payload::write_initrd(assets, program, &placed, &init, &req.files, path)
 }
 
 /// A pty for ttyS1: the master (ours, close-on-exec, non-blocking), the slave (kept open by us
@@ -537,8 +541,7 @@ pub(crate) fn run(
     stderr: &mut (dyn Write + Send),
 ) -> Result<LabOutcome, LabError> {
     let start = Instant::now();
-    let deadline = start + req.timeout;
-    crate::check_request(req)?;
+    crate::request::check_request(req)?;
     if !req.tcp_ports.is_empty() || !req.unix_ports.is_empty() {
         return Err(LabError::InvalidRequest(
             "the Intel lab has no TCP bridges (Bochs has no virtio-serial): use the AMD lab".into(),
@@ -551,8 +554,52 @@ pub(crate) fn run(
     tmp::sweep_stale(&std::env::temp_dir(), "xv6-lab-");
     let tmp = tmp::TempDir::new_in(&std::env::temp_dir(), "xv6-lab-")?;
     let dir = tmp.path();
+    let mem = build_boot_iso(&tools, &assets, req, dir)?;
+
+    let pipe = || crate::qemu::pipe().map_err(|e| LabError::io("creating a pipe", e));
+    let (console_r, console_w) = pipe()?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (master, slave, pty) = open_pty().map_err(|e| LabError::io("creating a pty", e))?;
+    let fds = [&console_w, &out_w, &err_w].map(|f| f.as_raw_fd());
+    let cmd = bochs_command(&tools, mem, fds, &pty, dir)?;
+    let prepared = start.elapsed();
+    let spawned_at = Instant::now();
+    let guard =
+        QemuGuard::spawn(cmd, &fds).map_err(|e| LabError::io_path("starting", &tools.bochs, e))?;
+    // Bochs has its copies; ours must go, or our readers never see the end.
+    drop((console_w, out_w, err_w));
+    let ends = Ends {
+        console: console_r,
+        out: out_r,
+        err: err_r,
+        master,
+    };
+    let limits = crate::supervise::Limits {
+        deadline: start + req.timeout,
+        run_timeout: req.run_timeout,
+        restore_by: None,
+    };
+    let watched = watch_bochs(guard, ends, stdin.as_ref(), (stdout, stderr), dir, &limits);
+    drop(slave);
+    crate::supervise::log_timings(&watched, spawned_at, prepared);
+    if watched.markers.is_empty() && !matches!(watched.ending, crate::supervise::Ending::TimedOut) {
+        log_bochs_tail(dir);
+    }
+    drop(tmp);
+    crate::supervise::conclude(req, watched)
+}
+
+/// Builds the boot CD of a run of `req` in `dir` (isolinux, the bzImage, the run's
+/// initramfs). Returns the machine's RAM in MiB.
+fn build_boot_iso(
+    tools: &IntelTools,
+    assets: &Assets,
+    req: &LabRequest,
+    dir: &Path,
+) -> Result<u64, LabError> {
     let initrd = dir.join("initrd.cpio");
-    let initrd_size = build_initrd(&assets, req, &initrd)?;
+    let initrd_size = build_initrd(assets, req, &initrd)?;
     let cmdline = crate::qemu::with_extra_kernel_args(KERNEL_CMDLINE);
     let iso_path = dir.join("boot.iso");
     let parts = IsoParts {
@@ -563,72 +610,85 @@ pub(crate) fn run(
         initrd: &initrd,
     };
     iso::build(&parts, &cmdline, dir, &iso_path)?;
-    let mem = req.guest_mem_mib + crate::LAB_OVERHEAD_MIB + 2 * initrd_size.div_ceil(1 << 20);
+    Ok(req.guest_mem_mib + crate::request::LAB_OVERHEAD_MIB + 2 * initrd_size.div_ceil(1 << 20))
+}
 
-    let pipe = || crate::qemu::pipe().map_err(|e| LabError::io("creating a pipe", e));
-    let (console_r, console_w) = pipe()?;
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let (master, slave, pty) = open_pty().map_err(|e| LabError::io("creating a pty", e))?;
-    let fds = [&console_w, &out_w, &err_w].map(|f| f.as_raw_fd());
+/// Writes Bochs's configuration and debugger script into `dir` and returns the command that
+/// runs it there (its network cut off).
+fn bochs_command(
+    tools: &IntelTools,
+    mem: u64,
+    fds: [RawFd; 3],
+    pty: &Path,
+    dir: &Path,
+) -> Result<Command, LabError> {
     let rc = dir.join("bochsrc");
-    fs::write(&rc, bochsrc(&tools, mem, fds, &pty))
+    fs::write(&rc, bochsrc(tools, mem, fds, pty))
         .map_err(|e| LabError::io_path("writing", &rc, e))?;
     let debugger = dir.join("debugger.rc");
     fs::write(&debugger, "c\nquit\n").map_err(|e| LabError::io_path("writing", &debugger, e))?;
-
     let mut cmd = Command::new(&tools.bochs);
     cmd.args(["-q", "-f", "bochsrc", "-rc", "debugger.rc"])
         .current_dir(dir)
         .stderr(Stdio::piped());
     isolate_network(&mut cmd);
     log::debug!("lab: {cmd:?} in {}", dir.display());
-    let prepared = start.elapsed();
-    let spawned_at = Instant::now();
-    let mut guard =
-        QemuGuard::spawn(cmd, &fds).map_err(|e| LabError::io_path("starting", &tools.bochs, e))?;
-    // Bochs has its copies; ours must go, or our readers never see the end.
-    drop((console_w, out_w, err_w));
+    Ok(cmd)
+}
 
+/// Our ends of a Bochs run's channels: the console, the program's stdout and stderr, and the
+/// pty that carries control markers out and stdin in.
+struct Ends {
+    console: OwnedFd,
+    out: OwnedFd,
+    err: OwnedFd,
+    master: OwnedFd,
+}
+
+/// Watches a Bochs run to its end: its readers, the stdin feeder and the log watcher run
+/// beside the watch of `guard` under `limits`.
+fn watch_bochs(
+    mut guard: QemuGuard,
+    ends: Ends,
+    stdin: Option<&StdinSource>,
+    (stdout, stderr): (&mut (dyn Write + Send), &mut (dyn Write + Send)),
+    dir: &Path,
+    limits: &crate::supervise::Limits,
+) -> Watched {
     let bochs_err = guard.take_stderr();
     let shared = Shared::default();
     let (tx, rx) = mpsc::channel::<(Instant, Marker)>();
     let (more_tx, more_rx) = mpsc::channel::<()>();
     let mut markers = Vec::new();
+    let Ends {
+        console,
+        out,
+        err,
+        master,
+    } = ends;
     let ending = std::thread::scope(|s| {
         let sh = &shared;
         let master = &master;
-        s.spawn(move || crate::read_console(console_r, sh));
+        s.spawn(move || crate::supervise::read_console(console, sh));
         s.spawn(move || read_control(master, sh, tx, more_tx));
-        s.spawn(move || crate::forward(out_r, stdout, "stdout", &sh.out, sh));
-        s.spawn(move || crate::forward(err_r, stderr, "stderr", &sh.err, sh));
+        s.spawn(move || crate::supervise::forward(out, stdout, "stdout", &sh.out, sh));
+        s.spawn(move || crate::supervise::forward(err, stderr, "stderr", &sh.err, sh));
         if let Some(e) = bochs_err {
-            s.spawn(move || crate::read_qemu_stderr(e, sh));
+            s.spawn(move || crate::supervise::read_qemu_stderr(e, sh));
         }
-        if let Some(src) = stdin.as_ref() {
+        if let Some(src) = stdin {
             s.spawn(move || feed_stdin(src, master, more_rx, sh));
         }
         let log = dir.join("bochs.log");
         s.spawn(move || watch_log(&log, sh));
-        let limits = crate::Limits {
-            deadline,
-            run_timeout: req.run_timeout,
-            restore_by: None,
-        };
-        let ending = crate::watch(&mut guard, &rx, &mut markers, &limits, sh);
+        let ending = crate::supervise::watch(&mut guard, &rx, &mut markers, limits, sh);
         guard.kill();
         sh.done.store(true, Ordering::Release);
         ending
     });
     markers.extend(rx.try_iter());
-    drop((slave, master));
-    let watched = Watched::gather(ending, markers, shared);
-    crate::log_timings(&watched, spawned_at, prepared);
-    if watched.markers.is_empty() && !matches!(watched.ending, crate::Ending::TimedOut) {
-        log_bochs_tail(dir);
-    }
-    drop(tmp);
-    crate::conclude(req, watched)
+    drop(master);
+    Watched::gather(ending, markers, shared)
 }
 
 /// What Bochs logs when its UART drops input: the guest left its receive FIFO full.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use goblin::elf::Elf;
 
-use crate::LabError;
+use crate::error::LabError;
 
 /// Where the program's shared libraries are put inside the lab.
 pub const LAB_LIB_DIR: &str = "/lab/lib";
@@ -129,16 +129,10 @@ pub fn program_deps(program: &Path) -> Result<ProgramDeps, LabError> {
             program.display()
         )));
     }
-    let mut deps = ProgramDeps::default();
-    if let Some(interp) = elf.interpreter {
-        let host = fs::canonicalize(interp).map_err(|e| {
-            LabError::Program(format!(
-                "interpreter {interp} of {} not found on the host: {e}",
-                program.display()
-            ))
-        })?;
-        deps.interpreter = Some((interp.to_string(), host));
-    }
+    let mut deps = ProgramDeps {
+        interpreter: interpreter(&elf, program)?,
+        ..ProgramDeps::default()
+    };
     let system = system_dirs();
     let mut seen: HashSet<String> = HashSet::new();
     // Work list of (object path, its needed names).
@@ -154,14 +148,7 @@ pub fn program_deps(program: &Path) -> Result<ProgramDeps, LabError> {
             if !seen.insert(name.clone()) {
                 continue;
             }
-            let found = if name.contains('/') {
-                Some(PathBuf::from(&name))
-            } else {
-                dirs.iter()
-                    .map(|d| d.join(&name))
-                    .find(|p| fs::read(p).map(|d| is_x86_64(&d)).unwrap_or(false))
-            };
-            let Some(path) = found else {
+            let Some(path) = find_library(&name, &dirs) else {
                 return Err(LabError::Program(format!(
                     "library {name} needed by {} not found on the host",
                     from.display()
@@ -188,6 +175,31 @@ pub fn program_deps(program: &Path) -> Result<ProgramDeps, LabError> {
     }
     deps.libraries.sort();
     Ok(deps)
+}
+
+/// The program's ELF interpreter (its path as named, and on the host), if it has one.
+fn interpreter(elf: &Elf, program: &Path) -> Result<Option<(String, PathBuf)>, LabError> {
+    let Some(interp) = elf.interpreter else {
+        return Ok(None);
+    };
+    let host = fs::canonicalize(interp).map_err(|e| {
+        LabError::Program(format!(
+            "interpreter {interp} of {} not found on the host: {e}",
+            program.display()
+        ))
+    })?;
+    Ok(Some((interp.to_string(), host)))
+}
+
+/// Where the library `name` is: the path it names, or the first x86-64 ELF of that name in
+/// `dirs`.
+fn find_library(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Some(PathBuf::from(name));
+    }
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| fs::read(p).map(|d| is_x86_64(&d)).unwrap_or(false))
 }
 
 /// The `depends=` list of a kernel module, from its `.modinfo` section.

@@ -188,21 +188,7 @@ impl fmt::Display for LabError {
                     .unwrap_or("no message");
                 write!(f, "qemu-system-x86_64 failed ({status}): {last}")
             }
-            LabError::NoExitStatus { console_tail } => {
-                write!(
-                    f,
-                    "the lab stopped without reporting the program's exit status: {}",
-                    quote_tail(console_tail)
-                )?;
-                if init_died(console_tail) {
-                    write!(
-                        f,
-                        " (the lab's own init died: its cached assets may be damaged; \
-                         `vmm lab setup` checks and fetches them again)"
-                    )?;
-                }
-                Ok(())
-            }
+            LabError::NoExitStatus { console_tail } => no_exit_status(f, console_tail),
             LabError::NoSpace {
                 dir,
                 free_mib,
@@ -234,6 +220,24 @@ impl fmt::Display for LabError {
             ),
         }
     }
+}
+
+/// [`LabError::NoExitStatus`]'s message: the console's tail, and a hint when the lab's own
+/// init died.
+fn no_exit_status(f: &mut fmt::Formatter<'_>, console_tail: &[String]) -> fmt::Result {
+    write!(
+        f,
+        "the lab stopped without reporting the program's exit status: {}",
+        quote_tail(console_tail)
+    )?;
+    if init_died(console_tail) {
+        write!(
+            f,
+            " (the lab's own init died: its cached assets may be damaged; \
+             `vmm lab setup` checks and fetches them again)"
+        )?;
+    }
+    Ok(())
 }
 
 impl std::error::Error for LabError {

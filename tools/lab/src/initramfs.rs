@@ -2,7 +2,7 @@
 //!
 //! Linux unpacks concatenated newc archives in order, later entries replacing earlier ones, so
 //! the lab uses two: a cached *base* (busybox and the KVM modules, built once by
-//! [`crate::ensure_assets`]) and a small per-run part (the generated `/init`, the program, its
+//! [`crate::assets::ensure_assets`]) and a small per-run part (the generated `/init`, the program, its
 //! shared libraries and the caller's files), appended to a copy of the base for each run.
 //!
 //! [`Cpio`] writes entries with the parent directories they need (the kernel does not create

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::LabError;
+use crate::error::LabError;
 
 /// ISOLINUX's configuration: boot the one entry at once, quietly, with `cmdline`.
 pub fn isolinux_cfg(cmdline: &str) -> String {

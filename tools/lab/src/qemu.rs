@@ -15,7 +15,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::apt::{run_tool, which};
+use crate::error::LabError;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -414,6 +417,39 @@ impl LineSplitter {
     }
 }
 
+/// The path of the QEMU binary: `$XV6_LAB_QEMU`, else `qemu-system-x86_64` on `PATH`.
+pub fn find_qemu() -> Result<PathBuf, LabError> {
+    if let Some(q) = std::env::var_os("XV6_LAB_QEMU").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(q);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(LabError::QemuMissing)
+        };
+    }
+    which("qemu-system-x86_64").ok_or(LabError::QemuMissing)
+}
+
+/// The oldest QEMU whose TCG arms a nested guest's DR7 on VMRUN: before it, debug-register
+/// breakpoints and watchpoints of a guest inside the lab never fire.
+pub const QEMU_NESTED_DEBUG_MIN: (u32, u32) = (9, 1);
+
+/// The `(major, minor)` of a `qemu-system-x86_64 --version` first line, if it is one.
+pub fn parse_qemu_version(line: &str) -> Option<(u32, u32)> {
+    let v = line.strip_prefix("QEMU emulator version ")?;
+    let mut parts = v.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// The lab's QEMU version line, when its version is known to be older than
+/// [`QEMU_NESTED_DEBUG_MIN`] (None: new enough, or unknown).
+pub fn qemu_too_old_for_debugging() -> Option<String> {
+    let q = find_qemu().ok()?;
+    let out = run_tool(Command::new(q).arg("--version")).ok()?;
+    let line = out.lines().next()?.trim().to_string();
+    (parse_qemu_version(&line)? < QEMU_NESTED_DEBUG_MIN).then_some(line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,9 +492,7 @@ mod tests {
             qmp: None,
             incoming: None,
         };
-        let a = m.args();
-        let s: Vec<String> = a.iter().map(|x| x.to_string_lossy().into_owned()).collect();
-        let joined = s.join(" ");
+        let joined = joined_args(&m);
         assert!(joined.contains("-m 768M"));
         assert!(joined.contains("-accel tcg -cpu qemu64,+svm,+npt"));
         assert!(joined.contains(
@@ -475,21 +509,33 @@ mod tests {
         ));
         assert!(joined.contains("-monitor none"));
         assert!(!joined.contains("-incoming"));
-        let serials = [PortBackend::Output(7), PortBackend::Socket(9)];
-        let state = Path::new("/s/state");
-        let warm = Machine {
-            serials: &serials,
-            ports: &[],
-            qmp: Some(10),
-            incoming: Some(state),
-            ..m
-        };
-        let w: Vec<String> = warm
+    }
+
+    /// A machine's QEMU arguments as one string.
+    fn joined_args(m: &Machine) -> String {
+        let a: Vec<String> = m
             .args()
             .iter()
             .map(|x| x.to_string_lossy().into_owned())
             .collect();
-        let w = w.join(" ");
+        a.join(" ")
+    }
+
+    #[test]
+    fn a_warm_machine_has_its_qmp_socket_and_incoming_state() {
+        let serials = [PortBackend::Output(7), PortBackend::Socket(9)];
+        let warm = Machine {
+            kernel: Path::new("/k"),
+            initrd: Path::new("/i"),
+            bios: None,
+            cpu: DEFAULT_CPU,
+            mem_mib: 768,
+            serials: &serials,
+            ports: &[],
+            qmp: Some(10),
+            incoming: Some(Path::new("/s/state")),
+        };
+        let w = joined_args(&warm);
         assert!(!w.contains("virtio-serial-pci,id=vser0"));
         assert!(w.contains(
             "-serial file:/dev/fd/7 -chardev socket,id=serial1,fd=9,server=off -serial chardev:serial1"
@@ -548,5 +594,21 @@ mod tests {
         let t = std::time::Instant::now();
         pump(r, &done, Duration::from_millis(100), |_| {});
         assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn qemu_versions_are_read_from_the_version_line() {
+        let p = super::parse_qemu_version;
+        assert_eq!(
+            p("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b2)"),
+            Some((7, 2))
+        );
+        assert_eq!(
+            p("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)"),
+            Some((10, 0))
+        );
+        assert!(p("QEMU emulator version 9.0.0").unwrap() < super::QEMU_NESTED_DEBUG_MIN);
+        assert!(p("QEMU emulator version 10.0.2").unwrap() >= super::QEMU_NESTED_DEBUG_MIN);
+        assert_eq!(p("qemu-system-x86_64: not a version"), None);
     }
 }

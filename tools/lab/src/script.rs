@@ -43,6 +43,9 @@ pub enum Marker {
     Fail(String),
     /// One line of what the program left in [`RESULT_PATH`].
     Result(String),
+    /// The bytes the collect port sent ([`COLLECT_PATH`]'s), as the guest counted them;
+    /// reported before [`Marker::Sent`].
+    Collected(u64),
     /// The bytes the program's stdout and stderr ports sent, as the guest counted them.
     Sent {
         /// Bytes of stdout.
@@ -62,12 +65,34 @@ pub const STDERR_PORT: &str = "lab.stderr";
 pub const REQUEST_PORT: &str = "lab.request";
 /// Where a warm run's request puts the run's own script (see [`run_script`]).
 pub const RUN_SCRIPT_PATH: &str = "/lab/run";
+/// The port that carries [`COLLECT_PATH`] back after the program (`LabRequest::collect`).
+pub const COLLECT_PORT: &str = "lab.collect";
+/// Where a program inside the lab may leave a file (any bytes, e.g. `vmm --dir …:rw`'s
+/// export) for the host: init sends it on [`COLLECT_PORT`] after the program exits.
+pub const COLLECT_PATH: &str = "/lab/collect";
 /// Port names starting with this are the lab's own.
 pub const RESERVED_PORT_PREFIX: &str = "lab.";
+
+/// The agent's stage once the machine runs again after a restore.
+pub const RESTORED_STAGE: &str = "restored";
 
 /// Where a program inside the lab may leave a small text result (e.g. `vmm --stats-json`);
 /// init sends it back line by line after the program exits (see `LabRequest::result_file`).
 pub const RESULT_PATH: &str = "/lab/result";
+
+/// Where a request's files (`LabRequest::files`) go inside the lab, by convention: under
+/// this directory (the lab's own paths under `/lab` are reserved).
+pub const FILES_DIR: &str = "/lab/files";
+
+/// The path inside the lab of `rel` under [`FILES_DIR`].
+pub fn files_path(rel: &str) -> String {
+    format!("{FILES_DIR}/{rel}")
+}
+
+/// The path inside the lab of the virtio-serial port `name` (a request's own bridge).
+pub fn port_path(name: &str) -> String {
+    format!("/dev/virtio-ports/{name}")
+}
 
 /// Parses one control-channel line; anything else yields `None`.
 pub fn parse_marker(line: &str) -> Option<Marker> {
@@ -83,6 +108,7 @@ pub fn parse_marker(line: &str) -> Option<Marker> {
         "fail" => Some(Marker::Fail(text.trim().to_string())),
         "result" => Some(Marker::Result(text.to_string())),
         "sent" => parse_sent(text),
+        "collected" => text.trim().parse::<u64>().ok().map(Marker::Collected),
         _ => None,
     }
 }
@@ -168,7 +194,7 @@ pub fn agent_script(modules: &[String]) -> Vec<u8> {
     let mut s = setup_script(modules);
     s.extend_from_slice(
         format!(
-            "wait_ports {STDOUT_PORT} {STDERR_PORT} {STDIN_PORT} {REQUEST_PORT}\n\
+            "wait_ports {STDOUT_PORT} {STDERR_PORT} {STDIN_PORT} {REQUEST_PORT} {COLLECT_PORT}\n\
              mark stage ready\n\
              read -r go < $ctl\n\
              mark stage restored\n\
@@ -336,10 +362,17 @@ sent() {
 }
 sent lab.stdout; out=$n
 sent lab.stderr; err=$n
+# What the program left for the host (LabRequest::collect), on its own port.
+col=
+if [ -s /lab/collect ]; then
+  [ -e /dev/virtio-ports/lab.collect ] || link_ports
+  cat /lab/collect > /dev/virtio-ports/lab.collect && sent lab.collect && col=$n
+fi
 if [ -s /lab/result ]; then
   while IFS= read -r l; do mark result "$l"; done < /lab/result
 fi
 if [ -n "$out" ] && [ -n "$err" ]; then
+  [ -n "$col" ] && mark collected "$col"
   mark sent "$out" "$err"
   mark exit $status
   # The host stops the machine once the output has arrived (QEMU may still hold some).
@@ -381,6 +414,11 @@ mod tests {
             })
         );
         assert_eq!(parse_marker("XV6LAB sent 1"), None);
+        assert_eq!(
+            parse_marker("XV6LAB collected 4096000\r"),
+            Some(Marker::Collected(4_096_000))
+        );
+        assert_eq!(parse_marker("XV6LAB collected -1"), None);
         assert_eq!(parse_marker("XV6LAB sent 1 2 3"), None);
         assert_eq!(parse_marker("XV6LAB sent -1 2"), None);
         assert_eq!(
@@ -461,7 +499,7 @@ mod tests {
         let text = String::from_utf8(agent_script(&modules)).unwrap();
         assert!(text.contains("insmod '/lib/modules/lab/kvm.ko'"));
         let order = [
-            "wait_ports lab.stdout lab.stderr lab.stdin lab.request\n",
+            "wait_ports lab.stdout lab.stderr lab.stdin lab.request lab.collect\n",
             "mark stage ready\n",
             "read -r go < $ctl\n",
             "mark stage restored\n",

@@ -10,9 +10,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::error::LabError;
 use crate::qemu::{self, PortBackend, VirtPort};
-use crate::script::{REQUEST_PORT, STDERR_PORT, STDIN_PORT, STDOUT_PORT};
-use crate::{LabError, LabStdin};
+use crate::request::LabStdin;
+use crate::script::{COLLECT_PORT, REQUEST_PORT, STDERR_PORT, STDIN_PORT, STDOUT_PORT};
 
 /// How long one wait on a descriptor lasts before the flags are looked at again (ms).
 const STEP_MS: i32 = 50;
@@ -40,6 +41,8 @@ pub(crate) struct Wiring {
     control: Pair,
     stdout: Pair,
     stderr: Pair,
+    /// What the program leaves for the host after it exits (`LabRequest::collect`).
+    collect: Pair,
     stdin: Option<Pair>,
     /// A warm start's request port (see [`crate::warm`]).
     request: Option<Pair>,
@@ -53,6 +56,7 @@ pub(crate) struct HostEnds {
     pub control: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    pub collect: OwnedFd,
     /// Our end of the stdin socket (non-blocking), when stdin is streamed.
     pub stdin: Option<OwnedFd>,
     /// Our end of the request socket (blocking), for a warm start.
@@ -78,6 +82,7 @@ impl Wiring {
             control: socket_pair()?,
             stdout: pipe_pair()?,
             stderr: pipe_pair()?,
+            collect: pipe_pair()?,
             stdin: stdin.then(stdin_pair).transpose()?,
             request: None,
             tcp: tcp.to_vec(),
@@ -102,7 +107,8 @@ impl Wiring {
         ]
     }
 
-    /// The virtio-serial ports: the program's streams, then the TCP bridges.
+    /// The virtio-serial ports: the program's streams and the collect port, then the TCP
+    /// bridges.
     pub fn ports(&self) -> Vec<VirtPort> {
         let port = |name: &str, backend| VirtPort {
             name: name.to_string(),
@@ -116,6 +122,10 @@ impl Wiring {
             port(
                 STDERR_PORT,
                 PortBackend::Output(self.stderr.qemu.as_raw_fd()),
+            ),
+            port(
+                COLLECT_PORT,
+                PortBackend::Output(self.collect.qemu.as_raw_fd()),
             ),
         ];
         if let Some(p) = &self.stdin {
@@ -136,7 +146,7 @@ impl Wiring {
     /// The descriptors QEMU inherits.
     pub fn qemu_fds(&self) -> Vec<RawFd> {
         let mut fds = vec![self.console.qemu.as_raw_fd(), self.control.qemu.as_raw_fd()];
-        fds.extend([&self.stdout, &self.stderr].map(|p| p.qemu.as_raw_fd()));
+        fds.extend([&self.stdout, &self.stderr, &self.collect].map(|p| p.qemu.as_raw_fd()));
         fds.extend(self.stdin.as_ref().map(|p| p.qemu.as_raw_fd()));
         fds.extend(self.request.as_ref().map(|p| p.qemu.as_raw_fd()));
         fds
@@ -149,6 +159,7 @@ impl Wiring {
             control: self.control.ours,
             stdout: self.stdout.ours,
             stderr: self.stderr.ours,
+            collect: self.collect.ours,
             stdin: self.stdin.map(|p| p.ours),
             request: self.request.map(|p| p.ours),
         }
@@ -335,6 +346,24 @@ impl Counter {
     /// The sink write is over.
     pub fn written(&self) {
         self.writing.store(false, Ordering::Release);
+    }
+}
+
+/// Sends the go-ahead on the control socket `go`, then `request` on `sock` and its end
+/// (bounded: gives up once `done` is set).
+pub(crate) fn send_request(go: OwnedFd, sock: &OwnedFd, request: &[u8], done: &AtomicBool) {
+    let mut go = std::fs::File::from(go);
+    if let Err(e) = std::io::Write::write_all(&mut go, b"go\n") {
+        log::warn!("lab: cannot send the go-ahead: {e}");
+        return;
+    }
+    if let Err(e) = set_nonblocking(sock) {
+        log::warn!("lab: cannot set up the request socket: {e}");
+        return;
+    }
+    if send_all(sock, request, done) {
+        shut_write(sock);
+        log::debug!("lab: request sent ({} bytes)", request.len());
     }
 }
 

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::LabError;
+use crate::error::LabError;
 
 /// A private directory `parent/<prefix><pid>-<random>`, deleted when dropped.
 #[derive(Debug)]

@@ -48,27 +48,23 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::assets::{lab_dir, sha256_file, Assets};
+use crate::error::{self, LabError};
 use crate::initramfs::Cpio;
+use crate::payload::{add_file, place, write_initrd, Placed};
 use crate::qemu::{self, PortBackend, QemuGuard, VirtPort};
 use crate::qmp::Qmp;
+use crate::request::{LabOptions, LabRequest, Start, LAB_OVERHEAD_MIB};
 use crate::script::{self, Marker};
-use crate::streams::{self, Wiring};
+use crate::streams::Wiring;
+use crate::supervise::{read_console, read_control, Shared};
 use crate::tmp::TempDir;
-use crate::{
-    add_file, error, place, read_console, read_control, write_initrd, LabError, LabOptions,
-    LabRequest, Placed, Shared, Start, LAB_OVERHEAD_MIB,
-};
 
 /// The directory in the lab directory that holds the snapshots; bump when the layout changes.
 pub const WARM_SUBDIR: &str = "warm-v1";
 /// `XV6_LAB_WARM=0` boots every lab run cold.
 pub const WARM_ENV: &str = "XV6_LAB_WARM";
-/// The agent's stage once the machine runs again after a restore.
-pub(crate) const RESTORED_STAGE: &str = "restored";
 /// The agent's stage once it waits to be saved.
 const READY_STAGE: &str = "ready";
-/// How long a restored machine may take to report [`RESTORED_STAGE`].
-pub(crate) const RESTORE_LIMIT: Duration = Duration::from_secs(30);
 /// How long the build's boot may take to [`READY_STAGE`] (a loaded machine's TCG is slow).
 const BOOT_LIMIT: Duration = Duration::from_secs(240);
 /// How long saving may take.
@@ -181,8 +177,8 @@ pub(crate) fn ensure(
 /// The snapshot a run of `program` with a guest of `guest_mem_mib` restores, built now if
 /// need be (`vmm lab setup`: so that no run has to).
 pub fn prepare(program: &Path, guest_mem_mib: u64) -> Result<Snapshot, LabError> {
-    let qemu_bin = crate::assets::find_qemu()?;
-    let assets = crate::ensure_assets()?;
+    let qemu_bin = crate::qemu::find_qemu()?;
+    let assets = crate::assets::ensure_assets()?;
     let req = LabRequest {
         program: program.to_path_buf(),
         guest_mem_mib,
@@ -203,10 +199,10 @@ pub(crate) fn discard(snap: &Snapshot, why: &str) {
 /// One line for `vmm lab status` about the snapshot `program` would restore.
 pub fn status_line(program: &Path, guest_mem_mib: u64) -> String {
     let describe = || -> Result<String, LabError> {
-        let assets = crate::assets::status()
+        let assets = crate::status::status()
             .assets
             .ok_or_else(|| LabError::Snapshot("the lab's assets are not fetched".into()))?;
-        let qemu_bin = crate::assets::find_qemu()?;
+        let qemu_bin = crate::qemu::find_qemu()?;
         let req = LabRequest {
             program: program.to_path_buf(),
             guest_mem_mib,
@@ -399,7 +395,7 @@ impl Plan {
         placed: &Placed,
     ) -> Result<Snapshot, LabError> {
         crate::tmp::sweep_stale(&self.root, ".build-");
-        let stage = crate::progress::Stage::start(
+        let stage = term::progress::Stage::start(
             "building the lab's warm snapshot (once per vmm build; later runs restore it)",
         );
         let started = Instant::now();
@@ -563,24 +559,6 @@ pub(crate) fn request_archive(
     cpio.finish().map_err(werr)
 }
 
-/// Sends the go-ahead on the control socket `go`, then `request` on `sock` and its end
-/// (bounded: gives up once `done` is set).
-pub(crate) fn send_request(go: OwnedFd, sock: &OwnedFd, request: &[u8], done: &AtomicBool) {
-    let mut go = fs::File::from(go);
-    if let Err(e) = go.write_all(b"go\n") {
-        log::warn!("lab: cannot send the go-ahead: {e}");
-        return;
-    }
-    if let Err(e) = streams::set_nonblocking(sock) {
-        log::warn!("lab: cannot set up the request socket: {e}");
-        return;
-    }
-    if streams::send_all(sock, request, done) {
-        streams::shut_write(sock);
-        log::debug!("lab: request sent ({} bytes)", request.len());
-    }
-}
-
 /// Creates `dir` (and parents) if missing, readable by us alone.
 fn create_private_dir(dir: &Path) -> Result<(), LabError> {
     use std::os::unix::fs::DirBuilderExt;
@@ -670,7 +648,7 @@ impl Lock {
                 eprintln!("lab: another vmm is building the warm snapshot; waiting for it");
                 said = true;
             }
-            if Instant::now() >= deadline || crate::interrupt::pending().is_some() {
+            if Instant::now() >= deadline || term::interrupt::pending().is_some() {
                 return Err(LabError::Snapshot(format!(
                     "another process held {} for {LOCK_LIMIT:?}",
                     path.display()

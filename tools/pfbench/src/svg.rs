@@ -15,7 +15,7 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::{cycles_to_ns, summarize, Row};
+use crate::stats::{cycles_to_ns, summarize, Row};
 
 /// One colour per row, in order (matplotlib's "tab10", readable on white), then repeating.
 pub(crate) const PALETTE: [RGBColor; 8] = [

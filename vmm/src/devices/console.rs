@@ -20,9 +20,9 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-use crate::devices::{le_value, PortDevice, Request};
-use crate::layout::ports;
-use crate::vcpu::Outcome;
+use crate::arch::layout::ports;
+use crate::devices::bus::{le_value, PortDevice};
+use crate::outcome::{Outcome, Request};
 
 pub use xv6_abi::console::{BAD_REQUEST, MAX_PIECE, NOTHING_YET};
 use xv6_abi::console::{OFF_LEN, OFF_PA, OFF_RET};

@@ -5,14 +5,16 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::devices::{fill_le, le_value, PortDevice, Request};
-use crate::layout::ports;
-use crate::panic_report::PanicReport;
-use crate::symbols::UserSymbols;
-use crate::vcpu::Outcome;
+use crate::arch::layout::ports;
+use crate::debug::panic_report::PanicReport;
+use crate::debug::symbols::UserSymbols;
+use crate::devices::bus::{fill_le, le_value, PortDevice};
+use crate::outcome::{Outcome, Request};
 
 /// The most a run may export (a bound on what a guest can make the VMM hold).
 pub const EXPORT_MAX: usize = 64 << 20;
+/// The most the write-back stream may carry (`--dir …:rw`; writeback.rs bounds it again).
+pub const DIROUT_MAX: usize = 64 << 20;
 
 /// The debug ports' state.
 #[derive(Debug)]
@@ -26,6 +28,11 @@ pub struct DebugPorts {
     refused: bool,
     /// The run's user programs' symbols (port USER_SYMBOL).
     pub user_symbols: UserSymbols,
+    /// The write-back stream (ports DIROUT/DIROUT_LEN), and whether the guest sent more
+    /// than DIROUT_MAX (then it holds nothing: the write-back is refused).
+    pub dirout: Vec<u8>,
+    pub dirout_overflow: bool,
+    dirout_len: u32,
 }
 
 impl Default for DebugPorts {
@@ -36,11 +43,22 @@ impl Default for DebugPorts {
             export_len: 0,
             refused: false,
             user_symbols: UserSymbols::default(),
+            dirout: Vec::new(),
+            dirout_overflow: false,
+            dirout_len: 0,
         }
     }
 }
 
 impl DebugPorts {
+    /// The debug ports, naming user-program symbols from `user_symbols`.
+    pub fn new(user_symbols: UserSymbols) -> Self {
+        DebugPorts {
+            user_symbols,
+            ..DebugPorts::default()
+        }
+    }
+
     /// Appends `export_len` bytes at guest-physical `pa` to the export stream.
     fn export(&mut self, pa: u32, mem: &GuestMemoryMmap) {
         let len = self.export_len as usize;
@@ -56,6 +74,26 @@ impl DebugPorts {
         match mem.read_slice(&mut buf, GuestAddress(u64::from(pa))) {
             Ok(()) => self.exported.extend_from_slice(&buf),
             Err(e) => log::warn!("export of {len} bytes at {pa:#x} failed: {e}"),
+        }
+    }
+}
+
+impl DebugPorts {
+    /// Appends `dirout_len` bytes at guest-physical `pa` to the write-back stream.
+    fn dirout(&mut self, pa: u32, mem: &GuestMemoryMmap) {
+        let len = self.dirout_len as usize;
+        if self.dirout_overflow || self.dirout.len() + len > DIROUT_MAX {
+            self.dirout_overflow = true;
+            self.dirout = Vec::new();
+            return;
+        }
+        let at = self.dirout.len();
+        self.dirout.resize(at + len, 0);
+        if let Err(e) = mem.read_slice(&mut self.dirout[at..], GuestAddress(u64::from(pa))) {
+            // A stream with a hole would be misread: refuse it as a whole.
+            log::warn!("write-back stream: {len} bytes at {pa:#x} unreadable: {e}");
+            self.dirout_overflow = true;
+            self.dirout = Vec::new();
         }
     }
 }
@@ -99,6 +137,8 @@ impl PortDevice for DebugPorts {
                 | ports::EXPORT_LEN
                 | ports::MARK
                 | ports::USER_SYMBOL
+                | ports::DIROUT
+                | ports::DIROUT_LEN
         )
     }
 
@@ -126,6 +166,8 @@ impl PortDevice for DebugPorts {
             ports::EXPORT_LEN => self.export_len = value,
             ports::EXPORT => self.export(value, mem),
             ports::USER_SYMBOL => answer_user_symbol(&mut self.user_symbols, value, mem),
+            ports::DIROUT_LEN => self.dirout_len = value,
+            ports::DIROUT => self.dirout(value, mem),
             _ => {}
         }
         Request::Continue
@@ -138,11 +180,11 @@ mod tests {
 
     #[test]
     fn a_user_symbol_request_names_eip_in_the_programs_own_symbols() {
-        let (_, image) = crate::images::USER_PROGRAMS
+        let (_, image) = crate::boot::images::USER_PROGRAMS
             .iter()
             .find(|(n, _)| *n == "exitcode")
             .unwrap();
-        let main = crate::symbols::Symbols::from_elf(image)
+        let main = crate::debug::symbols::Symbols::from_elf(image)
             .address_of("main")
             .expect("the built-in programs keep their symbols");
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap();

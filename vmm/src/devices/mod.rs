@@ -7,8 +7,9 @@
 //! - [`DebugPorts`]: exit, panic, pgdump, export, mark (docs/abi.md).
 //!
 //! A write may end the run or ask something of the vCPU itself (a page-table walk, a
-//! measured-window mark): it returns a [`Request`] that the run loop carries out.
+//! measured-window mark): it returns a [`crate::outcome::Request`] that the run loop carries out.
 
+pub mod bus;
 pub mod console;
 pub mod debug;
 pub mod serial;
@@ -23,32 +24,9 @@ pub use console::{Console, FdInput, Input, InputSource, NoInput};
 pub use debug::DebugPorts;
 pub use serial::Uart;
 
-use crate::vcpu::Outcome;
-
-/// What a port write asks of the run loop.
-#[derive(Debug)]
-pub enum Request {
-    /// Nothing: run on.
-    Continue,
-    /// The run is over.
-    End(Outcome),
-    /// Walk the page tables of the vCPU's CR3 (port PGDUMP).
-    Pgdump,
-    /// Open (1) or close (2) a measured window of VM-exit counts (port MARK).
-    Mark(u32),
-    /// A debug exit (breakpoint, watchpoint, single step): only with a debugger attached.
-    Debug(kvm_bindings::kvm_debug_exit_arch),
-}
-
-/// A device on the I/O-port bus.
-pub trait PortDevice {
-    /// Whether `port` is one of this device's.
-    fn owns(&self, port: u16) -> bool;
-    /// An `in` of `data.len()` bytes from `port`.
-    fn read(&mut self, port: u16, data: &mut [u8], mem: &GuestMemoryMmap);
-    /// An `out` of `data` to `port`.
-    fn write(&mut self, port: u16, data: &[u8], mem: &GuestMemoryMmap) -> Request;
-}
+use crate::debug::symbols::UserSymbols;
+use crate::outcome::Request;
+use bus::{le_value, PortDevice};
 
 /// Every port device of the machine.
 pub struct Devices {
@@ -61,17 +39,18 @@ pub struct Devices {
 impl Devices {
     /// The machine's devices: the UARTs' interrupts wired to `vm`'s irqchip when given, COM1
     /// to the host's stdout, COM2 (the kernel log) to its stderr, the console to `stdout`,
-    /// stderr and `stdin`.
+    /// stderr and `stdin`; the debug ports name user-program symbols from `user_symbols`.
     pub fn new(
         vm: Option<&VmFd>,
         stdout: Box<dyn Write + Send>,
         stdin: Box<dyn InputSource>,
+        user_symbols: UserSymbols,
     ) -> Result<Devices> {
         Ok(Devices {
             com1: Uart::com1(vm, Box::new(std::io::stdout()))?,
             com2: Uart::com2(vm, Box::new(std::io::stderr()))?,
             console: Console::new(stdout, Box::new(std::io::stderr()), stdin),
-            debug: DebugPorts::default(),
+            debug: DebugPorts::new(user_symbols),
         })
     }
 
@@ -107,35 +86,5 @@ impl Devices {
                 Request::Continue
             }
         }
-    }
-}
-
-/// The little-endian value of an `out`'s 1, 2 or 4 bytes.
-pub fn le_value(data: &[u8]) -> u32 {
-    let mut b = [0u8; 4];
-    let n = data.len().min(4);
-    b[..n].copy_from_slice(&data[..n]);
-    u32::from_le_bytes(b)
-}
-
-/// Fills an `in`'s bytes with `value`, little-endian.
-pub fn fill_le(data: &mut [u8], value: u32) {
-    let bytes = value.to_le_bytes();
-    for (i, d) in data.iter_mut().enumerate() {
-        *d = *bytes.get(i).unwrap_or(&0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_values_are_little_endian_of_any_width() {
-        assert_eq!(le_value(&[0x34, 0x12]), 0x1234);
-        assert_eq!(le_value(&[1, 2, 3, 4]), 0x0403_0201);
-        let mut d = [0u8; 2];
-        fill_le(&mut d, 0xAABB_CCDD);
-        assert_eq!(d, [0xDD, 0xCC]);
     }
 }

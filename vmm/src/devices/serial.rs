@@ -12,8 +12,9 @@ use vm_memory::GuestMemoryMmap;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::devices::{PortDevice, Request};
-use crate::layout::ports;
+use crate::arch::layout::ports;
+use crate::devices::bus::PortDevice;
+use crate::outcome::Request;
 
 /// An eventfd wired to a GSI: writing it raises the guest interrupt.
 pub struct IrqTrigger(EventFd);

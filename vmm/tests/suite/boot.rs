@@ -12,7 +12,7 @@ const KERNBASE: u32 = 0x8000_0000;
 
 /// The kernel's `end` symbol, from the embedded image.
 fn kernel_end() -> u32 {
-    let elf = Elf::parse(vmm::images::KERNEL).expect("embedded kernel parses");
+    let elf = Elf::parse(vmm::boot::images::KERNEL).expect("embedded kernel parses");
     let sym = elf
         .syms
         .iter()

@@ -151,7 +151,8 @@ fn bad_dirs_are_refused_before_boot() {
     let file = d.join("file");
     std::fs::write(&file, "x").unwrap();
     let ok_at = |g: &str| format!("{}:{g}", ok.display());
-    // Usage errors (2): GUESTDIR not absolute, /, a clash, write-back.
+    // Usage errors (2): GUESTDIR not absolute, /, a clash, a write-back GUESTDIR the kernel
+    // command line cannot name.
     refused(&["--dir", &ok_at("data"), "hello"], 2, "not absolute");
     refused(&["--dir", &ok_at("/"), "hello"], 2, "cannot be /");
     refused(&["--dir", &ok_at("/hello"), "hello"], 2, "already a file");
@@ -160,7 +161,11 @@ fn bad_dirs_are_refused_before_boot() {
         2,
         "overlaps",
     );
-    refused(&["--dir", &ok_at("/a:rw"), "hello"], 2, ":rw");
+    refused(
+        &["--dir", &ok_at("/a,b:rw"), "hello"],
+        2,
+        "comma or white space",
+    );
     // Host problems (126): missing, a file, a name longer than DIRSIZ, too deep, too many.
     refused(
         &[

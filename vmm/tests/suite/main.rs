@@ -13,6 +13,7 @@ mod boot;
 mod console;
 mod crash;
 mod dirs;
+mod dirs_rw;
 mod files;
 mod fuzz;
 mod gdb;

@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use vmm::pgdump::{parse_dumps, parse_run, Run};
+use vmm::debug::pgdump::{parse_dumps, parse_run, Run};
 
 /// The address `tour` prints after `label` on its line, e.g. `guard  the guard page  0x...`.
 fn printed_address(stdout: &str, label: &str) -> u64 {
@@ -105,7 +105,7 @@ fn the_picture_shows_what_the_text_dump_shows() {
                 .iter()
                 .find(|r| hex_attr(**r, "data-first") <= va && va <= hex_attr(**r, "data-last"))
                 .unwrap_or_else(|| panic!("no region holds {va:#x}"));
-            let line = vmm::pgdump::format_run(run);
+            let line = vmm::debug::pgdump::format_run(run);
             let flags = line.rsplit(' ').next().unwrap();
             assert!(
                 r.attribute("data-flags").unwrap().contains(flags),

@@ -1,0 +1,6 @@
+//! x86 in 32-bit protected mode as the VMM sets it up: the guest-physical [`layout`] and
+//! port numbers, the boot [`gdt`] and the vCPU's [`regs`] at the kernel's entry.
+
+pub mod gdt;
+pub mod layout;
+pub mod regs;
