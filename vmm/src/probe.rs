@@ -88,6 +88,7 @@ fn with_probe_vcpu<T>(
         symbols: Arc::default(),
         seccomp_selftest: false,
     };
+    let devices = std::sync::Arc::new(std::sync::Mutex::new(devices));
     let mut vcpu = Vcpu::new(fd, &vm.mem, devices, setup);
     f(&mut vcpu)
 }

@@ -143,7 +143,12 @@ pub fn rules(role: Role) -> BTreeMap<i64, Vec<SeccompRule>> {
     };
     match role {
         Role::Main => main_rules(&mut m, kick()),
-        Role::Vcpu { fd, gdb } => vcpu_rules(&mut m, fd, gdb),
+        Role::Vcpu { fd, gdb } => {
+            vcpu_rules(&mut m, fd, gdb);
+            // With several vCPUs, the one whose run ends kicks the others (vstate/aps.rs).
+            m.insert(libc::SYS_getpid, vec![]);
+            m.insert(libc::SYS_tgkill, kick());
+        }
         Role::Gdb => {
             m.insert(libc::SYS_poll, vec![]);
             m.insert(libc::SYS_ppoll, vec![]);

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -56,7 +56,8 @@ impl PgdumpMode {
 pub struct Vcpu<'a> {
     pub fd: VcpuFd,
     pub mem: &'a GuestMemoryMmap,
-    pub devices: Devices,
+    /// The devices, shared by every vCPU of the machine.
+    pub devices: Arc<Mutex<Devices>>,
     pub pgdump: PgdumpMode,
     /// The dumps' text kept for `--pgdump-svg` (at most `pgdump_svg::MAX_PANELS` dumps and
     /// `MAX_TEXT` bytes), and how many more there were.
@@ -94,7 +95,12 @@ pub struct VcpuSetup {
 
 impl<'a> Vcpu<'a> {
     /// The vCPU `fd` over `mem` and `devices`, set up as `setup` says.
-    pub fn new(fd: VcpuFd, mem: &'a GuestMemoryMmap, devices: Devices, setup: VcpuSetup) -> Self {
+    pub fn new(
+        fd: VcpuFd,
+        mem: &'a GuestMemoryMmap,
+        devices: Arc<Mutex<Devices>>,
+        setup: VcpuSetup,
+    ) -> Self {
         Vcpu {
             fd,
             mem,
@@ -137,7 +143,7 @@ impl<'a> Vcpu<'a> {
             let request = match self.fd.run() {
                 Ok(exit) => crate::vstate::vmexit::handle(
                     exit,
-                    &mut self.devices,
+                    &mut self.devices.lock().unwrap_or_else(|e| e.into_inner()),
                     self.mem,
                     &mut self.stats,
                 ),
@@ -161,7 +167,14 @@ impl<'a> Vcpu<'a> {
                 Request::Continue => {}
                 Request::End(outcome) => return Stop::End(self.finish(outcome)),
                 Request::Debug(d) => return Stop::Debug(d),
-                Request::Pgdump => self.devices.debug.last_mismatches = self.dump_page_tables(),
+                Request::Pgdump => {
+                    let n = self.dump_page_tables();
+                    self.devices
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .debug
+                        .last_mismatches = n;
+                }
                 Request::Mark(n) => self.mark(n),
             }
         }

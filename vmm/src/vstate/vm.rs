@@ -81,7 +81,16 @@ impl Vm {
 
     /// Creates vCPU 0 with the host's supported CPUID.
     pub fn create_vcpu(&self) -> Result<VcpuFd> {
-        let vcpu = self.fd.create_vcpu(0).context("KVM_CREATE_VCPU failed")?;
+        self.create_vcpu_id(0)
+    }
+
+    /// Creates vCPU `id` (its LAPIC id too) with the host's supported CPUID. With the
+    /// in-kernel irqchip, every vCPU but 0 waits for a STARTUP IPI.
+    pub fn create_vcpu_id(&self, id: u8) -> Result<VcpuFd> {
+        let vcpu = self
+            .fd
+            .create_vcpu(u64::from(id))
+            .context("KVM_CREATE_VCPU failed")?;
         let mut cpuid = self
             .kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
