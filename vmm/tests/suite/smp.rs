@@ -18,6 +18,15 @@ fn bad_cpu_counts_exit_2_before_boot() {
 }
 
 #[test]
+fn gdb_with_several_cpus_is_refused_before_boot() {
+    let out = vmm(&["run", "--cpus", "2", "--gdb", "127.0.0.1:1", "hello"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("--gdb debugs one vCPU"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
+#[test]
 fn usertests_pass_on_two_cpus_each_busy() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("stats.json");
