@@ -343,3 +343,15 @@ impl RunArgs {
         (self.timeout > 0).then(|| std::time::Duration::from_secs(self.timeout))
     }
 }
+
+/// `vmm run ARGV…` parsed as the command line would be (for tests).
+#[cfg(test)]
+pub(crate) fn parse_run(argv: &[&str]) -> RunArgs {
+    use clap::Parser;
+    let mut all = vec!["vmm", "run"];
+    all.extend_from_slice(argv);
+    match Cli::parse_from(all).command {
+        Command::Run(a) => a,
+        other => panic!("not a run: {other:?}"),
+    }
+}

@@ -352,19 +352,11 @@ pub fn status_of(outcome: Outcome, timeout_secs: u64) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
 
     use super::*;
 
-    use crate::cli::{Cli, Command};
-
     fn run_args(argv: &[&str]) -> RunArgs {
-        let mut all = vec!["vmm", "run"];
-        all.extend_from_slice(argv);
-        match Cli::parse_from(all).command {
-            Command::Run(a) => a,
-            other => panic!("{other:?}"),
-        }
+        crate::cli::parse_run(argv)
     }
 
     #[test]

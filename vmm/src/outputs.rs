@@ -268,15 +268,9 @@ pub fn check_writable(path: &std::path::Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     fn run_args(argv: &[&str]) -> RunArgs {
-        let mut all = vec!["vmm", "run"];
-        all.extend_from_slice(argv);
-        match crate::cli::Cli::parse_from(all).command {
-            crate::cli::Command::Run(a) => a,
-            _ => unreachable!(),
-        }
+        crate::cli::parse_run(argv)
     }
 
     #[test]

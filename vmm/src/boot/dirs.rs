@@ -159,6 +159,13 @@ pub fn parse_spec(spec: &str) -> Result<DirSpec, DirError> {
         return Err(usage("HOSTDIR is empty; give HOSTDIR:GUESTDIR"));
     }
     if !guest.starts_with('/') {
+        // `HOST:/guest:xx`: a mode we do not know, not a relative GUESTDIR.
+        if let Some((_, g)) = host.rsplit_once(':').filter(|(_, g)| g.starts_with('/')) {
+            return Err(usage(&format!(
+                "unknown mode ':{guest}' after GUESTDIR {g}; give :rw (write back), or :ro or \
+                 nothing (read-only)"
+            )));
+        }
         return Err(usage(&format!(
             "GUESTDIR '{guest}' is not absolute; give e.g. /data"
         )));
@@ -548,6 +555,7 @@ mod tests {
         usage("in", "give HOSTDIR:GUESTDIR");
         usage(":/d", "HOSTDIR is empty");
         usage("in:d", "not absolute");
+        usage("in:/d:rx", "unknown mode ':rx' after GUESTDIR /d");
         usage("in:/", "cannot be /");
         usage("in:/a/../b", "cannot be a guest file's name");
         usage("in:/abcdefghijklmno", "1 to 14");

@@ -366,12 +366,7 @@ mod tests {
     }
 
     fn run_args(argv: &[&str]) -> RunArgs {
-        let mut all = vec!["vmm", "run"];
-        all.extend_from_slice(argv);
-        match Cli::parse_from(all).command {
-            Command::Run(a) => a,
-            other => panic!("{other:?}"),
-        }
+        crate::cli::parse_run(argv)
     }
 
     /// Every option `vmm run` has reaches the inner vmm: passed on as given (found by clap's

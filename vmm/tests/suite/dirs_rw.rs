@@ -303,29 +303,35 @@ fn a_name_the_host_does_not_take_is_refused() {
     );
 }
 
+/// `vmm run --dir HOST:/data:rw dirsrw CHANGES… wait`, started with piped streams: the
+/// guest makes its changes, then waits for a line on stdin.
+fn spawn_waiting(host: &std::path::Path) -> std::process::Child {
+    let prog = build_c_program("dirsrw", false);
+    let mut args = vec![
+        "run".to_string(),
+        "--quiet".into(),
+        "--dir".into(),
+        rw(host),
+        prog.display().to_string(),
+    ];
+    args.extend(CHANGES.iter().map(|s| s.to_string()));
+    args.push("wait".into());
+    Command::new(common::VMM)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn a_file_changed_on_the_host_during_the_run_is_not_overwritten() {
     if common::engine().is_none() {
         return;
     }
     let host = tree("rw-raced");
-    let prog = build_c_program("dirsrw", false);
-    let mut args = vec![
-        "run".to_string(),
-        "--quiet".into(),
-        "--dir".into(),
-        rw(&host),
-        prog.display().to_string(),
-    ];
-    args.extend(CHANGES.iter().map(|s| s.to_string()));
-    args.push("wait".into());
-    let mut child = Command::new(common::VMM)
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_waiting(&host);
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -356,23 +362,7 @@ fn an_interrupted_run_writes_nothing_and_leaves_no_temporary_files() {
     }
     let host = tree("rw-int");
     let before = snapshot(&host);
-    let prog = build_c_program("dirsrw", false);
-    let mut args = vec![
-        "run".to_string(),
-        "--quiet".into(),
-        "--dir".into(),
-        rw(&host),
-        prog.display().to_string(),
-    ];
-    args.extend(CHANGES.iter().map(|s| s.to_string()));
-    args.push("wait".into());
-    let mut child = Command::new(common::VMM)
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_waiting(&host);
     let pid = child.id();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
