@@ -45,13 +45,6 @@ fn try_run(args: &RunArgs) -> Result<i32> {
         crate::outputs::check_writable(path)?;
     }
     crate::outputs::check(args)?;
-    if args.gdb.is_some() && args.cpus > 1 {
-        // The stub drives vCPU 0 alone: another vCPU would meet gdb's int3 breakpoints as
-        // guest exceptions.
-        anyhow::bail!(exit::UsageError(
-            "--gdb debugs one vCPU: leave out --cpus (or use --cpus 1)".into()
-        ));
-    }
     let (added, program, tree) = match resolve(args) {
         Ok(r) => r,
         Err(status) => return Ok(status),

@@ -22,7 +22,7 @@ use crate::devices::{Devices, FdInput};
 use crate::outcome::Outcome;
 use crate::seccomp::{self, Role};
 use crate::vstate::thread::{run_on_vcpu_thread, Ready, Started};
-use crate::vstate::vcpu::{ExitStats, PgdumpMode, Vcpu, VcpuSetup};
+use crate::vstate::vcpu::{ExitStats, PgdumpMode, Pgdumps, Vcpu, VcpuSetup};
 use crate::vstate::{aps, memory, vm};
 use kvm_ioctls::VcpuFd;
 
@@ -174,6 +174,24 @@ impl Report {
             inp.bytes,
             inp.exits,
         ) + &format!("\n{}", self.seccomp.line())
+            + &self.vcpu_lines()
+    }
+
+    /// With several vCPUs, a line each: `vmm: vcpuN: E VM exits, S s of CPU` (their exits
+    /// add up to the total above).
+    fn vcpu_lines(&self) -> String {
+        if self.vcpus.len() < 2 {
+            return String::new();
+        }
+        self.vcpus
+            .iter()
+            .map(|v| {
+                format!(
+                    "\nvmm: vcpu{}: {} VM exits, {:.3} s of CPU",
+                    v.id, v.vm_exits_total, v.cpu_seconds
+                )
+            })
+            .collect()
     }
 }
 
@@ -241,14 +259,22 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
         user_symbols,
     )?));
     let symbols = Arc::new(Symbols::from_elf(&cfg.kernel));
+    let pgdumps = Arc::new(Mutex::new(Pgdumps::default()));
     let setup = VcpuSetup {
         pgdump: cfg.pgdump,
+        pgdumps: pgdumps.clone(),
         expired: expired.clone(),
         symbols: symbols.clone(),
         seccomp_selftest: seccomp::selftest_requested(),
     };
     let mut vcpu = Vcpu::new(vcpu_fd, &vm.mem, devices.clone(), setup);
     let ending = aps::Ending::default();
+    // Under gdb the APs report their stops to the session.
+    let (stop_tx, stops) = std::sync::mpsc::channel();
+    let reports = aps::StopReports {
+        tx: stop_tx,
+        notify: Arc::default(),
+    };
     let cx = aps::ApContext {
         mem: &vm.mem,
         devices: devices.clone(),
@@ -258,18 +284,29 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
         bsp_stop: expired,
         // SAFETY: pthread_self has no preconditions.
         bsp_thread: unsafe { libc::pthread_self() },
+        pgdump: cfg.pgdump,
+        pgdumps,
+        gdb: cfg.gdb.as_ref().map(|_| reports.clone()),
     };
     let start = std::time::Instant::now();
-    let (outcome, ap_results) = std::thread::scope(|scope| -> Result<_> {
-        let mut running = Vec::new();
-        for (i, fd) in ap_fds.into_iter().enumerate() {
-            let ap =
-                aps::spawn(scope, i as u8 + 1, fd, &cx).context("cannot start a vCPU thread")?;
-            running.push(ap);
-        }
-        let outcome = run_confined(&mut vcpu, cfg, &started);
-        Ok((outcome, aps::stop_all(running)))
-    })?;
+    let (outcome, ap_results) =
+        std::thread::scope(|scope| -> Result<_> {
+            let mut running = Vec::new();
+            for (i, fd) in ap_fds.into_iter().enumerate() {
+                let ap = aps::spawn(scope, i as u8 + 1, fd, &cx)
+                    .context("cannot start a vCPU thread")?;
+                running.push(ap);
+            }
+            let others = cfg.gdb.as_ref().filter(|_| !running.is_empty()).map(|_| {
+                crate::debug::gdb::Others {
+                    aps: running.iter().filter_map(|a| a.debugged.clone()).collect(),
+                    stops,
+                    reports,
+                }
+            });
+            let outcome = run_confined(&mut vcpu, others, cfg, &started);
+            Ok((outcome, aps::stop_all(running)))
+        })?;
     let elapsed = start.elapsed();
     let outcome = match ending.take() {
         // An AP ended the run (vCPU 0 was stopped for it).
@@ -281,6 +318,12 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
     };
     let vcpus = vcpu_lines(&vcpu.stats, &ap_results);
     let mut report = report(&vm, &mut vcpu, outcome, elapsed, tsc_khz);
+    // The run's exit counts are every vCPU's.
+    for ap in &ap_results {
+        for (reason, n) in &ap.stats.by_reason {
+            *report.stats.by_reason.entry(reason).or_default() += n;
+        }
+    }
     report.vcpus = vcpus;
     Ok(report)
 }
@@ -327,7 +370,10 @@ fn report(
         backed_pages,
         crash: vcpu.crash.take(),
         first_user_cycles,
-        pgdumps: (std::mem::take(&mut vcpu.pgdumps), vcpu.pgdumps_skipped),
+        pgdumps: {
+            let mut p = vcpu.pgdumps.lock().unwrap_or_else(|e| e.into_inner());
+            (std::mem::take(&mut p.texts), p.skipped)
+        },
         seccomp: seccomp::Stats::default(),
         dirout: {
             let d = &mut devices.debug;
@@ -380,18 +426,37 @@ fn build_vm(cfg: &MachineConfig) -> Result<(vm::Vm, VcpuFd, Vec<VcpuFd>, u32)> {
 
 /// Runs the guest to its end (under gdb with `--gdb`), each thread confined by its seccomp
 /// filter before the guest's first instruction, the starting thread told when.
-fn run_confined(vcpu: &mut Vcpu<'_>, cfg: &MachineConfig, started: &Started) -> Result<Outcome> {
+fn run_confined<'m>(
+    vcpu: &mut Vcpu<'m>,
+    others: Option<crate::debug::gdb::Others<'m>>,
+    cfg: &MachineConfig,
+    started: &Started,
+) -> Result<Outcome> {
     // Setup is done: from here on each thread makes only the system calls its filter allows.
     let confine = cfg.confine != Confine::Off;
     let vcpu_fd = std::os::fd::AsRawFd::as_raw_fd(&vcpu.fd);
     let gdb = cfg.gdb.is_some();
+    // Under gdb this thread reads and sets up the other vCPUs too (they wait meanwhile).
+    let peer_fds: Vec<i32> = others
+        .iter()
+        .flat_map(|o| &o.aps)
+        .map(|ap| {
+            let v = ap.vcpu.lock().unwrap_or_else(|e| e.into_inner());
+            std::os::fd::AsRawFd::as_raw_fd(&v.fd)
+        })
+        .collect();
+    let peers = seccomp::Peers::new(&peer_fds);
     let mut ready = |watcher: Option<BTreeSet<i64>>| -> Result<()> {
         let mut allowed = Ready::new();
         if let Some(w) = watcher {
             allowed.insert(Role::Gdb.name(), w);
         }
         if confine {
-            let role = Role::Vcpu { fd: vcpu_fd, gdb };
+            let role = Role::Vcpu {
+                fd: vcpu_fd,
+                gdb,
+                peers,
+            };
             allowed.insert(role.name(), seccomp::install(role)?);
         }
         started.ready(allowed);
@@ -400,7 +465,7 @@ fn run_confined(vcpu: &mut Vcpu<'_>, cfg: &MachineConfig, started: &Started) -> 
     Ok(match &cfg.gdb {
         Some(ep) => {
             let bound = crate::nested::probe_bound();
-            crate::debug::gdb::serve(vcpu, ep, confine, &mut ready, bound)?
+            crate::debug::gdb::serve(vcpu, others, ep, confine, &mut ready, bound)?
         }
         None => {
             ready(None)?;

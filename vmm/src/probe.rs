@@ -83,6 +83,7 @@ fn with_probe_vcpu<T>(
     let sink = Box::new(std::io::sink());
     let devices = Devices::new(None, sink, Box::new(NoInput), UserSymbols::default())?;
     let setup = VcpuSetup {
+        pgdumps: Default::default(),
         pgdump: PgdumpMode::Off,
         expired,
         symbols: Arc::default(),

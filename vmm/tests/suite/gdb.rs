@@ -253,6 +253,57 @@ fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
     );
 }
 
+/// `--cpus 2`: the vCPUs are gdb's threads 1 and 2; a breakpoint stops on the vCPU that hit
+/// it (kinit2 on the boot CPU, mpmain on the other), each thread's registers are its vCPU's
+/// (the other's EIP differs), memory reads through thread 2's page tables, a step of thread 2,
+/// and the run goes on to the program's exit.
+#[test]
+fn two_vcpus_are_two_threads_each_with_its_breakpoints_and_registers() {
+    if engine().is_none() || !gdb_available() {
+        return;
+    }
+    let session = Session::start(
+        &["--cpus", "2", "hello"],
+        Stdio::null(),
+        include_str!("../fixtures/gdb/smp.gdb"),
+        &[],
+        false,
+    );
+    let gdb = session.gdb().output().unwrap();
+    let (status, log) = session.finish();
+    let out = text(&gdb);
+    let expect = |what: &str| expect(&out, &log, what);
+    // Before the first instruction: two threads, named by their vCPU.
+    expect(" (vCPU 0) 0x00100000 in ?? ()");
+    expect(" (vCPU 1) ");
+    // The boot CPU runs kinit2; only the other runs mpmain (gdb switches to it).
+    expect("kinit2 on thread 1");
+    expect("hit Breakpoint 2, xv6::smp::mpmain");
+    expect("mpmain on thread 2");
+    let mpmain = eip_after(&out, "eip            0x");
+    let bsp = eip_after(&out, "thread 1 eip: 0x");
+    assert_ne!(mpmain, bsp, "each thread has its vCPU's registers:\n{out}");
+    assert!(
+        out.contains("<xv6::smp::mpmain"),
+        "code at thread 2's EIP:\n{out}\n{log}"
+    );
+    expect("thread 2 after stepi: thread 2 eip 0x");
+    expect("exited normally");
+    assert_eq!(status, Some(0), "{log}");
+}
+
+/// The hex number after `prefix` in gdb's output.
+fn eip_after(out: &str, prefix: &str) -> u32 {
+    let at = out
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix:?} in:\n{out}"));
+    let hex: String = out[at + prefix.len()..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    u32::from_str_radix(&hex, 16).unwrap_or_else(|_| panic!("{prefix:?}{hex}: {out}"))
+}
+
 /// A Unix socket path that exists is refused in one line (2), before any boot, on every
 /// engine, and left alone; a device path through the lab likewise.
 #[test]

@@ -18,15 +18,6 @@ fn bad_cpu_counts_exit_2_before_boot() {
 }
 
 #[test]
-fn gdb_with_several_cpus_is_refused_before_boot() {
-    let out = vmm(&["run", "--cpus", "2", "--gdb", "127.0.0.1:1", "hello"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
-    assert!(err.contains("--gdb debugs one vCPU"), "{err}");
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-}
-
-#[test]
 fn usertests_pass_on_two_cpus_each_busy() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("stats.json");
@@ -36,6 +27,7 @@ fn usertests_pass_on_two_cpus_each_busy() {
         "2",
         "--timeout",
         "600",
+        "--stats",
         "--stats-json",
         json_arg,
         "usertests",
@@ -54,7 +46,23 @@ fn usertests_pass_on_two_cpus_each_busy() {
         assert_eq!(v["id"], i as u64, "{stats}");
         assert!(v["vm_exits_total"].as_u64().unwrap() > 0, "{stats}");
         assert!(v["cpu_seconds"].as_f64().unwrap() > 0.0, "{stats}");
+        // --stats prints the same per vCPU.
+        let line = format!("vmm: vcpu{i}: {} VM exits, ", v["vm_exits_total"]);
+        assert!(err.contains(&line), "{line:?}: {err}");
     }
+    // The run's exits are every vCPU's: the total (and its reasons) add up.
+    let sum: u64 = vcpus
+        .iter()
+        .map(|v| v["vm_exits_total"].as_u64().unwrap())
+        .sum();
+    let by_reason: u64 = stats["vm_exits"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|n| n.as_u64())
+        .sum();
+    assert_eq!(stats["vm_exits_total"].as_u64(), Some(sum), "{stats}");
+    assert_eq!(by_reason, sum, "{stats}");
     // Both CPUs ran the two busy children at once through their window.
     let line = text
         .lines()
