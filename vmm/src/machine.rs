@@ -311,7 +311,7 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
     let outcome = match ending.take() {
         // An AP ended the run (vCPU 0 was stopped for it).
         Some((id, o, crash)) => {
-            vcpu.crash = crash.map(|c| format!("vCPU {id}: {c}"));
+            vcpu.crash = crash.map(|c| crate::debug::crash::on_vcpu(id.into(), &c));
             o
         }
         None => outcome?,

@@ -292,6 +292,29 @@ fn two_vcpus_are_two_threads_each_with_its_breakpoints_and_registers() {
     assert_eq!(status, Some(0), "{log}");
 }
 
+/// A crash on another vCPU than 0 is reported as that vCPU's: gdb stops vCPU 1 at mpmain,
+/// points its EIP at 0 (unmapped in the kernel's page directory) and detaches; the guest runs
+/// on without gdb, vCPU 1 faults, and the run ends with its crash report.
+#[test]
+fn a_crash_on_vcpu_1_is_reported_as_vcpu_1s() {
+    if engine().is_none() || !gdb_available() {
+        return;
+    }
+    let session = Session::start(
+        &["--cpus", "2", "hello"],
+        Stdio::null(),
+        include_str!("../fixtures/gdb/apcrash.gdb"),
+        &[],
+        false,
+    );
+    let gdb = session.gdb().output().unwrap();
+    let (status, log) = session.finish();
+    let out = text(&gdb);
+    expect(&out, &log, "thread 2 eip now 0\n");
+    assert!(log.contains("vmm: crash: on vCPU 1\n"), "{log}");
+    assert_eq!(status, Some(125), "{log}");
+}
+
 /// The hex number after `prefix` in gdb's output.
 fn eip_after(out: &str, prefix: &str) -> u32 {
     let at = out

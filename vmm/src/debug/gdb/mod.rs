@@ -414,7 +414,7 @@ impl<'m> GdbTarget<'_, 'm> {
     fn ended(&mut self, i: usize, outcome: Outcome) -> StopReason {
         if i != 0 {
             let crash = self.held(i).and_then(|mut v| v.crash.take());
-            self.vcpu.crash = crash.map(|c| format!("vCPU {i}: {c}"));
+            self.vcpu.crash = crash.map(|c| crate::debug::crash::on_vcpu(i, &c));
         }
         let reason = match &outcome {
             Outcome::Exited(v) => StopReason::Exited(*v as u8),
