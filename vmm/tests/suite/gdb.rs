@@ -193,12 +193,25 @@ fn gdb_session_breaks_walks_reads_watches_steps_and_sees_the_exit() {
 
 #[test]
 fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
+    ctrl_c_session(1);
+}
+
+/// The same at `--cpus 2`: Ctrl-C stops both vCPUs (gdb hears of vCPU 0), the monitor
+/// answers for vCPU 0, and four threads ran confined (vcpu1 too).
+#[test]
+fn ctrl_c_stops_every_vcpu() {
+    ctrl_c_session(2);
+}
+
+/// Ctrl-C, the monitor commands and kill on a guest idling in `cat`, with `cpus` vCPUs.
+fn ctrl_c_session(cpus: usize) {
     if engine().is_none() || !gdb_available() {
         return;
     }
     // cat blocks reading a stdin that stays open: the guest idles, running, until stopped.
+    let n = cpus.to_string();
     let session = Session::start(
-        &["--stats", "cat"],
+        &["--stats", "--cpus", &n, "cat"],
         Stdio::piped(),
         include_str!("../fixtures/gdb/interrupt.gdb"),
         &[],
@@ -222,7 +235,8 @@ fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
     let (status, log) = session.finish();
     let out = text(&gdb);
     let expect = |what: &str| expect(&out, &log, what);
-    expect("Program received signal SIGINT");
+    // ("Program received…" with one thread, "Thread 1 received…" with several.)
+    expect(" received signal SIGINT");
     expect("interrupted at 0x80");
     // monitor pgdump: the current page directory, kmap's mappings, no mismatch.
     // (The text row's end moves with the kernel's size.)
@@ -238,13 +252,16 @@ fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
     // kill ends the guest: vmm's one-line error and its status.
     assert!(log.contains("vmm: error: gdb killed the guest"), "{log}");
     assert_eq!(status, Some(125), "{log}");
-    // Under gdb three threads ran confined: main, vcpu0 and the Ctrl-C watcher.
+    if cpus > 1 {
+        expect("vCPU 0:");
+    }
+    // Under gdb these threads ran confined: main, vcpu0, the Ctrl-C watcher, vcpu1...
     let seccomp = log
         .lines()
         .find(|l| l.starts_with("vmm: seccomp: "))
         .unwrap_or_else(|| panic!("no seccomp line: {log}"));
     assert!(
-        seccomp.starts_with("vmm: seccomp: filter on 3 threads"),
+        seccomp.starts_with(&format!("vmm: seccomp: filter on {} threads", 2 + cpus)),
         "{log}"
     );
     assert!(
