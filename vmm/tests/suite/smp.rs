@@ -93,7 +93,7 @@ fn four_cpus_with_cow_and_lazy() {
 /// `--pgdump` and `--pgdump-svg` when the guest asks on another vCPU than 0: a C program that
 /// calls pgdump() once it runs on vCPU 1 (CPUID's APIC id) is answered, its dump walked from
 /// that vCPU's CR3 (the program's own page tables: user rows; vCPU 0 then runs the scheduler
-/// on the kernel's), and the picture has its panel after the kernel's.
+/// on the kernel's), and the picture has its panels after the kernel's.
 #[test]
 fn a_page_table_dump_asked_on_another_vcpu_walks_that_vcpus_tables() {
     if common::engine().is_none() {
@@ -116,21 +116,19 @@ fn a_page_table_dump_asked_on_another_vcpu_walks_that_vcpus_tables() {
     };
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "0: walked on vCPU 1\n{err}");
-    // The kernel's dump (vCPU 0, after kvmalloc), then the program's.
+    // The kernel's dump (vCPU 0, after kvmalloc), then the program's: one, or more when it
+    // was moved to another CPU during its call (a walk is long in the lab) and tried again.
     let dumps: Vec<&str> = err.split("pgdump cr3=").skip(1).collect();
-    assert_eq!(dumps.len(), 2, "{err}");
-    assert!(
-        dumps[1]
-            .lines()
-            .any(|l| l.starts_with("0x00000000-") && l.ends_with('u')),
-        "the program's own tables: {}",
-        dumps[1]
-    );
-    assert!(
-        dumps[1].contains(", 0 translate mismatches"),
-        "{}",
-        dumps[1]
-    );
+    assert!(dumps.len() >= 2, "{err}");
+    for d in &dumps[1..] {
+        assert!(
+            d.lines()
+                .any(|l| l.starts_with("0x00000000-") && l.ends_with('u')),
+            "the program's own tables: {d}"
+        );
+        assert!(d.contains(", 0 translate mismatches"), "{d}");
+    }
     let picture = std::fs::read_to_string(&svg).unwrap();
-    assert_eq!(picture.matches("class=\"panel\"").count(), 2, "{picture}");
+    let panels = picture.matches("class=\"panel\"").count();
+    assert_eq!(panels, dumps.len().min(32), "{picture}");
 }

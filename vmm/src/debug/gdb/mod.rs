@@ -850,8 +850,9 @@ impl<'v, 'm> BlockingEventLoop for EventLoop<'v, 'm> {
 
 /// The Ctrl-C watcher: a thread that, while armed (the guest runs), polls the debugger's
 /// connection and, when bytes arrive or another vCPU has reported a stop (`notify`), sets
-/// vCPU 0's `interrupt` and kicks its thread out of KVM_RUN (every 10 ms until disarmed). One per session, started before the filters
-/// are installed (a confined vCPU thread cannot start threads).
+/// vCPU 0's `interrupt` and kicks its thread out of KVM_RUN (every 10 ms until disarmed).
+/// One per session, started before the filters are installed (a confined vCPU thread cannot
+/// start threads).
 struct Watcher {
     /// Set while the guest runs.
     armed: Arc<AtomicBool>,
@@ -964,14 +965,13 @@ fn watch(
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
-        if !notify.load(Ordering::SeqCst) && !readable(fd, 20) {
-            if notify.load(Ordering::SeqCst) {
-                // Another vCPU stopped during the poll.
-            } else {
-                // poll returns at once on a port with no client (POLLHUP): do not spin.
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
+        // A byte from gdb, or another vCPU's stop (before or during the poll).
+        let asked =
+            notify.load(Ordering::SeqCst) || readable(fd, 20) || notify.load(Ordering::SeqCst);
+        if !asked {
+            // poll returns at once on a port with no client (POLLHUP): do not spin.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
         }
         interrupt.store(true, Ordering::SeqCst);
         while armed.load(Ordering::SeqCst) && !done.load(Ordering::SeqCst) {
