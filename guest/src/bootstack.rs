@@ -11,11 +11,32 @@ pub const KSTACKSIZE: usize = xv6_abi::mmu::PGSIZE as usize;
 #[repr(C, align(16))]
 pub struct BootStack(UnsafeCell<[u8; KSTACKSIZE]>);
 
-// SAFETY: one CPU; only boot code runs on it (through ESP), and `stack_high_water` only reads.
+// SAFETY: only the CPU whose stack it is runs on it (through ESP); `stack_high_water` only
+// reads.
 unsafe impl Sync for BootStack {}
 
+impl BootStack {
+    /// A zeroed stack (the other CPUs' start on such stacks too, smp.rs).
+    #[must_use]
+    pub const fn new() -> BootStack {
+        BootStack(UnsafeCell::new([0; KSTACKSIZE]))
+    }
+
+    /// The address just above the stack (the first ESP).
+    #[must_use]
+    pub fn top(&self) -> u32 {
+        self.0.get() as u32 + KSTACKSIZE as u32
+    }
+}
+
+impl Default for BootStack {
+    fn default() -> BootStack {
+        BootStack::new()
+    }
+}
+
 /// The boot stack; `entry` loads ESP with its top.
-pub static STACK: BootStack = BootStack(UnsafeCell::new([0; KSTACKSIZE]));
+pub static STACK: BootStack = BootStack::new();
 
 /// The most boot stack used so far, in bytes: the stack starts zeroed (it is in .bss), so
 /// this finds the lowest byte that is no longer zero.

@@ -6,18 +6,11 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::memlayout::{PhysAddr, P2V};
+use crate::x86::rdtsc;
 use xv6_abi::layout::BOOT_TIMES;
 
 /// Set once the second timestamp is written.
 static DONE: AtomicBool = AtomicBool::new(false);
-
-/// Reads the time-stamp counter.
-fn rdtsc() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: rdtsc only reads the TSC into edx:eax (CR4.TSD is clear in the kernel).
-    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
-    u64::from(hi) << 32 | u64::from(lo)
-}
 
 /// Records "first user instruction" the first time it is called (from forkret, right
 /// before trapret's iret into user mode).

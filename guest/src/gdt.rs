@@ -4,17 +4,20 @@
 //! data 0x10, user code 0x1b, user data 0x23 and a TSS slot 0x28. `switchuvm` points the TSS
 //! at the process's kernel stack (ss0:esp0, where the CPU switches to on a trap from user
 //! mode), loads it into the task register and loads the process's page directory into CR3.
-//! One CPU, so one GDT and one TSS; both are only written with interrupts off.
+//! Each CPU has its own GDT and TSS (xv6 keeps them in `struct cpu`), chosen by `cpuid`;
+//! each is only written by its own CPU, with interrupts off.
 //!
 //! A second TSS (slot 0x30) belongs to the double-fault task: the IDT's #DF entry is a task
 //! gate to it (as 32-bit Linux does), so a double fault — a kernel stack overflow, a fault
 //! while the CPU delivers a fault — switches to a known-good stack and address space instead
 //! of pushing onto the broken stack and triple-faulting. The switch saves the faulting task's
-//! registers in the first TSS, where [`faulted_task`] reads them for the report.
+//! registers in the first TSS, where [`faulted_task`] reads them for the report. Each CPU
+//! has its own double-fault task and stack too.
 
 use core::arch::asm;
 use core::cell::UnsafeCell;
 
+use crate::cpu::{cpuid, NCPU};
 use crate::mmu::{
     kernel_gdt, selector, SegDesc, NSEGS, SEG_DFTSS, SEG_KCODE, SEG_KDATA, SEG_TSS, STS_T32A,
 };
@@ -54,17 +57,30 @@ struct Segments {
     dfts: UnsafeCell<TaskState>,
 }
 
-// SAFETY: one CPU; the cells are written only by seginit and tssinit (boot, interrupts off)
-// and switchuvm (under pushcli), and the CPU reads them (and writes the TSS on a task switch).
+// SAFETY: each CPU uses only its own entry of SEGS (`cpuid`, interrupts off); the cells are
+// written only by seginit and tssinit (that CPU's start, interrupts off) and switchuvm (under
+// pushcli), and that CPU reads them (and writes the TSS on a task switch).
 unsafe impl Sync for Segments {}
 
-/// In `.data` (writable): the CPU sets accessed and busy bits in descriptors it loads.
+impl Segments {
+    const fn new() -> Segments {
+        Segments {
+            gdt: UnsafeCell::new(kernel_gdt()),
+            ts: UnsafeCell::new(TaskState::EMPTY),
+            dfts: UnsafeCell::new(TaskState::EMPTY),
+        }
+    }
+}
+
+/// Each CPU's segments. In `.data` (writable): the CPU sets accessed and busy bits in
+/// descriptors it loads.
 #[link_section = ".data.gdt"]
-static SEGS: Segments = Segments {
-    gdt: UnsafeCell::new(kernel_gdt()),
-    ts: UnsafeCell::new(TaskState::EMPTY),
-    dfts: UnsafeCell::new(TaskState::EMPTY),
-};
+static SEGS: [Segments; NCPU] = [const { Segments::new() }; NCPU];
+
+/// This CPU's segments; interrupts must be off.
+fn mysegs() -> &'static Segments {
+    &SEGS[cpuid()]
+}
 
 impl TaskState {
     const EMPTY: TaskState = TaskState {
@@ -94,40 +110,43 @@ const DF_STACK_SIZE: usize = 8192;
 #[repr(C, align(16))]
 struct DfStack(UnsafeCell<[u8; DF_STACK_SIZE]>);
 
-// SAFETY: only the CPU uses it, as the stack of the double-fault task, which runs once.
+// SAFETY: only the CPU it belongs to uses it, as the stack of its double-fault task, which
+// runs once.
 unsafe impl Sync for DfStack {}
 
-static DF_STACK: DfStack = DfStack(UnsafeCell::new([0; DF_STACK_SIZE]));
+/// Each CPU's double-fault stack.
+static DF_STACK: [DfStack; NCPU] = [const { DfStack(UnsafeCell::new([0; DF_STACK_SIZE])) }; NCPU];
 
 extern "C" {
     /// The double-fault task's first instruction (trapasm.rs).
     fn dblflt_entry();
 }
 
-/// Sets up both task state segments and loads the task register (at boot, before the IDT is
-/// loaded; interrupts off): the first TSS is the one every kernel path runs under (switchuvm
+/// Sets up this CPU's two task state segments and loads the task register (at its start,
+/// before the IDT is loaded; interrupts off): the first TSS is the one every kernel path runs under (switchuvm
 /// points it at each process's kernel stack), the second the double-fault task's — its own
 /// stack, the kernel page directory (CR3 now), interrupts off, and EIP at `dblflt_entry`.
 pub fn tssinit() {
     let kdata = u32::from(selector(SEG_KDATA, 0));
     let size = core::mem::size_of::<TaskState>() as u32 - 1;
-    // SAFETY: boot, one CPU, interrupts off: nothing else reads or writes the TSSes or the
-    // GDT now. Both descriptors are written as available 32-bit TSSes over statics, so ltr
+    let (segs, stack) = (mysegs(), &DF_STACK[cpuid()]);
+    // SAFETY: this CPU's start, interrupts off: nothing else reads or writes its TSSes or
+    // its GDT now. Both descriptors are written as available 32-bit TSSes over statics, so ltr
     // accepts the first (even if an earlier ltr marked it busy) and a task gate the second.
     unsafe {
-        let df = &mut *SEGS.dfts.get();
+        let df = &mut *segs.dfts.get();
         df.eip = dblflt_entry as *const () as u32;
-        let top = DF_STACK.0.get() as u32 + DF_STACK_SIZE as u32;
+        let top = stack.0.get() as u32 + DF_STACK_SIZE as u32;
         df.gpr[4] = top; // esp
         df.eflags = 0x2; // IF clear: nothing interrupts the report
         df.cr3 = crate::x86::rcr3();
         df.seg = [kdata, u32::from(selector(SEG_KCODE, 0)), kdata, kdata, 0, 0];
         df.ss0 = kdata;
         df.esp0 = top;
-        let gdt = &mut *SEGS.gdt.get();
-        gdt[SEG_DFTSS] = SegDesc::system(STS_T32A, SEGS.dfts.get() as u32, size, 0);
-        (*SEGS.ts.get()).ss0 = kdata;
-        gdt[SEG_TSS] = SegDesc::system(STS_T32A, SEGS.ts.get() as u32, size, 0);
+        let gdt = &mut *segs.gdt.get();
+        gdt[SEG_DFTSS] = SegDesc::system(STS_T32A, segs.dfts.get() as u32, size, 0);
+        (*segs.ts.get()).ss0 = kdata;
+        gdt[SEG_TSS] = SegDesc::system(STS_T32A, segs.ts.get() as u32, size, 0);
         crate::x86::ltr(selector(SEG_TSS, 0));
     }
 }
@@ -155,9 +174,10 @@ pub struct FaultedTask {
 /// only on the double-fault task).
 #[must_use]
 pub fn faulted_task() -> FaultedTask {
-    // SAFETY: the double-fault task runs with interrupts off on the one CPU; the faulting
-    // task's TSS was just written by the task switch and nothing else writes it now.
-    let (ts, df) = unsafe { (&*SEGS.ts.get(), &*SEGS.dfts.get()) };
+    let segs = mysegs();
+    // SAFETY: the double-fault task runs with interrupts off; this CPU's faulting task's TSS
+    // was just written by the task switch and nothing else writes it now.
+    let (ts, df) = unsafe { (&*segs.ts.get(), &*segs.dfts.get()) };
     let g = ts.gpr;
     FaultedTask {
         eip: ts.eip,
@@ -176,9 +196,12 @@ pub fn faulted_task() -> FaultedTask {
     }
 }
 
-/// Loads the kernel GDT and reloads every segment register from it.
-pub fn seginit() {
-    let base = SEGS.gdt.get() as u32;
+/// Loads CPU `cpu`'s kernel GDT, which names this CPU from now on (cpu.rs `cpuid`), and
+/// reloads every segment register from it (xv6 `seginit`, run by every CPU as it starts, with
+/// its index in CPUS; interrupts off).
+pub fn seginit(cpu: usize) {
+    let base = SEGS[cpu].gdt.get() as u32;
+    crate::cpu::set_gdt(cpu, base);
     let limit = (core::mem::size_of::<[SegDesc; NSEGS]>() - 1) as u16;
     // SAFETY: the GDT is a static, so it stays valid; its code and data descriptors are flat
     // 4 GiB segments like the boot GDT's, so reloading the registers below changes no
@@ -213,9 +236,10 @@ pub fn seginit() {
 pub fn switchuvm(kstack: u32, kstacksize: u32, pgdir: &PageDir) {
     assert!(kstack != 0, "switchuvm: no kstack");
     let intr = crate::intr::pushcli();
-    let ts = SEGS.ts.get();
-    // SAFETY: interrupts are off and there is one CPU, so nothing else reads or writes the
-    // TSS or the GDT now. The new descriptor is an available 32-bit TSS (busy bit clear, so
+    let segs = mysegs();
+    let ts = segs.ts.get();
+    // SAFETY: interrupts are off and these are this CPU's, so nothing else reads or writes
+    // the TSS or the GDT now. The new descriptor is an available 32-bit TSS (busy bit clear, so
     // ltr accepts it even though the previous ltr marked the old one busy) over the static
     // TSS, which stays valid.
     unsafe {
@@ -223,7 +247,7 @@ pub fn switchuvm(kstack: u32, kstacksize: u32, pgdir: &PageDir) {
         (*ts).esp0 = kstack + kstacksize;
         // An I/O map base past the segment limit: user-mode in/out always faults.
         (*ts).iomb = 0xFFFF;
-        (*SEGS.gdt.get())[SEG_TSS] = SegDesc::system(
+        (*segs.gdt.get())[SEG_TSS] = SegDesc::system(
             STS_T32A,
             ts as u32,
             core::mem::size_of::<TaskState>() as u32 - 1,
@@ -234,5 +258,5 @@ pub fn switchuvm(kstack: u32, kstacksize: u32, pgdir: &PageDir) {
     // SAFETY: every process page directory comes from setupkvm, so its kernel half is the
     // kernel page directory's (the running kernel stays mapped).
     unsafe { crate::x86::lcr3(pgdir.pa().0) };
-    crate::intr::popcli(&intr);
+    crate::intr::popcli(intr);
 }

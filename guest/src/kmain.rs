@@ -1,6 +1,7 @@
 //! The kernel's main (xv6 main.c): read the PVH boot information, set up the console, the
-//! GDT, the page allocator and the kernel page directory (mapping the boot modules too), print
-//! the boot summary, then set up traps and the clock and start the first process — the
+//! GDT, the page allocator and the kernel page directory (mapping the boot modules too), read
+//! the MP table (the CPUs), print the boot summary, then set up traps and the clock, start the
+//! other CPUs (smp.rs) and start the first process — the
 //! program the VMM named in the argv module, exec'd from the archive module — and schedule.
 //! The boot summary goes to the kernel log (COM2); `quiet` on the command line suppresses it.
 //! The command line is parsed once, here, into the kernel's `BootConfig` (cmdline.rs).
@@ -12,7 +13,9 @@ use crate::exec::{exec_file, MAXARG};
 use crate::kalloc::KMEM;
 use crate::kmap::Kmap;
 use crate::memlayout::{phystop, set_phystop, KVAddr, PhysAddr, KERNLINK, P2V};
-use crate::{bootmods, cprintln, debugport, lapic, linker, proc, selftest, sysfile, trap, vm, x86};
+use crate::{
+    bootmods, cprintln, cpu, debugport, lapic, linker, proc, selftest, smp, sysfile, trap, vm, x86,
+};
 
 /// Prints a line of the boot summary, unless `quiet`.
 macro_rules! bootlog {
@@ -33,7 +36,7 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     crate::printf::loginit();
     // Our own GDT first: the VMM's boot GDT sits at a low linear address that the kernel
     // page directory no longer maps.
-    crate::gdt::seginit();
+    crate::gdt::seginit(0);
     let boot = bootinfo::read(start_info_pa).unwrap_or_else(|e| panic!("{}", e));
     cmdline::set_config(BootConfig::parse(boot.cmdline));
     // `--dir …:rw`: the trees to export when the first process exits.
@@ -46,6 +49,8 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     // Where the program archive and argv are: kvmalloc maps them in the kernel half.
     bootmods::init(boot.modules(), &boot.memmap).unwrap_or_else(|e| panic!("{}", e));
     vm::kvmalloc(bootmods::kmap_row());
+    smp::mpinit(); // the LAPIC is mapped now: its id names the boot CPU
+    log_cpus();
     bootmods::mark_mapped();
     log_kernel_map(&rows);
     check_pgdump();
@@ -84,6 +89,13 @@ fn log_config(nr_modules: u32) {
     }
     if config().cow {
         bootlog!("xv6: cow fork on");
+    }
+}
+
+/// The boot summary's line on the CPUs, when there is more than one.
+fn log_cpus() {
+    if cpu::ncpu() > 1 {
+        bootlog!("xv6: mp: {} cpus", cpu::ncpu());
     }
 }
 
@@ -159,8 +171,8 @@ fn check_boot_stack() {
     );
 }
 
-/// Sets up traps and the clock and runs the first process: argv from the argv module,
-/// the program from the archive (xv6 `userinit` + `mpmain`). Never returns: the machine
+/// Sets up traps and the clock, starts the other CPUs, and runs the first process: argv
+/// from the argv module, the program from the archive (xv6 `userinit` + `mpmain`). Never returns: the machine
 /// ends when the first process exits. Without boot modules there is nothing to run: exit 0.
 fn start_first_process(nr_modules: u32) -> ! {
     if nr_modules == 0 {
@@ -170,6 +182,7 @@ fn start_first_process(nr_modules: u32) -> ! {
     trap::idtinit();
     lapic::picinit();
     lapic::lapicinit();
+    smp::startothers();
 
     let mut buf: [&'static [u8]; MAXARG] = [&[]; MAXARG];
     // No argv module (or a malformed one): argv is empty and exec finds no program.

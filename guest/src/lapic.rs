@@ -1,6 +1,8 @@
-//! The local APIC (xv6 lapic.c) and the 8259 PICs (xv6 picirq.c): the LAPIC timer drives the
-//! clock at 100 Hz and the PICs are masked (no legacy interrupts). The LAPIC is KVM's
-//! in-kernel xAPIC at its default base, mapped by the DEVSPACE row of kmap.
+//! The local APIC (xv6 lapic.c) and the 8259 PICs (xv6 picirq.c): each CPU's LAPIC timer
+//! drives its clock at 100 Hz, the LAPIC's id says which CPU is asking (cpu.rs), its
+//! interrupt command register starts the other CPUs (`lapicstartap`), and the PICs are masked
+//! (no legacy interrupts). The LAPIC is KVM's in-kernel xAPIC at its default base, mapped by
+//! the DEVSPACE row of kmap (so not before kvmalloc).
 //! What a tick does is trap.rs's business (`clockintr`).
 
 use crate::traps::{IRQ_ERROR, IRQ_SPURIOUS, IRQ_TIMER, T_IRQ0};
@@ -14,6 +16,13 @@ const ID: u32 = 0x020;
 const VER: u32 = 0x030;
 const TPR: u32 = 0x080; // task priority
 const EOI: u32 = 0x0B0;
+const ICRLO: u32 = 0x300; // interrupt command
+const INIT: u32 = 0x0000_0500; // INIT/RESET
+const STARTUP: u32 = 0x0000_0600; // startup IPI
+const DELIVS: u32 = 0x0000_1000; // delivery status
+const ASSERT: u32 = 0x0000_4000; // assert interrupt (vs deassert)
+const LEVEL: u32 = 0x0000_8000; // level triggered
+const ICRHI: u32 = 0x310; // interrupt command, destination in bits 24-31
 const SVR: u32 = 0x0F0; // spurious interrupt vector
 const ENABLE: u32 = 0x0000_0100; // unit enable
 const ESR: u32 = 0x280; // error status
@@ -32,6 +41,13 @@ const X1: u32 = 0x0000_000B; // divide counts by 1
 pub const HZ: u32 = 100;
 /// KVM's APIC bus runs at 1 GHz: with divide-by-1 this many counts make one tick.
 pub const TIMER_COUNT: u32 = 1_000_000_000 / HZ;
+
+/// This CPU's local APIC id (xv6 `lapicid`). The kernel page directory (which maps the
+/// LAPIC) must be loaded.
+#[must_use]
+pub fn lapicid() -> u32 {
+    lapicr(ID) >> 24
+}
 
 fn lapicw(reg: u32, v: u32) {
     // SAFETY: LAPIC + reg is a register of the local APIC, mapped (writable, kernel) by
@@ -77,6 +93,47 @@ pub fn lapicinit() {
 /// Acknowledges the interrupt being handled (xv6 `lapiceoi`).
 pub fn lapiceoi() {
     lapicw(EOI, 0);
+}
+
+/// Waits about `us` microseconds, by the TSC (at the frequency the VMM reported, or an
+/// assumed 3 GHz when it did not).
+pub fn microdelay(us: u32) {
+    let khz = match crate::cmdline::config().tsc_khz {
+        0 => 3_000_000,
+        k => k,
+    };
+    let end = crate::x86::rdtsc() + u64::from(us) * u64::from(khz) / 1000;
+    while crate::x86::rdtsc() < end {
+        core::hint::spin_loop();
+    }
+}
+
+/// Sends an interprocessor interrupt command to the CPU with LAPIC id `apicid` and waits
+/// (boundedly) for the LAPIC to take it.
+fn ipi(apicid: u32, cmd: u32) {
+    lapicw(ICRHI, apicid << 24);
+    lapicw(ICRLO, cmd);
+    for _ in 0..100_000 {
+        if lapicr(ICRLO) & DELIVS == 0 {
+            return;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Starts the CPU with LAPIC id `apicid` at physical address `addr` in real mode (xv6
+/// `lapicstartap`, the MP spec's universal startup algorithm): INIT (assert, then
+/// deassert), then two STARTUP IPIs whose vector is the page number of `addr`. No BIOS
+/// runs here, so the warm-reset vector and CMOS shutdown code a PC would need are left out.
+pub fn lapicstartap(apicid: u32, addr: u32) {
+    ipi(apicid, INIT | LEVEL | ASSERT);
+    microdelay(200);
+    ipi(apicid, INIT | LEVEL);
+    microdelay(100);
+    for _ in 0..2 {
+        ipi(apicid, STARTUP | (addr >> 12));
+        microdelay(200);
+    }
 }
 
 /// I/O addresses of the two 8259 programmable interrupt controllers.

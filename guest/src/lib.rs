@@ -20,6 +20,7 @@ pub mod bootmods;
 pub mod bootstack;
 pub mod cmdline;
 pub mod cow;
+pub mod cpu;
 pub mod dirout;
 pub mod elf;
 pub mod exec;
@@ -34,6 +35,7 @@ pub mod kpage;
 pub mod lazy;
 pub mod memlayout;
 pub mod mmu;
+pub mod mp;
 pub mod pipe;
 pub mod ptable;
 pub mod pvh;
@@ -75,6 +77,8 @@ pub mod printf;
 pub mod proc;
 #[cfg(all(target_arch = "x86", not(test)))]
 pub mod selftest;
+#[cfg(all(target_arch = "x86", not(test)))]
+pub mod smp;
 #[cfg(all(target_arch = "x86", not(test)))]
 pub mod sysfile;
 #[cfg(all(target_arch = "x86", not(test)))]

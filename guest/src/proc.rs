@@ -5,12 +5,24 @@
 //! One lock, `PTABLE`, guards the whole table, including each process's page directory and
 //! size (xv6 leaves those to the running process alone; here the process takes the lock for
 //! the moment it needs them, so all of it is safe Rust). The lock is held across `swtch`, as
-//! in xv6: whoever switches acquires it, whoever is switched to releases it.
+//! in xv6: whoever switches acquires it, whoever is switched to releases it — on the same
+//! CPU, so its holder and this CPU's pushcli depth stay right while a process moves from CPU
+//! to CPU. Every CPU runs `scheduler`; which process a CPU runs and where its scheduler's
+//! context is saved are that CPU's `Cpu` (cpu.rs).
+//!
+//! No TLB shootdown is needed (docs/processes.md "Several CPUs"): the kernel half of every
+//! page directory is never changed after boot; a process runs on one CPU at a time, and a
+//! CPU that stops running it loads the kernel page directory (`switchkvm`, under the ptable
+//! lock, before another CPU can pick the process), which drops every user translation from
+//! its TLB; fork (its copy-on-write marking), a copy-on-write break, a lazy fault, exec and
+//! sbrk change only the running process's own tables, flushed on its own CPU (tlb.rs); and
+//! freevm runs only on tables no CPU has loaded (a reaped zombie, exec's old image, a fork
+//! that failed).
 
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
 
 use crate::cmdline::config;
+use crate::cpu::{mycpu, NO_PROC};
 use crate::exec::Image;
 use crate::fault::{pagefault_cause, FaultCause, FaultLine};
 use crate::gdt::switchuvm;
@@ -33,17 +45,6 @@ use crate::{cow, debugport, lazy, uaccess, x86};
 /// The process table and its lock.
 pub static PTABLE: Spinlock<ProcTable<PageDir>> = Spinlock::new("ptable", ProcTable::new());
 
-/// The slot of the process running on this CPU (xv6 `cpu->proc`); NPROC: none.
-static CURRENT: AtomicUsize = AtomicUsize::new(NPROC);
-
-/// The scheduler's saved context (xv6 `cpu->scheduler`).
-struct SchedContext(UnsafeCell<*mut Context>);
-
-// SAFETY: one CPU; only swtch (with the ptable lock held) reads or writes it.
-unsafe impl Sync for SchedContext {}
-
-static SCHEDULER: SchedContext = SchedContext(UnsafeCell::new(core::ptr::null_mut()));
-
 /// Written at the bottom of every kernel stack; sched checks it is still there.
 const KSTACK_MAGIC: u32 = 0x6B53_7441;
 
@@ -52,7 +53,10 @@ pub type Ptable<'a> = SpinlockGuard<'a, ProcTable<PageDir>>;
 /// The slot of the running process (xv6 `myproc`), if any.
 #[must_use]
 pub fn myproc() -> Option<usize> {
-    let i = CURRENT.load(Ordering::Relaxed);
+    // Interrupts off, so that the process cannot move to another CPU while we look.
+    let intr = crate::intr::pushcli();
+    let i = mycpu().proc.load(Ordering::Relaxed);
+    crate::intr::popcli(intr);
     (i < NPROC).then_some(i)
 }
 
@@ -110,11 +114,11 @@ fn freeproc(pt: &mut Ptable<'_>, i: usize) {
 }
 
 /// A new process's first code in the kernel: it is scheduled with the ptable lock held
-/// (by the scheduler), which it releases; then it returns into trapret.
+/// (by this CPU's scheduler), which it releases; then it returns into trapret.
 extern "C" fn forkret() {
-    // SAFETY: the scheduler acquired the lock and switched here while holding it; this
-    // thread takes over that hold, as in xv6, and releases it. Interrupts stay off until
-    // trapret's iret.
+    // SAFETY: this CPU's scheduler acquired the lock and switched here while holding it; this
+    // thread takes over that hold, as in xv6, and releases it. The scheduler turned
+    // interrupts off before it took the lock, so they stay off until trapret's iret.
     unsafe { PTABLE.force_unlock() };
     crate::boottimes::first_user();
 }
@@ -170,9 +174,10 @@ pub fn userinit(image: Image, path: &[u8], ofile: Ofile, cwd: u16) {
     pt.procs[i].state = ProcState::Runnable;
 }
 
-/// Per-CPU process scheduler (xv6 `scheduler`): never returns. Picks the next runnable
-/// process round robin, switches to its address space and kernel stack and runs it until
-/// it gives the CPU back; halts until the next interrupt when nothing is runnable.
+/// Per-CPU process scheduler (xv6 `scheduler`), run by every CPU once it is set up: never
+/// returns. Picks the next runnable process round robin, switches to its address space and
+/// kernel stack and runs it until it gives the CPU back; halts until the next interrupt (its
+/// own clock's, at the latest) when nothing is runnable.
 pub fn scheduler() -> ! {
     let mut last = NPROC - 1;
     loop {
@@ -186,7 +191,8 @@ pub fn scheduler() -> ! {
             continue;
         };
         last = i;
-        CURRENT.store(i, Ordering::Relaxed);
+        let cpu = mycpu();
+        cpu.proc.store(i, Ordering::Relaxed);
         let p = &mut pt.procs[i];
         switchuvm(
             p.kstack as u32,
@@ -197,19 +203,24 @@ pub fn scheduler() -> ! {
         let context = p.context as *mut Context;
         // SAFETY: the context was saved by swtch in sched (or built by allocproc) on the
         // process's kernel stack, which lives as long as its slot; the lock is held and
-        // interrupts are off.
-        unsafe { swtch(SCHEDULER.0.get(), context) };
+        // interrupts are off. The save slot is this CPU's.
+        unsafe { swtch(cpu.scheduler.as_ptr(), context) };
         // The process is done running for now; it changed its state before coming back.
+        // Its page directory leaves this CPU (and its TLB) before the lock is released.
         vm::switchkvm();
-        CURRENT.store(NPROC, Ordering::Relaxed);
+        cpu.proc.store(NO_PROC, Ordering::Relaxed);
         drop(pt);
     }
 }
 
-/// Switches to the scheduler (xv6 `sched`). The caller holds the ptable lock (`pt`) and
-/// has changed the current process's state.
+/// Switches to this CPU's scheduler (xv6 `sched`). The caller holds the ptable lock (`pt`),
+/// and no other lock, and has changed the current process's state. The process may come
+/// back on another CPU; whether interrupts were on before its pushcli (`intena`) belongs to
+/// the process and goes with it.
 fn sched(pt: &mut Ptable<'_>) {
     let i = current();
+    assert!(PTABLE.holding(), "sched: ptable lock not held");
+    assert!(crate::intr::depth() == 1, "sched: locks held");
     assert!(
         pt.procs[i].state != ProcState::Running,
         "sched: process running"
@@ -223,10 +234,12 @@ fn sched(pt: &mut Ptable<'_>) {
         pt.procs[i].pid
     );
     let save = core::ptr::addr_of_mut!(pt.procs[i].context).cast::<*mut Context>();
-    // SAFETY: the scheduler saved its context before switching to us and stays parked
-    // in its swtch until we switch back; `save` is this process's context slot in the
-    // locked table (usize and pointers have the same size here).
-    unsafe { swtch(save, *SCHEDULER.0.get()) };
+    let intena = mycpu().intena.load(Ordering::Relaxed);
+    // SAFETY: this CPU's scheduler saved its context before switching to us and stays
+    // parked in its swtch until we switch back; `save` is this process's context slot in
+    // the locked table (usize and pointers have the same size here).
+    unsafe { swtch(save, mycpu().scheduler.load(Ordering::Relaxed)) };
+    mycpu().intena.store(intena, Ordering::Relaxed);
 }
 
 /// Gives up the CPU for one scheduling round, if a process is running (xv6 `yield`; the
@@ -241,8 +254,10 @@ pub fn yield_if_running() {
 }
 
 /// Sleeps on `chan` (xv6 `sleep`). The caller holds the ptable lock, which is the lock
-/// the sleep condition is checked under (every wakeup takes it, and one CPU with
-/// interrupts off cannot change the condition in between), so no wakeup is lost. The
+/// the sleep condition is checked under: whoever changes the condition does so before it
+/// takes the lock to wake the sleepers (`wakeup`), and the lock is held from the check until
+/// the process is marked sleeping and its CPU's scheduler has it back, so no wakeup is lost
+/// between the check and the sleep, on any CPU. The
 /// lock is held again on return; the caller re-checks its condition.
 pub fn sleep(chan: Chan, pt: &mut Ptable<'_>) {
     let i = current();

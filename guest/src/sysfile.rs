@@ -154,19 +154,22 @@ pub fn sys_write(tf: &mut TrapFrame) -> i32 {
 }
 
 /// Reads up to `n` bytes of inode file `f` at its offset into user `buf` (made writable by
-/// the caller); the offset moves only over bytes that reached the buffer.
+/// the caller); the offset moves only over bytes that reached the buffer. The ptable lock
+/// (for the copy to user memory) is taken before fs, in the kernel's lock order.
 fn inoderead(f: u16, inum: u16, buf: UVAddr, n: usize) -> i32 {
     let mut chunk = [0u8; CHUNK];
     let mut done = 0;
     while done < n {
         let want = (n - done).min(CHUNK);
+        let mut pt = PTABLE.lock();
         let mut fsys = FS.lock();
         let off = fsys.file(f).off;
         let got = fsys.fs.readi(inum, off, &mut chunk[..want]);
         if got == 0 {
             break;
         }
-        if !copy_out(UVAddr(buf.0 + done as u32), &chunk[..got]) {
+        let to = UVAddr(buf.0 + done as u32);
+        if proc::with_mem_locked(&mut pt, |m| uaccess::copyto(m, to, &chunk[..got])).is_err() {
             return if done == 0 { -1 } else { done as i32 };
         }
         fsys.file_mut(f).off += got as u32;
@@ -384,17 +387,21 @@ pub fn sys_chdir(tf: &mut TrapFrame) -> i32 {
         return -1;
     };
     let cwd = proc::cwd();
-    let mut fsys = FS.lock();
-    let Ok(ip) = fsys.fs.namei(cwd, path) else {
-        return -1;
-    };
-    if fsys.fs.inode(ip).typ != T_DIR {
-        return -1;
-    }
-    fsys.fs.idup(ip);
-    let old = proc::set_cwd(ip);
-    if old != 0 {
-        fsys.fs.iput(old);
+    {
+        let mut fsys = FS.lock();
+        let Ok(ip) = fsys.fs.namei(cwd, path) else {
+            return -1;
+        };
+        if fsys.fs.inode(ip).typ != T_DIR {
+            return -1;
+        }
+        fsys.fs.idup(ip);
+        drop(fsys);
+        // fs is not held here: the ptable lock comes before it (spinlock.rs).
+        let old = proc::set_cwd(ip);
+        if old != 0 {
+            FS.lock().fs.iput(old);
+        }
     }
     0
 }

@@ -1,5 +1,7 @@
-//! The clock (xv6 trap.c's `ticks`): timer interrupts since boot. trap.rs counts them and
-//! wakes the sleepers; `sleep` and `uptime` read them.
+//! The clock (xv6 trap.c's `ticks`): timer interrupts of the boot CPU since boot. trap.rs
+//! counts them and wakes the sleepers; `sleep` and `uptime` read them. An atomic in place of
+//! xv6's tickslock: the count is one word, and a sleeper checks it under the ptable lock,
+//! which the clock takes after counting to wake it, so no wakeup is lost.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 

@@ -28,7 +28,8 @@ use crate::{lapic, proc, syscall, sysproc, ticks, x86};
 /// The interrupt descriptor table.
 struct Idt(UnsafeCell<[u64; 256]>);
 
-// SAFETY: one CPU; written once by tvinit before idtinit loads it, read by the CPU.
+// SAFETY: written once by tvinit (boot CPU) before any CPU loads it; then only read, by the
+// CPUs.
 unsafe impl Sync for Idt {}
 
 static IDT: Idt = Idt(UnsafeCell::new([0; 256]));
@@ -52,8 +53,8 @@ pub fn tvinit() {
     }
 }
 
-/// Loads the IDT into this CPU (xv6 `idtinit`), after the task state segments its #DF task
-/// gate needs.
+/// Loads the IDT into this CPU (xv6 `idtinit`; every CPU, as it starts), after this CPU's
+/// task state segments that its #DF task gate needs.
 pub fn idtinit() {
     crate::gdt::tssinit();
     // SAFETY: IDT is static and tvinit pointed every gate at a stub of trapasm.rs,
@@ -73,8 +74,8 @@ extern "C" fn trap(tf: *mut TrapFrame) {
         let va = UVAddr(x86::rcr2());
         match proc::pagefault(va, PfErr::from_bits_retain(tf.err)) {
             // Demand paging: back to the instruction, which now finds its page. (A
-            // kill() meanwhile is noticed at the next trap: only a running process
-            // takes page faults, and with one CPU nobody else ran since its last trap.)
+            // kill() meanwhile, from another CPU, is noticed at the next trap: the
+            // clock's, at the latest.)
             Ok(()) => return,
             Err(cause) => user_fault(tf, Some((va, cause))),
         }
@@ -215,10 +216,12 @@ impl core::fmt::Display for StackWords<'_> {
     }
 }
 
-/// The timer interrupt's work (xv6 trap.c's IRQ_TIMER case): one more tick, wake the
-/// processes sleeping on ticks (console readers waiting for input among them: they ask the
-/// VMM again).
+/// The timer interrupt's work (xv6 trap.c's IRQ_TIMER case): on the boot CPU only (every
+/// CPU's LAPIC ticks, the clock counts one of them), one more tick and wake the processes
+/// sleeping on ticks (console readers waiting for input among them: they ask the VMM again).
 fn clockintr() {
-    ticks::tick();
-    proc::wakeup(Chan::Ticks);
+    if crate::cpu::cpuid() == 0 {
+        ticks::tick();
+        proc::wakeup(Chan::Ticks);
+    }
 }

@@ -91,6 +91,15 @@ pub fn halt_forever() -> ! {
     }
 }
 
+/// Reads the time-stamp counter.
+#[must_use]
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: rdtsc only reads the TSC into edx:eax (CR4.TSD is clear in the kernel).
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    u64::from(hi) << 32 | u64::from(lo)
+}
+
 /// Reads CR0.
 #[must_use]
 pub fn rcr0() -> u32 {
@@ -142,6 +151,16 @@ pub unsafe fn lgdt(base: u32, limit: u16) {
     let d = Dtr { limit, base };
     // SAFETY: lgdt reads the 6-byte descriptor; the table itself is the caller's contract.
     unsafe { asm!("lgdt [{}]", in(reg) &d, options(readonly, nostack, preserves_flags)) };
+}
+
+/// The linear base address of the loaded GDT (`sgdt`; KVM does not intercept it in the
+/// kernel, so unlike a LAPIC read it costs no VM exit).
+#[must_use]
+pub fn sgdt_base() -> u32 {
+    let mut d = [0u8; 6];
+    // SAFETY: sgdt writes the 6-byte (limit, base) descriptor into `d`, nothing else.
+    unsafe { asm!("sgdt [{}]", in(reg) d.as_mut_ptr(), options(nostack, preserves_flags)) };
+    u32::from_le_bytes([d[2], d[3], d[4], d[5]])
 }
 
 /// Reads CR2 (the linear address of the last page fault).

@@ -45,6 +45,14 @@ fn positive_usize(text: &str) -> Result<usize, String> {
 }
 
 /// `--mem`: a size the kernel can use, checked while parsing (a bad one is a usage error, 2).
+fn parse_cpus(text: &str) -> Result<u8, String> {
+    let max = xv6_abi::smp::NCPU;
+    match text.parse::<u8>() {
+        Ok(n) if (1..=max).contains(&usize::from(n)) => Ok(n),
+        _ => Err(format!("--cpus takes 1 to {max}, not {text:?}")),
+    }
+}
+
 fn parse_mem(text: &str) -> Result<u64, String> {
     crate::vstate::memory::parse_mem_size(text).map_err(|e| format!("{e:#}"))
 }
@@ -242,6 +250,9 @@ pub struct RunArgs {
     /// Kernel image to boot (ELF32 i386 with a PVH note) instead of the built-in one.
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
+    /// vCPUs, 1 to 8: the kernel learns them from an MP table and starts them as xv6 does.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_cpus)]
+    pub cpus: u8,
     /// Guest RAM: a multiple of 4M from 64M to 2016M (e.g. 64M, 1G).
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_mem)]
     pub mem: u64,

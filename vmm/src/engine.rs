@@ -295,6 +295,7 @@ fn machine_config(
         prefault: args.prefault,
         discard_stdout: false,
         gdb: args.gdb.clone(),
+        cpus: args.cpus,
         confine: if args.no_seccomp {
             machine::Confine::Off
         } else if write_back {

@@ -9,12 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::arch::{layout, regs};
+use crate::arch::{layout, mptable, regs};
 use crate::boot::{loader, params};
 use crate::debug::symbols::{Symbols, UserSymbols};
 use crate::devices::console::Traffic;
@@ -22,8 +22,9 @@ use crate::devices::{Devices, FdInput};
 use crate::outcome::Outcome;
 use crate::seccomp::{self, Role};
 use crate::vstate::thread::{run_on_vcpu_thread, Ready, Started};
-use crate::vstate::vcpu::{ExitStats, PgdumpMode, Vcpu, VcpuSetup};
-use crate::vstate::{memory, vm};
+use crate::vstate::vcpu::{ExitStats, PgdumpMode, Pgdumps, Vcpu, VcpuSetup};
+use crate::vstate::{aps, memory, vm};
+use kvm_ioctls::VcpuFd;
 
 /// Which threads of a run install their seccomp filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +65,8 @@ pub struct MachineConfig {
     pub gdb: Option<crate::debug::gdb::conn::GdbEndpoint>,
     /// Which threads install their seccomp filter.
     pub confine: Confine,
+    /// vCPUs (1 to xv6_abi::smp::NCPU; more than one: an MP table lists them).
+    pub cpus: u8,
 }
 
 /// The end of a run with what was counted on the way.
@@ -95,6 +98,17 @@ pub struct Report {
     /// The write-back stream (`--dir …:rw`), None if the guest sent more than its bound or
     /// an unreadable piece.
     pub dirout: Option<Vec<u8>>,
+    /// Each vCPU's exits and its thread's CPU time.
+    pub vcpus: Vec<VcpuLine>,
+}
+
+/// One vCPU in `--stats-json`'s "vcpus".
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VcpuLine {
+    pub id: u8,
+    pub vm_exits_total: u64,
+    /// The vCPU thread's CPU time (CLOCK_THREAD_CPUTIME_ID), in seconds.
+    pub cpu_seconds: f64,
 }
 
 impl Report {
@@ -118,6 +132,7 @@ impl Report {
                 "in_empty_asks": empty,
             },
             "seccomp": self.seccomp,
+            "vcpus": self.vcpus,
         })
         .to_string()
     }
@@ -159,6 +174,24 @@ impl Report {
             inp.bytes,
             inp.exits,
         ) + &format!("\n{}", self.seccomp.line())
+            + &self.vcpu_lines()
+    }
+
+    /// With several vCPUs, a line each: `vmm: vcpuN: E VM exits, S s of CPU` (their exits
+    /// add up to the total above).
+    fn vcpu_lines(&self) -> String {
+        if self.vcpus.len() < 2 {
+            return String::new();
+        }
+        self.vcpus
+            .iter()
+            .map(|v| {
+                format!(
+                    "\nvmm: vcpu{}: {} VM exits, {:.3} s of CPU",
+                    v.id, v.vm_exits_total, v.cpu_seconds
+                )
+            })
+            .collect()
     }
 }
 
@@ -211,7 +244,7 @@ fn confine_starter(confine: Confine, mut allowed: Ready) -> Result<seccomp::Stat
 }
 
 fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started) -> Result<Report> {
-    let (vm, vcpu_fd, tsc_khz) = build_vm(cfg)?;
+    let (vm, vcpu_fd, ap_fds, tsc_khz) = build_vm(cfg)?;
     let stdout: Box<dyn std::io::Write + Send> = if cfg.discard_stdout {
         Box::new(std::io::sink())
     } else {
@@ -219,48 +252,142 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
     };
     let user_symbols = UserSymbols::new(cfg.user_programs.clone());
     let stdin = Box::new(FdInput(std::io::stdin()));
-    let devices = Devices::new(Some(&vm.fd), stdout, stdin, user_symbols)?;
+    let devices = Arc::new(Mutex::new(Devices::new(
+        Some(&vm.fd),
+        stdout,
+        stdin,
+        user_symbols,
+    )?));
+    let symbols = Arc::new(Symbols::from_elf(&cfg.kernel));
+    let pgdumps = Arc::new(Mutex::new(Pgdumps::default()));
     let setup = VcpuSetup {
         pgdump: cfg.pgdump,
-        expired,
-        symbols: Arc::new(Symbols::from_elf(&cfg.kernel)),
+        pgdumps: pgdumps.clone(),
+        expired: expired.clone(),
+        symbols: symbols.clone(),
         seccomp_selftest: seccomp::selftest_requested(),
     };
-    let mut vcpu = Vcpu::new(vcpu_fd, &vm.mem, devices, setup);
+    let mut vcpu = Vcpu::new(vcpu_fd, &vm.mem, devices.clone(), setup);
+    let ending = aps::Ending::default();
+    // Under gdb the APs report their stops to the session.
+    let (stop_tx, stops) = std::sync::mpsc::channel();
+    let reports = aps::StopReports {
+        tx: stop_tx,
+        notify: Arc::default(),
+    };
+    let cx = aps::ApContext {
+        mem: &vm.mem,
+        devices: devices.clone(),
+        symbols,
+        confine: cfg.confine != Confine::Off,
+        ending: &ending,
+        bsp_stop: expired,
+        // SAFETY: pthread_self has no preconditions.
+        bsp_thread: unsafe { libc::pthread_self() },
+        pgdump: cfg.pgdump,
+        pgdumps,
+        gdb: cfg.gdb.as_ref().map(|_| reports.clone()),
+    };
     let start = std::time::Instant::now();
-    let outcome = run_confined(&mut vcpu, cfg, &started)?;
+    let (outcome, ap_results) =
+        std::thread::scope(|scope| -> Result<_> {
+            let mut running = Vec::new();
+            for (i, fd) in ap_fds.into_iter().enumerate() {
+                let ap = aps::spawn(scope, i as u8 + 1, fd, &cx)
+                    .context("cannot start a vCPU thread")?;
+                running.push(ap);
+            }
+            let others = cfg.gdb.as_ref().filter(|_| !running.is_empty()).map(|_| {
+                crate::debug::gdb::Others {
+                    aps: running.iter().filter_map(|a| a.debugged.clone()).collect(),
+                    stops,
+                    reports,
+                }
+            });
+            let outcome = run_confined(&mut vcpu, others, cfg, &started);
+            Ok((outcome, aps::stop_all(running)))
+        })?;
     let elapsed = start.elapsed();
+    let outcome = match ending.take() {
+        // An AP ended the run (vCPU 0 was stopped for it).
+        Some((id, o, crash)) => {
+            vcpu.crash = crash.map(|c| crate::debug::crash::on_vcpu(id.into(), &c));
+            o
+        }
+        None => outcome?,
+    };
+    let vcpus = vcpu_lines(&vcpu.stats, &ap_results);
+    let mut report = report(&vm, &mut vcpu, outcome, elapsed, tsc_khz);
+    // The run's exit counts are every vCPU's.
+    for ap in &ap_results {
+        for (reason, n) in &ap.stats.by_reason {
+            *report.stats.by_reason.entry(reason).or_default() += n;
+        }
+    }
+    report.vcpus = vcpus;
+    Ok(report)
+}
+
+/// Each vCPU's line of `--stats-json`'s "vcpus": vCPU 0 (this thread), then the APs.
+fn vcpu_lines(bsp: &ExitStats, aps: &[aps::ApResult]) -> Vec<VcpuLine> {
+    let mut v = vec![VcpuLine {
+        id: 0,
+        vm_exits_total: bsp.by_reason.values().sum(),
+        cpu_seconds: aps::thread_cpu_seconds(),
+    }];
+    v.extend(aps.iter().map(|a| VcpuLine {
+        id: a.id,
+        vm_exits_total: a.stats.by_reason.values().sum(),
+        cpu_seconds: a.cpu_seconds,
+    }));
+    v
+}
+
+/// The report of a run that ended with `outcome` on `vcpu` (vCPU 0 of `vm`).
+fn report(
+    vm: &vm::Vm,
+    vcpu: &mut Vcpu<'_>,
+    outcome: Outcome,
+    elapsed: Duration,
+    tsc_khz: u32,
+) -> Report {
     let backed_pages = memory::host_backed_pages(&vm.mem)
         .inspect_err(|e| log::debug!("{e:#}"))
         .ok();
     let first_user_cycles = params::first_user_cycles(&vm.mem);
-    Ok(Report {
+    let mut devices = vcpu.devices.lock().unwrap_or_else(|e| e.into_inner());
+    Report {
         outcome,
         stats: std::mem::take(&mut vcpu.stats),
         elapsed,
         tsc_khz,
-        exported: std::mem::take(&mut vcpu.devices.debug.exported),
+        exported: std::mem::take(&mut devices.debug.exported),
         measured_exits: std::mem::take(&mut vcpu.measured),
         console: {
-            let c = &vcpu.devices.console;
+            let c = &devices.console;
             (c.output, c.input, c.input_empty)
         },
         backed_pages,
         crash: vcpu.crash.take(),
         first_user_cycles,
-        pgdumps: (std::mem::take(&mut vcpu.pgdumps), vcpu.pgdumps_skipped),
+        pgdumps: {
+            let mut p = vcpu.pgdumps.lock().unwrap_or_else(|e| e.into_inner());
+            (std::mem::take(&mut p.texts), p.skipped)
+        },
         seccomp: seccomp::Stats::default(),
         dirout: {
-            let d = &mut vcpu.devices.debug;
+            let d = &mut devices.debug;
             (!d.dirout_overflow).then(|| std::mem::take(&mut d.dirout))
         },
-    })
+        vcpus: Vec::new(),
+    }
 }
 
 /// The VM of `cfg` ready to enter the kernel: guest RAM, the kernel loaded, the boot GDT and
-/// parameters written, the vCPU at the PVH entry. Returns the VM, its vCPU and the vCPU's
-/// TSC rate in kHz (0 if unknown; the kernel is told it on its command line).
-fn build_vm(cfg: &MachineConfig) -> Result<(vm::Vm, kvm_ioctls::VcpuFd, u32)> {
+/// parameters written, vCPU 0 at the PVH entry, the other vCPUs (and the MP table that lists
+/// them) when there are several. Returns the VM, vCPU 0, the others, and vCPU 0's TSC rate in
+/// kHz (0 if unknown; the kernel is told it on its command line).
+fn build_vm(cfg: &MachineConfig) -> Result<(vm::Vm, VcpuFd, Vec<VcpuFd>, u32)> {
     let phystop = layout::phystop(cfg.mem);
     let image = loader::parse_kernel(&cfg.kernel, phystop)
         .with_context(|| format!("invalid kernel {}", cfg.kernel_name.display()))?;
@@ -281,29 +408,55 @@ fn build_vm(cfg: &MachineConfig) -> Result<(vm::Vm, kvm_ioctls::VcpuFd, u32)> {
     regs::write_boot_gdt(&vm.mem)?;
     let start_info = params::write_boot_params(&vm.mem, cfg.mem, &cmdline, &cfg.modules)?;
     regs::setup_pvh_entry(&vcpu_fd, image.entry, start_info)?;
+    let mut aps = Vec::new();
+    if cfg.cpus > 1 {
+        mptable::write_mptable(&vm.mem, cfg.cpus)?;
+        for id in 1..cfg.cpus {
+            aps.push(vm.create_vcpu_id(id)?);
+        }
+    }
     log::debug!(
         "booting {} at entry {:#x}, {} MiB RAM, PHYSTOP {phystop:#x}",
         cfg.kernel_name.display(),
         image.entry,
         cfg.mem >> 20
     );
-    Ok((vm, vcpu_fd, tsc_khz))
+    Ok((vm, vcpu_fd, aps, tsc_khz))
 }
 
 /// Runs the guest to its end (under gdb with `--gdb`), each thread confined by its seccomp
 /// filter before the guest's first instruction, the starting thread told when.
-fn run_confined(vcpu: &mut Vcpu<'_>, cfg: &MachineConfig, started: &Started) -> Result<Outcome> {
+fn run_confined<'m>(
+    vcpu: &mut Vcpu<'m>,
+    others: Option<crate::debug::gdb::Others<'m>>,
+    cfg: &MachineConfig,
+    started: &Started,
+) -> Result<Outcome> {
     // Setup is done: from here on each thread makes only the system calls its filter allows.
     let confine = cfg.confine != Confine::Off;
     let vcpu_fd = std::os::fd::AsRawFd::as_raw_fd(&vcpu.fd);
     let gdb = cfg.gdb.is_some();
+    // Under gdb this thread reads and sets up the other vCPUs too (they wait meanwhile).
+    let peer_fds: Vec<i32> = others
+        .iter()
+        .flat_map(|o| &o.aps)
+        .map(|ap| {
+            let v = ap.vcpu.lock().unwrap_or_else(|e| e.into_inner());
+            std::os::fd::AsRawFd::as_raw_fd(&v.fd)
+        })
+        .collect();
+    let peers = seccomp::Peers::new(&peer_fds);
     let mut ready = |watcher: Option<BTreeSet<i64>>| -> Result<()> {
         let mut allowed = Ready::new();
         if let Some(w) = watcher {
             allowed.insert(Role::Gdb.name(), w);
         }
         if confine {
-            let role = Role::Vcpu { fd: vcpu_fd, gdb };
+            let role = Role::Vcpu {
+                fd: vcpu_fd,
+                gdb,
+                peers,
+            };
             allowed.insert(role.name(), seccomp::install(role)?);
         }
         started.ready(allowed);
@@ -312,7 +465,7 @@ fn run_confined(vcpu: &mut Vcpu<'_>, cfg: &MachineConfig, started: &Started) -> 
     Ok(match &cfg.gdb {
         Some(ep) => {
             let bound = crate::nested::probe_bound();
-            crate::debug::gdb::serve(vcpu, ep, confine, &mut ready, bound)?
+            crate::debug::gdb::serve(vcpu, others, ep, confine, &mut ready, bound)?
         }
         None => {
             ready(None)?;

@@ -83,11 +83,13 @@ fn with_probe_vcpu<T>(
     let sink = Box::new(std::io::sink());
     let devices = Devices::new(None, sink, Box::new(NoInput), UserSymbols::default())?;
     let setup = VcpuSetup {
+        pgdumps: Default::default(),
         pgdump: PgdumpMode::Off,
         expired,
         symbols: Arc::default(),
         seccomp_selftest: false,
     };
+    let devices = std::sync::Arc::new(std::sync::Mutex::new(devices));
     let mut vcpu = Vcpu::new(fd, &vm.mem, devices, setup);
     f(&mut vcpu)
 }

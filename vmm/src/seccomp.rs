@@ -48,10 +48,40 @@ pub fn selftest_requested() -> bool {
 pub enum Role {
     /// The thread that started the VM.
     Main,
-    /// The vCPU thread, whose KVM descriptor is `fd`; `gdb`: it serves a debugger too.
-    Vcpu { fd: RawFd, gdb: bool },
+    /// The vCPU thread, whose KVM descriptor is `fd`; `gdb`: it serves a debugger too, and
+    /// then also reads and sets up the other vCPUs (`peers`) while they are stopped.
+    Vcpu { fd: RawFd, gdb: bool, peers: Peers },
     /// The debugger's watcher thread.
     Gdb,
+}
+
+/// The other vCPUs' descriptors the debugger's vCPU thread may use (at most NCPU − 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Peers {
+    fds: [RawFd; xv6_abi::smp::NCPU - 1],
+    n: usize,
+}
+
+impl Peers {
+    /// None.
+    pub const NONE: Peers = Peers {
+        fds: [-1; xv6_abi::smp::NCPU - 1],
+        n: 0,
+    };
+
+    /// These (the first NCPU − 1 of them).
+    pub fn new(fds: &[RawFd]) -> Peers {
+        let mut p = Peers::NONE;
+        for &fd in fds.iter().take(p.fds.len()) {
+            p.fds[p.n] = fd;
+            p.n += 1;
+        }
+        p
+    }
+
+    fn iter(&self) -> impl Iterator<Item = RawFd> + '_ {
+        self.fds[..self.n].iter().copied()
+    }
 }
 
 impl Role {
@@ -143,7 +173,12 @@ pub fn rules(role: Role) -> BTreeMap<i64, Vec<SeccompRule>> {
     };
     match role {
         Role::Main => main_rules(&mut m, kick()),
-        Role::Vcpu { fd, gdb } => vcpu_rules(&mut m, fd, gdb),
+        Role::Vcpu { fd, gdb, peers } => {
+            vcpu_rules(&mut m, fd, gdb, peers);
+            // With several vCPUs, the one whose run ends kicks the others (vstate/aps.rs).
+            m.insert(libc::SYS_getpid, vec![]);
+            m.insert(libc::SYS_tgkill, kick());
+        }
         Role::Gdb => {
             m.insert(libc::SYS_poll, vec![]);
             m.insert(libc::SYS_ppoll, vec![]);
@@ -183,12 +218,20 @@ fn main_rules(m: &mut BTreeMap<i64, Vec<SeccompRule>>, kick: Vec<SeccompRule>) {
 }
 
 /// The vCPU thread's rules beyond the base: its own vCPU's ioctls (on `fd`; the debug ones
-/// with `gdb`), stdin and the debugger's connection, their readiness, and the end of the run
+/// with `gdb`, on `peers` too), stdin and the debugger's connection, their readiness, and the end of the run
 /// (guest RAM's residency, closing the VM's descriptors).
-fn vcpu_rules(m: &mut BTreeMap<i64, Vec<SeccompRule>>, fd: i32, gdb: bool) {
-    let ioctls = vcpu_ioctls(gdb)
-        .into_iter()
-        .map(|(_, req)| rule(vec![cond(0, Op::Eq, fd as u64), cond(1, Op::Eq, req)]))
+fn vcpu_rules(m: &mut BTreeMap<i64, Vec<SeccompRule>>, fd: i32, gdb: bool, peers: Peers) {
+    let fds: Vec<RawFd> = match gdb {
+        true => std::iter::once(fd).chain(peers.iter()).collect(),
+        false => vec![fd],
+    };
+    let ioctls = fds
+        .iter()
+        .flat_map(|&fd| {
+            vcpu_ioctls(gdb)
+                .into_iter()
+                .map(move |(_, req)| rule(vec![cond(0, Op::Eq, fd as u64), cond(1, Op::Eq, req)]))
+        })
         .collect();
     m.insert(libc::SYS_ioctl, ioctls);
     for n in [
@@ -466,9 +509,41 @@ mod tests {
         assert_eq!(vcpu_ioctls(false).len(), 4);
     }
 
+    /// vCPU ioctls on the thread's own descriptor, and under gdb on the other vCPUs' too.
+    #[test]
+    fn a_debugger_vcpu_thread_may_use_its_peers_descriptors() {
+        let ioctl_rules = |role| rules(role)[&libc::SYS_ioctl].len();
+        let peers = Peers::new(&[10, 11]);
+        assert_eq!(
+            ioctl_rules(Role::Vcpu {
+                fd: 9,
+                gdb: false,
+                peers
+            }),
+            vcpu_ioctls(false).len()
+        );
+        assert_eq!(
+            ioctl_rules(Role::Vcpu {
+                fd: 9,
+                gdb: true,
+                peers
+            }),
+            3 * vcpu_ioctls(true).len()
+        );
+        assert_eq!(Peers::new(&[3; 20]).iter().count(), xv6_abi::smp::NCPU - 1);
+    }
+
     #[test]
     fn no_thread_may_start_programs_threads_or_connections() {
-        for role in [Role::Main, Role::Vcpu { fd: 9, gdb: true }, Role::Gdb] {
+        for role in [
+            Role::Main,
+            Role::Vcpu {
+                fd: 9,
+                gdb: true,
+                peers: Peers::new(&[10, 11]),
+            },
+            Role::Gdb,
+        ] {
             let r = rules(role);
             for n in [
                 libc::SYS_execve,
@@ -489,7 +564,12 @@ mod tests {
         }
         assert!(!rules(Role::Gdb).contains_key(&libc::SYS_ioctl));
         assert!(!rules(Role::Main).contains_key(&libc::SYS_ioctl));
-        assert!(!rules(Role::Vcpu { fd: 9, gdb: false }).contains_key(&libc::SYS_openat));
+        assert!(!rules(Role::Vcpu {
+            fd: 9,
+            gdb: false,
+            peers: Peers::NONE
+        })
+        .contains_key(&libc::SYS_openat));
         assert_eq!(
             filters(Role::Gdb).unwrap().len(),
             2,

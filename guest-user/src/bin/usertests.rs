@@ -1,5 +1,5 @@
 //! usertests: the memory, process and file tests of xv6's usertests, re-written for this
-//! kernel.
+//! kernel, and tests of what several CPUs bring (smp.rs).
 //!
 //! Each test runs in a child process (a test that crashes does not take the others down),
 //! prints `NAME: ok` or `NAME: FAILED why`, and the run ends with `ALL TESTS PASSED` (exit 0)
@@ -34,6 +34,8 @@ mod mem;
 mod proc;
 #[path = "../usertests/sbrk.rs"]
 mod sbrk;
+#[path = "../usertests/smp.rs"]
+mod smp;
 #[path = "../usertests/validate.rs"]
 mod validate;
 
@@ -85,6 +87,10 @@ const TESTS: &[Test] = &[
     ("forktest", proc::forktest),
     ("preemption", proc::preemption),
     ("kill", proc::killtest),
+    ("cpubound", smp::cpubound),
+    ("forkstorm", smp::forkstorm),
+    ("pipeacross", smp::pipeacross),
+    ("killrunning", smp::killrunning),
     ("sbrkfail", sbrk::sbrkfail),
     ("readoom", edges::readoom),
     ("execout", exec::execout),

@@ -68,6 +68,22 @@ pub mod layout {
     pub const BOOT_TIMES: u32 = 0x5000;
 }
 
+/// Several CPUs (docs/abi.md "CPUs"): how many the kernel can run, where the VMM puts the MP
+/// table that lists them, and where the kernel puts the code other CPUs start in.
+pub mod smp {
+    /// Most CPUs the kernel runs (xv6 `NCPU`); `vmm run --cpus` takes 1 to this.
+    pub const NCPU: usize = 8;
+    /// Where the VMM writes the MP floating pointer structure (Intel MP spec 1.4), with the
+    /// configuration table right after it: in the BIOS area, which the kernel searches
+    /// (0xF0000-0xFFFFF) when the EBDA and the last KiB of base memory hold none. No MP
+    /// table: the kernel runs on one CPU.
+    pub const MP_FLOATING: u32 = 0x000F_0000;
+    /// Physical address of the application processors' real-mode start code (the
+    /// trampoline, a page): the STARTUP IPI's vector is this address >> 12. Below 1 MiB and
+    /// page aligned, clear of the VMM's boot data (0x500-0x7FFF) and command line (0x20000).
+    pub const AP_START: u32 = 0x8000;
+}
+
 /// The x86 paging numbers both sides use (xv6's mmu.h): the page size, the page-table entry
 /// bits, and the control-register bits the kernel sets and the VMM reads back.
 pub mod mmu {

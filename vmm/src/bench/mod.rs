@@ -427,6 +427,7 @@ pub fn builtin_boot(
         gdb: None,
         // Several boots from this thread: it stays free to start the next one.
         confine: crate::machine::Confine::VcpuThreads,
+        cpus: 1,
     })
 }
 

@@ -21,6 +21,11 @@ const CR0_PG: u64 = xv6_abi::mmu::CR0_PG as u64;
 /// How many instruction bytes are shown.
 const CODE_BYTES: u64 = 16;
 
+/// A crash report taken on vCPU `id` (not the boot vCPU), headed by a line that names it.
+pub fn on_vcpu(id: usize, report: &str) -> String {
+    format!("vmm: crash: on vCPU {id}\n{report}")
+}
+
 /// The report's lines (each `vmm: crash: …`), or one line saying why the registers could not
 /// be read.
 pub fn report(fd: &VcpuFd, mem: &GuestMemoryMmap, syms: &Symbols) -> String {

@@ -390,8 +390,10 @@ mod tests {
             }
             let flag = format!("--{long}");
             let mut argv = vec![flag.as_str()];
+            // A value every option takes as it is (a count must be a count).
+            let value = if id == "cpus" { "2" } else { "w" };
             if arg.get_action().takes_values() {
-                argv.push("w");
+                argv.push(value);
             }
             argv.push("hello");
             let a = run_args(&argv);
@@ -407,7 +409,7 @@ mod tests {
             let i = inner.iter().position(|w| w == flag.as_str());
             assert!(i.is_some(), "{flag} is not passed to the lab: {inner:?}");
             if arg.get_action().takes_values() {
-                assert_eq!(inner[i.unwrap() + 1], "w", "{flag}'s value");
+                assert_eq!(inner[i.unwrap() + 1], value, "{flag}'s value");
             }
         }
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -52,16 +52,24 @@ impl PgdumpMode {
     }
 }
 
+/// The page-table dumps kept for `--pgdump-svg` (their `--pgdump` text, at most
+/// `pgdump_svg::MAX_PANELS` dumps and `MAX_TEXT` bytes), from every vCPU in the order they
+/// were asked, and how many more there were.
+#[derive(Debug, Default)]
+pub struct Pgdumps {
+    pub texts: Vec<String>,
+    pub skipped: usize,
+}
+
 /// The vCPU and what its exits touch.
 pub struct Vcpu<'a> {
     pub fd: VcpuFd,
     pub mem: &'a GuestMemoryMmap,
-    pub devices: Devices,
+    /// The devices, shared by every vCPU of the machine.
+    pub devices: Arc<Mutex<Devices>>,
     pub pgdump: PgdumpMode,
-    /// The dumps' text kept for `--pgdump-svg` (at most `pgdump_svg::MAX_PANELS` dumps and
-    /// `MAX_TEXT` bytes), and how many more there were.
-    pub pgdumps: Vec<String>,
-    pub pgdumps_skipped: usize,
+    /// The dumps kept for `--pgdump-svg`, shared by the machine's vCPUs.
+    pub pgdumps: Arc<Mutex<Pgdumps>>,
     pub stats: ExitStats,
     /// Set by the watchdog when `--timeout` expires; it then kicks KVM_RUN with a signal.
     expired: Arc<AtomicBool>,
@@ -83,6 +91,8 @@ pub struct Vcpu<'a> {
 /// What a vCPU is given besides its fd, guest memory and devices.
 pub struct VcpuSetup {
     pub pgdump: PgdumpMode,
+    /// Where the dumps for `--pgdump-svg` go (one store for every vCPU).
+    pub pgdumps: Arc<Mutex<Pgdumps>>,
     /// Set by the watchdog when the run's bound expires ([`crate::vstate::thread`]).
     pub expired: Arc<AtomicBool>,
     /// The kernel's symbols, for crash reports.
@@ -94,14 +104,18 @@ pub struct VcpuSetup {
 
 impl<'a> Vcpu<'a> {
     /// The vCPU `fd` over `mem` and `devices`, set up as `setup` says.
-    pub fn new(fd: VcpuFd, mem: &'a GuestMemoryMmap, devices: Devices, setup: VcpuSetup) -> Self {
+    pub fn new(
+        fd: VcpuFd,
+        mem: &'a GuestMemoryMmap,
+        devices: Arc<Mutex<Devices>>,
+        setup: VcpuSetup,
+    ) -> Self {
         Vcpu {
             fd,
             mem,
             devices,
             pgdump: setup.pgdump,
-            pgdumps: Vec::new(),
-            pgdumps_skipped: 0,
+            pgdumps: setup.pgdumps,
             stats: ExitStats::default(),
             expired: setup.expired,
             measured: BTreeMap::new(),
@@ -137,7 +151,7 @@ impl<'a> Vcpu<'a> {
             let request = match self.fd.run() {
                 Ok(exit) => crate::vstate::vmexit::handle(
                     exit,
-                    &mut self.devices,
+                    &mut self.devices.lock().unwrap_or_else(|e| e.into_inner()),
                     self.mem,
                     &mut self.stats,
                 ),
@@ -161,7 +175,14 @@ impl<'a> Vcpu<'a> {
                 Request::Continue => {}
                 Request::End(outcome) => return Stop::End(self.finish(outcome)),
                 Request::Debug(d) => return Stop::Debug(d),
-                Request::Pgdump => self.devices.debug.last_mismatches = self.dump_page_tables(),
+                Request::Pgdump => {
+                    let n = self.dump_page_tables();
+                    self.devices
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .debug
+                        .last_mismatches = n;
+                }
                 Request::Mark(n) => self.mark(n),
             }
         }
@@ -205,7 +226,8 @@ impl<'a> Vcpu<'a> {
         }
     }
 
-    /// Walks the page tables from the vCPU's CR3, cross-checks every page with KVM_TRANSLATE,
+    /// Walks the page tables from this vCPU's CR3 (the vCPU that asked: each vCPU handles its
+    /// own exits), cross-checks every page with KVM_TRANSLATE,
     /// prints the dump to stderr and/or keeps it; returns the number of mismatches.
     fn dump_page_tables(&mut self) -> u32 {
         if self.pgdump == PgdumpMode::Off {
@@ -217,13 +239,14 @@ impl<'a> Vcpu<'a> {
                     let _ = std::io::stderr().lock().write_all(text.as_bytes());
                 }
                 if matches!(self.pgdump, PgdumpMode::Record | PgdumpMode::PrintAndRecord) {
-                    let kept: usize = self.pgdumps.iter().map(String::len).sum();
-                    if self.pgdumps.len() < crate::debug::pgdump_svg::MAX_PANELS
-                        && kept + text.len() <= crate::debug::pgdump_svg::MAX_TEXT
+                    let mut kept = self.pgdumps.lock().unwrap_or_else(|e| e.into_inner());
+                    let bytes: usize = kept.texts.iter().map(String::len).sum();
+                    if kept.texts.len() < crate::debug::pgdump_svg::MAX_PANELS
+                        && bytes + text.len() <= crate::debug::pgdump_svg::MAX_TEXT
                     {
-                        self.pgdumps.push(text);
+                        kept.texts.push(text);
                     } else {
-                        self.pgdumps_skipped += 1;
+                        kept.skipped += 1;
                     }
                 }
                 mismatches

@@ -3,7 +3,9 @@
 //! The vCPU gets the host's supported CPUID minus hardware virtualization: no VMX (leaf 1
 //! ECX bit 5), no SVM (leaf 0x8000_0001 ECX bit 2) and no SVM feature leaf (0x8000_000A),
 //! as Solo5 was asked to do. The guest has no use for nested virtualization, and offering it
-//! would only widen what a guest can ask of the host's KVM.
+//! would only widen what a guest can ask of the host's KVM. Each vCPU's table carries its own
+//! initial APIC id (leaf 1 EBX bits 31–24, leaves 0xB/0x1F EDX), as on real hardware: KVM
+//! leaves it 0 in every vCPU's copy otherwise.
 
 use anyhow::{Context, Result};
 use kvm_bindings::kvm_userspace_memory_region;
@@ -49,6 +51,18 @@ pub fn hide_virtualization(entries: &mut [kvm_bindings::kvm_cpuid_entry2]) {
     }
 }
 
+/// Writes vCPU `id`'s initial APIC id where CPUID reports it: leaf 1 EBX bits 31–24 and the
+/// x2APIC id in EDX of every subleaf of leaves 0xB and 0x1F.
+pub fn set_apic_id(entries: &mut [kvm_bindings::kvm_cpuid_entry2], id: u8) {
+    for e in entries {
+        match e.function {
+            1 => e.ebx = (e.ebx & 0x00ff_ffff) | (u32::from(id) << 24),
+            0xB | 0x1F => e.edx = u32::from(id),
+            _ => {}
+        }
+    }
+}
+
 impl Vm {
     /// Creates a VM over `mem`; with `irqchip`, the LAPIC/IOAPIC/PIC are emulated in the kernel.
     pub fn new(kvm: Kvm, mem: GuestMemoryMmap, irqchip: bool) -> Result<Vm> {
@@ -81,12 +95,22 @@ impl Vm {
 
     /// Creates vCPU 0 with the host's supported CPUID.
     pub fn create_vcpu(&self) -> Result<VcpuFd> {
-        let vcpu = self.fd.create_vcpu(0).context("KVM_CREATE_VCPU failed")?;
+        self.create_vcpu_id(0)
+    }
+
+    /// Creates vCPU `id` (its LAPIC id too) with the host's supported CPUID. With the
+    /// in-kernel irqchip, every vCPU but 0 waits for a STARTUP IPI.
+    pub fn create_vcpu_id(&self, id: u8) -> Result<VcpuFd> {
+        let vcpu = self
+            .fd
+            .create_vcpu(u64::from(id))
+            .context("KVM_CREATE_VCPU failed")?;
         let mut cpuid = self
             .kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .context("KVM_GET_SUPPORTED_CPUID failed")?;
         hide_virtualization(cpuid.as_mut_slice());
+        set_apic_id(cpuid.as_mut_slice(), id);
         vcpu.set_cpuid2(&cpuid).context("KVM_SET_CPUID2 failed")?;
         Ok(vcpu)
     }
@@ -121,5 +145,15 @@ mod tests {
         assert_eq!(t[1].ecx, !CPUID_8000_0001_ECX_SVM);
         assert_eq!((t[2].eax, t[2].ecx, t[2].edx), (0, 0, 0));
         assert_eq!(t[3].ecx, 0xffff_ffff);
+    }
+
+    #[test]
+    fn each_vcpu_reports_its_own_apic_id() {
+        let mut t = [leaf(1, 0), leaf(0xB, 0), leaf(0xB, 1), leaf(7, 0)];
+        t[0].ebx = 0xAB12_3456;
+        set_apic_id(&mut t, 3);
+        assert_eq!(t[0].ebx, 0x0312_3456, "bits 31-24 only");
+        assert_eq!((t[1].edx, t[2].edx), (3, 3));
+        assert_eq!(t[3].edx, 0xffff_ffff);
     }
 }

@@ -193,12 +193,25 @@ fn gdb_session_breaks_walks_reads_watches_steps_and_sees_the_exit() {
 
 #[test]
 fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
+    ctrl_c_session(1);
+}
+
+/// The same at `--cpus 2`: Ctrl-C stops both vCPUs (gdb hears of vCPU 0), the monitor
+/// answers for vCPU 0, and four threads ran confined (vcpu1 too).
+#[test]
+fn ctrl_c_stops_every_vcpu() {
+    ctrl_c_session(2);
+}
+
+/// Ctrl-C, the monitor commands and kill on a guest idling in `cat`, with `cpus` vCPUs.
+fn ctrl_c_session(cpus: usize) {
     if engine().is_none() || !gdb_available() {
         return;
     }
     // cat blocks reading a stdin that stays open: the guest idles, running, until stopped.
+    let n = cpus.to_string();
     let session = Session::start(
-        &["--stats", "cat"],
+        &["--stats", "--cpus", &n, "cat"],
         Stdio::piped(),
         include_str!("../fixtures/gdb/interrupt.gdb"),
         &[],
@@ -222,7 +235,8 @@ fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
     let (status, log) = session.finish();
     let out = text(&gdb);
     let expect = |what: &str| expect(&out, &log, what);
-    expect("Program received signal SIGINT");
+    // ("Program received…" with one thread, "Thread 1 received…" with several.)
+    expect(" received signal SIGINT");
     expect("interrupted at 0x80");
     // monitor pgdump: the current page directory, kmap's mappings, no mismatch.
     // (The text row's end moves with the kernel's size.)
@@ -238,19 +252,96 @@ fn ctrl_c_stops_a_running_guest_and_the_monitor_answers() {
     // kill ends the guest: vmm's one-line error and its status.
     assert!(log.contains("vmm: error: gdb killed the guest"), "{log}");
     assert_eq!(status, Some(125), "{log}");
-    // Under gdb three threads ran confined: main, vcpu0 and the Ctrl-C watcher.
+    if cpus > 1 {
+        expect("vCPU 0:");
+    }
+    // Under gdb these threads ran confined: main, vcpu0, the Ctrl-C watcher, vcpu1...
     let seccomp = log
         .lines()
         .find(|l| l.starts_with("vmm: seccomp: "))
         .unwrap_or_else(|| panic!("no seccomp line: {log}"));
     assert!(
-        seccomp.starts_with("vmm: seccomp: filter on 3 threads"),
+        seccomp.starts_with(&format!("vmm: seccomp: filter on {} threads", 2 + cpus)),
         "{log}"
     );
     assert!(
         seccomp.contains("gdb ") && seccomp.contains("vcpu0 "),
         "{log}"
     );
+}
+
+/// `--cpus 2`: the vCPUs are gdb's threads 1 and 2; a breakpoint stops on the vCPU that hit
+/// it (kinit2 on the boot CPU, mpmain on the other), each thread's registers are its vCPU's
+/// (the other's EIP differs), memory reads through thread 2's page tables, a step of thread 2,
+/// and the run goes on to the program's exit.
+#[test]
+fn two_vcpus_are_two_threads_each_with_its_breakpoints_and_registers() {
+    if engine().is_none() || !gdb_available() {
+        return;
+    }
+    let session = Session::start(
+        &["--cpus", "2", "hello"],
+        Stdio::null(),
+        include_str!("../fixtures/gdb/smp.gdb"),
+        &[],
+        false,
+    );
+    let gdb = session.gdb().output().unwrap();
+    let (status, log) = session.finish();
+    let out = text(&gdb);
+    let expect = |what: &str| expect(&out, &log, what);
+    // Before the first instruction: two threads, named by their vCPU.
+    expect(" (vCPU 0) 0x00100000 in ?? ()");
+    expect(" (vCPU 1) ");
+    // The boot CPU runs kinit2; only the other runs mpmain (gdb switches to it).
+    expect("kinit2 on thread 1");
+    expect("hit Breakpoint 2, xv6::smp::mpmain");
+    expect("mpmain on thread 2");
+    let mpmain = eip_after(&out, "eip            0x");
+    let bsp = eip_after(&out, "thread 1 eip: 0x");
+    assert_ne!(mpmain, bsp, "each thread has its vCPU's registers:\n{out}");
+    assert!(
+        out.contains("<xv6::smp::mpmain"),
+        "code at thread 2's EIP:\n{out}\n{log}"
+    );
+    expect("thread 2 after stepi: thread 2 eip 0x");
+    expect("exited normally");
+    assert_eq!(status, Some(0), "{log}");
+}
+
+/// A crash on another vCPU than 0 is reported as that vCPU's: gdb stops vCPU 1 at mpmain,
+/// points its EIP at 0 (unmapped in the kernel's page directory) and detaches; the guest runs
+/// on without gdb, vCPU 1 faults, and the run ends with its crash report.
+#[test]
+fn a_crash_on_vcpu_1_is_reported_as_vcpu_1s() {
+    if engine().is_none() || !gdb_available() {
+        return;
+    }
+    let session = Session::start(
+        &["--cpus", "2", "hello"],
+        Stdio::null(),
+        include_str!("../fixtures/gdb/apcrash.gdb"),
+        &[],
+        false,
+    );
+    let gdb = session.gdb().output().unwrap();
+    let (status, log) = session.finish();
+    let out = text(&gdb);
+    expect(&out, &log, "thread 2 eip now 0\n");
+    assert!(log.contains("vmm: crash: on vCPU 1\n"), "{log}");
+    assert_eq!(status, Some(125), "{log}");
+}
+
+/// The hex number after `prefix` in gdb's output.
+fn eip_after(out: &str, prefix: &str) -> u32 {
+    let at = out
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix:?} in:\n{out}"));
+    let hex: String = out[at + prefix.len()..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    u32::from_str_radix(&hex, 16).unwrap_or_else(|_| panic!("{prefix:?}{hex}: {out}"))
 }
 
 /// A Unix socket path that exists is refused in one line (2), before any boot, on every

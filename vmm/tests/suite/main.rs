@@ -25,5 +25,6 @@ mod logging;
 mod pgdump_svg;
 mod programs;
 mod seccomp;
+mod smp;
 mod stats;
 mod vmm_core;

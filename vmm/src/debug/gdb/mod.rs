@@ -1,17 +1,27 @@
-//! `vmm run --gdb`: the guest's vCPU as a gdbstub target (i386, gdbstub_arch `X86_SSE`).
+//! `vmm run --gdb`: the guest's vCPUs as a gdbstub multi-thread target (i386, gdbstub_arch
+//! `X86_SSE`), one thread per vCPU (thread id = vCPU index + 1). vCPU 0 runs on this thread;
+//! the others (`--cpus N`) on their own threads, which wait between runs
+//! ([`crate::vstate::aps`]). All-stop: when one vCPU stops (a breakpoint, a watchpoint, a
+//! step, the guest's end) or gdb sends Ctrl-C, every other running vCPU is kicked out of
+//! KVM_RUN (bounded wait) and gdb is told which vCPU stopped and why; a resume runs the vCPUs
+//! gdb names (all, unless it locks the scheduler, as when it steps one over a breakpoint).
 //!
-//! - registers: KVM_GET/SET_REGS and the selectors from KVM_GET_SREGS (selectors are shown,
-//!   not written: loading one would need its descriptor);
-//! - memory by guest virtual address, through the vCPU's current CR3 with the VMM's walker
+//! - registers: KVM_GET/SET_REGS and the selectors from KVM_GET_SREGS of the thread's vCPU
+//!   (selectors are shown, not written: loading one would need its descriptor);
+//! - memory by guest virtual address, through that vCPU's current CR3 with the VMM's walker
 //!   ([`crate::debug::pgdump::translate`]); with paging still off, addresses at or above KERNBASE are read
 //!   at `va − KERNBASE` (what entrypgdir maps), the others as physical; unmapped → an error;
 //! - software breakpoints: an int3 written into guest memory (KVM_GUESTDBG_USE_SW_BP) at
 //!   kernel addresses where an int3 reaches KVM, else a debug register (see [`SwBreak`]);
-//!   hardware breakpoints and watchpoints in DR0–DR3 (KVM_GUESTDBG_USE_HW_BP), single step
-//!   (KVM_GUESTDBG_SINGLESTEP with interrupts blocked), Ctrl-C (a watcher thread, started
-//!   once per session and confined by its own seccomp filter, kicks the vCPU out of KVM_RUN
-//!   when gdb sends a byte while the guest runs);
-//! - `monitor pgdump`, `monitor regs`; the guest's exit ends the session with its status.
+//!   hardware breakpoints and watchpoints in DR0–DR3 (KVM_GUESTDBG_USE_HW_BP), the same on
+//!   every vCPU, so any vCPU hits them; single step of one vCPU (KVM_GUESTDBG_SINGLESTEP with
+//!   interrupts blocked); Ctrl-C (a watcher thread, started once per session and confined by
+//!   its own seccomp filter, kicks vCPU 0 out of KVM_RUN when gdb sends a byte while the
+//!   guest runs, or when another vCPU has reported a stop);
+//! - when two vCPUs stop at once, gdb hears of the first; a breakpoint hit by another is met
+//!   again when that vCPU resumes (an int3's EIP is stepped back), a watchpoint's is lost;
+//! - `monitor pgdump`, `monitor regs` (of the vCPU that stopped last); the guest's exit (on
+//!   any vCPU) ends the session with its status.
 
 pub mod conn;
 pub mod debugregs;
@@ -19,14 +29,14 @@ pub mod regs;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc, MutexGuard};
+use std::time::{Duration, Instant};
 
-use gdbstub::common::Signal;
+use gdbstub::common::{Signal, Tid};
 use gdbstub::stub::run_blocking::{self, BlockingEventLoop};
-use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
-use gdbstub::target::ext::base::singlethread::{
-    SingleThreadBase, SingleThreadResume, SingleThreadSingleStep,
+use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
+use gdbstub::target::ext::base::multithread::{
+    MultiThreadBase, MultiThreadResume, MultiThreadSchedulerLocking, MultiThreadSingleStep,
 };
 use gdbstub::target::ext::breakpoints::WatchKind;
 use gdbstub::target::ext::breakpoints::{Breakpoints, HwBreakpoint, HwWatchpoint, SwBreakpoint};
@@ -39,6 +49,7 @@ use vm_memory::{Bytes, GuestAddress};
 use crate::debug::gdb::conn::{readable, GdbConn, GdbEndpoint};
 use crate::debug::gdb::debugregs::{dr7, HwSlot, HwUse};
 use crate::outcome::Outcome;
+use crate::vstate::aps::{Debugged, Go, StopReports};
 use crate::vstate::vcpu::{Stop, Vcpu};
 
 const KERNBASE: u32 = xv6_abi::layout::KERNBASE;
@@ -49,6 +60,11 @@ const CR4_PSE: u64 = xv6_abi::mmu::CR4_PSE as u64;
 const BREAK_INSN: u8 = 0xcc;
 /// EFAULT, gdb's "cannot access memory".
 const EFAULT: u8 = 14;
+/// How long the other vCPUs get to leave KVM_RUN once one has stopped.
+const STOP_BOUND: Duration = Duration::from_secs(2);
+
+/// The stop reasons gdb hears (thread ids are vCPU index + 1).
+type StopReason = MultiThreadStopReason<u32>;
 
 /// How one of gdb's software breakpoints (`break`) is set.
 #[derive(Debug, Clone, Copy)]
@@ -63,15 +79,57 @@ enum SwBreak {
     DebugReg,
 }
 
-/// The vCPU under gdb's control.
+/// The other vCPUs under gdb (`--cpus N`): their handles and the channel of their stops.
+pub struct Others<'m> {
+    pub aps: Vec<Debugged<'m>>,
+    pub stops: mpsc::Receiver<(u8, Stop)>,
+    pub reports: StopReports,
+}
+
+/// One vCPU, locked for the debugger (vCPU 0 is the session's own).
+enum Held<'a, 'm> {
+    Bsp(&'a mut Vcpu<'m>),
+    Ap(MutexGuard<'a, Vcpu<'m>>),
+}
+
+impl<'m> std::ops::Deref for Held<'_, 'm> {
+    type Target = Vcpu<'m>;
+    fn deref(&self) -> &Vcpu<'m> {
+        match self {
+            Held::Bsp(v) => v,
+            Held::Ap(g) => g,
+        }
+    }
+}
+
+impl<'m> std::ops::DerefMut for Held<'_, 'm> {
+    fn deref_mut(&mut self) -> &mut Vcpu<'m> {
+        match self {
+            Held::Bsp(v) => v,
+            Held::Ap(g) => g,
+        }
+    }
+}
+
+/// The vCPUs under gdb's control.
 pub struct GdbTarget<'v, 'm> {
+    /// vCPU 0 (thread 1).
     vcpu: &'v mut Vcpu<'m>,
+    /// vCPUs 1.. (threads 2..), if any.
+    others: Option<Others<'m>>,
+    /// Per vCPU, what the next resume does: None stays stopped, Some(step).
+    actions: Vec<Option<bool>>,
+    /// Whether the vCPUs gdb did not name stay stopped (scheduler locking).
+    locked: bool,
+    /// The vCPU of the last stop (for the monitor commands).
+    current: usize,
     /// Whether `break` writes an int3 at kernel addresses (else it takes a debug register).
     int3: bool,
     /// Software breakpoints by virtual address.
     sw: BTreeMap<u32, SwBreak>,
     hw: [Option<HwSlot>; 4],
-    stepping: bool,
+    /// Per vCPU: single-stepping.
+    stepping: Vec<bool>,
     /// How the guest ended, once it has.
     pub outcome: Option<Outcome>,
     /// The Ctrl-C watcher.
@@ -86,9 +144,10 @@ pub type OnReady<'a> =
 
 /// Serves gdb at `ep` until the guest ends; returns how it ended. If gdb detaches, the
 /// guest runs on to its end without it. With `confine`, the watcher thread installs its
-/// seccomp filter; `ready` is called before the guest runs.
-pub fn serve(
-    vcpu: &mut Vcpu<'_>,
+/// seccomp filter; `ready` is called before the guest runs. `others`: the other vCPUs.
+pub fn serve<'m>(
+    vcpu: &mut Vcpu<'m>,
+    others: Option<Others<'m>>,
     ep: &GdbEndpoint,
     confine: bool,
     ready: OnReady<'_>,
@@ -105,14 +164,20 @@ pub fn serve(
         );
     }
     let conn = GdbConn::wait(ep)?;
-    let (watcher, allowed) = Watcher::start(conn.fd(), vcpu.interrupt.clone(), confine)?;
+    let notify = others.as_ref().map(|o| o.reports.notify.clone());
+    let (watcher, allowed) = Watcher::start(conn.fd(), vcpu.interrupt.clone(), notify, confine)?;
     ready(allowed)?;
+    let n = 1 + others.as_ref().map_or(0, |o| o.aps.len());
     let mut target = GdbTarget {
         vcpu,
+        others,
+        actions: vec![None; n],
+        locked: false,
+        current: 0,
         int3,
         sw: BTreeMap::new(),
         hw: [None; 4],
-        stepping: false,
+        stepping: vec![false; n],
         outcome: None,
         watcher,
     };
@@ -126,11 +191,45 @@ pub fn serve(
         Err(e) => eprintln!("vmm: gdb: session ended ({e}); the guest runs on"),
     }
     target.detach();
+    if let Some(o) = &target.others {
+        for ap in &o.aps {
+            let _ = ap.go.send(Go::Free);
+        }
+    }
     Ok(target.vcpu.run())
 }
 
-impl GdbTarget<'_, '_> {
-    /// Removes every breakpoint and turns guest debugging off.
+impl<'m> GdbTarget<'_, 'm> {
+    /// How many vCPUs there are.
+    fn count(&self) -> usize {
+        self.stepping.len()
+    }
+
+    /// vCPU `i`, held for the debugger (None: no such vCPU, or it did not stop in time and
+    /// still runs).
+    fn held(&mut self, i: usize) -> Option<Held<'_, 'm>> {
+        if i == 0 {
+            return Some(Held::Bsp(self.vcpu));
+        }
+        let ap = self.others.as_ref()?.aps.get(i - 1)?;
+        match ap.vcpu.try_lock() {
+            Ok(g) => Some(Held::Ap(g)),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(Held::Ap(e.into_inner())),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// vCPU `tid`'s index, if there is such a vCPU.
+    fn index(&self, tid: Tid) -> Result<usize, TargetError<String>> {
+        let i = tid.get() - 1;
+        if i < self.count() {
+            Ok(i)
+        } else {
+            Err(TargetError::Errno(EFAULT))
+        }
+    }
+
+    /// Removes every breakpoint and turns guest debugging off on every vCPU.
     fn detach(&mut self) {
         for (_, b) in std::mem::take(&mut self.sw) {
             if let SwBreak::Int3 { pa, orig } = b {
@@ -138,64 +237,202 @@ impl GdbTarget<'_, '_> {
             }
         }
         self.hw = [None; 4];
-        self.stepping = false;
-        let _ = self.vcpu.fd.set_guest_debug(&kvm_guest_debug::default());
+        self.stepping.fill(false);
+        for i in 0..self.count() {
+            if let Some(v) = self.held(i) {
+                let _ = v.fd.set_guest_debug(&kvm_guest_debug::default());
+            }
+        }
     }
 
-    /// Programs KVM_SET_GUEST_DEBUG from the breakpoints and the step flag.
+    /// Programs KVM_SET_GUEST_DEBUG on every vCPU from the breakpoints and its step flag.
     fn apply_debug(&mut self) -> Result<(), String> {
-        let mut dbg = kvm_guest_debug {
+        let mut base = kvm_guest_debug {
             control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP | KVM_GUESTDBG_USE_HW_BP,
             ..Default::default()
         };
-        if self.stepping {
-            dbg.control |= KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_BLOCKIRQ;
-        }
         for (i, slot) in self.hw.iter().enumerate() {
-            dbg.arch.debugreg[i] = slot.map_or(0, |s| u64::from(s.addr));
+            base.arch.debugreg[i] = slot.map_or(0, |s| u64::from(s.addr));
         }
-        dbg.arch.debugreg[7] = dr7(&self.hw);
-        self.vcpu
-            .fd
-            .set_guest_debug(&dbg)
-            .map_err(|e| format!("KVM_SET_GUEST_DEBUG failed: {e}"))
+        base.arch.debugreg[7] = dr7(&self.hw);
+        for i in 0..self.count() {
+            let mut dbg = base;
+            if self.stepping[i] {
+                dbg.control |= KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_BLOCKIRQ;
+            }
+            let Some(v) = self.held(i) else {
+                log::warn!("gdb: vCPU {i} still runs: its debug registers are not updated");
+                continue;
+            };
+            v.fd.set_guest_debug(&dbg)
+                .map_err(|e| format!("vCPU {i}: KVM_SET_GUEST_DEBUG failed: {e}"))?;
+        }
+        Ok(())
     }
 
-    /// The guest-physical address of `va` now (see the module doc), or None.
-    fn translate(&self, va: u32) -> Option<u32> {
-        let sregs = self.vcpu.fd.get_sregs().ok()?;
+    /// The guest-physical address of `va` now on vCPU `i` (see the module doc), or None.
+    fn translate(&mut self, i: usize, va: u32) -> Option<u32> {
+        let v = self.held(i)?;
+        let sregs = v.fd.get_sregs().ok()?;
         if sregs.cr0 & CR0_PG == 0 {
             return Some(if va >= KERNBASE { va - KERNBASE } else { va });
         }
-        let mem = self.vcpu.mem;
+        let mem = v.mem;
         crate::debug::pgdump::translate(sregs.cr3 as u32, sregs.cr4 & CR4_PSE != 0, va, |pa| {
             mem.read_obj::<u32>(GuestAddress(pa.into())).ok()
         })
     }
 
-    /// Runs until a stop gdb should hear about.
-    fn run(&mut self) -> SingleThreadStopReason<u32> {
-        match self.vcpu.run_until_stop() {
-            Stop::Interrupted => SingleThreadStopReason::Signal(Signal::SIGINT),
-            Stop::Debug(d) => self.debug_stop(&d),
-            Stop::End(outcome) => {
-                let reason = match &outcome {
-                    Outcome::Exited(v) => SingleThreadStopReason::Exited(*v as u8),
-                    Outcome::Panicked(_) => SingleThreadStopReason::Terminated(Signal::SIGABRT),
-                    Outcome::TimedOut => SingleThreadStopReason::Terminated(Signal::SIGALRM),
-                    _ => SingleThreadStopReason::Terminated(Signal::SIGSEGV),
-                };
-                self.outcome = Some(outcome);
-                reason
+    /// Runs the vCPUs the last resume named until one of them stops (or gdb sends Ctrl-C),
+    /// then stops the others. Returns the stop gdb should hear about, or None for Ctrl-C.
+    fn run(&mut self, conn: &mut GdbConn) -> Option<StopReason> {
+        let run: Vec<bool> = self.actions.iter().map(Option::is_some).collect();
+        let mut running = vec![false; self.count()];
+        if let Some(o) = &self.others {
+            for ap in &o.aps {
+                let i = usize::from(ap.id);
+                if run[i] && ap.go.send(Go::Debug).is_ok() {
+                    running[i] = true;
+                }
+            }
+        }
+        let first = if run[0] {
+            self.run_bsp(conn)
+        } else {
+            self.wait_for_an_ap(conn)
+        };
+        if let Some((i, _)) = &first {
+            running[*i] = false;
+        }
+        let mut stops: Vec<(usize, Stop)> = first.into_iter().collect();
+        stops.extend(self.stop_others(&mut running));
+        self.report(stops)
+    }
+
+    /// Runs vCPU 0 until it stops, another vCPU reports a stop, or gdb sends a byte (None).
+    fn run_bsp(&mut self, conn: &mut GdbConn) -> Option<(usize, Stop)> {
+        self.watcher.arm();
+        let got = loop {
+            match self.vcpu.run_until_stop() {
+                Stop::Interrupted => {
+                    if let Some(o) = &self.others {
+                        if let Ok((id, stop)) = o.stops.try_recv() {
+                            // vCPU 0 stopped too: it is the AP's stop gdb hears of.
+                            break Some((usize::from(id), stop));
+                        }
+                    }
+                    if readable(conn.fd(), 0) {
+                        break None;
+                    }
+                    // A kick meant for an earlier stop: run on.
+                }
+                stop => break Some((0, stop)),
+            }
+        };
+        self.watcher.disarm();
+        self.vcpu.interrupt.store(false, Ordering::SeqCst);
+        if let Some(o) = &self.others {
+            o.reports.notify.store(false, Ordering::SeqCst);
+        }
+        got
+    }
+
+    /// With vCPU 0 stopped: waits for another vCPU's stop, or for a byte from gdb (None).
+    fn wait_for_an_ap(&mut self, conn: &mut GdbConn) -> Option<(usize, Stop)> {
+        let o = self.others.as_ref()?;
+        loop {
+            match o.stops.recv_timeout(Duration::from_millis(20)) {
+                Ok((id, stop)) => return Some((usize::from(id), stop)),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if readable(conn.fd(), 0) {
+                        return None;
+                    }
+                }
             }
         }
     }
 
-    /// What a KVM_EXIT_DEBUG means: #BP at one of ours, DR0–3 hits by DR6, or a step.
-    fn debug_stop(&mut self, d: &kvm_debug_exit_arch) -> SingleThreadStopReason<u32> {
+    /// Stops the vCPUs still `running` (each: its interrupt flag, kicks) and collects their
+    /// stops, within [`STOP_BOUND`].
+    fn stop_others(&mut self, running: &mut [bool]) -> Vec<(usize, Stop)> {
+        let mut got = Vec::new();
+        let Some(o) = &self.others else {
+            return got;
+        };
+        let end = Instant::now() + STOP_BOUND;
+        while running.iter().any(|&r| r) && Instant::now() < end {
+            for ap in &o.aps {
+                if running[usize::from(ap.id)] {
+                    ap.interrupt.store(true, Ordering::SeqCst);
+                    ap.kick();
+                }
+            }
+            while let Ok((id, stop)) = o.stops.recv_timeout(Duration::from_millis(5)) {
+                running[usize::from(id)] = false;
+                got.push((usize::from(id), stop));
+            }
+        }
+        for ap in &o.aps {
+            ap.interrupt.store(false, Ordering::SeqCst);
+            if running[usize::from(ap.id)] {
+                log::warn!("gdb: vCPU {} did not stop within {STOP_BOUND:?}", ap.id);
+            }
+        }
+        o.reports.notify.store(false, Ordering::SeqCst);
+        got
+    }
+
+    /// What gdb hears of `stops` (in the order they came; none: Ctrl-C): the guest's end if
+    /// a vCPU ended it, else the first debug event. Every int3 stop is stepped back.
+    fn report(&mut self, stops: Vec<(usize, Stop)>) -> Option<StopReason> {
+        let mut end = None;
+        let mut first = None;
+        for (i, stop) in stops {
+            match stop {
+                Stop::End(outcome) if end.is_none() => end = Some((i, outcome)),
+                Stop::Debug(d) => {
+                    let reason = self.debug_stop(i, &d);
+                    if first.is_none() {
+                        first = Some((i, reason));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some((i, outcome)) = end {
+            self.current = i;
+            return Some(self.ended(i, outcome));
+        }
+        let (i, reason) = first?;
+        self.current = i;
+        Some(reason)
+    }
+
+    /// The guest ended on vCPU `i` with `outcome`: its crash report (named by the vCPU when
+    /// not vCPU 0) becomes the run's, and gdb hears of the exit.
+    fn ended(&mut self, i: usize, outcome: Outcome) -> StopReason {
+        if i != 0 {
+            let crash = self.held(i).and_then(|mut v| v.crash.take());
+            self.vcpu.crash = crash.map(|c| crate::debug::crash::on_vcpu(i, &c));
+        }
+        let reason = match &outcome {
+            Outcome::Exited(v) => StopReason::Exited(*v as u8),
+            Outcome::Panicked(_) => StopReason::Terminated(Signal::SIGABRT),
+            Outcome::TimedOut => StopReason::Terminated(Signal::SIGALRM),
+            _ => StopReason::Terminated(Signal::SIGSEGV),
+        };
+        self.outcome = Some(outcome);
+        reason
+    }
+
+    /// What a KVM_EXIT_DEBUG on vCPU `i` means: #BP at one of ours, DR0–3 hits by DR6, or a
+    /// step.
+    fn debug_stop(&mut self, i: usize, d: &kvm_debug_exit_arch) -> StopReason {
+        let tid = Tid::new(i + 1).expect("a thread id above 0");
         if d.exception == 3 {
-            self.rewind_past_break();
-            return SingleThreadStopReason::SwBreak(());
+            self.rewind_past_break(i);
+            return StopReason::SwBreak(tid);
         }
         let hit = (0..4).find(|i| d.dr6 & (1 << i) != 0);
         match hit.and_then(|i| self.hw[i]) {
@@ -203,34 +440,38 @@ impl GdbTarget<'_, '_> {
                 use_: HwUse::Exec,
                 addr,
                 ..
-            }) if matches!(self.sw.get(&addr), Some(SwBreak::DebugReg)) => {
-                SingleThreadStopReason::SwBreak(())
-            }
+            }) if matches!(self.sw.get(&addr), Some(SwBreak::DebugReg)) => StopReason::SwBreak(tid),
             Some(HwSlot {
                 use_: HwUse::Exec, ..
-            }) => SingleThreadStopReason::HwBreak(()),
-            Some(s) => SingleThreadStopReason::Watch {
-                tid: (),
+            }) => StopReason::HwBreak(tid),
+            Some(s) => StopReason::Watch {
+                tid,
                 kind: match s.use_ {
                     HwUse::Write => WatchKind::Write,
                     _ => WatchKind::ReadWrite,
                 },
                 addr: s.addr,
             },
-            None if self.stepping => SingleThreadStopReason::DoneStep,
-            None => SingleThreadStopReason::Signal(Signal::SIGTRAP),
+            None if self.stepping[i] => StopReason::DoneStep,
+            None => StopReason::SignalWithThread {
+                tid,
+                signal: Signal::SIGTRAP,
+            },
         }
     }
 
-    /// gdb wants EIP at the breakpoint: if the trap left EIP after our int3, step it back.
-    fn rewind_past_break(&mut self) {
-        let Ok(mut r) = self.vcpu.fd.get_regs() else {
+    /// gdb wants EIP at the breakpoint: if the trap left vCPU `i`'s EIP after our int3, step
+    /// it back.
+    fn rewind_past_break(&mut self, i: usize) {
+        let sw = self.sw.clone();
+        let Some(v) = self.held(i) else { return };
+        let Ok(mut r) = v.fd.get_regs() else {
             return;
         };
         let eip = r.rip as u32;
-        if !self.sw.contains_key(&eip) && self.sw.contains_key(&eip.wrapping_sub(1)) {
+        if !sw.contains_key(&eip) && sw.contains_key(&eip.wrapping_sub(1)) {
             r.rip -= 1;
-            let _ = self.vcpu.fd.set_regs(&r);
+            let _ = v.fd.set_regs(&r);
         }
     }
 
@@ -256,6 +497,19 @@ impl GdbTarget<'_, '_> {
         self.apply_debug().map_err(TargetError::Fatal)?;
         Ok(true)
     }
+
+    /// vCPU `tid`'s registers: general and special.
+    fn regs(&mut self, tid: Tid) -> TargetResult<(kvm_regs, kvm_sregs), Self> {
+        let i = self.index(tid)?;
+        let v = self.held(i).ok_or(TargetError::Errno(EFAULT))?;
+        let r =
+            v.fd.get_regs()
+                .map_err(|e| TargetError::Fatal(e.to_string()))?;
+        let s =
+            v.fd.get_sregs()
+                .map_err(|e| TargetError::Fatal(e.to_string()))?;
+        Ok((r, s))
+    }
 }
 
 impl Target for GdbTarget<'_, '_> {
@@ -263,7 +517,7 @@ impl Target for GdbTarget<'_, '_> {
     type Error = String;
 
     fn base_ops(&mut self) -> gdbstub::target::ext::base::BaseOps<'_, Self::Arch, Self::Error> {
-        gdbstub::target::ext::base::BaseOps::SingleThread(self)
+        gdbstub::target::ext::base::BaseOps::MultiThread(self)
     }
 
     fn support_breakpoints(
@@ -279,40 +533,30 @@ impl Target for GdbTarget<'_, '_> {
     }
 }
 
-impl SingleThreadBase for GdbTarget<'_, '_> {
-    fn read_registers(&mut self, regs: &mut X86CoreRegs) -> TargetResult<(), Self> {
-        let r = self
-            .vcpu
-            .fd
-            .get_regs()
-            .map_err(|e| TargetError::Fatal(e.to_string()))?;
-        let s = self
-            .vcpu
-            .fd
-            .get_sregs()
-            .map_err(|e| TargetError::Fatal(e.to_string()))?;
+impl MultiThreadBase for GdbTarget<'_, '_> {
+    fn read_registers(&mut self, regs: &mut X86CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+        let (r, s) = self.regs(tid)?;
         crate::debug::gdb::regs::to_gdb(&r, &s, regs);
         Ok(())
     }
 
-    fn write_registers(&mut self, regs: &X86CoreRegs) -> TargetResult<(), Self> {
-        let mut r = self
-            .vcpu
-            .fd
-            .get_regs()
-            .map_err(|e| TargetError::Fatal(e.to_string()))?;
+    fn write_registers(&mut self, regs: &X86CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+        let (mut r, _) = self.regs(tid)?;
         crate::debug::gdb::regs::from_gdb(regs, &mut r);
-        self.vcpu
-            .fd
-            .set_regs(&r)
+        let i = self.index(tid)?;
+        let v = self.held(i).ok_or(TargetError::Errno(EFAULT))?;
+        v.fd.set_regs(&r)
             .map_err(|e| TargetError::Fatal(e.to_string()))
     }
 
-    fn read_addrs(&mut self, start: u32, data: &mut [u8]) -> TargetResult<usize, Self> {
+    fn read_addrs(&mut self, start: u32, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
+        let i = self.index(tid)?;
         let mut done = 0;
         while done < data.len() {
             let va = start.wrapping_add(done as u32);
-            let Some(pa) = self.translate(va) else { break };
+            let Some(pa) = self.translate(i, va) else {
+                break;
+            };
             let page = xv6_abi::mmu::PGSIZE as usize;
             let n = (data.len() - done).min(page - (va as usize & (page - 1)));
             let chunk = &mut data[done..done + n];
@@ -332,10 +576,11 @@ impl SingleThreadBase for GdbTarget<'_, '_> {
         Ok(done)
     }
 
-    fn write_addrs(&mut self, start: u32, data: &[u8]) -> TargetResult<(), Self> {
-        for (i, b) in data.iter().enumerate() {
-            let va = start.wrapping_add(i as u32);
-            let pa = self.translate(va).ok_or(TargetError::Errno(EFAULT))?;
+    fn write_addrs(&mut self, start: u32, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
+        let i = self.index(tid)?;
+        for (k, b) in data.iter().enumerate() {
+            let va = start.wrapping_add(k as u32);
+            let pa = self.translate(i, va).ok_or(TargetError::Errno(EFAULT))?;
             self.vcpu
                 .mem
                 .write_obj(*b, GuestAddress(pa.into()))
@@ -344,30 +589,98 @@ impl SingleThreadBase for GdbTarget<'_, '_> {
         Ok(())
     }
 
+    fn list_active_threads(
+        &mut self,
+        thread_is_active: &mut dyn FnMut(Tid),
+    ) -> Result<(), Self::Error> {
+        for i in 0..self.count() {
+            thread_is_active(Tid::new(i + 1).expect("a thread id above 0"));
+        }
+        Ok(())
+    }
+
     fn support_resume(
         &mut self,
-    ) -> Option<gdbstub::target::ext::base::singlethread::SingleThreadResumeOps<'_, Self>> {
+    ) -> Option<gdbstub::target::ext::base::multithread::MultiThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_thread_extra_info(
+        &mut self,
+    ) -> Option<gdbstub::target::ext::thread_extra_info::ThreadExtraInfoOps<'_, Self>> {
         Some(self)
     }
 }
 
-impl SingleThreadResume for GdbTarget<'_, '_> {
-    fn resume(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
-        self.stepping = false;
+impl gdbstub::target::ext::thread_extra_info::ThreadExtraInfo for GdbTarget<'_, '_> {
+    fn thread_extra_info(&self, tid: Tid, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        let text = format!("vCPU {}", tid.get() - 1);
+        let n = text.len().min(buf.len());
+        buf[..n].copy_from_slice(&text.as_bytes()[..n]);
+        Ok(n)
+    }
+}
+
+impl MultiThreadResume for GdbTarget<'_, '_> {
+    fn resume(&mut self) -> Result<(), Self::Error> {
+        let locked = std::mem::take(&mut self.locked);
+        for (i, a) in self.actions.iter_mut().enumerate() {
+            if a.is_none() && !locked {
+                *a = Some(false);
+            }
+            self.stepping[i] = *a == Some(true);
+        }
         self.apply_debug()
+    }
+
+    fn clear_resume_actions(&mut self) -> Result<(), Self::Error> {
+        self.actions.fill(None);
+        self.locked = false;
+        Ok(())
+    }
+
+    fn set_resume_action_continue(
+        &mut self,
+        tid: Tid,
+        _signal: Option<Signal>,
+    ) -> Result<(), Self::Error> {
+        if let Some(a) = self.actions.get_mut(tid.get() - 1) {
+            *a = Some(false);
+        }
+        Ok(())
     }
 
     fn support_single_step(
         &mut self,
-    ) -> Option<gdbstub::target::ext::base::singlethread::SingleThreadSingleStepOps<'_, Self>> {
+    ) -> Option<gdbstub::target::ext::base::multithread::MultiThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_scheduler_locking(
+        &mut self,
+    ) -> Option<gdbstub::target::ext::base::multithread::MultiThreadSchedulerLockingOps<'_, Self>>
+    {
         Some(self)
     }
 }
 
-impl SingleThreadSingleStep for GdbTarget<'_, '_> {
-    fn step(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
-        self.stepping = true;
-        self.apply_debug()
+impl MultiThreadSingleStep for GdbTarget<'_, '_> {
+    fn set_resume_action_step(
+        &mut self,
+        tid: Tid,
+        _signal: Option<Signal>,
+    ) -> Result<(), Self::Error> {
+        if let Some(a) = self.actions.get_mut(tid.get() - 1) {
+            *a = Some(true);
+        }
+        Ok(())
+    }
+}
+
+impl MultiThreadSchedulerLocking for GdbTarget<'_, '_> {
+    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), Self::Error> {
+        self.locked = true;
+        Ok(())
     }
 }
 
@@ -400,7 +713,8 @@ impl SwBreakpoint for GdbTarget<'_, '_> {
             }
             return Ok(added);
         }
-        let Some(pa) = self.translate(addr) else {
+        // The kernel half is the same on every vCPU: translate on the one that stopped.
+        let Some(pa) = self.translate(self.current, addr) else {
             return Ok(false);
         };
         let mem = self.vcpu.mem;
@@ -463,31 +777,37 @@ impl gdbstub::target::ext::monitor_cmd::MonitorCmd for GdbTarget<'_, '_> {
         cmd: &[u8],
         mut out: gdbstub::target::ext::monitor_cmd::ConsoleOutput<'_>,
     ) -> Result<(), Self::Error> {
+        let i = self.current;
+        let Some(v) = self.held(i) else {
+            gdbstub::outputln!(out, "vCPU {i} is not stopped");
+            return Ok(());
+        };
         let text = match cmd {
-            b"pgdump" => self
-                .vcpu
+            b"pgdump" => v
                 .page_table_dump()
                 .map_or("cannot read the registers\n".to_string(), |(t, _)| t),
-            b"regs" => {
-                crate::debug::crash::report(&self.vcpu.fd, self.vcpu.mem, &self.vcpu.symbols) + "\n"
-            }
+            b"regs" => crate::debug::crash::report(&v.fd, v.mem, &v.symbols) + "\n",
             _ => "monitor commands: pgdump (the current page directory, as --pgdump), regs \
-                  (the crash-report registers)\n"
+                  (the crash-report registers), both of the vCPU that stopped last\n"
                 .to_string(),
         };
+        drop(v);
+        if self.count() > 1 {
+            gdbstub::outputln!(out, "vCPU {i}:");
+        }
         gdbstub::outputln!(out, "{}", text.trim_end());
         Ok(())
     }
 }
 
-/// The blocking event loop: run the vCPU while a watcher thread turns incoming bytes
-/// (gdb's Ctrl-C) into a kick.
+/// The blocking event loop: run the vCPUs while a watcher thread turns incoming bytes
+/// (gdb's Ctrl-C) and other vCPUs' stops into a kick of vCPU 0.
 struct EventLoop<'v, 'm>(std::marker::PhantomData<GdbTarget<'v, 'm>>);
 
 impl<'v, 'm> BlockingEventLoop for EventLoop<'v, 'm> {
     type Target = GdbTarget<'v, 'm>;
     type Connection = GdbConn;
-    type StopReason = SingleThreadStopReason<u32>;
+    type StopReason = StopReason;
 
     fn wait_for_stop_reason(
         target: &mut Self::Target,
@@ -506,29 +826,33 @@ impl<'v, 'm> BlockingEventLoop for EventLoop<'v, 'm> {
                 .map_err(run_blocking::WaitForStopReasonError::Connection)?;
             return Ok(run_blocking::Event::IncomingData(b));
         }
-        target.watcher.arm();
-        let reason = target.run();
-        target.watcher.disarm();
-        target.vcpu.interrupt.store(false, Ordering::SeqCst);
-        if let SingleThreadStopReason::Signal(Signal::SIGINT) = reason {
-            let b = conn
-                .read()
-                .map_err(run_blocking::WaitForStopReasonError::Connection)?;
-            return Ok(run_blocking::Event::IncomingData(b));
+        match target.run(conn) {
+            Some(reason) => Ok(run_blocking::Event::TargetStopped(reason)),
+            None => {
+                // Every vCPU is stopped; gdb's byte (its Ctrl-C) says why.
+                target.current = 0;
+                let b = conn
+                    .read()
+                    .map_err(run_blocking::WaitForStopReasonError::Connection)?;
+                Ok(run_blocking::Event::IncomingData(b))
+            }
         }
-        Ok(run_blocking::Event::TargetStopped(reason))
     }
 
     fn on_interrupt(target: &mut Self::Target) -> Result<Option<Self::StopReason>, String> {
-        let _ = target;
-        Ok(Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
+        let tid = Tid::new(target.current + 1).expect("a thread id above 0");
+        Ok(Some(StopReason::SignalWithThread {
+            tid,
+            signal: Signal::SIGINT,
+        }))
     }
 }
 
 /// The Ctrl-C watcher: a thread that, while armed (the guest runs), polls the debugger's
-/// connection and, when bytes arrive, sets the vCPU's `interrupt` and kicks the vCPU thread
-/// out of KVM_RUN (every 10 ms until disarmed). One per session, started before the filters
-/// are installed (a confined vCPU thread cannot start threads).
+/// connection and, when bytes arrive or another vCPU has reported a stop (`notify`), sets
+/// vCPU 0's `interrupt` and kicks its thread out of KVM_RUN (every 10 ms until disarmed).
+/// One per session, started before the filters are installed (a confined vCPU thread cannot
+/// start threads).
 struct Watcher {
     /// Set while the guest runs.
     armed: Arc<AtomicBool>,
@@ -545,6 +869,7 @@ impl Watcher {
     fn start(
         fd: i32,
         interrupt: Arc<AtomicBool>,
+        notify: Option<Arc<AtomicBool>>,
         confine: bool,
     ) -> anyhow::Result<(Watcher, Option<std::collections::BTreeSet<i64>>)> {
         // SAFETY: pthread_self has no preconditions.
@@ -568,7 +893,8 @@ impl Watcher {
                     false => None,
                 };
                 let _ = tx.send(Ok(allowed));
-                watch(fd, vcpu, &interrupt, &a, &i, &d);
+                let notify = notify.unwrap_or_default();
+                watch(fd, vcpu, &interrupt, &notify, &a, &i, &d);
             })
             .map_err(|e| anyhow::anyhow!("cannot start the gdb watcher thread: {e}"))?;
         let mut w = Watcher {
@@ -628,6 +954,7 @@ fn watch(
     fd: i32,
     vcpu: libc::pthread_t,
     interrupt: &AtomicBool,
+    notify: &AtomicBool,
     armed: &AtomicBool,
     idle: &AtomicBool,
     done: &AtomicBool,
@@ -638,7 +965,10 @@ fn watch(
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
-        if !readable(fd, 20) {
+        // A byte from gdb, or another vCPU's stop (before or during the poll).
+        let asked =
+            notify.load(Ordering::SeqCst) || readable(fd, 20) || notify.load(Ordering::SeqCst);
+        if !asked {
             // poll returns at once on a port with no client (POLLHUP): do not spin.
             std::thread::sleep(Duration::from_millis(10));
             continue;
