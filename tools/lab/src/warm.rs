@@ -73,8 +73,9 @@ const SAVE_LIMIT: Duration = Duration::from_secs(120);
 const LOCK_LIMIT: Duration = Duration::from_secs(420);
 /// After a failed build, how long runs boot cold without trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(600);
-/// Snapshots kept (the most recently used); older ones are removed after a build.
-const KEEP: usize = 3;
+/// Snapshots kept (the most recently used); older ones are removed after a build. One CPU
+/// and several (`--cpus`) are two snapshots of the same program.
+const KEEP: usize = 4;
 /// Room in the lab's RAM for a request's files (they land in the lab's tmpfs).
 const REQUEST_ROOM_MIB: u64 = 128;
 /// What `meta` starts with.
@@ -93,6 +94,8 @@ pub struct Snapshot {
     kernel: PathBuf,
     /// Lab RAM (MiB).
     pub mem_mib: u64,
+    /// The machine's CPUs (part of the key: a state restores only into as many).
+    pub cpus: u32,
     /// `meta`, parsed.
     meta: BTreeMap<String, String>,
 }
@@ -109,6 +112,7 @@ impl Snapshot {
             initrd: &self.initrd,
             bios: qemu::fast_bios(),
             cpu: qemu::DEFAULT_CPU,
+            cpus: self.cpus,
             mem_mib: self.mem_mib,
             serials,
             ports,
@@ -241,6 +245,8 @@ struct Plan {
     /// The lab's kernel (part of the key: restores boot the same one).
     kernel: PathBuf,
     mem_mib: u64,
+    /// The machine's CPUs ([`LabRequest::machine_cpus`]).
+    cpus: u32,
 }
 
 impl Plan {
@@ -279,8 +285,9 @@ impl Plan {
         }
         let mem = mem_mib(req.guest_mem_mib, payload);
         let agent = script::agent_script(&assets.modules);
+        let cpus = req.machine_cpus();
         text.push_str(&format!(
-            "{META_FORMAT}\nprogram_path={}\ncpu={}\nmem={mem}\ncmdline={}\nagent={}\n",
+            "{META_FORMAT}\nprogram_path={}\ncpu={}\ncpus={cpus}\nmem={mem}\ncmdline={}\nagent={}\n",
             placed.lab_program,
             qemu::DEFAULT_CPU,
             qemu::kernel_cmdline(),
@@ -294,6 +301,7 @@ impl Plan {
             qemu_bin: qemu_bin.to_path_buf(),
             kernel: assets.kernel.clone(),
             mem_mib: mem,
+            cpus,
         })
     }
 
@@ -322,6 +330,7 @@ impl Plan {
             kernel: self.kernel.clone(),
             dir: self.dir.clone(),
             mem_mib: self.mem_mib,
+            cpus: self.cpus,
             meta,
         };
         let size_ok = |file: &Path, key: &str| {
@@ -457,6 +466,7 @@ impl Plan {
             initrd,
             bios: qemu::fast_bios(),
             cpu: qemu::DEFAULT_CPU,
+            cpus: self.cpus,
             mem_mib: self.mem_mib,
             serials: &wiring.serials(),
             ports: &wiring.ports(),

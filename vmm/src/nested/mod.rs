@@ -91,11 +91,15 @@ pub fn request(
     })
 }
 
-/// Runs `vmm ARGS` inside the AMD lab with `mem` bytes for its guests (a bench with
-/// `--engine kvm --raw`); returns its stdout. Its stderr is ours.
-pub fn run_captured(args: Vec<OsString>, mem: u64, timeout: Duration) -> Result<String> {
+/// Runs `vmm ARGS` inside the AMD lab with `mem` bytes for its guests and a machine for
+/// `cpus` vCPUs at once (a bench with `--engine kvm --raw`); returns its stdout. Its stderr
+/// is ours.
+pub fn run_captured(args: Vec<OsString>, mem: u64, cpus: u8, timeout: Duration) -> Result<String> {
     term::interrupt::install();
-    let req = request(args, mem, timeout, Vendor::Amd)?;
+    let req = lab::LabRequest {
+        cpus: u32::from(cpus),
+        ..request(args, mem, timeout, Vendor::Amd)?
+    };
     let mut out = Vec::new();
     let mut err = std::io::stderr();
     match lab::run_with(&req, &mut out, &mut err).context("the nested-KVM lab failed")? {
