@@ -179,7 +179,7 @@ impl FreeList {
         // junk, then store the link in its first word.
         unsafe {
             junk(v);
-            self.link_all(&[v]);
+            self.splice(&Chain::of(v));
         }
     }
 
@@ -200,7 +200,7 @@ impl FreeList {
 
     /// Drops a reference to each page of `pages` (the first half of `kfree`, for a batch):
     /// the pages whose last reference this was are moved to the front, in order, and their
-    /// number returned; they are the caller's now, off the list, to junk-fill and `link_all`.
+    /// number returned; they are the caller's now, off the list, to junk-fill, chain and `splice`.
     pub fn unref_all(&mut self, pages: &mut [usize]) -> usize {
         let mut last = 0;
         for i in 0..pages.len() {
@@ -217,21 +217,22 @@ impl FreeList {
         last
     }
 
-    /// Links every page of `pages` into the list without filling it (the second half of
-    /// `kfree`, for a batch whose pages the caller junk-filled with [`junk`]).
+    /// Puts a chain of junk-filled pages, already linked to each other ([`Chain`]), at the
+    /// head of the list: touches only the chain's last page.
     ///
     /// # Safety
-    /// Each page must be one `unref_all` gave back (no reference left, not on the list),
-    /// used by nobody from now on.
-    pub unsafe fn link_all(&mut self, pages: &[usize]) {
-        for &v in pages {
-            self.check(v);
-            let r = v as *mut Run;
-            // SAFETY: the page is in bounds, aligned and ours (caller's contract).
-            unsafe { (*r).next = self.head };
-            self.head = r;
-            self.listed += 1;
+    /// Every page of the chain must be one `unref_all` gave back (no reference left, not on
+    /// the list), used by nobody from now on.
+    pub unsafe fn splice(&mut self, chain: &Chain) {
+        if chain.len == 0 {
+            return;
         }
+        self.check(chain.first);
+        self.check(chain.last);
+        // SAFETY: the chain's last page is in bounds, aligned and ours (caller's contract).
+        unsafe { (*(chain.last as *mut Run)).next = self.head };
+        self.head = chain.first as *mut Run;
+        self.listed += chain.len;
     }
 
     /// Whether the page at `v` has other references besides the caller's.
@@ -281,6 +282,47 @@ impl FreeList {
 pub unsafe fn junk(v: usize) {
     // SAFETY: the caller's contract.
     unsafe { ptr::write_bytes(v as *mut u8, 1, PGSIZE) };
+}
+
+/// Freed pages linked to each other outside the lock, in the order given: each is filled with
+/// junk and its first word points to the next (the last one's is set by `splice`), so a page
+/// is touched once, while it is filled, and the lock is held only to splice the chain in.
+pub struct Chain {
+    first: usize,
+    last: usize,
+    len: usize,
+}
+
+impl Chain {
+    /// A chain of the single page `v` (not touched here).
+    fn of(v: usize) -> Chain {
+        Chain {
+            first: v,
+            last: v,
+            len: 1,
+        }
+    }
+
+    /// Junk-fills every page of `pages` and links each to the next.
+    ///
+    /// # Safety
+    /// Every page must be a whole page nobody else uses, within the list's bounds.
+    pub unsafe fn build(pages: &[usize]) -> Chain {
+        for (i, &v) in pages.iter().enumerate() {
+            // SAFETY: the caller's contract: the page is ours.
+            unsafe {
+                junk(v);
+                if let Some(&next) = pages.get(i + 1) {
+                    (*(v as *mut Run)).next = next as *mut Run;
+                }
+            }
+        }
+        Chain {
+            first: pages.first().copied().unwrap_or(0),
+            last: pages.last().copied().unwrap_or(0),
+            len: pages.len(),
+        }
+    }
 }
 
 impl Default for FreeList {
@@ -399,9 +441,9 @@ impl Kmem {
     }
 
     /// `kfree` of every page of `pages` (kernel virtual addresses, whose order it changes),
-    /// taking the lock twice in all: once to drop the references, once to link the pages
-    /// that had their last; those are junk-filled in between, without the lock, so another
-    /// CPU's kalloc does not wait for the memsets.
+    /// taking the lock twice in all: once to drop the references, once to splice in the
+    /// pages that had their last; those are junk-filled and chained in between, without the
+    /// lock ([`Chain`]), so another CPU's kalloc does not wait for the memsets.
     ///
     /// # Safety
     /// As for `kfree`, for each page.
@@ -410,12 +452,10 @@ impl Kmem {
         if last == 0 {
             return;
         }
-        for &v in &pages[..last] {
-            // SAFETY: unref_all gave the page back: no reference is left but ours.
-            unsafe { junk(v) };
-        }
-        // SAFETY: those pages came back from unref_all and are used by nobody.
-        unsafe { self.list().link_all(&pages[..last]) };
+        // SAFETY: unref_all gave those pages back: no reference is left but ours.
+        let chain = unsafe { Chain::build(&pages[..last]) };
+        // SAFETY: as above; the chain is those pages.
+        unsafe { self.list().splice(&chain) };
     }
 
     /// Whether a page has references besides the caller's.
@@ -684,17 +724,23 @@ mod tests {
         // SAFETY: a came back from unref_all and nothing uses it.
         unsafe {
             junk(a);
-            fl.link_all(&[a]);
+            fl.splice(&Chain::of(a));
         }
         assert_eq!((fl.countfree(), fl.walk_count()), (5, 1));
         assert!(bytes(a)[size_of::<usize>()..].iter().all(|&x| x == 1));
         let mut batch = [c, b, c];
         assert_eq!(fl.unref_all(&mut batch), 2, "b, then c's last");
         assert_eq!(&batch[..2], &[b, c]);
-        // SAFETY: as above.
-        unsafe { fl.link_all(&batch[..2]) };
-        assert_eq!(fl.countfree(), 7);
+        // SAFETY: as above: a chain built outside the lock, spliced in.
+        unsafe {
+            let chain = Chain::build(&batch[..2]);
+            fl.splice(&chain);
+        }
+        assert_eq!((fl.countfree(), fl.walk_count()), (7, 3));
+        assert!(bytes(c)[size_of::<usize>()..].iter().all(|&x| x == 1));
+        assert_eq!(fl.pop(), Some((b, Origin::Recycled)));
         assert_eq!(fl.pop(), Some((c, Origin::Recycled)));
+        assert_eq!(fl.pop(), Some((a, Origin::Recycled)));
     }
 
     /// `n` zeroed pages below 4 GiB (mmap's MAP_32BIT), where kernel virtual addresses fit;

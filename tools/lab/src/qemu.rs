@@ -232,8 +232,7 @@ impl Machine<'_> {
     /// QEMU's arguments (without the binary).
     pub fn args(&self) -> Vec<OsString> {
         // x86 guests on an x86 host run multi-threaded by default in QEMU 10; asked for
-        // explicitly so that an older or differently built QEMU refuses rather than running
-        // the CPUs one after the other.
+        // explicitly all the same (several CPUs are there to run at once).
         let accel = if self.cpus > 1 {
             "tcg,thread=multi"
         } else {

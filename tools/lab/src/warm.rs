@@ -827,9 +827,10 @@ mod tests {
         let a = mk("a", 10);
         let b = mk("b", 20);
         let c = mk("c", 30);
+        let d = mk("d", 40);
         prune(root.path(), &current);
-        assert!(current.exists() && a.exists() && b.exists());
-        assert!(!c.exists());
+        assert!(current.exists() && a.exists() && b.exists() && c.exists());
+        assert!(!d.exists());
     }
 
     #[test]
