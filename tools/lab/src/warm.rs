@@ -178,14 +178,15 @@ pub(crate) fn ensure(
     Ok((snap, placed))
 }
 
-/// The snapshot a run of `program` with a guest of `guest_mem_mib` restores, built now if
-/// need be (`vmm lab setup`: so that no run has to).
-pub fn prepare(program: &Path, guest_mem_mib: u64) -> Result<Snapshot, LabError> {
+/// The snapshot a run of `program` with a guest of `guest_mem_mib` and `cpus` vCPUs
+/// restores, built now if need be (`vmm lab setup`: so that no run has to).
+pub fn prepare(program: &Path, guest_mem_mib: u64, cpus: u32) -> Result<Snapshot, LabError> {
     let qemu_bin = crate::qemu::find_qemu()?;
     let assets = crate::assets::ensure_assets()?;
     let req = LabRequest {
         program: program.to_path_buf(),
         guest_mem_mib,
+        cpus,
         ..Default::default()
     };
     ensure(&qemu_bin, &assets, &req).map(|(snap, _)| snap)
@@ -200,8 +201,9 @@ pub(crate) fn discard(snap: &Snapshot, why: &str) {
     remove_dir(&snap.dir);
 }
 
-/// One line for `vmm lab status` about the snapshot `program` would restore.
-pub fn status_line(program: &Path, guest_mem_mib: u64) -> String {
+/// One line for `vmm lab status` about the snapshot a run of `program` with `cpus` vCPUs
+/// would restore.
+pub fn status_line(program: &Path, guest_mem_mib: u64, cpus: u32) -> String {
     let describe = || -> Result<String, LabError> {
         let assets = crate::status::status()
             .assets
@@ -210,6 +212,7 @@ pub fn status_line(program: &Path, guest_mem_mib: u64) -> String {
         let req = LabRequest {
             program: program.to_path_buf(),
             guest_mem_mib,
+            cpus,
             ..Default::default()
         };
         let placed = place(&req)?;
@@ -217,7 +220,8 @@ pub fn status_line(program: &Path, guest_mem_mib: u64) -> String {
         let plan = Plan::new(&qemu_bin, &assets, &req, &placed, &root)?;
         Ok(match plan.load()? {
             Some(s) => format!(
-                "warm snapshot: ready in {} ({} MiB saved, lab RAM {} MiB, built in {} s)",
+                "warm snapshot{}: ready in {} ({} MiB saved, lab RAM {} MiB, built in {} s)",
+                cpus_note(s.cpus),
                 s.dir.display(),
                 s.meta("state_size")
                     .and_then(|v| v.parse::<u64>().ok())
@@ -227,12 +231,22 @@ pub fn status_line(program: &Path, guest_mem_mib: u64) -> String {
                 s.meta("build_secs").unwrap_or("?")
             ),
             None => format!(
-                "warm snapshot: not built for this vmm yet (the next lab run builds it, in {})",
+                "warm snapshot{}: not built for this vmm yet (the next lab run builds it, in {})",
+                cpus_note(plan.cpus),
                 root.display()
             ),
         })
     };
     describe().unwrap_or_else(|e| format!("warm snapshot: unavailable ({e})"))
+}
+
+/// How a status line names a snapshot's CPU count: nothing for one CPU, ` (N lab CPUs)`.
+fn cpus_note(cpus: u32) -> String {
+    if cpus == 1 {
+        String::new()
+    } else {
+        format!(" ({cpus} lab CPUs)")
+    }
 }
 
 /// Everything about one snapshot before it is loaded or built.
