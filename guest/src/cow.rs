@@ -12,7 +12,7 @@
 
 use core::ptr;
 
-use crate::kalloc::{kalloc, kfree, RefBatch, KMEM};
+use crate::kalloc::{kfree, CowPage, RefBatch, KMEM};
 use crate::memlayout::{UVAddr, KERNBASE, P2V, V2P};
 use crate::mmu::{Pte, PteFlags, PGSIZE, PTE_COW, PTE_W};
 use crate::tlb::TlbFlush;
@@ -100,12 +100,14 @@ pub fn cowfault(pgdir: &mut PageDir, va: UVAddr) -> Option<Result<TlbFlush, OutO
         .filter(|p| p.present() && p.flags().contains(PTE_COW))?;
     let flags = (pte.flags() - PTE_COW) | PTE_W;
     let old = P2V(pte.addr());
-    if !KMEM.shared(old) {
-        *pte = pte.with_flags(flags);
-        return Some(Ok(TlbFlush::page(va)));
-    }
-    let Some(mem) = kalloc() else {
-        return Some(Err(OutOfMemory));
+    // Shared, and a page for the copy: one hold of the kmem lock for both questions.
+    let mem = match KMEM.cow_page(old) {
+        CowPage::Sole => {
+            *pte = pte.with_flags(flags);
+            return Some(Ok(TlbFlush::page(va)));
+        }
+        CowPage::Copy(mem) => mem,
+        CowPage::NoMemory => return Some(Err(OutOfMemory)),
     };
     // SAFETY: both are whole pages: the shared one, mapped at P2V, and the new one (ours).
     unsafe { ptr::copy_nonoverlapping(old.as_ptr::<u8>(), mem.as_ptr(), PGSIZE as usize) };

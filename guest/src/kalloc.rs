@@ -341,6 +341,17 @@ fn kva(v: usize) -> KVAddr {
     KVAddr(u32::try_from(v).expect("kalloc: a page above 4 GiB"))
 }
 
+/// The answer of [`Kmem::cow_page`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CowPage {
+    /// Nobody else refers to the page: the writer may take it over.
+    Sole,
+    /// The page is shared; here is a fresh one (junk or zero) for the copy.
+    Copy(KVAddr),
+    /// The page is shared and no page is free for the copy.
+    NoMemory,
+}
+
 /// The kernel's allocator: the free list and xv6's `use_lock` flag; its API speaks kernel
 /// virtual addresses (`KVAddr`).
 pub struct Kmem {
@@ -456,6 +467,18 @@ impl Kmem {
         let chain = unsafe { Chain::build(&pages[..last]) };
         // SAFETY: as above; the chain is those pages.
         unsafe { self.list().splice(&chain) };
+    }
+
+    /// What a copy-on-write break of the page at `v` needs, asked under one hold of the
+    /// lock (see [`CowPage`]). The caller drops its reference to `v` (kfree) only after
+    /// copying it: until then no other sharer can free the page or take it over.
+    pub fn cow_page(&self, v: KVAddr) -> CowPage {
+        let mut l = self.list();
+        if !l.shared(addr(v)) {
+            return CowPage::Sole;
+        }
+        l.pop()
+            .map_or(CowPage::NoMemory, |(p, _)| CowPage::Copy(kva(p)))
     }
 
     /// Whether a page has references besides the caller's.
