@@ -20,6 +20,12 @@
 //! costs nothing until a page is shared. `kdup` adds a reference; `kfree` drops one and
 //! frees the page only when it was the last.
 //!
+//! Many pages at once (a fork sharing a heap, an exit freeing it) go through a `RefBatch`:
+//! one hold of the kmem lock per 64 reference changes instead of one per page; the pages a
+//! batch frees are junk-filled and chained to each other outside the lock and spliced into
+//! the list under it. A copy-on-write break asks whether its page is shared and takes the
+//! page for the copy under one hold (`Kmem::cow_page`).
+//!
 //! `FreeList` works on plain addresses within bounds given to it, so the host tests run it
 //! over a heap buffer; the kernel's instance `KMEM` covers `[end, P2V(PHYSTOP))`, and its
 //! API (`Kmem`, `kalloc`, `kfree`, `kdup`) takes and gives kernel virtual addresses.
