@@ -7,10 +7,12 @@
 //! `cowcopyout` — goes through cowfault: the page is copied into a fresh one mapped writable,
 //! and the shared one loses a reference; if it has no other reference left, it is just made
 //! writable again. freevm and deallocuvm drop references like any other; the last one frees.
+//! The references a fork adds are taken in batches (`kalloc::RefBatch`): one hold of the kmem
+//! lock per 64 pages, not one per page.
 
 use core::ptr;
 
-use crate::kalloc::{kalloc, kdup, kfree, KMEM};
+use crate::kalloc::{kfree, CowPage, RefBatch, KMEM};
 use crate::memlayout::{UVAddr, KERNBASE, P2V, V2P};
 use crate::mmu::{Pte, PteFlags, PGSIZE, PTE_COW, PTE_W};
 use crate::tlb::TlbFlush;
@@ -58,6 +60,9 @@ fn cow_flags(f: PteFlags) -> PteFlags {
 pub fn cowuvm(pgdir: &mut PageDir, sz: u32) -> Option<Forked> {
     let mut d = setupkvm()?;
     let mut flush = TlbFlush::nothing();
+    // The references, a batch per hold of the kmem lock (kalloc.rs); the child's page
+    // tables come from kalloc in between, so the lock cannot be held across the walk.
+    let mut dups = RefBatch::dups();
     let shared = for_each_present(pgdir, sz, |va, pte| {
         let flags = cow_flags(pte.flags());
         let cpte = d.walk(va, true).ok_or(OutOfMemory)?;
@@ -66,9 +71,12 @@ pub fn cowuvm(pgdir: &mut PageDir, sz: u32) -> Option<Forked> {
             *pte = pte.with_flags(flags);
             flush = TlbFlush::all();
         }
-        kdup(P2V(pte.addr()));
+        // SAFETY: a batch of dups; the parent keeps its reference meanwhile.
+        unsafe { dups.add(P2V(pte.addr())) };
         Ok::<(), OutOfMemory>(())
     });
+    // Every page the child maps has its reference before the child runs or is freed.
+    dups.apply();
     match shared {
         Ok(()) => Some(Forked { child: d, flush }),
         Err(OutOfMemory) => {
@@ -92,12 +100,14 @@ pub fn cowfault(pgdir: &mut PageDir, va: UVAddr) -> Option<Result<TlbFlush, OutO
         .filter(|p| p.present() && p.flags().contains(PTE_COW))?;
     let flags = (pte.flags() - PTE_COW) | PTE_W;
     let old = P2V(pte.addr());
-    if !KMEM.shared(old) {
-        *pte = pte.with_flags(flags);
-        return Some(Ok(TlbFlush::page(va)));
-    }
-    let Some(mem) = kalloc() else {
-        return Some(Err(OutOfMemory));
+    // Shared, and a page for the copy: one hold of the kmem lock for both questions.
+    let mem = match KMEM.cow_page(old) {
+        CowPage::Sole => {
+            *pte = pte.with_flags(flags);
+            return Some(Ok(TlbFlush::page(va)));
+        }
+        CowPage::Copy(mem) => mem,
+        CowPage::NoMemory => return Some(Err(OutOfMemory)),
     };
     // SAFETY: both are whole pages: the shared one, mapped at P2V, and the new one (ours).
     unsafe { ptr::copy_nonoverlapping(old.as_ptr::<u8>(), mem.as_ptr(), PGSIZE as usize) };

@@ -30,7 +30,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::kalloc::{kalloc, kalloc_zeroed, kfree};
+use crate::kalloc::{kalloc, kalloc_zeroed, kfree, RefBatch};
 use crate::kmap::{kmap, Kmap};
 use crate::memlayout::{phystop, KVAddr, Linear, PhysAddr, UVAddr, KERNBASE, P2V, V2P};
 use crate::mmu::{
@@ -296,6 +296,8 @@ pub fn setupkvm() -> Option<PageDir> {
 /// `deallocuvm(pgdir, KERNBASE, 0)`), its user-half page tables, then the directory itself.
 /// The kernel half's tables are shared and stay.
 pub fn freevm(pgdir: PageDir) {
+    // Freed in batches: one hold of the kmem lock per 64 pages (kalloc::RefBatch).
+    let mut frees = RefBatch::frees();
     for i in 0..KPDX {
         let pde = pgdir.pde(i);
         if !pde.present() {
@@ -306,15 +308,17 @@ pub fn freevm(pgdir: PageDir) {
             // SAFETY: j < 1024, inside a user page table of this directory.
             let pte = unsafe { table.add(j).read() };
             if pte.present() {
-                // SAFETY: this address space's reference to a user page, going away.
-                unsafe { kfree_pa(pte.addr()) };
+                // SAFETY: this address space's reference to a user page, going away (the
+                // table is read before it is freed: it joins the batch after its pages).
+                unsafe { frees.add(P2V(pte.addr())) };
             }
         }
-        // SAFETY: the user page table belongs to this directory alone, which is going away.
-        unsafe { kfree_pa(pde.addr()) };
+        // SAFETY: the user page table belongs to this directory alone, which is going away;
+        // nothing reads it after this.
+        unsafe { frees.add(P2V(pde.addr())) };
     }
-    // SAFETY: as above, for the directory page.
-    unsafe { kfree_pa(pgdir.pa) };
+    // SAFETY: as above, for the directory page (read no more: pde() was the last use).
+    unsafe { frees.add(P2V(pgdir.pa)) };
 }
 
 /// Switches the hardware page table register to the kernel-only page directory, for when
@@ -459,6 +463,7 @@ pub fn deallocuvm(pgdir: &mut PageDir, oldsz: u32, newsz: u32) -> TlbFlush {
     let end = oldsz.min(KERNBASE);
     let mut a = PGROUNDUP(newsz).unwrap_or(KERNBASE);
     let mut flush = TlbFlush::nothing();
+    let mut frees = RefBatch::frees();
     while a < end {
         let Some(pte) = pgdir.walk(UVAddr(a), false) else {
             a = next_pde(a).unwrap_or(KERNBASE);
@@ -469,7 +474,7 @@ pub fn deallocuvm(pgdir: &mut PageDir, oldsz: u32, newsz: u32) -> TlbFlush {
             let pa = pte.addr();
             *pte = Pte(0);
             // SAFETY: this address space's reference to a user page, just unmapped.
-            unsafe { kfree_pa(pa) };
+            unsafe { frees.add(P2V(pa)) };
             flush = flush.and(TlbFlush::page(UVAddr(a)));
         }
         a += PGSIZE;

@@ -94,6 +94,34 @@ pub enum BenchWhat {
     /// What a lab run costs: the lab booted cold next to it restored from its warm snapshot
     /// (wall time of whole `vmm run`s, medians).
     Lab(LabBenchArgs),
+    /// CPU-bound children at once on one vCPU and on several: wall time and each vCPU's
+    /// CPU time.
+    Smp(SmpArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SmpArgs {
+    /// vCPUs of the run compared with one vCPU.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = parse_cpus)]
+    pub cpus: u8,
+    /// CPU-bound children, all at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=16).map(|n| n as usize))]
+    pub children: usize,
+    /// Work of each child, in millions of steps.
+    #[arg(long, value_name = "M", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000).map(|n| n as usize))]
+    pub millions: usize,
+    /// Runs of each CPU count (interleaved; medians reported).
+    #[arg(long, default_value_t = 3, value_parser = positive_usize)]
+    pub runs: usize,
+    /// Guest RAM.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_mem)]
+    pub mem: u64,
+    /// Bound on each guest run, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub common: BenchCommon,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -197,6 +225,9 @@ pub struct ForkArgs {
     #[arg(long, value_name = "SECS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,
+    /// vCPUs of each guest run (forkbench runs alone: what more CPUs cost it).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_cpus)]
+    pub cpus: u8,
     #[command(flatten)]
     pub common: BenchCommon,
 }
@@ -219,6 +250,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SECS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,
+    /// vCPUs of each guest run (pfbench runs alone: what more CPUs cost it).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_cpus)]
+    pub cpus: u8,
     #[command(flatten)]
     pub common: BenchCommon,
 }

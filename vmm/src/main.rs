@@ -26,6 +26,9 @@ fn main() {
         Command::Bench {
             what: BenchWhat::Console(args),
         } => bench_console::run(&args),
+        Command::Bench {
+            what: BenchWhat::Smp(args),
+        } => vmm::bench::smp::run(&args),
         Command::Lab { action } => lab(action),
     };
     std::process::exit(status);

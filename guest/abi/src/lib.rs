@@ -158,6 +158,15 @@ pub mod forkbench {
     pub const HEADER_WORDS: usize = 4;
 }
 
+/// `spinbench`'s export record (`vmm bench smp`): u64 words `MAGIC | tsc_khz << 32`, the
+/// number of children, then the cycles from the first fork to the last wait.
+pub mod spinbench {
+    /// "SPB1" as a little-endian u32: the record's first word.
+    pub const MAGIC: u32 = 0x3142_5053;
+    /// u64 words in the record.
+    pub const WORDS: usize = 3;
+}
+
 /// The guest's file system as the VMM fills it (`vmm run --add`): sizes both sides rely on.
 pub mod fs {
     /// Bytes of a name in a directory entry (xv6 DIRSIZ).

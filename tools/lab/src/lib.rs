@@ -182,6 +182,7 @@ fn run_cold(
         initrd: &initrd,
         bios: qemu::fast_bios(),
         cpu: &opts.cpu,
+        cpus: req.machine_cpus(),
         mem_mib: req.guest_mem_mib + LAB_OVERHEAD_MIB + 2 * initrd_size.div_ceil(1 << 20),
         serials: &wiring.serials(),
         ports: &wiring.ports(),

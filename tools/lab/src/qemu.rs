@@ -52,6 +52,35 @@ pub const DEFAULT_CPU: &str = "qemu64,+svm,+npt";
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet no_timer_check init_on_free=1 \
      cryptomgr.notests nohz=off highres=off rdinit=/init";
 
+/// The most CPUs a lab machine gets (the guest's own bound, `--cpus` 1–8).
+pub const MAX_CPUS: u32 = 8;
+/// `XV6_LAB_CPUS=N` sets the lab machine's CPU count (1–8) instead of the host's.
+pub const CPUS_ENV: &str = "XV6_LAB_CPUS";
+
+/// The most CPUs a lab machine gets: as many as this host has, at most [`MAX_CPUS`] (so
+/// that a guest run with `vmm run --cpus 2` has two vCPUs that really run at once: QEMU's
+/// multi-threaded TCG gives each emulated CPU a host thread), or `$XV6_LAB_CPUS` if set to
+/// 1–8 (another value is ignored, with a warning). A run of one vCPU gets one CPU
+/// ([`crate::LabRequest::machine_cpus`]).
+pub fn lab_cpus() -> u32 {
+    let host = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    cpus_from(std::env::var(CPUS_ENV).ok().as_deref(), host)
+}
+
+/// [`lab_cpus`] from `$XV6_LAB_CPUS`'s value and the host's CPU count.
+fn cpus_from(env: Option<&str>, host: u32) -> u32 {
+    match env.filter(|v| !v.is_empty()) {
+        None => host.clamp(1, MAX_CPUS),
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=MAX_CPUS).contains(&n) => n,
+            _ => {
+                log::warn!("lab: ignoring {CPUS_ENV}={v:?} (give 1 to {MAX_CPUS})");
+                host.clamp(1, MAX_CPUS)
+            }
+        },
+    }
+}
+
 /// qboot, QEMU's minimal firmware (package qemu-system-data): boots ~0.1 s faster than SeaBIOS.
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 
@@ -158,6 +187,8 @@ pub struct Machine<'a> {
     pub bios: Option<&'a Path>,
     /// The `-cpu` model.
     pub cpu: &'a str,
+    /// CPUs (`-smp`); more than one runs TCG multi-threaded (a host thread per CPU).
+    pub cpus: u32,
     /// RAM in MiB.
     pub mem_mib: u64,
     /// ttyS0, ttyS1, ...: an inherited descriptor each (`Output`: QEMU only writes to it;
@@ -200,14 +231,21 @@ fn serial_args(serials: &[PortBackend]) -> Vec<OsString> {
 impl Machine<'_> {
     /// QEMU's arguments (without the binary).
     pub fn args(&self) -> Vec<OsString> {
-        let mut a: Vec<OsString> = ["-accel", "tcg", "-cpu", self.cpu, "-m"]
+        // x86 guests on an x86 host run multi-threaded by default in QEMU 10; asked for
+        // explicitly all the same (several CPUs are there to run at once).
+        let accel = if self.cpus > 1 {
+            "tcg,thread=multi"
+        } else {
+            "tcg"
+        };
+        let mut a: Vec<OsString> = ["-accel", accel, "-cpu", self.cpu, "-m"]
             .iter()
             .map(OsString::from)
             .collect();
         a.push(format!("{}M", self.mem_mib).into());
+        a.push("-smp".into());
+        a.push(self.cpus.max(1).to_string().into());
         for s in [
-            "-smp",
-            "1",
             "-nodefaults",
             "-no-user-config",
             "-display",
@@ -486,6 +524,7 @@ mod tests {
             initrd: Path::new("/i"),
             bios: None,
             cpu: DEFAULT_CPU,
+            cpus: 1,
             mem_mib: 768,
             serials: &serials,
             ports: &ports,
@@ -495,6 +534,7 @@ mod tests {
         let joined = joined_args(&m);
         assert!(joined.contains("-m 768M"));
         assert!(joined.contains("-accel tcg -cpu qemu64,+svm,+npt"));
+        assert!(joined.contains("-smp 1 "));
         assert!(joined.contains(
             "-serial file:/dev/fd/7 -serial file:/dev/fd/8 -device virtio-serial-pci,id=vser0 "
         ));
@@ -529,6 +569,7 @@ mod tests {
             initrd: Path::new("/i"),
             bios: None,
             cpu: DEFAULT_CPU,
+            cpus: 2,
             mem_mib: 768,
             serials: &serials,
             ports: &[],
@@ -543,6 +584,19 @@ mod tests {
         assert!(w.contains("-chardev socket,id=qmp,fd=10,server=off -mon chardev=qmp,mode=control"));
         assert!(!w.contains("-monitor none"));
         assert!(w.ends_with("-incoming file:/s/state"));
+        assert!(w.contains("-accel tcg,thread=multi -cpu qemu64,+svm,+npt -m 768M -smp 2 "));
+    }
+
+    #[test]
+    fn the_lab_gets_the_hosts_cpus_up_to_eight_or_what_the_environment_says() {
+        assert_eq!(cpus_from(None, 2), 2);
+        assert_eq!(cpus_from(None, 64), MAX_CPUS);
+        assert_eq!(cpus_from(Some(""), 4), 4);
+        assert_eq!(cpus_from(Some("1"), 4), 1);
+        assert_eq!(cpus_from(Some("8"), 2), 8);
+        for bad in ["0", "9", "two", "-1"] {
+            assert_eq!(cpus_from(Some(bad), 3), 3, "{bad}");
+        }
     }
 
     #[test]

@@ -82,6 +82,27 @@ pub struct LabRequest {
     pub run_timeout: Option<Duration>,
     /// Which lab: AMD (QEMU, kvm_amd; the default) or Intel (Bochs, kvm_intel; see [`crate::bochs`]).
     pub vendor: Vendor,
+    /// vCPUs the program runs at once (`vmm run --cpus N`). Above 1, the AMD lab's machine
+    /// gets as many CPUs, at most [`qemu::lab_cpus`] (the host's, up to 8), so that they
+    /// really run at once; 0 or 1: one CPU, which restores and runs a single vCPU fastest
+    /// (see [`LabRequest::machine_cpus`]). The Intel lab (Bochs) always has one.
+    pub cpus: u32,
+}
+
+impl LabRequest {
+    /// The AMD lab machine's CPU count for this request (part of the warm snapshot's key).
+    pub fn machine_cpus(&self) -> u32 {
+        machine_cpus(self.cpus, qemu::lab_cpus())
+    }
+}
+
+/// CPUs of a lab machine for a program of `wanted` vCPUs on a lab of at most `most`.
+fn machine_cpus(wanted: u32, most: u32) -> u32 {
+    if wanted <= 1 {
+        1
+    } else {
+        wanted.min(most).max(1)
+    }
 }
 
 /// The most [`LabRequest::collect`] takes: more fails the run (`LabError::Output`).
@@ -228,6 +249,16 @@ pub(crate) fn check_request(req: &LabRequest) -> Result<(), LabError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_cpu_unless_several_are_wanted_and_the_host_has_them() {
+        assert_eq!(machine_cpus(0, 2), 1);
+        assert_eq!(machine_cpus(1, 8), 1);
+        assert_eq!(machine_cpus(2, 2), 2);
+        assert_eq!(machine_cpus(4, 2), 2);
+        assert_eq!(machine_cpus(3, 8), 3);
+        assert_eq!(machine_cpus(8, 1), 1);
+    }
+
     use super::*;
 
     fn req() -> LabRequest {

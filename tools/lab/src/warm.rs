@@ -73,8 +73,9 @@ const SAVE_LIMIT: Duration = Duration::from_secs(120);
 const LOCK_LIMIT: Duration = Duration::from_secs(420);
 /// After a failed build, how long runs boot cold without trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(600);
-/// Snapshots kept (the most recently used); older ones are removed after a build.
-const KEEP: usize = 3;
+/// Snapshots kept (the most recently used); older ones are removed after a build. One CPU
+/// and several (`--cpus`) are two snapshots of the same program.
+const KEEP: usize = 4;
 /// Room in the lab's RAM for a request's files (they land in the lab's tmpfs).
 const REQUEST_ROOM_MIB: u64 = 128;
 /// What `meta` starts with.
@@ -93,6 +94,8 @@ pub struct Snapshot {
     kernel: PathBuf,
     /// Lab RAM (MiB).
     pub mem_mib: u64,
+    /// The machine's CPUs (part of the key: a state restores only into as many).
+    pub cpus: u32,
     /// `meta`, parsed.
     meta: BTreeMap<String, String>,
 }
@@ -109,6 +112,7 @@ impl Snapshot {
             initrd: &self.initrd,
             bios: qemu::fast_bios(),
             cpu: qemu::DEFAULT_CPU,
+            cpus: self.cpus,
             mem_mib: self.mem_mib,
             serials,
             ports,
@@ -174,14 +178,15 @@ pub(crate) fn ensure(
     Ok((snap, placed))
 }
 
-/// The snapshot a run of `program` with a guest of `guest_mem_mib` restores, built now if
-/// need be (`vmm lab setup`: so that no run has to).
-pub fn prepare(program: &Path, guest_mem_mib: u64) -> Result<Snapshot, LabError> {
+/// The snapshot a run of `program` with a guest of `guest_mem_mib` and `cpus` vCPUs
+/// restores, built now if need be (`vmm lab setup`: so that no run has to).
+pub fn prepare(program: &Path, guest_mem_mib: u64, cpus: u32) -> Result<Snapshot, LabError> {
     let qemu_bin = crate::qemu::find_qemu()?;
     let assets = crate::assets::ensure_assets()?;
     let req = LabRequest {
         program: program.to_path_buf(),
         guest_mem_mib,
+        cpus,
         ..Default::default()
     };
     ensure(&qemu_bin, &assets, &req).map(|(snap, _)| snap)
@@ -196,8 +201,9 @@ pub(crate) fn discard(snap: &Snapshot, why: &str) {
     remove_dir(&snap.dir);
 }
 
-/// One line for `vmm lab status` about the snapshot `program` would restore.
-pub fn status_line(program: &Path, guest_mem_mib: u64) -> String {
+/// One line for `vmm lab status` about the snapshot a run of `program` with `cpus` vCPUs
+/// would restore.
+pub fn status_line(program: &Path, guest_mem_mib: u64, cpus: u32) -> String {
     let describe = || -> Result<String, LabError> {
         let assets = crate::status::status()
             .assets
@@ -206,6 +212,7 @@ pub fn status_line(program: &Path, guest_mem_mib: u64) -> String {
         let req = LabRequest {
             program: program.to_path_buf(),
             guest_mem_mib,
+            cpus,
             ..Default::default()
         };
         let placed = place(&req)?;
@@ -213,7 +220,8 @@ pub fn status_line(program: &Path, guest_mem_mib: u64) -> String {
         let plan = Plan::new(&qemu_bin, &assets, &req, &placed, &root)?;
         Ok(match plan.load()? {
             Some(s) => format!(
-                "warm snapshot: ready in {} ({} MiB saved, lab RAM {} MiB, built in {} s)",
+                "warm snapshot{}: ready in {} ({} MiB saved, lab RAM {} MiB, built in {} s)",
+                cpus_note(s.cpus),
                 s.dir.display(),
                 s.meta("state_size")
                     .and_then(|v| v.parse::<u64>().ok())
@@ -223,12 +231,22 @@ pub fn status_line(program: &Path, guest_mem_mib: u64) -> String {
                 s.meta("build_secs").unwrap_or("?")
             ),
             None => format!(
-                "warm snapshot: not built for this vmm yet (the next lab run builds it, in {})",
+                "warm snapshot{}: not built for this vmm yet (the next lab run builds it, in {})",
+                cpus_note(plan.cpus),
                 root.display()
             ),
         })
     };
     describe().unwrap_or_else(|e| format!("warm snapshot: unavailable ({e})"))
+}
+
+/// How a status line names a snapshot's CPU count: nothing for one CPU, ` (N lab CPUs)`.
+fn cpus_note(cpus: u32) -> String {
+    if cpus == 1 {
+        String::new()
+    } else {
+        format!(" ({cpus} lab CPUs)")
+    }
 }
 
 /// Everything about one snapshot before it is loaded or built.
@@ -241,6 +259,8 @@ struct Plan {
     /// The lab's kernel (part of the key: restores boot the same one).
     kernel: PathBuf,
     mem_mib: u64,
+    /// The machine's CPUs ([`LabRequest::machine_cpus`]).
+    cpus: u32,
 }
 
 impl Plan {
@@ -279,8 +299,9 @@ impl Plan {
         }
         let mem = mem_mib(req.guest_mem_mib, payload);
         let agent = script::agent_script(&assets.modules);
+        let cpus = req.machine_cpus();
         text.push_str(&format!(
-            "{META_FORMAT}\nprogram_path={}\ncpu={}\nmem={mem}\ncmdline={}\nagent={}\n",
+            "{META_FORMAT}\nprogram_path={}\ncpu={}\ncpus={cpus}\nmem={mem}\ncmdline={}\nagent={}\n",
             placed.lab_program,
             qemu::DEFAULT_CPU,
             qemu::kernel_cmdline(),
@@ -294,6 +315,7 @@ impl Plan {
             qemu_bin: qemu_bin.to_path_buf(),
             kernel: assets.kernel.clone(),
             mem_mib: mem,
+            cpus,
         })
     }
 
@@ -322,6 +344,7 @@ impl Plan {
             kernel: self.kernel.clone(),
             dir: self.dir.clone(),
             mem_mib: self.mem_mib,
+            cpus: self.cpus,
             meta,
         };
         let size_ok = |file: &Path, key: &str| {
@@ -457,6 +480,7 @@ impl Plan {
             initrd,
             bios: qemu::fast_bios(),
             cpu: qemu::DEFAULT_CPU,
+            cpus: self.cpus,
             mem_mib: self.mem_mib,
             serials: &wiring.serials(),
             ports: &wiring.ports(),
@@ -817,9 +841,10 @@ mod tests {
         let a = mk("a", 10);
         let b = mk("b", 20);
         let c = mk("c", 30);
+        let d = mk("d", 40);
         prune(root.path(), &current);
-        assert!(current.exists() && a.exists() && b.exists());
-        assert!(!c.exists());
+        assert!(current.exists() && a.exists() && b.exists() && c.exists());
+        assert!(!d.exists());
     }
 
     #[test]

@@ -208,6 +208,7 @@ fn measure_in_lab(args: &BootArgs) -> Result<BootMeasurement> {
     let text = crate::nested::run_captured(
         inner,
         biggest,
+        1,
         Duration::from_secs(boots * args.timeout + 120),
     )?;
     let json = text.lines().last().unwrap_or_default();

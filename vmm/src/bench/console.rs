@@ -349,7 +349,7 @@ fn measure_in_lab(args: &ConsoleArgs) -> Result<ConsoleMeasurement> {
     }
     let runs = (KINDS.len() * args.runs) as u64;
     let timeout = Duration::from_secs(args.timeout * (runs + 1) + 120);
-    let text = crate::nested::run_captured(inner, args.mem, timeout)?;
+    let text = crate::nested::run_captured(inner, args.mem, 1, timeout)?;
     let json = text.lines().last().unwrap_or_default();
     serde_json::from_str(json)
         .with_context(|| format!("the lab's bench output is not a result: {text}"))

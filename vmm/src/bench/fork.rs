@@ -111,11 +111,12 @@ fn try_run(args: &ForkArgs) -> Result<()> {
     let report = pfbench::report(meta, &m.rows);
     print!("{}", pfbench::render_table(&report));
     println!(
-        "iterations: {}   big heap: {} MiB, {} forks   guest RAM: {}M",
+        "iterations: {}   big heap: {} MiB, {} forks   guest RAM: {}M   vCPUs: {}",
         args.iterations,
         args.heap_mib,
         heap_forks(args),
-        args.mem >> 20
+        args.mem >> 20,
+        args.cpus
     );
     bench::write_json(args.common.json.as_deref(), &report)
 }
@@ -195,7 +196,8 @@ fn guest_run(args: &ForkArgs, cow: bool) -> Result<ForkRecord> {
         args.heap_mib.to_string().into(),
     ];
     let words: &[&str] = if cow { &["cow"] } else { &[] };
-    let cfg = bench::builtin_boot(argv, args.mem, words, args.timeout, false)?;
+    let mut cfg = bench::builtin_boot(argv, args.mem, words, args.timeout, false)?;
+    cfg.cpus = args.cpus;
     let report = machine::run(cfg)?;
     match report.outcome {
         Outcome::Exited(0) => parse_record(&report.exported),
@@ -216,10 +218,16 @@ fn measure_in_lab(args: &ForkArgs) -> Result<Measurement> {
         ("--heap-mib", args.heap_mib.to_string()),
         ("--mem", format!("{}M", args.mem >> 20)),
         ("--timeout", args.timeout.to_string()),
+        ("--cpus", args.cpus.to_string()),
     ] {
         inner.extend([flag.into(), value.into()]);
     }
-    bench::lab_measurement(inner, args.mem, Duration::from_secs(3 * args.timeout + 120))
+    bench::lab_measurement(
+        inner,
+        args.mem,
+        args.cpus,
+        Duration::from_secs(3 * args.timeout + 120),
+    )
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod boot;
 pub mod console;
 pub mod fork;
 pub mod lab_cost;
+pub mod smp;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -130,6 +131,7 @@ fn try_run(args: &BenchArgs) -> Result<()> {
     meta.ratios = pagefault_ratios();
     let report = pfbench::report(meta, &m.rows);
     print!("{}", pfbench::render_table(&report));
+    println!("guest vCPUs: {}", args.cpus);
     write_json(args.common.json.as_deref(), &report)?;
     if let Some(path) = &args.svg {
         let clock = if emulated {
@@ -380,7 +382,8 @@ fn guest_run(
     } else {
         &["lazy"]
     };
-    let cfg = builtin_boot(argv, mem, words, args.timeout, case.prefault)?;
+    let mut cfg = builtin_boot(argv, mem, words, args.timeout, case.prefault)?;
+    cfg.cpus = args.cpus;
     let report = machine::run(cfg)?;
     match report.outcome {
         Outcome::Exited(0) => {}
@@ -441,18 +444,24 @@ fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
         ("--runs", args.runs.to_string()),
         ("--mem", format!("{}M", mem >> 20)),
         ("--timeout", args.timeout.to_string()),
+        ("--cpus", args.cpus.to_string()),
     ] {
         inner.extend([flag.into(), value.into()]);
     }
     let boots = (GUEST_CASES.len() * args.runs) as u64;
     let timeout = Duration::from_secs(args.timeout * (boots + 1) + 120);
-    lab_measurement(inner, mem, timeout)
+    lab_measurement(inner, mem, args.cpus, timeout)
 }
 
-/// Runs `vmm ARGS` (a bench with `--engine kvm --raw`) inside the lab and parses the
-/// [`Measurement`] it prints as its last line.
-pub fn lab_measurement(args: Vec<OsString>, mem: u64, timeout: Duration) -> Result<Measurement> {
-    let text = crate::nested::run_captured(args, mem, timeout)?;
+/// Runs `vmm ARGS` (a bench with `--engine kvm --raw`) inside the lab, on a lab machine
+/// for `cpus` vCPUs at once, and parses the [`Measurement`] it prints as its last line.
+pub fn lab_measurement(
+    args: Vec<OsString>,
+    mem: u64,
+    cpus: u8,
+    timeout: Duration,
+) -> Result<Measurement> {
+    let text = crate::nested::run_captured(args, mem, cpus, timeout)?;
     let json = text.lines().last().unwrap_or_default();
     serde_json::from_str(json)
         .with_context(|| format!("the lab's bench output is not a result: {text}"))

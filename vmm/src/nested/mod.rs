@@ -91,11 +91,15 @@ pub fn request(
     })
 }
 
-/// Runs `vmm ARGS` inside the AMD lab with `mem` bytes for its guests (a bench with
-/// `--engine kvm --raw`); returns its stdout. Its stderr is ours.
-pub fn run_captured(args: Vec<OsString>, mem: u64, timeout: Duration) -> Result<String> {
+/// Runs `vmm ARGS` inside the AMD lab with `mem` bytes for its guests and a machine for
+/// `cpus` vCPUs at once (a bench with `--engine kvm --raw`); returns its stdout. Its stderr
+/// is ours.
+pub fn run_captured(args: Vec<OsString>, mem: u64, cpus: u8, timeout: Duration) -> Result<String> {
     term::interrupt::install();
-    let req = request(args, mem, timeout, Vendor::Amd)?;
+    let req = lab::LabRequest {
+        cpus: u32::from(cpus),
+        ..request(args, mem, timeout, Vendor::Amd)?
+    };
     let mut out = Vec::new();
     let mut err = std::io::stderr();
     match lab::run_with(&req, &mut out, &mut err).context("the nested-KVM lab failed")? {
@@ -119,20 +123,38 @@ pub fn status_text() -> String {
     lab::status().to_string()
 }
 
-/// The warm snapshot line of `vmm lab status` for this `vmm` with `mem_mib` of guest RAM.
+/// The vCPU counts whose warm snapshots `vmm lab setup` builds and `vmm lab status` shows:
+/// one, and two (xv6's own default, `--cpus 2`) where the host has two CPUs for the lab.
+fn snapshot_cpus() -> Vec<u32> {
+    if lab::qemu::lab_cpus() > 1 {
+        vec![1, 2]
+    } else {
+        vec![1]
+    }
+}
+
+/// The warm snapshot lines of `vmm lab status` for this `vmm` with `mem_mib` of guest RAM.
 fn warm_status(mem_mib: u64) -> String {
     match std::env::current_exe() {
-        Ok(exe) => lab::warm::status_line(&exe, mem_mib),
+        Ok(exe) => snapshot_cpus()
+            .into_iter()
+            .map(|cpus| lab::warm::status_line(&exe, mem_mib, cpus))
+            .collect::<Vec<_>>()
+            .join("\n"),
         Err(e) => format!("warm snapshot: unavailable ({e})"),
     }
 }
 
-/// `vmm lab setup`: fetches the lab's assets and builds the warm snapshot for guests of
-/// `mem_mib`; prints the status. Returns the exit status.
+/// `vmm lab setup`: fetches the lab's assets and builds the warm snapshots for guests of
+/// `mem_mib` (one lab CPU, and two where the host has them); prints the status. Returns the
+/// exit status.
 pub fn setup(mem_mib: u64) -> i32 {
     let made = lab::ensure_assets().and_then(|_| {
         let exe = std::env::current_exe().map_err(|e| lab::LabError::Snapshot(e.to_string()))?;
-        lab::warm::prepare(&exe, mem_mib)
+        for cpus in snapshot_cpus() {
+            lab::warm::prepare(&exe, mem_mib, cpus)?;
+        }
+        Ok(())
     });
     match made {
         Ok(_) => {

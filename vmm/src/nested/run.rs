@@ -198,6 +198,8 @@ pub fn run_in_lab(args: &RunArgs, r: &LabRun<'_>) -> Result<i32> {
             .timeout_duration()
             .filter(|_| args.gdb.is_none())
             .map(|t| t + Duration::from_secs(RUN_GRACE_SECS)),
+        // Several vCPUs get a lab machine of several CPUs, so that they run at once.
+        cpus: u32::from(args.cpus),
         ..super::request(inner, r.mem, timeout, r.vendor)?
     };
     let outcome = match lab::run(&req) {

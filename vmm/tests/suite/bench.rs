@@ -1,5 +1,5 @@
-//! `vmm bench pagefault`, `fork` and `boot`: the reports' structure and sanity (not their
-//! speed).
+//! `vmm bench pagefault`, `fork`, `boot` and `smp`: the reports' structure and sanity (not
+//! their speed).
 
 use crate::common;
 
@@ -150,6 +150,30 @@ fn fork_bench_measures_every_kind_in_both_modes_and_on_linux() {
         "{text}"
     );
     assert_eq!(report["engine"], engine().unwrap());
+}
+
+#[test]
+fn smp_bench_keeps_every_vcpu_busy() {
+    if engine().is_none() {
+        return;
+    }
+    let args = ["smp", "--cpus", "2", "--millions", "5", "--runs", "1"];
+    let (text, doc) = bench(&args, &out_dir().join("smp.json"));
+    assert!(text.contains("wall at 1 vCPU / at 2:"), "{text}");
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "one run at each CPU count: {doc}");
+    for (run, cpus) in runs.iter().zip([1, 2]) {
+        assert_eq!(run["cpus"], cpus, "{run}");
+        assert!(run["seconds"].as_f64().unwrap() > 0.0, "{run}");
+        let vcpus = run["vcpu_seconds"].as_array().unwrap();
+        assert_eq!(vcpus.len(), cpus, "{run}");
+        // Every vCPU ran a share of the children (the bench fails beyond 4x anyway).
+        for v in vcpus {
+            assert!(v.as_f64().unwrap() > 0.0, "{run}");
+        }
+    }
+    assert!(doc["worst_balance"].as_f64().unwrap() <= 4.0, "{doc}");
+    assert_eq!(doc["engine"], engine().unwrap());
 }
 
 #[test]
