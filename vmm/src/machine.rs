@@ -245,19 +245,7 @@ fn confine_starter(confine: Confine, mut allowed: Ready) -> Result<seccomp::Stat
 
 fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started) -> Result<Report> {
     let (vm, vcpu_fd, ap_fds, tsc_khz) = build_vm(cfg)?;
-    let stdout: Box<dyn std::io::Write + Send> = if cfg.discard_stdout {
-        Box::new(std::io::sink())
-    } else {
-        Box::new(std::io::stdout())
-    };
-    let user_symbols = UserSymbols::new(cfg.user_programs.clone());
-    let stdin = Box::new(FdInput(std::io::stdin()));
-    let devices = Arc::new(Mutex::new(Devices::new(
-        Some(&vm.fd),
-        stdout,
-        stdin,
-        user_symbols,
-    )?));
+    let devices = shared_devices(cfg, &vm)?;
     let symbols = Arc::new(Symbols::from_elf(&cfg.kernel));
     let pgdumps = Arc::new(Mutex::new(Pgdumps::default()));
     let setup = VcpuSetup {
@@ -308,24 +296,50 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
             Ok((outcome, aps::stop_all(running)))
         })?;
     let elapsed = start.elapsed();
-    let outcome = match ending.take() {
-        // An AP ended the run (vCPU 0 was stopped for it).
-        Some((id, o, crash)) => {
-            vcpu.crash = crash.map(|c| crate::debug::crash::on_vcpu(id.into(), &c));
-            o
-        }
-        None => outcome?,
-    };
+    let outcome = run_outcome(&ending, &mut vcpu, outcome)?;
     let vcpus = vcpu_lines(&vcpu.stats, &ap_results);
     let mut report = report(&vm, &mut vcpu, outcome, elapsed, tsc_khz);
-    // The run's exit counts are every vCPU's.
-    for ap in &ap_results {
+    add_ap_exits(&mut report, &ap_results);
+    report.vcpus = vcpus;
+    Ok(report)
+}
+
+/// The run's outcome: the AP's that ended it (vCPU 0 was stopped for it; its crash report
+/// becomes the run's), else vCPU 0's own.
+fn run_outcome(ending: &aps::Ending, vcpu: &mut Vcpu, own: Result<Outcome>) -> Result<Outcome> {
+    match ending.take() {
+        Some((id, o, crash)) => {
+            vcpu.crash = crash.map(|c| crate::debug::crash::on_vcpu(id.into(), &c));
+            Ok(o)
+        }
+        None => own,
+    }
+}
+
+/// The devices every vCPU shares: the console on our stdout (or nowhere) and stdin.
+fn shared_devices(cfg: &MachineConfig, vm: &vm::Vm) -> Result<Arc<Mutex<Devices>>> {
+    let stdout: Box<dyn std::io::Write + Send> = if cfg.discard_stdout {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let user_symbols = UserSymbols::new(cfg.user_programs.clone());
+    let stdin = Box::new(FdInput(std::io::stdin()));
+    Ok(Arc::new(Mutex::new(Devices::new(
+        Some(&vm.fd),
+        stdout,
+        stdin,
+        user_symbols,
+    )?)))
+}
+
+/// The run's exit counts are every vCPU's: the APs' are added to vCPU 0's.
+fn add_ap_exits(report: &mut Report, aps: &[aps::ApResult]) {
+    for ap in aps {
         for (reason, n) in &ap.stats.by_reason {
             *report.stats.by_reason.entry(reason).or_default() += n;
         }
     }
-    report.vcpus = vcpus;
-    Ok(report)
 }
 
 /// Each vCPU's line of `--stats-json`'s "vcpus": vCPU 0 (this thread), then the APs.

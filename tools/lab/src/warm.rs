@@ -39,7 +39,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -470,11 +470,9 @@ impl Plan {
             .ok_or_else(|| LabError::Snapshot("the new snapshot does not load".into()))
     }
 
-    /// Boots the agent machine until it is ready, then saves it to `state`.
-    fn boot_and_save(&self, initrd: &Path, state: &Path) -> Result<(), LabError> {
-        let wiring = Wiring::warm()?;
-        let (qmp_ours, qmp_qemu) =
-            qemu::socketpair().map_err(|e| LabError::io("creating a socket pair", e))?;
+    /// QEMU's command line for the build: the agent's initramfs, the warm device set and a
+    /// QMP monitor on `qmp`.
+    fn build_command(&self, initrd: &Path, wiring: &Wiring, qmp: RawFd) -> Command {
         let machine = qemu::Machine {
             kernel: &self.kernel,
             initrd,
@@ -484,11 +482,20 @@ impl Plan {
             mem_mib: self.mem_mib,
             serials: &wiring.serials(),
             ports: &wiring.ports(),
-            qmp: Some(qmp_qemu.as_raw_fd()),
+            qmp: Some(qmp),
             incoming: None,
         };
         let mut cmd = Command::new(&self.qemu_bin);
         cmd.args(machine.args()).stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Boots the agent machine until it is ready, then saves it to `state`.
+    fn boot_and_save(&self, initrd: &Path, state: &Path) -> Result<(), LabError> {
+        let wiring = Wiring::warm()?;
+        let (qmp_ours, qmp_qemu) =
+            qemu::socketpair().map_err(|e| LabError::io("creating a socket pair", e))?;
+        let cmd = self.build_command(initrd, &wiring, qmp_qemu.as_raw_fd());
         log::debug!("lab: warm build: {cmd:?}");
         let mut fds = wiring.qemu_fds();
         fds.push(qmp_qemu.as_raw_fd());

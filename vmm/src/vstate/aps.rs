@@ -147,31 +147,7 @@ pub fn spawn<'scope, 'env: 'scope>(
         .spawn_scoped(scope, move || {
             // SAFETY: pthread_self has no preconditions.
             me.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
-            let lock = || vcpu.lock().unwrap_or_else(|e| e.into_inner());
-            // (The guard must not outlive this statement: the debugger locks the vCPU too.)
-            let confined = confine_ap(&lock(), cx.confine);
-            match confined {
-                Err(e) => {
-                    let failed = Outcome::Failed(format!("vCPU {id}: seccomp: {e:#}"));
-                    end_run(id, failed, None, &stopped, cx);
-                }
-                Ok(()) => match &cx.gdb {
-                    None => {
-                        let mut v = lock();
-                        let outcome = v.run();
-                        let crash = v.crash.take();
-                        drop(v);
-                        end_run(id, outcome, crash, &stopped, cx);
-                    }
-                    Some(reports) => debugged_loop(id, &vcpu, &orders, reports, &stopped, cx),
-                },
-            }
-            let mut v = lock();
-            ApResult {
-                id,
-                stats: std::mem::take(&mut v.stats),
-                cpu_seconds: thread_cpu_seconds(),
-            }
+            ap_thread(id, &vcpu, &orders, &stopped, cx)
         })?;
     Ok(Ap {
         stop,
@@ -179,6 +155,42 @@ pub fn spawn<'scope, 'env: 'scope>(
         thread,
         debugged,
     })
+}
+
+/// An AP thread's life: confine it, run its vCPU (freely, or as the debugger says) until
+/// the run ends, and hand back its figures.
+fn ap_thread(
+    id: u8,
+    vcpu: &Mutex<Vcpu<'_>>,
+    orders: &mpsc::Receiver<Go>,
+    stopped: &AtomicBool,
+    cx: &ApContext<'_>,
+) -> ApResult {
+    let lock = || vcpu.lock().unwrap_or_else(|e| e.into_inner());
+    // (The guard must not outlive this statement: the debugger locks the vCPU too.)
+    let confined = confine_ap(&lock(), cx.confine);
+    match confined {
+        Err(e) => {
+            let failed = Outcome::Failed(format!("vCPU {id}: seccomp: {e:#}"));
+            end_run(id, failed, None, stopped, cx);
+        }
+        Ok(()) => match &cx.gdb {
+            None => {
+                let mut v = lock();
+                let outcome = v.run();
+                let crash = v.crash.take();
+                drop(v);
+                end_run(id, outcome, crash, stopped, cx);
+            }
+            Some(reports) => debugged_loop(id, vcpu, orders, reports, stopped, cx),
+        },
+    }
+    let mut v = lock();
+    ApResult {
+        id,
+        stats: std::mem::take(&mut v.stats),
+        cpu_seconds: thread_cpu_seconds(),
+    }
 }
 
 /// A debugged AP's life: wait for the debugger's word, run until a stop, report it; until
