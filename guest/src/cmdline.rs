@@ -30,6 +30,9 @@ pub enum SelfTest {
     /// Unbounded kernel recursion, with the IDT loaded: the stack overflows into unmapped
     /// memory and the CPU raises a double fault.
     KStack,
+    /// startothers sends CPU 1's INIT/SIPI to an APIC id no CPU has (with two CPUs or more):
+    /// CPU 1 never starts, and the start bound must end the boot naming it.
+    ApStart,
 }
 
 /// The kernel's boot options, from the command line.
@@ -73,6 +76,7 @@ impl BootConfig {
             SelfTest::Emulation => (4, 0),
             SelfTest::Spin => (5, 0),
             SelfTest::KStack => (6, 0),
+            SelfTest::ApStart => (7, 0),
         };
         u64::from(self.tsc_khz)
             | u64::from(self.quiet) << 32
@@ -97,6 +101,7 @@ impl BootConfig {
                 4 => SelfTest::Emulation,
                 5 => SelfTest::Spin,
                 6 => SelfTest::KStack,
+                7 => SelfTest::ApStart,
                 _ => SelfTest::None,
             },
         }
@@ -143,6 +148,7 @@ fn parse_selftest(cmdline: &str) -> SelfTest {
             Some("spin") => t = SelfTest::Spin,
             Some("emulation") => t = SelfTest::Emulation,
             Some("kstack") => t = SelfTest::KStack,
+            Some("apstart") => t = SelfTest::ApStart,
             Some(v) => {
                 if let Some(n) = v.strip_prefix("exit:").and_then(|n| n.parse().ok()) {
                     t = SelfTest::Exit(n);
@@ -186,6 +192,7 @@ mod tests {
         assert_eq!(t("selftest=spin"), SelfTest::Spin);
         assert_eq!(t("selftest=emulation"), SelfTest::Emulation);
         assert_eq!(t("selftest=kstack"), SelfTest::KStack);
+        assert_eq!(t("selftest=apstart"), SelfTest::ApStart);
         assert_eq!(t("xselftest=panic selftest=panicky"), SelfTest::None);
         assert_eq!(t(""), SelfTest::None);
     }

@@ -13,7 +13,8 @@ use crate::{debugport, x86};
 #[track_caller]
 pub fn run(t: SelfTest) {
     match t {
-        SelfTest::None => {}
+        // Acted on in startothers, before this point (with one CPU: nothing to do).
+        SelfTest::None | SelfTest::ApStart => {}
         SelfTest::Exit(n) => debugport::exit(n),
         SelfTest::Panic => panic!("selftest"),
         SelfTest::Spin => loop {

@@ -18,7 +18,7 @@ use xv6_abi::mmu::{CR0_PG, CR0_WP, CR4_PSE};
 use xv6_abi::smp::AP_START;
 
 use crate::bootstack::BootStack;
-use crate::cmdline::config;
+use crate::cmdline::{config, SelfTest};
 use crate::cpu::{self, CPUS, NCPU};
 use crate::memlayout::{KVAddr, PhysAddr, P2V, V2P};
 use crate::{cprintln, lapic, mp, proc, x86};
@@ -172,7 +172,12 @@ fn startap(i: usize) {
     unsafe { core::ptr::copy_nonoverlapping(args.as_ptr(), at, 3) };
     compiler_fence(Ordering::SeqCst);
     let apicid = CPUS[i].apicid.load(Ordering::Relaxed);
-    lapic::lapicstartap(apicid, AP_START);
+    // `selftest=apstart`: CPU 1's start goes to an APIC id no CPU has (ids are below NCPU).
+    let target = match config().selftest {
+        SelfTest::ApStart if i == 1 => NCPU as u32,
+        _ => apicid,
+    };
+    lapic::lapicstartap(target, AP_START);
     let khz = match config().tsc_khz {
         0 => 3_000_000,
         k => u64::from(k),

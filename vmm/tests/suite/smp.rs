@@ -1,6 +1,7 @@
 //! `vmm run --cpus N`: several vCPUs, each on its own thread, that the kernel learns from the
 //! MP table and starts through INIT/SIPI; usertests (the SMP tests among them) pass on them,
-//! `--stats-json` has a line per vCPU, and a bad count is refused before any boot.
+//! `--stats-json` has a line per vCPU, a bad count is refused before any boot, and a CPU
+//! that never starts ends the boot, named, with 125.
 
 use crate::common;
 
@@ -131,4 +132,29 @@ fn a_page_table_dump_asked_on_another_vcpu_walks_that_vcpus_tables() {
     let picture = std::fs::read_to_string(&svg).unwrap();
     let panels = picture.matches("class=\"panel\"").count();
     assert_eq!(panels, dumps.len().min(32), "{picture}");
+}
+
+/// `selftest=apstart` sends CPU 1's INIT/SIPI to an APIC id no CPU has: the kernel's start
+/// bound (2 s) ends the boot with a panic naming the CPU, the run exits 125, and nothing of
+/// the program runs.
+#[test]
+fn an_ap_that_never_starts_is_named_and_the_run_ends_125() {
+    let Some(out) = boot(&[
+        "--cpus",
+        "2",
+        "--timeout",
+        "60",
+        "--append",
+        "selftest=apstart",
+        "hello",
+    ]) else {
+        return;
+    };
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("startothers: cpu1 (APIC id 1) did not start within 2000 ms"),
+        "{err}"
+    );
+    assert!(!stdout(&out).contains("hello, world"), "{}", stdout(&out));
 }
