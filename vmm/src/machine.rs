@@ -212,7 +212,11 @@ pub fn run(cfg: MachineConfig) -> Result<Report> {
         move |started| boot_and_run(&cfg, flag, started),
     )?;
     match stats {
-        Some(Ok(s)) => report.seccomp = s,
+        Some(Ok(mut s)) => {
+            // The APs' filters, which boot_and_run noted.
+            s.per_thread.append(&mut report.seccomp.per_thread);
+            report.seccomp = s;
+        }
         Some(Err(e)) => return Err(e),
         None => {}
     }
@@ -299,7 +303,7 @@ fn boot_and_run(cfg: &MachineConfig, expired: Arc<AtomicBool>, started: Started)
     let outcome = run_outcome(&ending, &mut vcpu, outcome)?;
     let vcpus = vcpu_lines(&vcpu.stats, &ap_results);
     let mut report = report(&vm, &mut vcpu, outcome, elapsed, tsc_khz);
-    add_ap_exits(&mut report, &ap_results);
+    add_ap_figures(&mut report, &ap_results);
     report.vcpus = vcpus;
     Ok(report)
 }
@@ -333,11 +337,18 @@ fn shared_devices(cfg: &MachineConfig, vm: &vm::Vm) -> Result<Arc<Mutex<Devices>
     )?)))
 }
 
-/// The run's exit counts are every vCPU's: the APs' are added to vCPU 0's.
-fn add_ap_exits(report: &mut Report, aps: &[aps::ApResult]) {
+/// The run's exit counts are every vCPU's: the APs' are added to vCPU 0's. The APs' filters
+/// are noted in the (not yet filled) seccomp figures, for `run` to add.
+fn add_ap_figures(report: &mut Report, aps: &[aps::ApResult]) {
     for ap in aps {
         for (reason, n) in &ap.stats.by_reason {
             *report.stats.by_reason.entry(reason).or_default() += n;
+        }
+        if let Some(n) = ap.filter {
+            report
+                .seccomp
+                .per_thread
+                .insert(format!("vcpu{}", ap.id), n);
         }
     }
 }

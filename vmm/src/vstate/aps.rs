@@ -28,6 +28,8 @@ pub struct ApResult {
     pub id: u8,
     pub stats: ExitStats,
     pub cpu_seconds: f64,
+    /// How many system calls its seccomp filter allows (None: not confined).
+    pub filter: Option<usize>,
 }
 
 /// The outcome of the first AP whose run ended on its own, with its crash report.
@@ -169,12 +171,13 @@ fn ap_thread(
     let lock = || vcpu.lock().unwrap_or_else(|e| e.into_inner());
     // (The guard must not outlive this statement: the debugger locks the vCPU too.)
     let confined = confine_ap(&lock(), cx.confine);
+    let filter = confined.as_ref().ok().copied().flatten();
     match confined {
         Err(e) => {
             let failed = Outcome::Failed(format!("vCPU {id}: seccomp: {e:#}"));
             end_run(id, failed, None, stopped, cx);
         }
-        Ok(()) => match &cx.gdb {
+        Ok(_) => match &cx.gdb {
             None => {
                 let mut v = lock();
                 let outcome = v.run();
@@ -190,6 +193,7 @@ fn ap_thread(
         id,
         stats: std::mem::take(&mut v.stats),
         cpu_seconds: thread_cpu_seconds(),
+        filter,
     }
 }
 
@@ -256,17 +260,18 @@ fn end_run(
 }
 
 /// The AP thread's seccomp filter (the vCPU role, for its own fd), before the guest runs.
-fn confine_ap(vcpu: &Vcpu<'_>, confine: bool) -> anyhow::Result<()> {
-    if confine {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&vcpu.fd);
-        let peers = seccomp::Peers::NONE;
-        seccomp::install(Role::Vcpu {
-            fd,
-            gdb: false,
-            peers,
-        })?;
+fn confine_ap(vcpu: &Vcpu<'_>, confine: bool) -> anyhow::Result<Option<usize>> {
+    if !confine {
+        return Ok(None);
     }
-    Ok(())
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&vcpu.fd);
+    let peers = seccomp::Peers::NONE;
+    let allowed = seccomp::install(Role::Vcpu {
+        fd,
+        gdb: false,
+        peers,
+    })?;
+    Ok(Some(allowed.len()))
 }
 
 /// Stops every AP (its flag, then kicks until its thread ends: at most 5 s each) and

@@ -64,6 +64,17 @@ fn usertests_pass_on_two_cpus_each_busy() {
         .sum();
     assert_eq!(stats["vm_exits_total"].as_u64(), Some(sum), "{stats}");
     assert_eq!(by_reason, sum, "{stats}");
+    // Each vCPU thread is confined, and the line names each one's filter.
+    let seccomp = err
+        .lines()
+        .find(|l| l.starts_with("vmm: seccomp: "))
+        .unwrap_or_else(|| panic!("no seccomp line: {err}"));
+    assert!(
+        seccomp.starts_with("vmm: seccomp: filter on 3 threads")
+            && seccomp.contains("vcpu0 ")
+            && seccomp.contains("vcpu1 "),
+        "{seccomp}"
+    );
     // Both CPUs ran the two busy children at once through their window.
     let line = text
         .lines()
