@@ -2,8 +2,8 @@
 //! test run, in three Bochs boots (a boot costs ~11 s): one `vmm run` as a user runs it, with
 //! binary stdin through the program and back, a `--dir …:rw` write-back (its export comes back
 //! in the result lines: the Intel lab has no virtio-serial) and `--stats-json` (which KVM ran
-//! it); one in which a shell runs the inner `vmm` on kvm_intel — hello, usertests eager and
-//! with `--cow --lazy`, and xv6-public's own usertests when `XV6_PUBLIC_DIR` names their
+//! it); one in which a shell runs the inner `vmm` on kvm_intel — hello (also at `--cpus 2`),
+//! usertests eager and with `--cow --lazy`, and xv6-public's own usertests when `XV6_PUBLIC_DIR` names their
 //! binaries (`tools/dev test --conformance DIR` sets it); and a Ctrl-C during a boot.
 //!
 //! Without Bochs the tests say why and pass, except under CI=true, where they fail.
@@ -52,6 +52,8 @@ fn intel_lab() -> Option<()> {
 /// The inner runs of the usertests boot: (name, `vmm run` arguments after `--engine kvm`).
 const USERTESTS: &[(&str, &str)] = &[
     ("hello", "hello"),
+    // Two vCPUs on kvm_intel: the kernel's INIT/SIPI and VMX's wait-for-SIPI state.
+    ("hello --cpus 2", "--cpus 2 hello"),
     ("usertests", "usertests"),
     ("usertests --cow --lazy", "--cow --lazy usertests"),
 ];
@@ -141,7 +143,7 @@ fn hello_and_usertests_pass_on_kvm_intel_eager_and_with_cow_and_lazy() {
             .and_then(|rest| rest.split(&format!("=== {name} exit ")).next())
             .unwrap_or_else(|| panic!("no output of {name}:\n{out}\n{err}"));
         let passed = match *name {
-            "hello" => section == "hello, world\n",
+            "hello" | "hello --cpus 2" => section == "hello, world\n",
             _ => section.contains("ALL TESTS PASSED"),
         };
         assert!(passed, "{name}:\n{section}\n{err}");
