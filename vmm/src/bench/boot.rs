@@ -8,7 +8,6 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -190,30 +189,20 @@ fn boot_once(mem: u64, timeout: u64) -> Result<Boot> {
 
 /// The whole measurement inside the lab.
 fn measure_in_lab(args: &BootArgs) -> Result<BootMeasurement> {
-    let mut inner: Vec<OsString> = ["bench", "boot", "--engine", "kvm", "--raw"]
-        .map(OsString::from)
-        .to_vec();
-    for m in &args.mem {
-        inner.extend(["--mem".into(), format!("{}M", m >> 20).into()]);
-    }
-    for (flag, value) in [
+    let mut flags: Vec<(&str, String)> = args
+        .mem
+        .iter()
+        .map(|m| ("--mem", format!("{}M", m >> 20)))
+        .collect();
+    flags.extend([
         ("--runs", args.runs.to_string()),
         ("--linux-iterations", args.linux_iterations.to_string()),
         ("--timeout", args.timeout.to_string()),
-    ] {
-        inner.extend([flag.into(), value.into()]);
-    }
+    ]);
     let biggest = args.mem.iter().copied().max().unwrap_or(256 << 20);
     let boots = (args.runs * args.mem.len()) as u64;
-    let text = crate::nested::run_captured(
-        inner,
-        biggest,
-        1,
-        Duration::from_secs(boots * args.timeout + 120),
-    )?;
-    let json = text.lines().last().unwrap_or_default();
-    serde_json::from_str(json)
-        .with_context(|| format!("the lab's bench output is not a result: {text}"))
+    let timeout = Duration::from_secs(boots * args.timeout + 120);
+    bench::in_lab("boot", &flags, biggest, 1, timeout)
 }
 
 #[cfg(test)]

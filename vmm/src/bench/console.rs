@@ -16,7 +16,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -336,23 +335,15 @@ fn noise(n: usize) -> Vec<u8> {
 
 /// The whole measurement inside the lab; its JSON comes back on stdout.
 fn measure_in_lab(args: &ConsoleArgs) -> Result<ConsoleMeasurement> {
-    let mut inner: Vec<OsString> = ["bench", "console", "--engine", "kvm", "--raw"]
-        .map(OsString::from)
-        .to_vec();
-    for (flag, value) in [
+    let flags = [
         ("--bytes", args.bytes.to_string()),
         ("--runs", args.runs.to_string()),
         ("--mem", format!("{}M", args.mem >> 20)),
         ("--timeout", args.timeout.to_string()),
-    ] {
-        inner.extend([flag.into(), value.into()]);
-    }
+    ];
     let runs = (KINDS.len() * args.runs) as u64;
     let timeout = Duration::from_secs(args.timeout * (runs + 1) + 120);
-    let text = crate::nested::run_captured(inner, args.mem, 1, timeout)?;
-    let json = text.lines().last().unwrap_or_default();
-    serde_json::from_str(json)
-        .with_context(|| format!("the lab's bench output is not a result: {text}"))
+    bench::in_lab("console", &flags, args.mem, 1, timeout)
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -210,24 +209,15 @@ fn guest_run(args: &ForkArgs, cow: bool) -> Result<ForkRecord> {
 
 /// The whole measurement inside the lab.
 fn measure_in_lab(args: &ForkArgs) -> Result<Measurement> {
-    let mut inner: Vec<OsString> = ["bench", "fork", "--engine", "kvm", "--raw"]
-        .map(OsString::from)
-        .to_vec();
-    for (flag, value) in [
+    let flags = [
         ("--iterations", args.iterations.to_string()),
         ("--heap-mib", args.heap_mib.to_string()),
         ("--mem", format!("{}M", args.mem >> 20)),
         ("--timeout", args.timeout.to_string()),
         ("--cpus", args.cpus.to_string()),
-    ] {
-        inner.extend([flag.into(), value.into()]);
-    }
-    bench::lab_measurement(
-        inner,
-        args.mem,
-        args.cpus,
-        Duration::from_secs(3 * args.timeout + 120),
-    )
+    ];
+    let timeout = Duration::from_secs(3 * args.timeout + 120);
+    bench::in_lab("fork", &flags, args.mem, args.cpus, timeout)
 }
 
 #[cfg(test)]

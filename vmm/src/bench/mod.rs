@@ -436,31 +436,34 @@ pub fn builtin_boot(
 
 /// The whole measurement inside the lab; its JSON comes back on stdout.
 fn measure_in_lab(args: &BenchArgs, mem: u64) -> Result<Measurement> {
-    let mut inner: Vec<OsString> = ["bench", "pagefault", "--engine", "kvm", "--raw"]
-        .map(OsString::from)
-        .to_vec();
-    for (flag, value) in [
+    let flags = [
         ("--pages", args.pages.to_string()),
         ("--runs", args.runs.to_string()),
         ("--mem", format!("{}M", mem >> 20)),
         ("--timeout", args.timeout.to_string()),
         ("--cpus", args.cpus.to_string()),
-    ] {
-        inner.extend([flag.into(), value.into()]);
-    }
+    ];
     let boots = (GUEST_CASES.len() * args.runs) as u64;
     let timeout = Duration::from_secs(args.timeout * (boots + 1) + 120);
-    lab_measurement(inner, mem, args.cpus, timeout)
+    in_lab("pagefault", &flags, mem, args.cpus, timeout)
 }
 
-/// Runs `vmm ARGS` (a bench with `--engine kvm --raw`) inside the lab, on a lab machine
-/// for `cpus` vCPUs at once, and parses the [`Measurement`] it prints as its last line.
-pub fn lab_measurement(
-    args: Vec<OsString>,
+/// Runs `vmm bench KIND --engine kvm --raw FLAG VALUE...` inside the lab, with `mem` bytes
+/// for its guests on a lab machine for `cpus` vCPUs at once, and parses the result (a
+/// [`Measurement`] or a bench's own) it prints as its last line.
+pub fn in_lab<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    flags: &[(&str, String)],
     mem: u64,
     cpus: u8,
     timeout: Duration,
-) -> Result<Measurement> {
+) -> Result<T> {
+    let mut args: Vec<OsString> = ["bench", kind, "--engine", "kvm", "--raw"]
+        .map(OsString::from)
+        .to_vec();
+    for (flag, value) in flags {
+        args.extend([flag.into(), value.into()]);
+    }
     let text = crate::nested::run_captured(args, mem, cpus, timeout)?;
     let json = text.lines().last().unwrap_or_default();
     serde_json::from_str(json)

@@ -11,7 +11,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::ffi::OsString;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -298,25 +297,17 @@ fn guest_run(args: &SmpArgs, cpus: u8) -> Result<(SmpRun, u32)> {
 
 /// The whole measurement inside the lab, on a lab machine for `--cpus` vCPUs at once.
 fn measure_in_lab(args: &SmpArgs) -> Result<SmpMeasurement> {
-    let mut inner: Vec<OsString> = ["bench", "smp", "--engine", "kvm", "--raw"]
-        .map(OsString::from)
-        .to_vec();
-    for (flag, value) in [
+    let flags = [
         ("--cpus", args.cpus.to_string()),
         ("--children", args.children.to_string()),
         ("--millions", args.millions.to_string()),
         ("--runs", args.runs.to_string()),
         ("--mem", format!("{}M", args.mem >> 20)),
         ("--timeout", args.timeout.to_string()),
-    ] {
-        inner.extend([flag.into(), value.into()]);
-    }
+    ];
     let boots = (counts(args).len() * args.runs) as u64;
     let timeout = Duration::from_secs(args.timeout * boots + 120);
-    let text = crate::nested::run_captured(inner, args.mem, args.cpus, timeout)?;
-    let json = text.lines().last().unwrap_or_default();
-    serde_json::from_str(json)
-        .with_context(|| format!("the lab's bench output is not a result: {text}"))
+    bench::in_lab("smp", &flags, args.mem, args.cpus, timeout)
 }
 
 #[cfg(test)]
