@@ -40,6 +40,15 @@ pub fn arg_str(i: usize) -> &'static str {
     arg(i).map_or("", |a| a.to_str().unwrap_or("?"))
 }
 
+/// Argument `i` as a number in `1..=max`; `default` when there is no argument `i`, None
+/// when it is not such a number.
+pub fn arg_number(i: usize, default: usize, max: usize) -> Option<usize> {
+    if argc() <= i {
+        return Some(default);
+    }
+    arg_str(i).parse().ok().filter(|n| (1..=max).contains(n))
+}
+
 /// The arguments, argv[0] first.
 pub fn args() -> impl Iterator<Item = &'static CStr> {
     (0..argc()).filter_map(arg)

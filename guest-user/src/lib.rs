@@ -20,7 +20,7 @@ mod heap;
 mod mem;
 mod rt;
 
-pub use args::{arg, arg_str, argc, args};
+pub use args::{arg, arg_number, arg_str, argc, args};
 pub use syscall::*;
 
 /// xv6's PGSIZE (xv6-abi).

@@ -110,23 +110,12 @@ fn p50(s: &mut [u64]) -> u64 {
     s.get(s.len() / 2).copied().unwrap_or(0)
 }
 
-/// Argument `i` as a number in `1..=max`, or `default` when absent.
-fn number(i: usize, default: usize, max: usize) -> Option<usize> {
-    if ulib::argc() <= i {
-        return Some(default);
-    }
-    ulib::arg_str(i)
-        .parse()
-        .ok()
-        .filter(|n| (1..=max).contains(n))
-}
-
 /// The program.
 #[no_mangle]
 pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     let (Some(n), Some(heap_mib)) = (
-        number(1, DEFAULT_N, 100_000),
-        number(2, DEFAULT_HEAP_MIB, 1024),
+        ulib::arg_number(1, DEFAULT_N, 100_000),
+        ulib::arg_number(2, DEFAULT_HEAP_MIB, 1024),
     ) else {
         eprintln!("usage: forkbench [N (1 to 100000)] [HEAP_MIB (1 to 1024)]");
         return 2;

@@ -37,21 +37,12 @@ fn spin(millions: usize) -> u32 {
     x
 }
 
-/// Argument `i` as a number in `1..=max`, or `default` when absent.
-fn number(i: usize, default: usize, max: usize) -> Option<usize> {
-    if ulib::argc() <= i {
-        return Some(default);
-    }
-    ulib::arg_str(i)
-        .parse()
-        .ok()
-        .filter(|n| (1..=max).contains(n))
-}
-
 /// The program.
 #[no_mangle]
 pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
-    let (Some(children), Some(millions)) = (number(1, 4, 16), number(2, 20, 10_000)) else {
+    let (Some(children), Some(millions)) =
+        (ulib::arg_number(1, 4, 16), ulib::arg_number(2, 20, 10_000))
+    else {
         eprintln!("usage: spinbench [CHILDREN (1 to 16)] [MILLIONS (1 to 10000)]");
         return 2;
     };

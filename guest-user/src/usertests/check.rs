@@ -3,7 +3,7 @@
 //! a child process.
 
 use core::fmt::{self, Write};
-use ulib::{exit, fork, wait};
+use ulib::{exit, fork, kill, wait};
 
 /// Why a test failed: a short message, kept on the stack.
 pub struct Why {
@@ -71,6 +71,20 @@ pub fn reap(pid: i32) -> Result<i32, Why> {
     let got = wait(Some(&mut status));
     ensure!(got == pid, "wait returned {got}, expected child {pid}");
     Ok(status)
+}
+
+/// Kills the children `pids` and waits for them all: each must exit with 137 (killed).
+pub fn kill_all(pids: &[i32]) -> Outcome {
+    for &p in pids {
+        ensure!(kill(p) == 0, "kill({p}) failed");
+    }
+    for _ in pids {
+        let mut st = -1;
+        let got = wait(Some(&mut st));
+        ensure!(pids.contains(&got), "wait returned {got}");
+        ensure!(st == 137, "a killed spinner exited with {st}, expected 137");
+    }
+    Ok(())
 }
 
 /// Runs `f` in a child and checks its exit status.

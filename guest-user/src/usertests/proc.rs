@@ -3,7 +3,7 @@
 
 extern crate alloc;
 
-use crate::check::{expect_status, in_child, reap, Outcome};
+use crate::check::{expect_status, in_child, kill_all, reap, Outcome};
 use core::hint::black_box;
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use ulib::{exit, fork, getpid, kill, println, sleep, uptime, wait};
@@ -159,15 +159,7 @@ pub fn preemption() -> Outcome {
     let t0 = uptime();
     sleep(10);
     let t1 = uptime();
-    for p in pids {
-        ensure!(kill(p) == 0, "kill({p}) failed");
-    }
-    for _ in pids {
-        let mut st = -1;
-        let got = wait(Some(&mut st));
-        ensure!(pids.contains(&got), "wait returned {got}");
-        ensure!(st == 137, "a killed spinner exited with {st}, expected 137");
-    }
+    kill_all(&pids)?;
     ensure!(t1 - t0 >= 10, "sleep(10) returned after {} ticks", t1 - t0);
     Ok(())
 }

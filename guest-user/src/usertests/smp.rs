@@ -4,9 +4,9 @@
 //! processes on different CPUs, kill of a process running (in user mode, never entering the
 //! kernel) on another CPU — and not a page lost by any of it.
 
-use crate::check::{reap, Outcome};
+use crate::check::{kill_all, reap, Outcome};
 use core::hint::black_box;
-use ulib::{close, countfree, exit, fork, kill, pipe, println, read, sleep, uptime, wait, write};
+use ulib::{close, countfree, exit, fork, pipe, println, read, sleep, uptime, wait, write};
 
 /// CPU-bound children in `cpubound`.
 const BUSY: usize = 2;
@@ -198,15 +198,7 @@ pub fn killrunning() -> Outcome {
     }
     sleep(3);
     let t0 = uptime();
-    for p in pids {
-        ensure!(kill(p) == 0, "kill({p}) failed");
-    }
-    for _ in pids {
-        let mut st = -1;
-        let got = wait(Some(&mut st));
-        ensure!(pids.contains(&got), "wait returned {got}");
-        ensure!(st == 137, "a killed spinner exited with {st}, expected 137");
-    }
+    kill_all(&pids)?;
     let took = uptime() - t0;
     ensure!(took <= 100, "the killed spinners took {took} ticks to exit");
     Ok(())

@@ -171,23 +171,26 @@ fn ap_thread(
     let lock = || vcpu.lock().unwrap_or_else(|e| e.into_inner());
     // (The guard must not outlive this statement: the debugger locks the vCPU too.)
     let confined = confine_ap(&lock(), cx.confine);
-    let filter = confined.as_ref().ok().copied().flatten();
-    match confined {
+    let filter = match confined {
         Err(e) => {
             let failed = Outcome::Failed(format!("vCPU {id}: seccomp: {e:#}"));
             end_run(id, failed, None, stopped, cx);
+            None
         }
-        Ok(_) => match &cx.gdb {
-            None => {
-                let mut v = lock();
-                let outcome = v.run();
-                let crash = v.crash.take();
-                drop(v);
-                end_run(id, outcome, crash, stopped, cx);
+        Ok(filter) => {
+            match &cx.gdb {
+                None => {
+                    let mut v = lock();
+                    let outcome = v.run();
+                    let crash = v.crash.take();
+                    drop(v);
+                    end_run(id, outcome, crash, stopped, cx);
+                }
+                Some(reports) => debugged_loop(id, vcpu, orders, reports, stopped, cx),
             }
-            Some(reports) => debugged_loop(id, vcpu, orders, reports, stopped, cx),
-        },
-    }
+            filter
+        }
+    };
     let mut v = lock();
     ApResult {
         id,

@@ -60,7 +60,7 @@ fn usertests_pass() {
 /// `vmm run [FLAGS] usertests` prints ALL TESTS PASSED (with the free-page count equal
 /// before and after, which usertests itself checks) and exits 0; returns its stdout and
 /// stderr.
-fn assert_usertests_pass(flags: &[&str]) -> (String, String) {
+pub fn assert_usertests_pass(flags: &[&str]) -> (String, String) {
     let mut args = vec!["--quiet", "--timeout", "600"];
     args.extend_from_slice(flags);
     args.push("usertests");

@@ -85,21 +85,7 @@ fn usertests_pass_on_two_cpus_each_busy() {
 
 #[test]
 fn four_cpus_with_cow_and_lazy() {
-    let Some(out) = boot(&[
-        "--quiet",
-        "--cpus",
-        "4",
-        "--cow",
-        "--lazy",
-        "--timeout",
-        "600",
-        "usertests",
-    ]) else {
-        return;
-    };
-    let (text, err) = (stdout(&out), stderr(&out));
-    assert!(text.contains("ALL TESTS PASSED"), "{text}\n{err}");
-    assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
+    crate::programs::assert_usertests_pass(&["--cpus", "4", "--cow", "--lazy"]);
 }
 
 /// `--pgdump` and `--pgdump-svg` when the guest asks on another vCPU than 0: a C program that

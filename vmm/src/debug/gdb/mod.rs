@@ -200,6 +200,13 @@ pub fn serve<'m>(
 }
 
 impl<'m> GdbTarget<'_, 'm> {
+    /// gdb's resume action for thread `tid`: continue, or step (an unknown thread: nothing).
+    fn set_action(&mut self, tid: Tid, step: bool) {
+        if let Some(a) = self.actions.get_mut(tid.get() - 1) {
+            *a = Some(step);
+        }
+    }
+
     /// How many vCPUs there are.
     fn count(&self) -> usize {
         self.stepping.len()
@@ -644,9 +651,7 @@ impl MultiThreadResume for GdbTarget<'_, '_> {
         tid: Tid,
         _signal: Option<Signal>,
     ) -> Result<(), Self::Error> {
-        if let Some(a) = self.actions.get_mut(tid.get() - 1) {
-            *a = Some(false);
-        }
+        self.set_action(tid, false);
         Ok(())
     }
 
@@ -670,9 +675,7 @@ impl MultiThreadSingleStep for GdbTarget<'_, '_> {
         tid: Tid,
         _signal: Option<Signal>,
     ) -> Result<(), Self::Error> {
-        if let Some(a) = self.actions.get_mut(tid.get() - 1) {
-            *a = Some(true);
-        }
+        self.set_action(tid, true);
         Ok(())
     }
 }
