@@ -151,6 +151,7 @@ pub fn find_tools() -> Result<IntelTools, Vec<&'static str>> {
 pub fn init_script(spec: &InitSpec) -> Vec<u8> {
     let mut s: Vec<u8> = Vec::new();
     s.extend_from_slice(INIT_HEAD);
+    s.extend_from_slice(crate::script::MEMORY_TUNING);
     for m in spec.modules {
         crate::script::push_insmod(&mut s, m);
     }
@@ -783,6 +784,8 @@ mod tests {
                 "insmod '/lib/modules/lab/kvm_intel.ko' || fail 'kvm_intel did not load'\n"
             ));
             assert!(!text.contains("kvm_amd.ko"));
+            let tuned = text.find("use_zero_page").expect("no memory tuning");
+            assert!(tuned < text.find("insmod").unwrap());
             assert!(text.contains("[ -e /sys/module/kvm_intel ] || fail"));
             assert!(text.contains("  export RUST_LOG='debug'\n"));
             assert!(text.contains("exec '/lab/bin/vmm' \\\n    '--flag' \\\n    'a b'\\''c'\n"));
