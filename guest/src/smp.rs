@@ -14,7 +14,7 @@
 
 use core::sync::atomic::{compiler_fence, Ordering};
 
-use xv6_abi::mmu::{CR0_PG, CR0_WP, CR4_PSE};
+use xv6_abi::mmu::{CR0_CD, CR0_NW, CR0_PE, CR0_PG, CR0_WP, CR4_PSE};
 use xv6_abi::smp::AP_START;
 
 use crate::bootstack::BootStack;
@@ -47,8 +47,10 @@ ap_tramp_start:
     # Protected mode with the trampoline's own flat GDT (code 0x08, data 0x10, as the
     # kernel's), then a far jump to load CS from it.
     lgdtl ({ap_start} + (ap_gdtdesc - ap_tramp_start))
+    # INIT leaves the caches off (CR0.CD and CR0.NW set): turn them on with protected mode.
     movl %cr0, %eax
-    orl $1, %eax
+    andl ${cr0_caches_off}, %eax
+    orl ${cr0_pe}, %eax
     movl %eax, %cr0
     ljmpl $8, $({ap_start} + (ap_start32 - ap_tramp_start))
 
@@ -94,6 +96,8 @@ ap_tramp_end:
     ap_args = const AP_ARGS,
     cr4_pse = const CR4_PSE,
     cr0_pg_wp = const CR0_PG | CR0_WP,
+    cr0_caches_off = const !(CR0_CD | CR0_NW),
+    cr0_pe = const CR0_PE,
     options(att_syntax)
 );
 
@@ -209,6 +213,14 @@ extern "C" fn mpenter() -> ! {
 /// A CPU's last step before scheduling (xv6 `mpmain`): the IDT (and the task state
 /// segments), the word startothers waits for, the scheduler.
 fn mpmain(me: usize) -> ! {
+    // The trampoline turned the caches on (the boot CPU starts with them on: the VMM sets
+    // its CR0). Uncached, a CPU is many times slower, and under KVM every CR0 difference
+    // from the hardware's can cost VM exits.
+    let cr0 = x86::rcr0();
+    assert!(
+        cr0 & (CR0_CD | CR0_NW) == 0,
+        "cpu{me}: caches off (CR0 {cr0:#010x})"
+    );
     crate::trap::idtinit();
     if !config().quiet {
         cprintln!("xv6: cpu{}: starting", me);

@@ -106,6 +106,11 @@ pub mod mmu {
     pub const CR0_ET: u32 = 1 << 4;
     /// CR0: write protect (the kernel honours read-only pages too).
     pub const CR0_WP: u32 = 1 << 16;
+    /// CR0: not write-through (with CR0_CD: no write-back either). Set at reset.
+    pub const CR0_NW: u32 = 1 << 29;
+    /// CR0: cache disable. Set at reset, so a CPU started by INIT/SIPI runs uncached until
+    /// its boot code clears it.
+    pub const CR0_CD: u32 = 1 << 30;
     /// CR0: paging.
     pub const CR0_PG: u32 = 1 << 31;
     /// CR4: page size extension (4 MiB pages).

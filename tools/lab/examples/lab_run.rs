@@ -1,6 +1,6 @@
 //! Runs a program in the lab from the command line, for trying things by hand:
 //! `cargo run -p lab --example lab_run -- [-f HOST_FILE:LAB_PATH]... PROGRAM [ARGS...]`, or
-//! `-- --status` (exit status passed through;
+//! `-- --status` (exit status passed through; `LAB_RUN_CPUS=N` gives the lab machine N CPUs;
 //! `RUST_LOG=lab=info` prints timings, `=debug` the QEMU command line and the lab console).
 
 use std::time::Duration;
@@ -36,6 +36,11 @@ fn main() {
         files,
         stdin: lab::LabStdin::Inherit,
         guest_mem_mib: 256,
+        // LAB_RUN_CPUS: the lab machine's CPUs (default 1).
+        cpus: std::env::var("LAB_RUN_CPUS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1),
         timeout: Duration::from_secs(300),
         ..Default::default()
     };
