@@ -82,9 +82,10 @@ pub struct LabRequest {
     pub run_timeout: Option<Duration>,
     /// Which lab: AMD (QEMU, kvm_amd; the default) or Intel (Bochs, kvm_intel; see [`crate::bochs`]).
     pub vendor: Vendor,
-    /// vCPUs the program runs at once (`vmm run --cpus N`). Above 1, the AMD lab's machine
-    /// gets as many CPUs, at most [`qemu::lab_cpus`] (the host's, up to 8), so that they
-    /// really run at once; 0 or 1: one CPU, which restores and runs a single vCPU fastest
+    /// vCPUs the program runs (`vmm run --cpus N`). The AMD lab's machine gets as many CPUs,
+    /// at most [`qemu::lab_cpus`] (one unless `XV6_LAB_CPUS` says more: beyond one, QEMU's
+    /// emulation of nested SVM is not reliable; there, the vCPUs take turns); one vCPU
+    /// always gets one CPU, which restores and runs a single vCPU fastest
     /// (see [`LabRequest::machine_cpus`]). The Intel lab (Bochs) always has one.
     pub cpus: u32,
 }

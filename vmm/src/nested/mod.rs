@@ -124,7 +124,8 @@ pub fn status_text() -> String {
 }
 
 /// The vCPU counts whose warm snapshots `vmm lab setup` builds and `vmm lab status` shows:
-/// one, and two (xv6's own default, `--cpus 2`) where the host has two CPUs for the lab.
+/// one, and two (xv6's own default, `--cpus 2`) where `XV6_LAB_CPUS` lets the lab machine
+/// have two CPUs (lab::qemu::lab_cpus: one by default).
 fn snapshot_cpus() -> Vec<u32> {
     if lab::qemu::lab_cpus() > 1 {
         vec![1, 2]

@@ -198,7 +198,7 @@ pub fn run_in_lab(args: &RunArgs, r: &LabRun<'_>) -> Result<i32> {
             .timeout_duration()
             .filter(|_| args.gdb.is_none())
             .map(|t| t + Duration::from_secs(RUN_GRACE_SECS)),
-        // Several vCPUs get a lab machine of several CPUs, so that they run at once.
+        // Several vCPUs may get a lab machine of several CPUs (lab::qemu::lab_cpus).
         cpus: u32::from(args.cpus),
         ..super::request(inner, r.mem, timeout, r.vendor)?
     };
