@@ -1,6 +1,7 @@
 //! Runs a program in the lab from the command line, for trying things by hand:
 //! `cargo run -p lab --example lab_run -- [-f HOST_FILE:LAB_PATH]... PROGRAM [ARGS...]`, or
-//! `-- --status` (exit status passed through; `LAB_RUN_CPUS=N` gives the lab machine N CPUs;
+//! `-- --status` (exit status passed through; `LAB_RUN_CPUS=N` runs it as for `vmm run --cpus
+//! N`, on a machine of that many CPUs only as far as `XV6_LAB_CPUS` allows;
 //! `RUST_LOG=lab=info` prints timings, `=debug` the QEMU command line and the lab console).
 
 use std::time::Duration;
@@ -36,7 +37,7 @@ fn main() {
         files,
         stdin: lab::LabStdin::Inherit,
         guest_mem_mib: 256,
-        // LAB_RUN_CPUS: the lab machine's CPUs (default 1).
+        // LAB_RUN_CPUS: the run's vCPUs (default 1); the machine's CPUs: lab::qemu::lab_cpus.
         cpus: std::env::var("LAB_RUN_CPUS")
             .ok()
             .and_then(|n| n.parse().ok())
